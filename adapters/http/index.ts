@@ -1,0 +1,234 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  GatewayError, patternProblem, toGatewayError,
+  type Adapter, type AdapterContext, type BusSubscription, type Message, type MessageSource,
+} from '../../src/index.js';
+import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
+import { sendProblem } from './problem.js';
+
+const MESSAGES = '/v1/messages/';
+const REQUESTS = '/v1/requests/';
+const SUBSCRIBE = '/v1/subscribe/';
+/** An SSE client whose socket holds more than this unsent is a slow consumer and is closed. */
+const SSE_MAX_BUFFERED = 1024 * 1024;
+const SSE_HEARTBEAT_MS = 15_000;
+
+/**
+ * The HTTP API on the shared HTTP listener: publish (`POST /v1/messages/<key>`), request/reply
+ * (`POST /v1/requests/<key>`) and Server-Sent Events (`GET /v1/subscribe/<pattern>`).
+ * Every error is RFC 9457 problem+json.
+ */
+export class HttpAdapter implements Adapter {
+  readonly protocol = 'http' as const;
+  readonly #ctx: AdapterContext;
+  readonly #streams = new Set<SseStream>();
+  #stopping = false;
+  #sseClosedSlow = 0;
+
+  constructor(ctx: AdapterContext) {
+    this.#ctx = ctx;
+  }
+
+  register(): void {
+    const app = this.#ctx.http;
+    if (!app) return;
+    app.register((scope, _opts, done) => this.#routes(scope, done));
+  }
+
+  #routes(app: FastifyInstance, done: () => void): void {
+    // Payloads are bytes, never parsed: one parser for every content type, enforcing the
+    // current payload limit (read per request so a reload applies at once).
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', (request, body, parsed) => {
+      collectBody(request, body, this.#ctx.config().limits.maxPayloadSize).then((buf) => parsed(null, buf), (err: Error) => parsed(err));
+    });
+    app.setErrorHandler((err, request, reply) => {
+      const gatewayError = err instanceof GatewayError ? err : fastifyError(err);
+      if (gatewayError.code === 'internal') this.#ctx.logger.error({ err }, 'HTTP request failed');
+      sendProblem(reply, gatewayError, request.url);
+    });
+    app.setNotFoundHandler((request, reply) => {
+      sendProblem(reply, new GatewayError('bad_request', `no such endpoint: ${request.method} ${request.url.split('?')[0]}; use POST ${MESSAGES}<key>, POST ${REQUESTS}<key> or GET ${SUBSCRIBE}<pattern>`), request.url);
+    });
+    app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
+    app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
+    app.get(`${SUBSCRIBE}*`, (request, reply) => this.#subscribe(request, reply));
+    done();
+  }
+
+  #source(request: FastifyRequest): MessageSource {
+    return { protocol: 'http', remoteAddress: request.ip };
+  }
+
+  #message(request: FastifyRequest, prefix: string): Message {
+    if (this.#stopping) throw new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
+    const key = keyFromUrl(request.url, prefix);
+    const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+    return messageFromRequest(key, body, request.headers, this.#source(request));
+  }
+
+  async #publish(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const message = this.#message(request, MESSAGES);
+    const result = await this.#ctx.dispatcher.dispatch(message);
+    reply.code(202).send({ id: result.id });
+  }
+
+  async #request(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const message = this.#message(request, REQUESTS);
+    const timeoutHeader = request.headers['x-timeout-ms'];
+    let timeoutMs: number | undefined;
+    if (typeof timeoutHeader === 'string') {
+      timeoutMs = Number(timeoutHeader);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new GatewayError('bad_request', 'x-timeout-ms must be a positive integer', { field: 'x-timeout-ms' });
+    }
+    const result = await this.#ctx.dispatcher.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+    const answer = result.reply ?? { payload: Buffer.alloc(0) };
+    reply.header('x-message-id', result.id);
+    for (const [name, value] of Object.entries(answer.headers ?? {})) reply.header(name, value);
+    reply.code(answer.status !== undefined && answer.status < 400 ? answer.status : 200);
+    reply.type(answer.contentType ?? 'application/octet-stream').send(answer.payload);
+  }
+
+  async #subscribe(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (this.#stopping) throw new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
+    const pattern = keyFromUrl(request.url, SUBSCRIBE);
+    const problem = patternProblem(pattern);
+    if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const stream = new SseStream(reply, () => {
+      this.#sseClosedSlow++;
+      this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
+    });
+    this.#streams.add(stream);
+    stream.onClose(() => this.#streams.delete(stream));
+    try {
+      stream.subscription = await this.#ctx.bus.subscribe(pattern, (message) => stream.send(message));
+    } catch (err) {
+      stream.end();
+      throw toGatewayError(err);
+    }
+    reply.hijack();
+    stream.open();
+  }
+
+  async start(): Promise<void> {
+    this.#stopping = false;
+  }
+
+  async stop(_deadline: number): Promise<void> {
+    this.#stopping = true;
+    await Promise.all([...this.#streams].map((stream) => stream.end()));
+  }
+
+  connections(): number {
+    return this.#streams.size;
+  }
+
+  get slowConsumersClosed(): number {
+    return this.#sseClosedSlow;
+  }
+}
+
+/** One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. */
+class SseStream {
+  subscription: BusSubscription | undefined;
+  readonly #reply: FastifyReply;
+  readonly #onSlow: () => void;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #closed = false;
+  #closeHandlers: (() => void)[] = [];
+
+  constructor(reply: FastifyReply, onSlow: () => void) {
+    this.#reply = reply;
+    this.#onSlow = onSlow;
+    reply.raw.on('close', () => void this.end());
+  }
+
+  onClose(handler: () => void): void {
+    this.#closeHandlers.push(handler);
+  }
+
+  open(): void {
+    const raw = this.#reply.raw;
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    raw.write(': subscribed\n\n');
+    this.#heartbeat = setInterval(() => raw.write(': ping\n\n'), SSE_HEARTBEAT_MS);
+    this.#heartbeat.unref();
+  }
+
+  send(message: Message): void {
+    if (this.#closed) return;
+    const raw = this.#reply.raw;
+    if (raw.writableLength > SSE_MAX_BUFFERED) {
+      this.#onSlow();
+      void this.end();
+      return;
+    }
+    const data = {
+      id: message.id,
+      key: message.key,
+      ...ssePayload(message.payload),
+      ...(message.contentType !== undefined ? { contentType: message.contentType } : {}),
+      headers: message.headers,
+      priority: message.priority,
+      traceparent: message.traceparent,
+      ...(message.replyTo !== undefined ? { replyTo: message.replyTo } : {}),
+      ...(message.correlationId !== undefined ? { correlationId: message.correlationId } : {}),
+    };
+    raw.write(`event: message\nid: ${message.id}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+
+  async end(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#heartbeat);
+    for (const handler of this.#closeHandlers) handler();
+    if (!this.#reply.raw.destroyed) this.#reply.raw.end();
+    await this.subscription?.close();
+  }
+}
+
+function collectBody(request: FastifyRequest, body: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
+  const declared = Number(request.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    body.resume();
+    return Promise.reject(tooLarge(limit));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    body.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        body.removeAllListeners('data');
+        body.resume();
+        reject(tooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    body.on('end', () => resolve(Buffer.concat(chunks, size)));
+    body.on('error', reject);
+  });
+}
+
+function tooLarge(limit: number): GatewayError {
+  return new GatewayError('too_large', `payload exceeds the limit of ${limit} bytes (limits.maxPayloadSize)`);
+}
+
+/** Fastify's own errors (bad content-length, body parsing) in our vocabulary. */
+function fastifyError(err: unknown): GatewayError {
+  const statusCode = (err as { statusCode?: unknown } | null)?.statusCode;
+  const message = err instanceof Error ? err.message : String(err);
+  if (statusCode === 413) return new GatewayError('too_large', message);
+  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) return new GatewayError('bad_request', message);
+  return toGatewayError(err);
+}
+
+export function createHttpAdapter(ctx: AdapterContext): Adapter {
+  return new HttpAdapter(ctx);
+}

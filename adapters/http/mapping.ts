@@ -1,0 +1,78 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { createMessage, GatewayError, type Message, type MessageSource } from '../../src/index.js';
+
+/** Request headers that are transport, credentials or mapped onto Message fields, not message headers. */
+const NOT_MESSAGE_HEADERS = new Set([
+  'host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer',
+  'expect', 'authorization', 'cookie', 'proxy-authorization', 'proxy-connection', 'accept-encoding',
+  'x-priority', 'x-qos', 'traceparent', 'x-message-id', 'x-reply-to', 'x-correlation-id', 'x-expires-in',
+]);
+
+/** The key is the rest of the path after the prefix, percent-decoded, query removed. */
+export function keyFromUrl(url: string, prefix: string): string {
+  const path = url.slice(prefix.length);
+  const q = path.indexOf('?');
+  const raw = q === -1 ? path : path.slice(0, q);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new GatewayError('bad_request', 'the key in the path is not valid percent-encoding', { field: 'key' });
+  }
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function integerHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
+  const value = header(headers, name);
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isInteger(n)) {
+    throw new GatewayError('bad_request', `${name} must be an integer`, { field: name });
+  }
+  return n;
+}
+
+export function messageFromRequest(key: string, payload: Buffer, headers: IncomingHttpHeaders, source: MessageSource): Message {
+  const messageHeaders: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || NOT_MESSAGE_HEADERS.has(name)) continue;
+    messageHeaders[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  const expiresIn = integerHeader(headers, 'x-expires-in');
+  const qos = integerHeader(headers, 'x-qos');
+  const priority = integerHeader(headers, 'x-priority');
+  const contentType = header(headers, 'content-type');
+  const id = header(headers, 'x-message-id');
+  const traceparent = header(headers, 'traceparent');
+  const replyTo = header(headers, 'x-reply-to');
+  const correlationId = header(headers, 'x-correlation-id');
+  return createMessage({
+    key,
+    payload,
+    headers: messageHeaders,
+    // An HTTP 202 is an acknowledgement, so HTTP publishes are at-least-once unless asked otherwise.
+    qos: qos ?? 1,
+    source,
+    ...(priority !== undefined ? { priority } : {}),
+    ...(contentType !== undefined ? { contentType } : {}),
+    ...(id !== undefined ? { id } : {}),
+    ...(traceparent !== undefined ? { traceparent } : {}),
+    ...(replyTo !== undefined ? { replyTo } : {}),
+    ...(correlationId !== undefined ? { correlationId } : {}),
+    ...(expiresIn !== undefined ? { expiresAt: Date.now() + expiresIn * 1000 } : {}),
+  });
+}
+
+/** An SSE `data:` line carries the payload as text when it is UTF-8, else as base64. */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function ssePayload(payload: Buffer): { payload: string; encoding?: 'base64' } {
+  try {
+    return { payload: strictUtf8.decode(payload) };
+  } catch {
+    return { payload: payload.toString('base64'), encoding: 'base64' };
+  }
+}

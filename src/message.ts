@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { v7 as uuidv7 } from 'uuid';
+import { GatewayError } from './errors.js';
+
+export type Protocol = 'mqtt' | 'ws' | 'http' | 'grpc' | 'internal';
+export const PROTOCOLS: readonly Protocol[] = ['mqtt', 'ws', 'http', 'grpc', 'internal'];
+
+/** MQTT QoS 2 is carried so the embedded broker can honour it; routing treats it like 1. */
+export type QoS = 0 | 1 | 2;
+
+export const MIN_PRIORITY = 0;
+export const MAX_PRIORITY = 9;
+export const DEFAULT_PRIORITY = 4;
+/** MQTT topic names are length-prefixed with 16 bits [MQTT-1.5.3]. */
+export const MAX_KEY_BYTES = 65535;
+
+export interface MessageSource {
+  protocol: Protocol;
+  clientId?: string;
+  remoteAddress?: string;
+  principal?: string;
+}
+
+export interface Message {
+  /** UUIDv7: unique and sortable by creation time. */
+  id: string;
+  key: string;
+  /** Never re-encoded between ingress and egress. */
+  payload: Buffer;
+  contentType?: string;
+  headers: Record<string, string>;
+  priority: number;
+  qos: QoS;
+  source: MessageSource;
+  /** ms since epoch at ingress */
+  timestamp: number;
+  traceparent: string;
+  replyTo?: string;
+  correlationId?: string;
+  /** ms since epoch; past it the message is dropped and counted as expired */
+  expiresAt?: number;
+}
+
+export interface MessageInit {
+  id?: string;
+  key: string;
+  payload: Buffer;
+  contentType?: string;
+  headers?: Record<string, string>;
+  priority?: number;
+  qos?: number;
+  source: MessageSource;
+  timestamp?: number;
+  traceparent?: string;
+  replyTo?: string;
+  correlationId?: string;
+  expiresAt?: number;
+}
+
+export function newMessageId(): string {
+  return uuidv7();
+}
+
+/**
+ * Checks a route key against the MQTT topic-name rules [MQTT-4.7.1-1], [MQTT-4.7.3-1..3]:
+ * at least one character, no wildcards, no NUL, at most 65535 UTF-8 bytes.
+ * Returns what is wrong, or undefined when the key is valid.
+ */
+export function keyProblem(key: string): string | undefined {
+  if (typeof key !== 'string' || key.length === 0) return 'key must not be empty';
+  if (key.includes('+') || key.includes('#')) return 'key must not contain the wildcards + or #';
+  if (key.includes('\u0000')) return 'key must not contain NUL';
+  if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) {
+    return `key must be at most ${MAX_KEY_BYTES} bytes of UTF-8`;
+  }
+  if (!key.isWellFormed()) return 'key must be well-formed UTF-8';
+  return undefined;
+}
+
+/**
+ * Checks a subscription pattern against the MQTT topic-filter rules [MQTT-4.7.1-2], [MQTT-4.7.1-3]:
+ * `#` only as the whole last level, `+` only as a whole level.
+ */
+export function patternProblem(pattern: string): string | undefined {
+  if (typeof pattern !== 'string' || pattern.length === 0) return 'pattern must not be empty';
+  if (pattern.includes('\u0000')) return 'pattern must not contain NUL';
+  if (Buffer.byteLength(pattern, 'utf8') > MAX_KEY_BYTES) return `pattern must be at most ${MAX_KEY_BYTES} bytes of UTF-8`;
+  const levels = pattern.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) {
+      return '# must be a whole level and the last one';
+    }
+    if (level.includes('+') && level !== '+') return '+ must be a whole level';
+  }
+  return undefined;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+
+/** A W3C traceparent with all-zero trace or parent ids is invalid and must be replaced. */
+export function isValidTraceparent(value: string | undefined): value is string {
+  if (value === undefined) return false;
+  const m = TRACEPARENT.exec(value);
+  if (!m || value.startsWith('ff')) return false;
+  return !/^0+$/.test(m[1]!) && !/^0+$/.test(m[2]!);
+}
+
+export function newTraceparent(): string {
+  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+}
+
+export function parsePriority(value: unknown): number | undefined {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < MIN_PRIORITY || n > MAX_PRIORITY) return undefined;
+  return n;
+}
+
+/** Builds a Message at ingress, rejecting bad input with `bad_request` naming the field. */
+export function createMessage(init: MessageInit): Message {
+  const problem = keyProblem(init.key);
+  if (problem) throw new GatewayError('bad_request', problem, { field: 'key' });
+  let priority = DEFAULT_PRIORITY;
+  if (init.priority !== undefined) {
+    const p = parsePriority(init.priority);
+    if (p === undefined) throw new GatewayError('bad_request', `priority must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}`, { field: 'priority' });
+    priority = p;
+  }
+  const qos = init.qos ?? 0;
+  if (qos !== 0 && qos !== 1 && qos !== 2) throw new GatewayError('bad_request', 'qos must be 0, 1 or 2', { field: 'qos' });
+  if (init.id !== undefined && (typeof init.id !== 'string' || init.id.length === 0 || init.id.length > 128)) {
+    throw new GatewayError('bad_request', 'id must be a non-empty string of at most 128 characters', { field: 'id' });
+  }
+  const message: Message = {
+    id: init.id ?? newMessageId(),
+    key: init.key,
+    payload: init.payload,
+    headers: init.headers ?? {},
+    priority,
+    qos,
+    source: init.source,
+    timestamp: init.timestamp ?? Date.now(),
+    traceparent: isValidTraceparent(init.traceparent) ? init.traceparent : newTraceparent(),
+  };
+  if (init.contentType !== undefined) message.contentType = init.contentType;
+  if (init.replyTo !== undefined) {
+    const replyProblem = keyProblem(init.replyTo);
+    if (replyProblem) throw new GatewayError('bad_request', `replyTo: ${replyProblem}`, { field: 'replyTo' });
+    message.replyTo = init.replyTo;
+  }
+  if (init.correlationId !== undefined) message.correlationId = init.correlationId;
+  if (init.expiresAt !== undefined) message.expiresAt = init.expiresAt;
+  return message;
+}
+
+export function isExpired(message: Message, now = Date.now()): boolean {
+  return message.expiresAt !== undefined && message.expiresAt <= now;
+}

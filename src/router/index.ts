@@ -1,0 +1,13 @@
+/** The rule router: compile `routes:` once per (re)load, then match every message against it. */
+export { compileRouteTable } from './route-table.js';
+export { TopicTrie, type TrieVisitor } from './topic-trie.js';
+export type {
+  CompiledRoute,
+  LossReason,
+  RoutableMessage,
+  RouteDecision,
+  RouteExplanation,
+  RouteMatch,
+  RouteTable,
+  TargetBinding,
+} from './types.js';

@@ -1,0 +1,280 @@
+import { ConfigError, type ConfigIssue, type DefaultRoute } from '../config/types.js';
+import type { RouteConfig, TargetRefConfig } from '../config/schema.js';
+import { PROTOCOLS, patternProblem, type Protocol } from '../message.js';
+import { TopicTrie } from './topic-trie.js';
+import type {
+  CompiledRoute,
+  LossReason,
+  RoutableMessage,
+  RouteDecision,
+  RouteExplanation,
+  RouteMatch,
+  RouteTable,
+  TargetBinding,
+} from './types.js';
+
+/** A `to`/`fallback` entry, prepared so that a match only fills in the key. */
+type TargetTemplate =
+  /** a named target or `deadletter`: the same binding for every message */
+  | { kind: 'fixed'; binding: TargetBinding }
+  /** `publish`: the message's own key */
+  | { kind: 'key' }
+  /** `{publish: "a/{1}/b"}`: literals[0] + captures[slots[0]] + literals[1] + … */
+  | { kind: 'template'; literals: readonly string[]; slots: readonly number[] };
+
+interface Rule {
+  route: CompiledRoute;
+  /** position in precedence order: lower wins */
+  rank: number;
+  /** bit per allowed protocol (PROTOCOL_BIT) */
+  protocolMask: number;
+  /** lower-cased header names and the values they must have, as parallel arrays */
+  headerCount: number;
+  headerNames: readonly string[];
+  headerValues: readonly string[];
+  targets: readonly TargetTemplate[];
+  fallback: readonly TargetTemplate[];
+  continues: boolean;
+}
+
+const PROTOCOL_BIT = Object.fromEntries(PROTOCOLS.map((p, i) => [p, 1 << i])) as Record<Protocol, number>;
+const ANY_PROTOCOL = (1 << PROTOCOLS.length) - 1;
+const SLOT = /\{([0-9]+)\}/g;
+
+/**
+ * Compiles `routes:` into an immutable table. Rules that share a key pattern share one trie entry
+ * holding them already sorted by precedence (priority descending, then file order), so matching a
+ * key costs a walk over its levels plus a merge of the few small sorted lists it reaches.
+ * `routes` of the table lists the compiled rules in precedence order, the order they are tried.
+ * Throws ConfigError (positions unknown, paths such as `routes[2].match.key`) for rules that cannot
+ * be compiled.
+ */
+export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: DefaultRoute, version = 1): RouteTable {
+  const issues: ConfigIssue[] = [];
+  const report = (path: string, message: string): void => {
+    issues.push({ file: '', line: 0, column: 0, path, message });
+  };
+  const names = new Set<string>();
+  const rules: Rule[] = routes.map((config, index) => {
+    const path = `routes[${index}]`;
+    if (names.has(config.name)) report(`${path}.name`, `duplicate route name "${config.name}"`);
+    names.add(config.name);
+    const pattern = config.match.key;
+    const problem = patternProblem(pattern);
+    if (problem !== undefined) report(`${path}.match.key`, problem);
+    const wildcards = pattern.split('/').filter((level) => level === '+' || level === '#').length;
+    return compileRule(config, index, wildcards, (p, message) => report(`${path}.${p}`, message));
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  rules.sort((a, b) => b.route.priority - a.route.priority || a.route.index - b.route.index);
+  const byPattern = new Map<string, Rule[]>();
+  for (let rank = 0; rank < rules.length; rank++) {
+    const rule = rules[rank]!;
+    rule.rank = rank;
+    const list = byPattern.get(rule.route.pattern);
+    if (list === undefined) byPattern.set(rule.route.pattern, [rule]);
+    else list.push(rule);
+  }
+  const trie = new TopicTrie<readonly Rule[]>();
+  for (const [pattern, list] of byPattern) trie.add(pattern, Object.freeze(list));
+
+  // Scratch for one match: the sorted rule lists the key reached and their captures, packed in one
+  // buffer. Reused across calls because match() runs to completion without calling out, so no two
+  // matches on this table can interleave; nothing of it is visible outside.
+  const reached: (readonly Rule[])[] = [];
+  const capStart: number[] = [];
+  const capEnd: number[] = [];
+  const capBuf: string[] = [];
+  const cursor: number[] = [];
+  let reachedCount = 0;
+  let capCount = 0;
+  const collect = (list: readonly Rule[], captures: readonly string[]): void => {
+    reached[reachedCount] = list;
+    capStart[reachedCount] = capCount;
+    for (let i = 0; i < captures.length; i++) capBuf[capCount++] = captures[i]!;
+    capEnd[reachedCount] = capCount;
+    reachedCount++;
+  };
+
+  const matchOf = (rule: Rule, list: number, key: string): RouteMatch => {
+    const captures = capBuf.slice(capStart[list]!, capEnd[list]!);
+    return { route: rule.route, captures, targets: bind(rule.targets, captures, key), fallback: bind(rule.fallback, captures, key) };
+  };
+
+  const match = (message: RoutableMessage): RouteDecision => {
+    reachedCount = 0;
+    capCount = 0;
+    trie.match(message.key, collect);
+    const matches: RouteMatch[] = [];
+    if (reachedCount === 1) {
+      // The common case: one pattern matched, usually with one rule that wins at once.
+      const list = reached[0]!;
+      for (let i = 0; i < list.length; i++) {
+        const rule = list[i]!;
+        if (!admits(rule, message)) continue;
+        matches.push(matchOf(rule, 0, message.key));
+        if (!rule.continues) break;
+      }
+    } else if (reachedCount > 1) {
+      // Merge the reached lists by rank, taking the head with the lowest rank each time.
+      for (let l = 0; l < reachedCount; l++) cursor[l] = 0;
+      for (;;) {
+        let best = -1;
+        let bestRank = Number.POSITIVE_INFINITY;
+        for (let l = 0; l < reachedCount; l++) {
+          const list = reached[l]!;
+          const at = cursor[l]!;
+          if (at < list.length && list[at]!.rank < bestRank) {
+            best = l;
+            bestRank = list[at]!.rank;
+          }
+        }
+        if (best < 0) break;
+        const rule = reached[best]![cursor[best]!]!;
+        cursor[best]!++;
+        if (!admits(rule, message)) continue;
+        matches.push(matchOf(rule, best, message.key));
+        if (!rule.continues) break;
+      }
+    }
+    return matches.length > 0 ? { matches } : { matches, default: defaultRoute };
+  };
+
+  const explain = (message: RoutableMessage): RouteExplanation => {
+    const decision = match(message);
+    const candidates: Rule[] = [];
+    trie.match(message.key, (list) => {
+      candidates.push(...list);
+    });
+    candidates.sort((a, b) => a.rank - b.rank);
+    const won = new Set(decision.matches.map((m) => m.route));
+    const last = decision.matches.at(-1);
+    const losers: RouteExplanation['losers'] = [];
+    for (const rule of candidates) {
+      if (won.has(rule.route)) continue;
+      // A rule that admits the message but did not win comes after the end of the winning chain,
+      // so `last` is set here.
+      const reason: LossReason = filterLoss(rule, message) ?? { kind: 'precedence', winner: last!.route.name };
+      losers.push({ route: rule.route, reason });
+    }
+    return { decision, losers };
+  };
+
+  return Object.freeze({
+    version,
+    loadedAt: new Date(),
+    routes: Object.freeze(rules.map((rule) => rule.route)),
+    defaultRoute,
+    match,
+    explain,
+  });
+}
+
+function compileRule(config: RouteConfig, index: number, wildcards: number, report: (path: string, message: string) => void): Rule {
+  const route: CompiledRoute = {
+    name: config.name,
+    index,
+    pattern: config.match.key,
+    priority: config.priority ?? 0,
+    mode: config.mode ?? 'deliver',
+    continue: config.continue ?? false,
+  };
+  let protocolMask = ANY_PROTOCOL;
+  if (config.match.protocols !== undefined) {
+    route.protocols = Object.freeze([...config.match.protocols]);
+    protocolMask = 0;
+    for (const p of config.match.protocols) protocolMask |= PROTOCOL_BIT[p];
+  }
+  const headerNames: string[] = [];
+  const headerValues: string[] = [];
+  if (config.match.headers !== undefined) {
+    // Adapters lower-case header names, so rules compare in lower case too.
+    for (const [name, value] of Object.entries(config.match.headers)) {
+      const lower = name.toLowerCase();
+      if (headerNames.includes(lower)) report(`match.headers.${name}`, `header "${lower}" is listed twice (names are case-insensitive)`);
+      headerNames.push(lower);
+      headerValues.push(value);
+    }
+    route.headers = Object.freeze(Object.fromEntries(headerNames.map((name, i) => [name, headerValues[i]!])));
+  }
+  if (config.set?.priority !== undefined) route.setPriority = config.set.priority;
+  if (config.timeout !== undefined) route.timeout = config.timeout;
+  if (config.rateLimit !== undefined) route.rateLimit = Object.freeze({ ...config.rateLimit });
+  const compileTargets = (refs: readonly TargetRefConfig[], field: string): readonly TargetTemplate[] =>
+    Object.freeze(refs.map((ref, i) => compileTarget(ref, wildcards, (message) => report(`${field}[${i}].publish`, message))));
+  return {
+    route: Object.freeze(route),
+    rank: 0,
+    protocolMask,
+    headerCount: headerNames.length,
+    headerNames,
+    headerValues,
+    targets: compileTargets(config.to, 'to'),
+    fallback: config.fallback === undefined ? [] : compileTargets(config.fallback, 'fallback'),
+    continues: route.continue,
+  };
+}
+
+function compileTarget(ref: TargetRefConfig, wildcards: number, report: (message: string) => void): TargetTemplate {
+  if (ref === 'publish') return { kind: 'key' };
+  if (ref === 'deadletter') return { kind: 'fixed', binding: Object.freeze({ kind: 'deadletter' }) };
+  if (typeof ref === 'string') return { kind: 'fixed', binding: Object.freeze({ kind: 'target', name: ref }) };
+  const literals: string[] = [];
+  const slots: number[] = [];
+  let from = 0;
+  for (const m of ref.publish.matchAll(SLOT)) {
+    const n = Number(m[1]);
+    if (n < 1 || n > wildcards) {
+      report(`{${m[1]}} refers to wildcard level ${m[1]}, but the key pattern has ${wildcards} (they count from 1)`);
+    }
+    literals.push(ref.publish.slice(from, m.index));
+    slots.push(n - 1);
+    from = m.index + m[0].length;
+  }
+  literals.push(ref.publish.slice(from));
+  return { kind: 'template', literals, slots };
+}
+
+function bind(templates: readonly TargetTemplate[], captures: readonly string[], key: string): TargetBinding[] {
+  const out: TargetBinding[] = [];
+  for (let i = 0; i < templates.length; i++) {
+    const t = templates[i]!;
+    if (t.kind === 'fixed') out.push(t.binding);
+    else if (t.kind === 'key') out.push({ kind: 'publish', key });
+    else {
+      let rendered = t.literals[0]!;
+      for (let s = 0; s < t.slots.length; s++) rendered += captures[t.slots[s]!]! + t.literals[s + 1]!;
+      out.push({ kind: 'publish', key: rendered });
+    }
+  }
+  return out;
+}
+
+/** A header's value, never one inherited from Object.prototype. */
+function headerOf(headers: Readonly<Record<string, string>>, name: string): string | undefined {
+  return Object.hasOwn(headers, name) ? headers[name] : undefined;
+}
+
+function admits(rule: Rule, message: RoutableMessage): boolean {
+  if ((rule.protocolMask & PROTOCOL_BIT[message.protocol]) === 0) return false;
+  // headerCount rather than headerNames.length: most rules have no header condition, and this
+  // spares them a read of another object.
+  for (let i = 0; i < rule.headerCount; i++) {
+    if (headerOf(message.headers, rule.headerNames[i]!) !== rule.headerValues[i]) return false;
+  }
+  return true;
+}
+
+/** Why a rule whose pattern matched does not admit the message; undefined when it does. */
+function filterLoss(rule: Rule, message: RoutableMessage): LossReason | undefined {
+  const protocols = rule.route.protocols;
+  if (protocols !== undefined && !protocols.includes(message.protocol)) return { kind: 'protocol', expected: protocols };
+  for (let i = 0; i < rule.headerNames.length; i++) {
+    const name = rule.headerNames[i]!;
+    const expected = rule.headerValues[i]!;
+    const actual = headerOf(message.headers, name);
+    if (actual !== expected) return actual === undefined ? { kind: 'header', name, expected } : { kind: 'header', name, expected, actual };
+  }
+  return undefined;
+}

@@ -1,0 +1,69 @@
+import type { Protocol } from '../message.js';
+import type { DefaultRoute } from '../config/types.js';
+import type { RateLimitConfig } from '../config/schema.js';
+
+/** Where a matched rule sends a message, with `{N}` already substituted. */
+export type TargetBinding =
+  | { kind: 'publish'; key: string }
+  | { kind: 'deadletter' }
+  | { kind: 'target'; name: string };
+
+/** A rule from `routes:` compiled once per table. */
+export interface CompiledRoute {
+  name: string;
+  /** position in the file, 0-based: the tie-breaker after `priority` */
+  index: number;
+  pattern: string;
+  priority: number;
+  protocols?: readonly Protocol[];
+  /** lower-cased header names */
+  headers?: Readonly<Record<string, string>>;
+  setPriority?: number;
+  mode: 'deliver' | 'request';
+  /** request mode: reply wait in ms, when the rule sets one */
+  timeout?: number;
+  continue: boolean;
+  rateLimit?: RateLimitConfig;
+}
+
+export interface RouteMatch {
+  route: CompiledRoute;
+  /** levels captured by `+` and `#`, in pattern order; `#` captures the rest joined by `/` */
+  captures: string[];
+  targets: TargetBinding[];
+  fallback: TargetBinding[];
+}
+
+/** What routing a message needs to know about it. */
+export interface RoutableMessage {
+  key: string;
+  protocol: Protocol;
+  headers: Readonly<Record<string, string>>;
+}
+
+export interface RouteDecision {
+  /** winning rules in precedence order: one, or several chained by `continue: true`; empty = no rule matched */
+  matches: RouteMatch[];
+  /** set when no rule matched: what defaultRoute says */
+  default?: DefaultRoute;
+}
+
+export type LossReason =
+  | { kind: 'protocol'; expected: readonly Protocol[] }
+  | { kind: 'header'; name: string; expected: string; actual?: string }
+  | { kind: 'precedence'; winner: string };
+
+/** For `junction route`: every rule whose key pattern matched, and why the losers lost. */
+export interface RouteExplanation {
+  decision: RouteDecision;
+  losers: { route: CompiledRoute; reason: LossReason }[];
+}
+
+export interface RouteTable {
+  readonly version: number;
+  readonly loadedAt: Date;
+  readonly routes: readonly CompiledRoute[];
+  readonly defaultRoute: DefaultRoute;
+  match(message: RoutableMessage): RouteDecision;
+  explain(message: RoutableMessage): RouteExplanation;
+}

@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startDownstream, type Downstream } from '../helpers/downstream.js';
+import { eventually } from '../helpers/eventually.js';
+import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
+
+const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
+const TRACEPARENT = `00-${TRACE_ID}-00f067aa0ba902b7-01`;
+
+interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+}
+
+async function problem(response: Response): Promise<ProblemBody> {
+  expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  return (await response.json()) as ProblemBody;
+}
+
+describe('HTTP API', () => {
+  let gw: TestGateway | undefined;
+  let downstream: Downstream | undefined;
+  let sse: SseSubscriber | undefined;
+
+  afterEach(async () => {
+    sse?.close();
+    await gw?.stop();
+    await downstream?.close();
+    gw = undefined;
+    downstream = undefined;
+    sse = undefined;
+  });
+
+  it('delivers a POST to an SSE subscriber with the payload unchanged, text and binary', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    sse = await subscribeSse(gw.http, 'sensors/+/temp');
+    const binary = randomBytes(512);
+
+    const text = await fetch(`${gw.http}/v1/messages/sensors/a1/temp`, { method: 'POST', body: '{"c": 21.5}', headers: { 'content-type': 'application/json', 'x-priority': '7' } });
+    expect(text.status).toBe(202);
+    const { id } = (await text.json()) as { id: string };
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/);
+    const bin = await fetch(`${gw.http}/v1/messages/sensors/b2/temp`, { method: 'POST', body: binary });
+    expect(bin.status).toBe(202);
+
+    await eventually(() => expect(sse!.messages).toHaveLength(2));
+    const [first, second] = sse.messages;
+    expect(first).toMatchObject({ id, key: 'sensors/a1/temp', payload: '{"c": 21.5}', contentType: 'application/json', priority: 7 });
+    expect(second!.key).toBe('sensors/b2/temp');
+    expect(second!.encoding).toBe('base64');
+    expect(payloadBytes(second!).equals(binary)).toBe(true);
+  });
+
+  it('routes by rule: set priority, {1} substitution, and nothing for non-matching subscribers', async () => {
+    gw = await startGateway(`
+routes:
+  - name: alarms
+    match: { key: "devices/+/alarm" }
+    set: { priority: 9 }
+    to: [{ publish: "alerts/{1}" }]
+`);
+    sse = await subscribeSse(gw.http, 'alerts/#');
+    const other = await subscribeSse(gw.http, 'devices/#');
+    const response = await fetch(`${gw.http}/v1/messages/devices/d7/alarm`, { method: 'POST', body: 'smoke', headers: { 'x-priority': '1' } });
+    expect(response.status).toBe(202);
+    await eventually(() => expect(sse!.messages).toHaveLength(1));
+    expect(sse.messages[0]).toMatchObject({ key: 'alerts/d7', payload: 'smoke', priority: 9 });
+    // A publish that reached alerts/d7 proves routing happened; devices/# must have seen nothing.
+    expect(other.messages).toHaveLength(0);
+    other.close();
+  });
+
+  it('forwards to a downstream HTTP service byte for byte with the same trace id', async () => {
+    downstream = await startDownstream();
+    gw = await startGateway(`
+targets:
+  ingest: { type: http, url: "${downstream.url}/ingest?src=junction", timeout: 2s }
+routes:
+  - name: telemetry
+    match: { key: "devices/+/telemetry" }
+    to: [ingest]
+`);
+    const body = randomBytes(4096);
+    const response = await fetch(`${gw.http}/v1/messages/devices/d1/telemetry`, {
+      method: 'POST', body, headers: { traceparent: TRACEPARENT, 'content-type': 'application/octet-stream', 'x-tenant': 'acme' },
+    });
+    expect(response.status).toBe(202);
+    const { id } = (await response.json()) as { id: string };
+    await eventually(() => expect(downstream!.received).toHaveLength(1));
+    const received = downstream.received[0]!;
+    expect(received.method).toBe('POST');
+    expect(received.url).toBe('/ingest?src=junction');
+    expect(received.body.equals(body)).toBe(true);
+    expect(received.headers.traceparent).toBe(TRACEPARENT);
+    expect(received.headers['x-junction-id']).toBe(id);
+    expect(received.headers['x-junction-key']).toBe(encodeURIComponent('devices/d1/telemetry'));
+    expect(received.headers['x-tenant']).toBe('acme');
+  });
+
+  it('creates a traceparent when the client sends none', async () => {
+    downstream = await startDownstream();
+    gw = await startGateway(`
+targets:
+  ingest: { type: http, url: "${downstream.url}/in" }
+routes:
+  - { name: all, match: { key: "#" }, to: [ingest] }
+`);
+    await fetch(`${gw.http}/v1/messages/a/b`, { method: 'POST', body: 'x' });
+    await eventually(() => expect(downstream!.received).toHaveLength(1));
+    expect(downstream.received[0]!.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  });
+
+  it('answers a request with the downstream reply in request mode', async () => {
+    downstream = await startDownstream((req, res) => {
+      res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ charged: JSON.parse(req.body.toString()).amount }));
+    });
+    gw = await startGateway(`
+targets:
+  billing: { type: http, url: "${downstream.url}/charge" }
+routes:
+  - name: charge
+    match: { key: "billing/charge", headers: { content-type: application/json } }
+    mode: request
+    to: [billing]
+`);
+    const response = await fetch(`${gw.http}/v1/requests/billing/charge`, { method: 'POST', body: '{"amount": 42}', headers: { 'content-type': 'application/json' } });
+    expect(response.status).toBe(201);
+    expect(response.headers.get('content-type')).toBe('application/json');
+    expect(await response.json()).toEqual({ charged: 42 });
+  });
+
+  it('maps downstream failures in request mode to 502 and 504 problems', async () => {
+    downstream = await startDownstream((req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.writeHead(200).end('late'), 1000);
+      else res.writeHead(500).end('boom');
+    });
+    gw = await startGateway(`
+targets:
+  broken: { type: http, url: "${downstream.url}/broken" }
+  slow: { type: http, url: "${downstream.url}/slow", timeout: 200ms }
+routes:
+  - { name: broken, match: { key: "rpc/broken" }, mode: request, to: [broken] }
+  - { name: slow, match: { key: "rpc/slow" }, mode: request, to: [slow] }
+`);
+    const broken = await fetch(`${gw.http}/v1/requests/rpc/broken`, { method: 'POST', body: '{}' });
+    expect(broken.status).toBe(502);
+    expect((await problem(broken)).code).toBe('upstream_unavailable');
+    const slow = await fetch(`${gw.http}/v1/requests/rpc/slow`, { method: 'POST', body: '{}' });
+    expect(slow.status).toBe(504);
+    expect((await problem(slow)).code).toBe('upstream_timeout');
+  });
+
+  it('rejects bad input as RFC 9457 problems: 404 no route, 400 bad key, 413 too large', async () => {
+    gw = await startGateway(`
+limits: { maxPayloadSize: 1kb }
+defaultRoute: drop
+routes:
+  - { name: known, match: { key: "known/#" }, to: [publish] }
+`);
+    const noRoute = await fetch(`${gw.http}/v1/messages/unknown/key`, { method: 'POST', body: 'x' });
+    expect(noRoute.status).toBe(404);
+    expect(await problem(noRoute)).toMatchObject({ status: 404, code: 'no_route', type: 'urn:junction:error:no_route' });
+
+    const wildcard = await fetch(`${gw.http}/v1/messages/known/${encodeURIComponent('+')}`, { method: 'POST', body: 'x' });
+    expect(wildcard.status).toBe(400);
+    expect((await problem(wildcard)).detail).toMatch(/wildcards/);
+
+    const badPriority = await fetch(`${gw.http}/v1/messages/known/a`, { method: 'POST', body: 'x', headers: { 'x-priority': '12' } });
+    expect(badPriority.status).toBe(400);
+    expect((await problem(badPriority)).detail).toMatch(/priority/);
+
+    const tooLarge = await fetch(`${gw.http}/v1/messages/known/a`, { method: 'POST', body: Buffer.alloc(2048) });
+    expect(tooLarge.status).toBe(413);
+    expect((await problem(tooLarge)).code).toBe('too_large');
+
+    const fine = await fetch(`${gw.http}/v1/messages/known/a`, { method: 'POST', body: Buffer.alloc(1024) });
+    expect(fine.status).toBe(202);
+
+    const badPattern = await fetch(`${gw.http}/v1/subscribe/a/${encodeURIComponent('#')}/b`);
+    expect(badPattern.status).toBe(400);
+    expect((await problem(badPattern)).code).toBe('bad_request');
+  });
+
+  it('sends a request to one subscribing responder and times out when none answers', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const noResponder = await fetch(`${gw.http}/v1/requests/rpc/echo`, { method: 'POST', body: 'hi' });
+    expect(noResponder.status).toBe(404);
+    expect((await problem(noResponder)).code).toBe('no_route');
+
+    const bus = gw.gateway.bus;
+    const subscription = await bus.subscribe('rpc/+', (request) => {
+      void bus.publish({ ...request, id: `${request.id}-r`, key: request.replyTo!, payload: Buffer.from(`echo:${request.payload.toString()}`), replyTo: undefined });
+    }, { responder: true });
+    const answered = await fetch(`${gw.http}/v1/requests/rpc/echo`, { method: 'POST', body: 'hi' });
+    expect(answered.status).toBe(200);
+    expect(await answered.text()).toBe('echo:hi');
+    await subscription.close();
+
+    const silent = await bus.subscribe('rpc/+', () => undefined, { responder: true });
+    const timedOut = await fetch(`${gw.http}/v1/requests/rpc/echo`, { method: 'POST', body: 'hi', headers: { 'x-timeout-ms': '100' } });
+    expect(timedOut.status).toBe(504);
+    await silent.close();
+  });
+});

@@ -1,0 +1,405 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, it, expect } from 'vitest';
+import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
+import { ConfigError, type ConfigIssue } from '../../src/config/types.js';
+import { gatewayJsonSchema } from '../../src/config/write-json-schema.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const FILE = '/etc/junction/gateway.yaml';
+
+const yaml = (...lines: string[]): string => `${lines.join('\n')}\n`;
+
+/** `LINE:COL PATH: MESSAGE`, so a failing assertion shows everything at once. */
+const brief = (issue: ConfigIssue): string => `${issue.line}:${issue.column} ${issue.path}: ${issue.message}`;
+
+function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    loadConfigText(text, FILE, env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues.map(brief);
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function warningsOf(text: string): string[] {
+  return loadConfigText(text, FILE, {}).warnings.map(brief);
+}
+
+describe('shipped configs', () => {
+  it('accepts the DESIGN.md sample and decodes it', async () => {
+    const { config, warnings } = await loadConfigFile(path.join(ROOT, 'config/examples/design-sample.yaml'), {});
+    expect(config.listeners.admin).toEqual({ host: '127.0.0.1', port: 9180 });
+    expect(config.breakers.default).toEqual({ timeout: 2000, errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10 });
+    expect(config.targets.ingest).toMatchObject({ type: 'http', timeout: 2000, rateLimit: { rate: 500, per: 1000, burst: 1000 }, retry: { attempts: 3, backoff: 100 } });
+    expect(config.targets.billing).toMatchObject({ type: 'grpc', method: 'billing.v1.Billing/Charge' });
+    expect(config.routes.map((r) => r.name)).toEqual(['alarms', 'telemetry', 'charge']);
+    expect(config.routes[1]!.to).toEqual(['ingest', { publish: 'dashboards/{1}/telemetry' }]);
+    expect(config.routes[2]!.match.headers).toEqual({ 'content-type': 'application/json' });
+    expect(config.defaultRoute).toBe('publish');
+    // The sample's proto path is relative to the project root, but paths resolve against the
+    // config file's folder; the loader says so instead of failing later at startup.
+    expect(warnings.map((w) => `${brief(w)}`)).toEqual([
+      `21:12 targets.billing.proto: file not found: ${path.join(ROOT, 'config/examples/proto/examples/billing.proto')}`,
+    ]);
+  });
+
+  it('accepts config/gateway.yaml as a self-contained local demo', async () => {
+    const { config, warnings } = await loadConfigFile(path.join(ROOT, 'config/gateway.yaml'), {});
+    expect(warnings).toEqual([]);
+    expect(Object.values(config.listeners).map((l) => l.host)).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1']);
+    expect(config.targets).toEqual({});
+    expect(config.deadletter.path).toBe(path.join(ROOT, 'data/deadletter.jsonl'));
+  });
+});
+
+describe('YAML problems', () => {
+  it('positions a syntax error', () => {
+    expect(issuesOf(yaml('routes:', '  - name: a', '    to: [publish', 'defaultRoute: drop'))).toEqual([
+      '4:1 : Flow sequence in block collection must be sufficiently indented and end with a ]',
+    ]);
+    expect(issuesOf(yaml('log: { level: info }', '---', 'defaultRoute: drop'))).toEqual([
+      '2:1 : the file holds more than one YAML document (a --- separator); keep the whole config in one',
+    ]);
+  });
+
+  it('hints at quoting when ${…} breaks a flow mapping', () => {
+    expect(issuesOf(yaml('listeners:', '  http: { host: a, port: ${PORT} }'))[0]).toMatch(/^2:27 : .*quote values that use \$\{…\}/);
+  });
+
+  it('reports a duplicate key at the second occurrence, with the other errors', () => {
+    expect(issuesOf(yaml('listeners:', '  http: { host: a, port: 1 }', '  http: { host: b, port: 2 }', 'defaultRoute: maybe'))).toEqual([
+      '3:3 listeners.http: duplicate key "http"',
+      '4:15 defaultRoute: expected one of: publish, drop, got "maybe"',
+    ]);
+  });
+
+  it('points an unknown key at the key itself and lists what is allowed', () => {
+    expect(issuesOf(yaml('listeners:', '  http:', '    host: a', '    port: 1', '    tls: true'))).toEqual([
+      '5:5 listeners.http.tls: unknown key "tls"; expected one of: host, port',
+    ]);
+    expect(issuesOf(yaml('listener: {}'))).toEqual([
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, deadletter, breakers, targets, routes, defaultRoute',
+    ]);
+  });
+
+  it('wants a mapping at the top', () => {
+    expect(issuesOf(yaml('- a'))).toEqual(['1:1 : expected a mapping, got a list']);
+  });
+});
+
+describe('schema errors', () => {
+  it('says what a value should look like', () => {
+    expect(issuesOf(yaml(
+      'listeners:',
+      '  http: { host: 0.0.0.0, port: 99999 }',
+      'log: { level: loud }',
+      'limits: { maxPayloadSize: 12 MB }',
+      'requests: { timeout: 5 }',
+      'breakers:',
+      '  default: { timeout: 2 s }',
+      '  bad name: {}',
+    ))).toEqual([
+      '2:32 listeners.http.port: expected an integer from 0 to 65535, got 99999',
+      '3:15 log.level: expected one of: fatal, error, warn, info, debug, trace, silent, got "loud"',
+      '4:27 limits.maxPayloadSize: expected a size such as 256kb, 1mb, or a number of bytes, got "12 MB"',
+      '5:22 requests.timeout: expected a duration such as 250ms, 2s, 1m, got 5',
+      '7:23 breakers.default.timeout: expected a duration such as 250ms, 2s, 1m, got "2 s"',
+      '8:3 breakers["bad name"]: invalid name "bad name"; expected a name made of letters, digits, _ . and -',
+    ]);
+  });
+
+  it('reports a target against the branch its type names', () => {
+    expect(issuesOf(yaml(
+      'targets:',
+      '  ingest:',
+      '    type: http',
+      '    url: ftp://x',
+      '    method: GET',
+      '    address: x:1',
+      '  billing: { type: grpc }',
+      '  kafka: { type: kafka }',
+      '  untyped: { url: "http://x" }',
+      '  text: hello',
+    ))).toEqual([
+      '4:10 targets.ingest.url: expected an http:// or https:// URL, got "ftp://x"',
+      '5:13 targets.ingest.method: expected one of: POST, PUT, PATCH, got "GET"',
+      '6:5 targets.ingest.address: unknown key "address"; expected one of: type, url, method, headers, connections, timeout, breaker, rateLimit, concurrency, queue, retry',
+      '7:12 targets.billing: missing required keys "address", "proto", "method"',
+      '8:18 targets.kafka.type: expected one of: http, grpc, got "kafka"',
+      '9:12 targets.untyped: missing required key "type"; expected one of: http, grpc',
+      '10:9 targets.text: expected a mapping whose type is one of: http, grpc, got "hello"',
+    ]);
+  });
+
+  it('reports routes: target refs, ranges, lists', () => {
+    expect(issuesOf(yaml(
+      'routes:',
+      '  - name: a',
+      '    match: { key: "devices/+/alarm", protocols: [mqtt, mqtt, smtp] }',
+      '    set: { priority: 12 }',
+      '    mode: ask',
+      '    to: [publish, 5, { pub: x }]',
+      '  - name: b',
+      '    match: { key: k }',
+      '    to: []',
+      '  - match: { key: k }',
+    ))).toEqual([
+      '3:56 routes[0].match.protocols[1]: duplicate entry "mqtt"',
+      '3:62 routes[0].match.protocols[2]: expected one of: mqtt, ws, http, grpc, internal, got "smtp"',
+      '4:22 routes[0].set.priority: expected an integer from 0 to 9, got 12',
+      '5:11 routes[0].mode: expected one of: deliver, request, got "ask"',
+      '6:19 routes[0].to[1]: expected a target name (an entry under targets, publish or deadletter) or { publish: KEY }, got 5',
+      '6:22 routes[0].to[2]: missing required key "publish"',
+      '6:24 routes[0].to[2].pub: unknown key "pub"; expected one of: publish',
+      '9:9 routes[1].to: expected a non-empty list',
+      '10:5 routes[2]: missing required keys "name", "to"',
+    ]);
+  });
+});
+
+describe('cross-checks', () => {
+  it('reports unknown and reserved names', () => {
+    expect(issuesOf(yaml(
+      'breakers:',
+      '  default: {}',
+      'targets:',
+      '  ingest: { type: http, url: "http://x", breaker: fast }',
+      '  publish: { type: http, url: "http://y" }',
+      'routes:',
+      '  - name: a',
+      '    match: { key: k }',
+      '    to: [ingest, nope]',
+      '    fallback: [deadletter, gone]',
+    ))).toEqual([
+      '4:51 targets.ingest.breaker: unknown breaker "fast"; expected one of: default',
+      '5:3 targets.publish: "publish" is a built-in target and cannot be redefined; choose another name',
+      '9:18 routes[0].to[1]: unknown target "nope"; expected one of: ingest, publish, deadletter',
+      '10:28 routes[0].fallback[1]: unknown target "gone"; expected one of: ingest, publish, deadletter',
+    ]);
+  });
+
+  it('checks match keys, publish templates, route names and header names', () => {
+    expect(issuesOf(yaml(
+      'routes:',
+      '  - name: a',
+      '    match: { key: "a/#/b" }',
+      '    to: [publish]',
+      '  - name: a',
+      '    match: { key: "devices/+/x", headers: { X-Id: "1", x-id: "2" } }',
+      '    to: [{ publish: "out/{2}" }, { publish: "out/+/{1}" }, { publish: "out/{0}" }]',
+      '  - name: c',
+      '    match: { key: "fixed" }',
+      '    to: [{ publish: "out/{1}" }]',
+    ))).toEqual([
+      '3:19 routes[0].match.key: # must be a whole level and the last one',
+      '5:11 routes[1].name: duplicate route name "a"; routes[0] already uses it',
+      '6:56 routes[1].match.headers.x-id: header "x-id" repeats "X-Id" (header names are case-insensitive)',
+      '7:21 routes[1].to[0].publish: {2} is out of range: match.key "devices/+/x" has 1 wildcard, so use {1}',
+      '7:45 routes[1].to[1].publish: a publish key must not contain the wildcards + or #; use {1}, {2}… to insert the levels the match captured',
+      '7:71 routes[1].to[2].publish: {0} is out of range: match.key "devices/+/x" has 1 wildcard, so use {1}',
+      '10:21 routes[2].to[0].publish: {1} has nothing to refer to: match.key "fixed" has no wildcards',
+    ]);
+  });
+
+  it('reports schema and cross-check problems in one run', () => {
+    expect(issuesOf(yaml(
+      'routes:',
+      '  - name: a',
+      '    priority: high',
+      '    match: { key: k }',
+      '    to: [nope]',
+    ))).toEqual([
+      '3:15 routes[0].priority: expected an integer, got "high"',
+      '5:10 routes[0].to[0]: unknown target "nope"; expected one of: publish, deadletter',
+    ]);
+  });
+
+  it('warns about shadowed rules, naming both', () => {
+    expect(warningsOf(yaml(
+      'routes:',
+      '  - name: first',
+      '    match: { key: "k/+", protocols: [ws, mqtt], headers: { X-A: "1" } }',
+      '    to: [publish]',
+      '  - name: second',
+      '    match: { key: "k/+", protocols: [mqtt, ws], headers: { x-a: "1" } }',
+      '    to: [publish]',
+      '  - name: passes-on',
+      '    priority: 5',
+      '    match: { key: "other" }',
+      '    continue: true',
+      '    to: [publish]',
+      '  - name: reached',
+      '    match: { key: "other" }',
+      '    to: [publish]',
+      '  - name: later-but-higher',
+      '    priority: 1',
+      '    match: { key: "k/+", protocols: [mqtt, ws], headers: { x-a: "1" } }',
+      '    to: [publish]',
+    ))).toEqual([
+      '3:12 routes[0].match: rule "first" is shadowed by rule "later-but-higher" (routes[4]): same match, higher or equal precedence, and no continue: true',
+      '6:12 routes[1].match: rule "second" is shadowed by rule "later-but-higher" (routes[4]): same match, higher or equal precedence, and no continue: true',
+    ]);
+  });
+
+  it('warns when a request can never be answered', () => {
+    expect(warningsOf(yaml(
+      'routes:',
+      '  - name: ask',
+      '    match: { key: ask }',
+      '    mode: request',
+      '    to: [deadletter]',
+      '  - name: tell',
+      '    match: { key: tell }',
+      '    timeout: 1s',
+      '    to: [publish]',
+    ))).toEqual([
+      '5:10 routes[0].to[0]: mode: request answers with the first target\'s reply, but deadletter never replies: every request will time out',
+      '8:14 routes[1].timeout: timeout only applies with mode: request; it is ignored here',
+    ]);
+  });
+});
+
+describe('environment variables', () => {
+  const text = yaml(
+    'listeners:',
+    '  http:',
+    '    host: ${HOST:-127.0.0.1}',
+    '    port: ${PORT:-8080}',
+    'targets:',
+    '  ingest:',
+    '    type: http',
+    '    url: "${INGEST_URL}"',
+    '    headers: { authorization: "Bearer ${TOKEN}", x-template: "$${literal}" }',
+  );
+
+  it('substitutes values, defaults and escapes; unquoted values are typed afterwards', () => {
+    const { config } = loadConfigText(text, FILE, { PORT: '9000', INGEST_URL: 'http://ingest:9000/in', TOKEN: 's3cret' });
+    expect(config.listeners.http).toEqual({ host: '127.0.0.1', port: 9000 });
+    expect(config.targets.ingest).toMatchObject({ url: 'http://ingest:9000/in', headers: { authorization: 'Bearer s3cret', 'x-template': '${literal}' } });
+  });
+
+  it('uses the default for an empty variable, like the shell', () => {
+    const { config } = loadConfigText(text, FILE, { HOST: '', INGEST_URL: 'http://x', TOKEN: 't' });
+    expect(config.listeners.http).toEqual({ host: '127.0.0.1', port: 8080 });
+  });
+
+  it('reports every unset variable at its value, without schema noise on top', () => {
+    expect(issuesOf(text, {})).toEqual([
+      '8:10 targets.ingest.url: environment variable INGEST_URL is not set (write ${INGEST_URL:-default} to give a default)',
+      '9:31 targets.ingest.headers.authorization: environment variable TOKEN is not set (write ${TOKEN:-default} to give a default)',
+    ]);
+  });
+
+  it('keeps quoted values strings and rejects malformed references', () => {
+    expect(issuesOf(yaml('listeners:', '  http:', '    host: "${H"', '    port: "${P:-1}"'))).toEqual([
+      '3:11 listeners.http.host: unterminated ${; write $${ for a literal ${',
+      '4:11 listeners.http.port: expected an integer from 0 to 65535, got "1"',
+    ]);
+    expect(issuesOf(yaml('log: { level: "${1X}" }'))).toEqual([
+      '1:15 log.level: invalid reference ${1X}; expected ${NAME} or ${NAME:-default}',
+    ]);
+  });
+});
+
+describe('the resolved config', () => {
+  it('applies defaults and decodes durations and sizes', () => {
+    const { config, warnings } = loadConfigText('', FILE, {});
+    expect(warnings).toEqual([]);
+    expect(config).toEqual({
+      file: FILE,
+      listeners: {},
+      log: { level: 'info' },
+      limits: { maxPayloadSize: 1024 * 1024 },
+      requests: { timeout: 5000 },
+      shutdown: { drainTimeout: 10_000 },
+      deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024 },
+      breakers: {},
+      targets: {},
+      routes: [],
+      defaultRoute: 'publish',
+    });
+  });
+
+  it('decodes the units operators write', () => {
+    const { config } = loadConfigText(yaml(
+      'limits: { maxPayloadSize: 256kb }',
+      'requests: { timeout: 1.5s }',
+      'shutdown: { drainTimeout: 1m }',
+      'deadletter: { maxFileSize: 4096 }',
+      'breakers: { slow: { timeout: 250ms, resetTimeout: 1h } }',
+    ), FILE, {});
+    expect(config.limits.maxPayloadSize).toBe(256 * 1024);
+    expect(config.requests.timeout).toBe(1500);
+    expect(config.shutdown.drainTimeout).toBe(60_000);
+    expect(config.deadletter.maxFileSize).toBe(4096);
+    expect(config.breakers.slow).toEqual({ timeout: 250, resetTimeout: 3_600_000 });
+  });
+
+  it('resolves relative paths against the config file folder and keeps absolute ones', () => {
+    const grpc = (proto: string) => yaml(
+      'deadletter: { path: ../dl/out.jsonl }',
+      'targets:',
+      `  billing: { type: grpc, address: "h:1", proto: ${proto}, method: b.v1.B/C }`,
+    );
+    const relative = loadConfigText(grpc('protos/b.proto'), 'conf/gateway.yaml', {});
+    expect(relative.config.file).toBe(path.resolve('conf/gateway.yaml'));
+    expect(relative.config.deadletter.path).toBe(path.resolve('dl/out.jsonl'));
+    expect(relative.config.targets.billing).toMatchObject({ proto: path.resolve('conf/protos/b.proto') });
+    expect(relative.warnings.map(brief)).toEqual([`3:49 targets.billing.proto: file not found: ${path.resolve('conf/protos/b.proto')}`]);
+    const absolute = loadConfigText(grpc('/srv/b.proto'), FILE, {});
+    expect(absolute.config.targets.billing).toMatchObject({ proto: '/srv/b.proto' });
+  });
+
+  it('lower-cases header names in route matches', () => {
+    const { config } = loadConfigText(yaml('routes:', '  - { name: a, match: { key: k, headers: { Content-Type: text/plain } }, to: [publish] }'), FILE, {});
+    expect(config.routes[0]!.match.headers).toEqual({ 'content-type': 'text/plain' });
+  });
+
+  it('is deeply frozen', () => {
+    const { config } = loadConfigText(yaml('listeners: { http: { host: a, port: 1 } }', 'routes: [{ name: a, match: { key: k }, to: [publish] }]'), FILE, {});
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.listeners.http)).toBe(true);
+    expect(Object.isFrozen(config.routes[0]!.to)).toBe(true);
+    expect(() => { (config.routes as unknown[]).push({}); }).toThrow(TypeError);
+  });
+});
+
+describe('loadConfigFile', () => {
+  it('names the file and the OS reason when it cannot be read', async () => {
+    const missing = path.join(tmpdir(), 'junction-no-such-dir', 'gateway.yaml');
+    const error = await loadConfigFile(missing, {}).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues).toEqual([
+      { file: missing, line: 0, column: 0, path: '', message: 'cannot read the config file: no such file or directory (ENOENT)' },
+    ]);
+  });
+
+  it('returns the absolute path and positions issues in the file as named', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'junction-config-'));
+    try {
+      const file = path.join(dir, 'gateway.yaml');
+      await writeFile(file, yaml('defaultRoute: publish'));
+      const { config } = await loadConfigFile(path.relative(process.cwd(), file), {});
+      expect(config.file).toBe(file);
+      await writeFile(file, yaml('', 'defaultRoute: nowhere'));
+      const error = await loadConfigFile(file, {}).catch((err: unknown) => err);
+      expect((error as ConfigError).message).toBe(`${file}:2:15: defaultRoute: expected one of: publish, drop, got "nowhere"`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gatewayJsonSchema', () => {
+  it('is plain draft-07 JSON Schema without an $id', () => {
+    const schema = gatewayJsonSchema() as Record<string, unknown>;
+    expect(schema.$schema).toBe('http://json-schema.org/draft-07/schema#');
+    expect(schema.$id).toBeUndefined();
+    expect(Object.getOwnPropertySymbols(schema)).toEqual([]);
+    expect(JSON.parse(JSON.stringify(schema))).toEqual(schema);
+  });
+});
