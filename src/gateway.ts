@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
+import fastifyWebsocket from '@fastify/websocket';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Adapter, AdapterContext, AdapterFactory } from './adapter.js';
 import { LocalBus, type Bus } from './bus.js';
@@ -116,6 +117,11 @@ export class Gateway {
     if (listeners.http) {
       // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
       this.#http = Fastify({ logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false });
+      // One WebSocket server serves every WS path (/ws, /mqtt), so its options are set once here.
+      // Frames carry JSON or MQTT framing around the payload: allow that much beyond the payload limit.
+      await this.#http.register(fastifyWebsocket, {
+        options: { maxPayload: this.#config.limits.maxPayloadSize + 64 * 1024, perMessageDeflate: false },
+      });
     }
     const ctx: AdapterContext = {
       dispatcher: this.dispatcher,

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHttpAdapter } from '../../adapters/http/index.js';
+import { builtinAdapters } from '../../adapters/index.js';
 import type { AdapterFactory } from '../../src/adapter.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
@@ -25,7 +25,7 @@ listeners:
   admin: { host: 127.0.0.1, port: 0 }
 `;
 
-export async function startGateway(yaml: string, adapters: AdapterFactory[] = [createHttpAdapter]): Promise<TestGateway> {
+export async function startGateway(yaml: string, adapters: AdapterFactory[] = builtinAdapters): Promise<TestGateway> {
   const dir = await mkdtemp(join(tmpdir(), 'junction-test-'));
   const configPath = join(dir, 'gateway.yaml');
   const withDeadletter = /^deadletter:/m.test(yaml) ? yaml : `${yaml}\ndeadletter: { path: deadletter.jsonl }\n`;
