@@ -238,9 +238,10 @@ export class Gateway {
       this.logger.error({ trigger, error: issue.message }, 'reload refused; the running table stays');
       return { ok: false, version: this.#version, issues: [issue] };
     }
+    const levelChanged = config.log.level !== this.#config.log.level;
     this.#config = config;
     this.dispatcher.swap(snapshot);
-    this.logger.level = process.env.LOG_LEVEL ?? config.log.level;
+    if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
     return { ok: true, version: this.#version, issues: [] };

@@ -1,0 +1,67 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const BIN = fileURLToPath(new URL('../../bin/junction.js', import.meta.url));
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI (`npm test` builds first) to completion. */
+export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`junction ${args.join(' ')} did not exit within ${options.timeoutMs ?? 15000} ms\n${stdout}\n${stderr}`));
+    }, options.timeoutMs ?? 15000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface RunningGateway {
+  child: ChildProcess;
+  /** JSON log lines so far */
+  logs: Record<string, unknown>[];
+  /** listener name → port, from the `listener up` log lines */
+  ports: Record<string, number>;
+  exited: Promise<number | null>;
+}
+
+/** Starts `junction start` and resolves once it logs `gateway ready`. */
+export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}): Promise<RunningGateway> {
+  const child = spawn(process.execPath, [BIN, 'start', '-c', configPath], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const running: RunningGateway = {
+    child,
+    logs: [],
+    ports: {},
+    exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))),
+  };
+  let buffered = '';
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        running.logs.push(entry);
+        if (entry.msg === 'listener up') running.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
+        if (entry.msg === 'gateway ready') resolve(running);
+      }
+    });
+    void running.exited.then((code) => reject(new Error(`gateway exited with ${code} before it was ready: ${stderr}`)));
+  });
+}

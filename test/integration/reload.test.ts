@@ -1,0 +1,134 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { builtinAdapters } from '../../adapters/index.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { Gateway } from '../../src/gateway.js';
+import { silentLogger } from '../../src/log.js';
+import { startDownstream, type Downstream } from '../helpers/downstream.js';
+import { eventually } from '../helpers/eventually.js';
+
+const HEAD = `
+listeners:
+  http: { host: 127.0.0.1, port: 0 }
+  admin: { host: 127.0.0.1, port: 0 }
+deadletter: { path: dl.jsonl }
+`;
+
+function routesTo(a: Downstream, b: Downstream, active: 'a' | 'b'): string {
+  return `${HEAD}
+targets:
+  a: { type: http, url: "${a.url}/a" }
+  b: { type: http, url: "${b.url}/b" }
+routes:
+  - { name: to-${active}, match: { key: "orders/#" }, to: [${active}] }
+`;
+}
+
+const BROKEN = `${HEAD}
+routes:
+  - name: broken
+    match: { key: "orders/#/x" }
+    to: [missing-target]
+`;
+
+interface AdminRoutes {
+  version: number;
+  routes: { name: string }[];
+}
+
+describe('hot reload', () => {
+  let dir: string;
+  let gateway: Gateway | undefined;
+  const downstreams: Downstream[] = [];
+
+  afterEach(async () => {
+    await gateway?.stop();
+    gateway = undefined;
+    await Promise.all(downstreams.splice(0).map((d) => d.close()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function start(yaml: string): Promise<{ http: string; admin: string; file: string }> {
+    dir = await mkdtemp(join(tmpdir(), 'junction-reload-'));
+    const file = join(dir, 'gateway.yaml');
+    await writeFile(file, yaml);
+    const { config } = await loadConfigFile(file);
+    gateway = await Gateway.start(config, { logger: silentLogger(), adapters: builtinAdapters, watchConfig: true });
+    return { http: `http://127.0.0.1:${gateway.address('http')!.port}`, admin: `http://127.0.0.1:${gateway.address('admin')!.port}`, file };
+  }
+
+  it('refuses an invalid file on POST /admin/reload with positioned errors and keeps the old table', async () => {
+    const a = await startDownstream();
+    const b = await startDownstream();
+    downstreams.push(a, b);
+    const { http, admin, file } = await start(routesTo(a, b, 'a'));
+    await writeFile(file, BROKEN);
+    const refused = await fetch(`${admin}/admin/reload`, { method: 'POST' });
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { status: string; version: number; errors: { line: number; column: number; path: string; message: string }[] };
+    expect(body.status).toBe('refused');
+    expect(body.version).toBe(1);
+    expect(body.errors.map((e) => e.path)).toEqual(expect.arrayContaining(['routes[0].match.key', 'routes[0].to[0]']));
+    for (const error of body.errors) expect(error.line).toBeGreaterThan(0);
+
+    const routes = (await (await fetch(`${admin}/admin/routes`)).json()) as AdminRoutes;
+    expect(routes.version).toBe(1);
+    expect(routes.routes.map((r) => r.name)).toEqual(['to-a']);
+    expect((await fetch(`${http}/v1/messages/orders/1`, { method: 'POST', body: 'x' })).status).toBe(202);
+    await eventually(() => expect(a.received).toHaveLength(1));
+  });
+
+  it('picks up a saved file by itself', async () => {
+    const a = await startDownstream();
+    const b = await startDownstream();
+    downstreams.push(a, b);
+    const { http, admin, file } = await start(routesTo(a, b, 'a'));
+    await writeFile(file, routesTo(a, b, 'b'));
+    await eventually(async () => {
+      const routes = (await (await fetch(`${admin}/admin/routes`)).json()) as AdminRoutes;
+      expect(routes.routes.map((r) => r.name)).toEqual(['to-b']);
+    });
+    await fetch(`${http}/v1/messages/orders/2`, { method: 'POST', body: 'y' });
+    await eventually(() => expect(b.received).toHaveLength(1));
+    expect(a.received).toHaveLength(0);
+  });
+
+  it('loses nothing and routes everything exactly once while good and broken files are reloaded under traffic', async () => {
+    const a = await startDownstream();
+    const b = await startDownstream();
+    downstreams.push(a, b);
+    const { http, admin, file } = await start(routesTo(a, b, 'a'));
+    const total = 1500;
+    const accepted: string[] = [];
+    let sent = 0;
+    const sender = async () => {
+      while (sent < total) {
+        const n = sent++;
+        const response = await fetch(`${http}/v1/messages/orders/${n}`, { method: 'POST', body: String(n) });
+        expect(response.status).toBe(202);
+        accepted.push(((await response.json()) as { id: string }).id);
+      }
+    };
+    const reloader = async () => {
+      let round = 0;
+      while (sent < total) {
+        round++;
+        await writeFile(file, round % 3 === 0 ? BROKEN : routesTo(a, b, round % 2 === 0 ? 'a' : 'b'));
+        const response = await fetch(`${admin}/admin/reload`, { method: 'POST' });
+        expect(response.status).toBe(round % 3 === 0 ? 400 : 200);
+      }
+      return round;
+    };
+    const [rounds] = await Promise.all([reloader(), ...Array.from({ length: 8 }, sender)]);
+    expect(rounds).toBeGreaterThan(3);
+    expect(accepted).toHaveLength(total);
+    await eventually(() => expect(a.received.length + b.received.length).toBe(total), 10_000);
+    const delivered = [...a.received, ...b.received].map((r) => String(r.headers['x-junction-id']));
+    expect(new Set(delivered).size).toBe(total);
+    expect(new Set(delivered)).toEqual(new Set(accepted));
+    expect(a.received.length).toBeGreaterThan(0);
+    expect(b.received.length).toBeGreaterThan(0);
+  });
+});
