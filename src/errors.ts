@@ -47,6 +47,14 @@ export interface GatewayErrorDetails {
   upstreamStatus?: number;
   /** set when the gateway itself gave up on the message because it is stopping */
   shutdown?: boolean;
+  /** set when a circuit breaker refused the call without trying it */
+  breakerOpen?: boolean;
+  /** set when the message was evicted from a full queue by one of higher priority */
+  shed?: boolean;
+  /** set when the message's expiry passed while it waited */
+  expired?: boolean;
+  /** calls made to the target before it gave up */
+  attempts?: number;
 }
 
 export class GatewayError extends Error {

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
@@ -8,6 +9,7 @@ import { loadConfigFile } from './config/load.js';
 import type { ConfigIssue, GatewayConfig } from './config/types.js';
 import { ConfigError } from './config/types.js';
 import { DeadLetterStore } from './deadletter/store.js';
+import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
 import { GatewayError } from './errors.js';
@@ -17,6 +19,7 @@ import { TargetRegistry, type TargetFactory } from './targets/target.js';
 import { httpTargetFactory } from './targets/http.js';
 import type { TargetConfig } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
+import { IngressLimiter } from './protection/ingress-limiter.js';
 
 export type ListenerName = 'http' | 'mqtt' | 'grpc' | 'admin';
 
@@ -27,6 +30,11 @@ export interface GatewayOptions {
   targetTypes?: TargetFactory[];
   /** reload when the config file changes */
   watchConfig?: boolean;
+}
+
+export interface ReplayOutcome {
+  replayed: { recordId: string; id: string; via: 'target' | 'router' }[];
+  failed: { recordId: string; id: string; error: string }[];
 }
 
 export interface ReloadOutcome {
@@ -75,6 +83,11 @@ export class Gateway {
   #draining = false;
   #stopped: Promise<void> | undefined;
   readonly reloads = { ok: 0, refused: 0 };
+  /** state changes (breaker transitions, shedding, reloads) for the admin API and dashboard */
+  readonly events = new EventEmitter();
+  readonly limiter = new IngressLimiter();
+  readonly archive: DeadLetterArchive;
+  #replays: Promise<unknown> = Promise.resolve();
 
   private constructor(config: GatewayConfig, options: GatewayOptions) {
     this.#config = config;
@@ -82,7 +95,8 @@ export class Gateway {
     for (const factory of [...DEFAULT_TARGET_TYPES, ...(options.targetTypes ?? [])]) this.#registry.register(factory);
     this.bus = new LocalBus();
     this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
-    this.dispatcher = new Dispatcher(this.#buildSnapshot(config), { bus: this.bus, deadletter: this.deadletter, logger: this.logger });
+    this.archive = new DeadLetterArchive(config.deadletter.path);
+    this.dispatcher = new Dispatcher(this.#buildSnapshot(config), { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter });
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
@@ -174,9 +188,9 @@ export class Gateway {
   #buildSnapshot(config: GatewayConfig): RoutingSnapshot {
     const next = new Map<string, RunningTarget>();
     for (const [name, targetConfig] of Object.entries(config.targets)) {
-      const fingerprint = JSON.stringify(targetConfig);
       const current = this.#targets.get(name);
-      next.set(name, current && current.config === fingerprint ? current : { config: fingerprint, lane: this.#createLane(name, targetConfig) });
+      const fingerprint = JSON.stringify([targetConfig, config.breakers[targetConfig.breaker ?? 'default']]);
+      next.set(name, current && current.config === fingerprint ? current : { config: fingerprint, lane: this.#createLane(name, targetConfig, config.breakers) });
     }
     const retired = [...this.#targets.entries()].filter(([name, running]) => next.get(name) !== running).map(([, running]) => running.lane);
     this.#targets = next;
@@ -188,14 +202,37 @@ export class Gateway {
     };
   }
 
-  #createLane(name: string, config: TargetConfig): TargetLane {
+  #createLane(name: string, config: TargetConfig, breakers: GatewayConfig['breakers']): TargetLane {
     const factory = this.#registry.get(config.type);
     if (!factory) throw new Error(`targets.${name}.type: no target type ${config.type} in this build (have: ${this.#registry.types.join(', ')})`);
     const target = factory.create(name, config, { logger: this.logger.child({ target: name }) });
+    // Every target has a breaker: the one `breaker:` names, else `breakers.default`, else built-in defaults.
+    const breaker = breakers[config.breaker ?? 'default'] ?? {};
+    const timeoutMs = Math.min(config.timeout ?? 5000, breaker.timeout ?? Infinity);
     return new TargetLane(target, {
       concurrency: config.concurrency ?? 64,
       maxQueue: config.queue?.maxSize ?? 10_000,
-      timeoutMs: config.timeout ?? 5000,
+      timeoutMs,
+      ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff ?? 10_000 } } : {}),
+      ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst ?? config.rateLimit.rate } } : {}),
+      breaker: {
+        errorThresholdPercentage: breaker.errorThresholdPercentage ?? 50,
+        resetTimeout: breaker.resetTimeout ?? 10_000,
+        // opossum's default of 0 would open on the very first failure of a quiet target.
+        volumeThreshold: breaker.volumeThreshold ?? 10,
+        rollingCountTimeout: breaker.rollingCountTimeout ?? 10_000,
+        halfOpenProbes: breaker.halfOpenProbes ?? 1,
+        ...(breaker.slowCallThreshold !== undefined ? { slowCallThreshold: breaker.slowCallThreshold } : {}),
+      },
+      onBreakerTransition: (targetName, t) => {
+        const log = t.state === 'open' ? this.logger.warn.bind(this.logger) : this.logger.info.bind(this.logger);
+        log({ target: targetName, state: t.state, reason: t.reason }, `breaker ${t.state.replace('_', '-')}`);
+        this.events.emit('breaker', { target: targetName, ...t });
+      },
+      onShedding: (targetName, shedding) => {
+        this.logger.warn({ target: targetName, shedding }, shedding ? 'shedding started' : 'shedding stopped');
+        this.events.emit('shedding', { target: targetName, shedding, at: Date.now() });
+      },
     });
   }
 
@@ -212,6 +249,38 @@ export class Gateway {
     }));
   }
 
+  /**
+   * Replays dead-lettered records that were not replayed yet. Replays run one at a time, so
+   * two concurrent requests cannot replay the same record twice.
+   */
+  replayDeadLetters(filter: DeadLetterFilter, limit: number): Promise<ReplayOutcome> {
+    const run = this.#replays.then(async () => {
+      const records = await this.archive.list({ ...filter, pendingOnly: true }, limit);
+      const outcome: ReplayOutcome = { replayed: [], failed: [] };
+      for (const record of records) {
+        const message = messageOf(record);
+        // An operator asked for it again: an expiry that already passed no longer applies.
+        delete message.expiresAt;
+        try {
+          const via = await this.dispatcher.replay(message, record.target);
+          outcome.replayed.push({ recordId: record.recordId, id: message.id, via });
+        } catch (err) {
+          outcome.failed.push({ recordId: record.recordId, id: message.id, error: (err as Error).message });
+        }
+      }
+      await this.archive.markReplayed(outcome.replayed.map((r) => r.recordId));
+      if (records.length > 0) this.logger.info({ replayed: outcome.replayed.length, failed: outcome.failed.length }, 'dead letters replayed');
+      return outcome;
+    });
+    this.#replays = run.catch(() => undefined);
+    return run;
+  }
+
+  /** the running target lanes by name */
+  lanes(): ReadonlyMap<string, TargetLane> {
+    return this.dispatcher.snapshot.lanes;
+  }
+
   /** Re-reads the config file; an invalid file is refused and the running table stays. */
   async reload(trigger: string): Promise<ReloadOutcome> {
     const file = this.#config.file;
@@ -222,6 +291,7 @@ export class Gateway {
       const issues = err instanceof ConfigError ? err.issues : [{ file, line: 0, column: 0, path: '', message: (err as Error).message }];
       this.reloads.refused++;
       this.logger.error({ trigger, version: this.#version, errors: issues.map((i) => `${i.line}:${i.column} ${i.path}: ${i.message}`) }, 'reload refused; the running table stays');
+      this.events.emit('reload', { ok: false, trigger, version: this.#version, at: Date.now(), errors: issues.length });
       return { ok: false, version: this.#version, issues };
     }
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
@@ -244,6 +314,7 @@ export class Gateway {
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
+    this.events.emit('reload', { ok: true, trigger, version: this.#version, at: Date.now() });
     return { ok: true, version: this.#version, issues: [] };
   }
 

@@ -1,5 +1,51 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Gateway } from '../gateway.js';
+import type { DeadLetterFilter } from '../deadletter/replay.js';
+import type { DeadLetterReason } from '../deadletter/store.js';
+
+const REASONS: readonly DeadLetterReason[] = ['failed', 'retries_exhausted', 'breaker_open', 'overloaded', 'shed', 'expired', 'timeout', 'shutdown', 'routed'];
+
+function time(value: string): number | undefined {
+  const n = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** `target`, `reason`, `since`/`until` (ISO time or ms), `limit` (default 100, at most 10000). */
+function deadLetterQuery(query: Record<string, string | undefined>): { filter: DeadLetterFilter; limit: number } | { error: string } {
+  const filter: DeadLetterFilter = {};
+  if (query.target) filter.target = query.target;
+  if (query.reason) {
+    if (!REASONS.includes(query.reason as DeadLetterReason)) return { error: `reason must be one of: ${REASONS.join(', ')}` };
+    filter.reason = query.reason as DeadLetterReason;
+  }
+  for (const key of ['since', 'until'] as const) {
+    const value = query[key];
+    if (value === undefined) continue;
+    const at = time(value);
+    if (at === undefined) return { error: `${key} must be an ISO 8601 time or ms since the epoch` };
+    filter[key] = at;
+  }
+  const limit = query.limit === undefined ? 100 : Number(query.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) return { error: 'limit must be an integer from 1 to 10000' };
+  return { filter, limit };
+}
+
+/** Per target: accepted = delivered + expired + deadLettered + rerouted + returned + lost + queued + inFlight. */
+export function stats(gateway: Gateway): Record<string, unknown> {
+  const targets: Record<string, unknown> = {};
+  for (const [name, lane] of gateway.lanes()) {
+    const s = lane.stats;
+    const settled = s.delivered + s.expired + s.deadLettered + s.rerouted + s.returned + s.lost + s.queued + s.inFlight;
+    targets[name] = { ...s, breaker: lane.breaker?.state ?? 'none', balanced: settled === s.accepted };
+  }
+  return {
+    version: gateway.version,
+    messages: gateway.dispatcher.counters,
+    limiter: { rejections: gateway.limiter.rejections },
+    deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
+    targets,
+  };
+}
 
 /**
  * The admin listener (loopback by default): health, readiness, the live route table and
@@ -37,6 +83,59 @@ export async function startAdminServer(gateway: Gateway): Promise<FastifyInstanc
         ...(gateway.config().routes[route.index]?.fallback ? { fallback: gateway.config().routes[route.index]?.fallback } : {}),
       })),
     };
+  });
+
+  app.get('/admin/stats', async () => stats(gateway));
+
+  app.get('/admin/breakers', async () => {
+    const breakers: Record<string, unknown> = {};
+    for (const [name, lane] of gateway.lanes()) {
+      const breaker = lane.breaker;
+      if (!breaker) continue;
+      breakers[name] = {
+        state: breaker.state,
+        forced: breaker.forced ?? null,
+        lastTransition: { ...breaker.lastTransition, at: new Date(breaker.lastTransition.at).toISOString() },
+        counts: breaker.counts,
+      };
+    }
+    return { breakers };
+  });
+
+  app.post<{ Params: { target: string }; Body: unknown }>('/admin/breakers/:target', async (request, reply) => {
+    const lane = gateway.lanes().get(request.params.target);
+    if (!lane?.breaker) return reply.code(404).send({ error: `no target named ${request.params.target}` });
+    const state = (request.body as { state?: unknown } | undefined)?.state;
+    if (state !== 'open' && state !== 'closed' && state !== 'auto') {
+      return reply.code(400).send({ error: 'body must be {"state": "open" | "closed" | "auto"}' });
+    }
+    lane.breaker.force(state === 'auto' ? undefined : state);
+    return { target: request.params.target, state: lane.breaker.state, forced: lane.breaker.forced ?? null };
+  });
+
+  app.get<{ Querystring: Record<string, string | undefined> }>('/admin/deadletter', async (request, reply) => {
+    const parsed = deadLetterQuery(request.query);
+    if ('error' in parsed) return reply.code(400).send(parsed);
+    const records = await gateway.archive.list(parsed.filter, parsed.limit);
+    return { count: records.length, records };
+  });
+
+  app.post<{ Body: unknown; Querystring: Record<string, string | undefined> }>('/admin/deadletter/replay', async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const query = { ...request.query } as Record<string, string | undefined>;
+    for (const key of ['target', 'reason', 'since', 'until', 'limit'] as const) {
+      if (typeof body[key] === 'string' || typeof body[key] === 'number') query[key] = String(body[key]);
+    }
+    const parsed = deadLetterQuery(query);
+    if ('error' in parsed) return reply.code(400).send(parsed);
+    if (body.recordIds !== undefined) {
+      if (!Array.isArray(body.recordIds) || !body.recordIds.every((id) => typeof id === 'string')) {
+        return reply.code(400).send({ error: 'recordIds must be an array of strings' });
+      }
+      parsed.filter.recordIds = body.recordIds as string[];
+    }
+    const outcome = await gateway.replayDeadLetters(parsed.filter, parsed.limit);
+    return { replayed: outcome.replayed.length, failed: outcome.failed.length, records: outcome };
   });
 
   app.post('/admin/reload', async (_request, reply) => {

@@ -2,25 +2,19 @@ import type { Bus } from '../bus.js';
 import type { DeadLetterReason, DeadLetterStore } from '../deadletter/store.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isExpired, newMessageId, type Message } from '../message.js';
-import type { RouteDecision, RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
+import { isExpired, keyProblem, newMessageId, type Message } from '../message.js';
+import type { RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
-import type { TargetLane } from './target-lane.js';
+import type { IngressLimiter } from '../protection/ingress-limiter.js';
+import type { Settlement, TargetLane } from './target-lane.js';
 
 /** What the sender is told once a message is accepted. */
 export interface DispatchResult {
   id: string;
-  /** the first target's reply, for `mode: request` */
+  /** the first target's reply, for requests */
   reply?: TargetReply;
   /** true when the message had expired at ingress and was dropped (and counted) */
   expired?: boolean;
-}
-
-/** The live routing state. A dispatch reads it once, so each message sees exactly one table. */
-export interface RoutingSnapshot {
-  table: RouteTable;
-  lanes: ReadonlyMap<string, TargetLane>;
-  requestTimeoutMs: number;
 }
 
 export interface DispatchOptions {
@@ -28,6 +22,13 @@ export interface DispatchOptions {
   expectReply?: boolean;
   /** how long the sender waits for that reply, in ms */
   timeoutMs?: number;
+}
+
+/** The live routing state. A dispatch reads it once, so each message sees exactly one table. */
+export interface RoutingSnapshot {
+  table: RouteTable;
+  lanes: ReadonlyMap<string, TargetLane>;
+  requestTimeoutMs: number;
 }
 
 export interface DispatchCounters {
@@ -43,10 +44,14 @@ export interface DispatcherDeps {
   bus: Bus;
   deadletter: DeadLetterStore;
   logger: Logger;
+  limiter?: IngressLimiter;
 }
 
 function reasonFor(err: GatewayError): DeadLetterReason {
   if (err.details.shutdown) return 'shutdown';
+  if (err.details.shed) return 'shed';
+  if (err.details.breakerOpen) return 'breaker_open';
+  if (err.details.retryable && (err.details.attempts ?? 0) > 1) return 'retries_exhausted';
   switch (err.code) {
     case 'overloaded': return 'overloaded';
     case 'upstream_timeout': return 'timeout';
@@ -80,11 +85,6 @@ export class Dispatcher {
     this.#snapshot = snapshot;
   }
 
-  /** fallback and dead-letter work still running after senders were answered */
-  get pending(): number {
-    return this.#pending;
-  }
-
   async dispatch(message: Message, options: DispatchOptions = {}): Promise<DispatchResult> {
     this.counters.received++;
     try {
@@ -95,11 +95,6 @@ export class Dispatcher {
       this.counters.rejected++;
       throw toGatewayError(err);
     }
-  }
-
-  route(message: Message): RouteDecision {
-    const { key, source, headers } = message;
-    return this.#snapshot.table.match({ key, protocol: source.protocol, headers });
   }
 
   async #route(message: Message, snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
@@ -118,21 +113,18 @@ export class Dispatcher {
       return { id: message.id };
     }
     for (const match of decision.matches) {
+      checkPublishKeys(match);
       if (match.route.setPriority !== undefined) message.priority = match.route.setPriority;
     }
+    this.#deps.limiter?.admit(message, decision.matches);
     const first = decision.matches[0]!;
     if (options.expectReply || first.route.mode === 'request') {
       const result = await this.#request(message, decision.matches, snapshot, options.timeoutMs);
       if (!options.expectReply) await this.#forwardReply(message, result.reply!);
       return options.expectReply ? result : { id: message.id };
     }
-
     this.#checkCapacity(message, decision.matches, snapshot);
-    const accepted: Promise<void>[] = [];
-    for (const match of decision.matches) {
-      for (const binding of match.targets) accepted.push(this.#deliver(message, binding, match, snapshot));
-    }
-    await Promise.all(accepted);
+    await Promise.all(decision.matches.flatMap((match) => match.targets.map((binding) => this.#deliver(message, binding, match.fallback, snapshot))));
     return { id: message.id };
   }
 
@@ -144,9 +136,7 @@ export class Dispatcher {
     for (const match of matches) {
       if (match.fallback.length > 0) continue;
       for (const binding of match.targets) {
-        if (binding.kind !== 'target') continue;
-        const lane = this.#lane(binding.name, snapshot);
-        if (!lane.canAccept()) {
+        if (binding.kind === 'target' && !this.#lane(binding.name, snapshot).canAccept(message.priority)) {
           throw new GatewayError('overloaded', `target ${binding.name} is at capacity`, { retryAfterMs: 1000 });
         }
       }
@@ -159,8 +149,8 @@ export class Dispatcher {
     return lane;
   }
 
-  /** Resolves once the binding has the message; the final outcome is tracked separately. */
-  async #deliver(message: Message, binding: TargetBinding, match: RouteMatch, snapshot: RoutingSnapshot): Promise<void> {
+  /** Resolves once the binding has the message; the final outcome is tracked by the lane. */
+  async #deliver(message: Message, binding: TargetBinding, fallback: TargetBinding[], snapshot: RoutingSnapshot): Promise<void> {
     switch (binding.kind) {
       case 'publish':
         await this.#publish(message, binding.key);
@@ -168,51 +158,80 @@ export class Dispatcher {
       case 'deadletter':
         await this.#deadLetter(message, 'deadletter', 'routed', 0);
         return;
-      case 'target': {
-        const lane = this.#lane(binding.name, snapshot);
-        let outcome: Promise<TargetReply>;
+      case 'target':
         try {
-          outcome = lane.submit(message);
+          this.#enqueue(message, binding.name, fallback, snapshot);
         } catch (err) {
-          await this.#fallback(message, binding.name, toGatewayError(err), match.fallback, snapshot, 0);
-          return;
+          // Refused before it was accepted there: straight down the fallback chain.
+          await this.#tryChain(message, binding.name, toGatewayError(err), fallback, snapshot);
         }
-        this.#track(outcome.then(
-          () => undefined,
-          (err: unknown) => this.#fallback(message, binding.name, toGatewayError(err), match.fallback, snapshot, 1),
-        ));
-      }
     }
+  }
+
+  /** Hands the message to a lane (or throws); a later failure continues down `chain`. */
+  #enqueue(message: Message, name: string, chain: TargetBinding[], snapshot: RoutingSnapshot): void {
+    const lane = this.#lane(name, snapshot);
+    const outcome = lane.submit(message);
+    this.#track(outcome.then(
+      () => undefined,
+      (err: unknown) => {
+        const error = toGatewayError(err);
+        if (error.details.expired) return undefined;
+        const settlement = this.#tryChain(message, name, error, chain, snapshot).catch((writeError: unknown) => {
+          this.#deps.logger.error({ err: writeError, id: message.id, target: name }, 'dead-letter write failed: message lost');
+          return 'lost' as const;
+        });
+        lane.settle(settlement);
+        return settlement.then(() => undefined);
+      },
+    ));
+  }
+
+  /**
+   * Re-injects a dead-lettered message: to the target that gave up on it while that target
+   * exists (so targets that already have it get no duplicate), else through the router.
+   * A replay that fails again is dead-lettered again, as a new record.
+   */
+  async replay(message: Message, target: string): Promise<'target' | 'router'> {
+    const snapshot = this.#snapshot;
+    if (snapshot.lanes.has(target)) {
+      this.#enqueue(message, target, [{ kind: 'deadletter' }], snapshot);
+      return 'target';
+    }
+    await this.dispatch(message);
+    return 'router';
   }
 
   /**
    * Tries the fallback chain in order; a message nobody takes ends in the dead-letter store,
    * so an accepted message is never lost.
    */
-  async #fallback(message: Message, failedTarget: string, error: GatewayError, chain: TargetBinding[], snapshot: RoutingSnapshot, attempts: number): Promise<void> {
-    for (const binding of chain) {
+  async #tryChain(message: Message, failedTarget: string, error: GatewayError, chain: TargetBinding[], snapshot: RoutingSnapshot): Promise<Settlement> {
+    for (let i = 0; i < chain.length; i++) {
+      const binding = chain[i]!;
       try {
-        if (binding.kind === 'deadletter') {
-          await this.#deadLetter(message, failedTarget, reasonFor(error), attempts, error.message);
-          return;
+        switch (binding.kind) {
+          case 'deadletter':
+            await this.#deadLetter(message, failedTarget, reasonFor(error), error.details.attempts ?? 0, error.message);
+            return 'deadLettered';
+          case 'publish':
+            await this.#publish(message, binding.key);
+            return 'rerouted';
+          case 'target':
+            this.#enqueue(message, binding.name, chain.slice(i + 1), snapshot);
+            return 'rerouted';
         }
-        if (binding.kind === 'publish') {
-          await this.#publish(message, binding.key);
-          return;
-        }
-        await this.#lane(binding.name, snapshot).submit(message);
-        return;
       } catch (err) {
         error = toGatewayError(err);
         this.#deps.logger.debug({ target: binding.kind === 'target' ? binding.name : binding.kind, err: error.message }, 'fallback target refused');
       }
     }
-    await this.#deadLetter(message, failedTarget, reasonFor(error), attempts, error.message);
+    await this.#deadLetter(message, failedTarget, reasonFor(error), error.details.attempts ?? 0, error.message);
+    return 'deadLettered';
   }
 
   async #deadLetter(message: Message, target: string, reason: DeadLetterReason, attempts: number, error?: string): Promise<void> {
-    const entry = { message, target, reason, attempts, ...(error !== undefined ? { error } : {}) };
-    await this.#deps.deadletter.append(entry);
+    await this.#deps.deadletter.append({ message, target, reason, attempts, ...(error !== undefined ? { error } : {}) });
     this.counters.deadLettered++;
   }
 
@@ -250,9 +269,17 @@ export class Dispatcher {
     this.#checkCapacity(message, extra, snapshot);
     let reply: TargetReply;
     switch (replyBinding!.kind) {
-      case 'target':
-        reply = await this.#lane(replyBinding!.name, snapshot).submit(message, { timeoutMs });
+      case 'target': {
+        const lane = this.#lane(replyBinding!.name, snapshot);
+        try {
+          reply = await lane.submit(message, { timeoutMs });
+        } catch (err) {
+          // The sender is still waiting: the failure is its answer, not a dead letter.
+          lane.settle(Promise.resolve('returned'));
+          throw err;
+        }
         break;
+      }
       case 'publish':
         reply = await this.#requestSubscriber(message, replyBinding!.key, timeoutMs);
         break;
@@ -261,7 +288,7 @@ export class Dispatcher {
         reply = { payload: Buffer.alloc(0) };
         break;
     }
-    await Promise.all(extra.flatMap((match) => match.targets.map((binding) => this.#deliver(message, binding, match, snapshot))));
+    await Promise.all(extra.flatMap((match) => match.targets.map((binding) => this.#deliver(message, binding, match.fallback, snapshot))));
     return { id: message.id, reply };
   }
 
@@ -297,17 +324,24 @@ export class Dispatcher {
 
   #track(work: Promise<void>): void {
     this.#pending++;
-    work.catch((err: unknown) => {
-      this.#deps.logger.error({ err }, 'dead-letter write failed: message lost');
-    }).finally(() => {
+    void work.finally(() => {
       this.#pending--;
       if (this.#pending === 0) for (const wake of this.#pendingWaiters.splice(0)) wake();
     });
   }
 
-  /** resolves when no fallback or dead-letter work is running */
+  /** resolves when no accepted message is waiting for its final outcome */
   settled(): Promise<void> {
     if (this.#pending === 0) return Promise.resolve();
     return new Promise((resolve) => this.#pendingWaiters.push(resolve));
+  }
+}
+
+/** A `{N}` template can produce an invalid key (e.g. empty); refuse before anything is accepted. */
+function checkPublishKeys(match: RouteMatch): void {
+  for (const binding of [...match.targets, ...match.fallback]) {
+    if (binding.kind !== 'publish') continue;
+    const problem = keyProblem(binding.key);
+    if (problem) throw new GatewayError('bad_request', `route ${match.route.name} makes the publish key "${binding.key}", which is invalid: ${problem}`);
   }
 }

@@ -27,6 +27,14 @@ export class PriorityQueue<T> {
     return undefined;
   }
 
+  /** whether any item has a priority below the given one */
+  hasBelow(priority: number): boolean {
+    for (let p = 0; p < priority; p++) {
+      if (this.#heads[p]! < this.#lanes[p]!.length) return true;
+    }
+    return false;
+  }
+
   /** the newest item of the lowest priority: the one to shed first */
   popLowest(belowPriority: number): T | undefined {
     for (let p = 0; p < belowPriority; p++) {

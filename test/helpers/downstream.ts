@@ -15,6 +15,10 @@ export interface Downstream {
   url: string;
   received: ReceivedRequest[];
   handler: DownstreamHandler;
+  /** stop listening, so connections are refused, until `resume` */
+  pause(): Promise<void>;
+  /** listen again on the same port */
+  resume(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -23,8 +27,14 @@ export async function startDownstream(handler?: DownstreamHandler): Promise<Down
     url: '',
     received: [],
     handler: handler ?? ((_req, res) => res.writeHead(204).end()),
+    pause: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+    resume: () => new Promise((resolve) => server.listen(port, '127.0.0.1', resolve)),
     close: () => new Promise((resolve) => {
       server.closeAllConnections();
+      if (!server.listening) return resolve();
       server.close(() => resolve());
     }),
   };
@@ -38,6 +48,7 @@ export async function startDownstream(handler?: DownstreamHandler): Promise<Down
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  downstream.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const port = (server.address() as AddressInfo).port;
+  downstream.url = `http://127.0.0.1:${port}`;
   return downstream;
 }

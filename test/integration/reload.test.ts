@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -115,7 +115,10 @@ describe('hot reload', () => {
       let round = 0;
       while (sent < total) {
         round++;
-        await writeFile(file, round % 3 === 0 ? BROKEN : routesTo(a, b, round % 2 === 0 ? 'a' : 'b'));
+        // Written whole and renamed into place, as deploy tools do: the file watcher must never
+        // see a half-written file that happens to be valid YAML (say, targets but no routes yet).
+        await writeFile(`${file}.tmp`, round % 3 === 0 ? BROKEN : routesTo(a, b, round % 2 === 0 ? 'a' : 'b'));
+        await rename(`${file}.tmp`, file);
         const response = await fetch(`${admin}/admin/reload`, { method: 'POST' });
         expect(response.status).toBe(round % 3 === 0 ? 400 : 200);
       }
