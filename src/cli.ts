@@ -106,6 +106,96 @@ async function route(key: string, options: { config: string; protocol: Protocol;
   }
 }
 
+interface DeadLetterOptions {
+  config: string;
+  admin?: string;
+  target?: string;
+  reason?: string;
+  since?: string;
+  until?: string;
+  limit?: string;
+  record?: string[];
+  json?: boolean;
+}
+
+/** The admin API of a running gateway: --admin, else listeners.admin of the config file. */
+async function adminUrl(options: DeadLetterOptions): Promise<string> {
+  if (options.admin) return options.admin.replace(/\/$/, '');
+  const { config } = await loadOrExit(options.config);
+  const admin = config.listeners.admin;
+  if (!admin) {
+    console.error(`${options.config}: listeners.admin is not configured; pass --admin URL`);
+    process.exit(1);
+  }
+  const host = admin.host === '0.0.0.0' || admin.host === '::' ? '127.0.0.1' : admin.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${admin.port}`;
+}
+
+async function adminCall(url: string, init?: RequestInit): Promise<unknown> {
+  let response: Response;
+  try {
+    response = await fetch(url, init);
+  } catch (err) {
+    console.error(`cannot reach the gateway's admin API at ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`);
+    process.exit(1);
+  }
+  const body = await response.json() as { error?: string };
+  if (!response.ok) {
+    console.error(`${url}: ${response.status} ${body.error ?? JSON.stringify(body)}`);
+    process.exit(1);
+  }
+  return body;
+}
+
+function deadLetterQuery(options: DeadLetterOptions): URLSearchParams {
+  const query = new URLSearchParams();
+  for (const key of ['target', 'reason', 'since', 'until', 'limit'] as const) {
+    const value = options[key];
+    if (value !== undefined) query.set(key, value);
+  }
+  return query;
+}
+
+interface ListedDeadLetter {
+  recordId: string;
+  at: string;
+  target: string;
+  reason: string;
+  attempts: number;
+  error?: string;
+  replayed: boolean;
+  message: { id: string; key: string };
+}
+
+async function deadLetterList(options: DeadLetterOptions): Promise<void> {
+  const base = await adminUrl(options);
+  const body = await adminCall(`${base}/admin/deadletter?${deadLetterQuery(options)}`) as { records: ListedDeadLetter[] };
+  if (options.json) {
+    console.log(JSON.stringify(body, null, 2));
+    return;
+  }
+  for (const r of body.records) {
+    console.log(`${r.at}  ${r.target}  ${r.reason}  attempts=${r.attempts}${r.replayed ? '  replayed' : ''}  ${r.message.key}  id=${r.message.id}  record=${r.recordId}${r.error ? `  (${r.error})` : ''}`);
+  }
+  console.log(`${body.records.length} record(s)`);
+}
+
+async function deadLetterReplay(options: DeadLetterOptions): Promise<void> {
+  const base = await adminUrl(options);
+  const body: Record<string, unknown> = Object.fromEntries(deadLetterQuery(options));
+  if (options.record && options.record.length > 0) body.recordIds = options.record;
+  const outcome = await adminCall(`${base}/admin/deadletter/replay`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  }) as { replayed: number; failed: number; records: { failed: { recordId: string; error: string }[] } };
+  if (options.json) {
+    console.log(JSON.stringify(outcome, null, 2));
+  } else {
+    for (const failure of outcome.records.failed) console.log(`failed ${failure.recordId}: ${failure.error}`);
+    console.log(`replayed ${outcome.replayed}, failed ${outcome.failed}`);
+  }
+  if (outcome.failed > 0) process.exitCode = 1;
+}
+
 const program = new Command('junction')
   .description('Junction: a multi-protocol message gateway')
   .showHelpAfterError();
@@ -127,6 +217,21 @@ program.command('route')
   .addOption(new Option('-p, --protocol <protocol>', 'protocol the message arrives on').choices(PROTOCOLS).default('http'))
   .option('-H, --header <name=value...>', 'a message header (repeatable)', [])
   .action(route);
+
+const deadletter = program.command('deadletter').description('list and replay dead-lettered messages of a running gateway');
+const deadLetterOptions = (command: Command) => command
+  .option('-c, --config <file>', 'configuration file (for listeners.admin)', DEFAULT_CONFIG)
+  .option('--admin <url>', 'admin API base URL, e.g. http://127.0.0.1:9180')
+  .option('--target <name>', 'only records of this target')
+  .option('--reason <reason>', 'only records with this reason (failed, retries_exhausted, breaker_open, shed, shutdown, …)')
+  .option('--since <time>', 'only records from this time on (ISO 8601 or ms)')
+  .option('--until <time>', 'only records before this time')
+  .option('--limit <n>', 'at most this many records (default 100)')
+  .option('--json', 'print JSON');
+deadLetterOptions(deadletter.command('list').description('list dead-lettered messages')).action(deadLetterList);
+deadLetterOptions(deadletter.command('replay').description('re-inject dead-lettered messages not replayed yet (each record at most once)'))
+  .option('--record <id...>', 'only these record ids')
+  .action(deadLetterReplay);
 
 program.parseAsync().catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

@@ -63,6 +63,11 @@ interface Job {
   reject: (err: GatewayError) => void;
 }
 
+/** Each message gets its own error object: details such as `attempts` are per message. */
+function copy(error: GatewayError): GatewayError {
+  return new GatewayError(error.code, error.message, { ...error.details });
+}
+
 /** Full jitter (random in [0, cap]) so retrying clients do not synchronise. */
 function backoff(policy: RetryPolicy, attempt: number): number {
   const cap = Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** (attempt - 1));
@@ -90,7 +95,9 @@ export class TargetLane {
   readonly #retryTimers = new Set<NodeJS.Timeout>();
   readonly #retryJobs = new Set<Job>();
   #shedding = false;
-  #closed = false;
+  #closed: GatewayError | undefined;
+  /** aborts calls still running when the lane is closed at the end of a drain */
+  readonly #abort = new AbortController();
 
   constructor(target: Target, options: LaneOptions) {
     this.target = target;
@@ -192,7 +199,8 @@ export class TargetLane {
   #run(job: Job): void {
     this.#running++;
     job.attempts++;
-    const call = () => this.target.deliver(job.message, { timeoutMs: job.timeoutMs, signal: job.signal });
+    const signal = job.signal ? AbortSignal.any([job.signal, this.#abort.signal]) : this.#abort.signal;
+    const call = () => this.target.deliver(job.message, { timeoutMs: job.timeoutMs, signal });
     const attempt = this.breaker ? this.breaker.call(call) : call();
     attempt.then(
       (reply) => {
@@ -203,7 +211,7 @@ export class TargetLane {
       },
       (err: unknown) => {
         this.#running--;
-        const error = toGatewayError(err);
+        const error = this.#closed ? copy(this.#closed) : toGatewayError(err);
         if (this.#shouldRetry(job, error)) this.#retry(job);
         else this.#giveUp(job, error);
         this.#pump();
@@ -254,15 +262,16 @@ export class TargetLane {
 
   /** Stops accepting; queued messages and pending retries are handed back with the given error. */
   close(reason: GatewayError): void {
-    this.#closed = true;
+    this.#closed = reason;
     clearTimeout(this.#paceTimer);
     this.#paceTimer = undefined;
     for (const timer of this.#retryTimers) clearTimeout(timer);
     this.#retryTimers.clear();
     this.#retrying = 0;
-    for (const job of this.#retryJobs) this.#giveUp(job, new GatewayError(reason.code, reason.message, { ...reason.details }));
+    for (const job of this.#retryJobs) this.#giveUp(job, copy(reason));
     this.#retryJobs.clear();
-    for (const job of this.#queue.drain()) this.#giveUp(job, new GatewayError(reason.code, reason.message, { ...reason.details }));
+    for (const job of this.#queue.drain()) this.#giveUp(job, copy(reason));
+    this.#abort.abort(reason);
     this.#wakeIfIdle();
     this.breaker?.shutdown();
   }

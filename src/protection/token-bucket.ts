@@ -91,10 +91,12 @@ export class BucketMap {
    */
   #evictFull(now: number): void {
     let examined = 0;
+    let freed = 0;
     for (const [key, bucket] of this.#buckets) {
-      if (examined++ >= 256) break;
+      if (examined++ >= 32 || freed >= 8) break;
       this.#buckets.delete(key);
       if (bucket.fullAt() > now) this.#buckets.set(key, bucket);
+      else freed++;
     }
   }
 }
