@@ -14,6 +14,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['src/admin/public/**/*.js'],
+    languageOptions: { sourceType: 'script', globals: { document: 'readonly', location: 'readonly', EventSource: 'readonly', uPlot: 'readonly', URLSearchParams: 'readonly' } },
+  },
+  {
     files: ['test/**', 'bench/**', 'src/cli.ts', 'bin/**'],
     rules: { 'no-console': 'off' },
   },

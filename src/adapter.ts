@@ -4,6 +4,7 @@ import type { Bus } from './bus.js';
 import type { GatewayConfig } from './config/types.js';
 import type { Dispatcher } from './delivery/dispatcher.js';
 import type { Logger } from './log.js';
+import type { ErrorCode } from './errors.js';
 import type { Protocol } from './message.js';
 
 /** The core as an adapter sees it: its only way in is `dispatcher.dispatch(message)`. */
@@ -15,6 +16,21 @@ export interface AdapterContext {
   config(): GatewayConfig;
   /** the shared HTTP listener, for adapters that mount paths on it (HTTP API, /ws, /mqtt) */
   readonly http: FastifyInstance | undefined;
+  /**
+   * Counts a refusal as the sender sees it (`junction_rejections_total`): every error an adapter
+   * answers with, whether it came from its own checks or from `dispatch`.
+   */
+  countRejection(protocol: Protocol, code: ErrorCode): void;
+}
+
+/** One open client connection, for /admin/connections. */
+export interface ConnectionInfo {
+  protocol: Protocol;
+  id: string;
+  remoteAddress?: string;
+  principal?: string;
+  /** ms since epoch */
+  since: number;
 }
 
 /**
@@ -31,6 +47,8 @@ export interface Adapter {
   address?(): AddressInfo | undefined;
   /** open client connections, for /admin and metrics */
   connections?(): number;
+  /** up to `limit` open connections, for /admin/connections */
+  listConnections?(limit: number): ConnectionInfo[];
 }
 
 export type AdapterFactory = (ctx: AdapterContext) => Adapter;

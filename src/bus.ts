@@ -14,6 +14,28 @@ export interface BusPacket {
 
 export type BusHandler = (message: Message) => void;
 
+/**
+ * Publishes in LocalBus's place. The embedded MQTT broker is one: it stores retained messages,
+ * queues them for offline persistent sessions and numbers them (brokerId, brokerCounter) before
+ * they reach the emitter, so messages from every protocol get the broker's semantics.
+ */
+export interface BusPublisher {
+  publish(packet: BusPacket): Promise<void>;
+  /** The Message behind a packet that reached the emitter without one (aedes copies packets field by field). */
+  messageOf(packet: mqemitter.Message): Message | undefined;
+}
+
+/** A bus an embedded broker can run on: the broker shares its emitter and publishes for it. */
+export interface BrokerBus extends Bus {
+  readonly emitter: mqemitter.MQEmitter;
+  /** `undefined` gives publishing back to the bus. */
+  usePublisher(publisher: BusPublisher | undefined): void;
+}
+
+export function isBrokerBus(bus: Bus): bus is BrokerBus {
+  return typeof (bus as Partial<BrokerBus>).usePublisher === 'function' && (bus as Partial<BrokerBus>).emitter !== undefined;
+}
+
 export interface BusSubscription {
   readonly pattern: string;
   close(): Promise<void>;
@@ -65,8 +87,9 @@ interface Responder {
   handler: BusHandler;
 }
 
-export class LocalBus implements Bus {
+export class LocalBus implements BrokerBus {
   readonly emitter: mqemitter.MQEmitter;
+  #publisher: BusPublisher | undefined;
   #subscriptions = 0;
   readonly #responders: Responder[] = [];
   #nextResponder = 0;
@@ -80,15 +103,20 @@ export class LocalBus implements Bus {
     return this.#subscriptions;
   }
 
+  usePublisher(publisher: BusPublisher | undefined): void {
+    this.#publisher = publisher;
+  }
+
   publish(message: Message): Promise<void> {
     const packet: BusPacket = {
       cmd: 'publish',
       topic: message.key,
       payload: message.payload,
       qos: message.qos,
-      retain: false,
+      retain: message.retain === true,
       message,
     };
+    if (this.#publisher) return this.#publisher.publish(packet);
     return new Promise((resolve, reject) => {
       this.emitter.emit(packet, (err) => (err ? reject(err) : resolve()));
     });
@@ -109,7 +137,8 @@ export class LocalBus implements Bus {
     if (responder) this.#responders.push(responder);
     const skipDollar = wildcardFirst(pattern);
     const listener = (packet: mqemitter.Message, done: () => void) => {
-      const message = (packet as BusPacket).message;
+      // Packets without a Message (the broker's own $SYS traffic) are for MQTT clients only.
+      const message = (packet as Partial<BusPacket>).message ?? this.#publisher?.messageOf(packet);
       if (message && !(skipDollar && message.key.startsWith('$'))) handler(message);
       done();
     };

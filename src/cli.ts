@@ -4,6 +4,8 @@ import { loadConfigFile } from './config/load.js';
 import { ConfigError, formatIssue, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { Gateway, ListenerError } from './gateway.js';
 import { createLogger } from './log.js';
+import { stopTracing } from './tracing.js';
+import { hashPassword } from './auth/password.js';
 import { PROTOCOLS, type Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
 import type { LossReason, TargetBinding } from './router/types.js';
@@ -43,7 +45,7 @@ async function start(options: { config: string }): Promise<void> {
   }
   const shutdown = (signal: string) => {
     logger.info({ signal }, 'shutdown requested');
-    gateway.stop().then(() => process.exit(0), (err: unknown) => {
+    gateway.stop().then(stopTracing).then(() => process.exit(0), (err: unknown) => {
       logger.error({ err }, 'shutdown failed');
       process.exit(1);
     });
@@ -196,6 +198,25 @@ async function deadLetterReplay(options: DeadLetterOptions): Promise<void> {
   if (outcome.failed > 0) process.exitCode = 1;
 }
 
+/**
+ * Prints a hash for `auth.users[].password`. The password comes on standard input (one line),
+ * never as an argument, so it stays out of shell history and `ps`.
+ */
+async function hashPasswordCommand(): Promise<void> {
+  if (process.stdin.isTTY) process.stderr.write('password (one line; it is shown as you type): ');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk as Buffer);
+    if (process.stdin.isTTY && (chunk as Buffer).includes(0x0a)) break;
+  }
+  const password = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  if (password === '') {
+    console.error('hash-password: no password on standard input; e.g. printf %s "$PASSWORD" | junction hash-password');
+    process.exit(1);
+  }
+  console.log(await hashPassword(password));
+}
+
 const program = new Command('junction')
   .description('Junction: a multi-protocol message gateway')
   .showHelpAfterError();
@@ -217,6 +238,10 @@ program.command('route')
   .addOption(new Option('-p, --protocol <protocol>', 'protocol the message arrives on').choices(PROTOCOLS).default('http'))
   .option('-H, --header <name=value...>', 'a message header (repeatable)', [])
   .action(route);
+
+program.command('hash-password')
+  .description('read a password on standard input and print its scrypt hash for auth.users[].password')
+  .action(hashPasswordCommand);
 
 const deadletter = program.command('deadletter').description('list and replay dead-lettered messages of a running gateway');
 const deadLetterOptions = (command: Command) => command

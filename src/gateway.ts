@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
@@ -16,10 +15,14 @@ import { GatewayError } from './errors.js';
 import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
 import { TargetRegistry, type TargetFactory } from './targets/target.js';
+import { grpcTargetFactory } from './targets/grpc.js';
 import { httpTargetFactory } from './targets/http.js';
 import type { TargetConfig } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
+import { GatewayMetrics } from './metrics.js';
+import { startTracing } from './tracing.js';
+import type { Protocol } from './message.js';
 
 export type ListenerName = 'http' | 'mqtt' | 'grpc' | 'admin';
 
@@ -30,6 +33,15 @@ export interface GatewayOptions {
   targetTypes?: TargetFactory[];
   /** reload when the config file changes */
   watchConfig?: boolean;
+}
+
+/** One line of the dashboard's "last state changes". */
+export interface StateChange {
+  kind: 'breaker' | 'shedding' | 'reload';
+  /** ms since epoch */
+  at: number;
+  target?: string;
+  text: string;
 }
 
 export interface ReplayOutcome {
@@ -55,7 +67,7 @@ export class ListenerError extends Error {
   }
 }
 
-const DEFAULT_TARGET_TYPES: TargetFactory[] = [httpTargetFactory as TargetFactory];
+const DEFAULT_TARGET_TYPES: TargetFactory[] = [httpTargetFactory as TargetFactory, grpcTargetFactory as TargetFactory];
 
 interface RunningTarget {
   config: string;
@@ -83,9 +95,10 @@ export class Gateway {
   #draining = false;
   #stopped: Promise<void> | undefined;
   readonly reloads = { ok: 0, refused: 0 };
-  /** state changes (breaker transitions, shedding, reloads) for the admin API and dashboard */
-  readonly events = new EventEmitter();
+  /** the last state changes (breaker transitions, shedding, reloads), newest last, for the dashboard */
+  readonly recentChanges: StateChange[] = [];
   readonly limiter = new IngressLimiter();
+  readonly metrics: GatewayMetrics;
   readonly archive: DeadLetterArchive;
   #replays: Promise<unknown> = Promise.resolve();
 
@@ -96,10 +109,18 @@ export class Gateway {
     this.bus = new LocalBus();
     this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
     this.archive = new DeadLetterArchive(config.deadletter.path);
-    this.dispatcher = new Dispatcher(this.#buildSnapshot(config), { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter });
+    this.metrics = new GatewayMetrics({
+      lanes: () => this.lanes(),
+      connections: () => this.connections(),
+      limiterRejections: () => this.limiter.rejections,
+      reloads: () => this.reloads,
+      subscriptions: () => this.bus.subscriptionCount,
+    });
+    this.dispatcher = new Dispatcher(this.#buildSnapshot(config), { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
+    await startTracing(options.logger);
     const gateway = new Gateway(config, options);
     try {
       await gateway.#start(options);
@@ -132,10 +153,17 @@ export class Gateway {
       // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
       this.#http = Fastify({ logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false });
       // One WebSocket server serves every WS path (/ws, /mqtt), so its options are set once here.
-      // Frames carry JSON or MQTT framing around the payload: allow that much beyond the payload limit.
+      // The largest frame either protocol accepts; each adapter enforces its own limit below it.
+      const { websocket, mqtt } = this.#config;
       await this.#http.register(fastifyWebsocket, {
-        options: { maxPayload: this.#config.limits.maxPayloadSize + 64 * 1024, perMessageDeflate: false },
+        options: { maxPayload: Math.max(websocket.maxFrameSize, mqtt.maxPacketSize), perMessageDeflate: websocket.perMessageDeflate },
       });
+    }
+    // The admin listener comes up first, so /readyz can say "starting" while the rest binds.
+    if (listeners.admin) {
+      const admin = await startAdminServer(this);
+      this.#admin = admin;
+      await this.#listen('admin', admin, listeners.admin.host, listeners.admin.port);
     }
     const ctx: AdapterContext = {
       dispatcher: this.dispatcher,
@@ -143,6 +171,7 @@ export class Gateway {
       logger: this.logger,
       config: () => this.#config,
       http: this.#http,
+      countRejection: (protocol, code) => this.metrics.rejected(protocol, code),
     };
     for (const factory of options.adapters) this.adapters.push(factory(ctx));
     for (const adapter of this.adapters) await adapter.register?.();
@@ -153,11 +182,6 @@ export class Gateway {
       await adapter.start();
       const address = adapter.address?.();
       if (address) this.logger.info({ listener: adapter.protocol, address: `${address.address}:${address.port}` }, 'listener up');
-    }
-    if (listeners.admin) {
-      const admin = await startAdminServer(this);
-      this.#admin = admin;
-      await this.#listen('admin', admin, listeners.admin.host, listeners.admin.port);
     }
     if (options.watchConfig && this.#config.file) {
       this.#watcher = watch(this.#config.file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 50 } });
@@ -227,11 +251,12 @@ export class Gateway {
       onBreakerTransition: (targetName, t) => {
         const log = t.state === 'open' ? this.logger.warn.bind(this.logger) : this.logger.info.bind(this.logger);
         log({ target: targetName, state: t.state, reason: t.reason }, `breaker ${t.state.replace('_', '-')}`);
-        this.events.emit('breaker', { target: targetName, ...t });
+        this.#record({ kind: 'breaker', at: t.at, target: targetName, text: `breaker ${t.state.replace('_', '-')}: ${t.reason}` });
       },
+      onCall: (targetName, ok, seconds) => this.metrics.called(targetName, ok, seconds),
       onShedding: (targetName, shedding) => {
         this.logger.warn({ target: targetName, shedding }, shedding ? 'shedding started' : 'shedding stopped');
-        this.events.emit('shedding', { target: targetName, shedding, at: Date.now() });
+        this.#record({ kind: 'shedding', at: Date.now(), target: targetName, text: shedding ? 'shedding started' : 'shedding stopped' });
       },
     });
   }
@@ -276,6 +301,20 @@ export class Gateway {
     return run;
   }
 
+  #record(change: StateChange): void {
+    this.recentChanges.push(change);
+    if (this.recentChanges.length > 50) this.recentChanges.shift();
+  }
+
+  /** open client connections per protocol */
+  connections(): Partial<Record<Protocol, number>> {
+    const counts: Partial<Record<Protocol, number>> = {};
+    for (const adapter of this.adapters) {
+      if (adapter.connections) counts[adapter.protocol] = (counts[adapter.protocol] ?? 0) + adapter.connections();
+    }
+    return counts;
+  }
+
   /** the running target lanes by name */
   lanes(): ReadonlyMap<string, TargetLane> {
     return this.dispatcher.snapshot.lanes;
@@ -291,7 +330,7 @@ export class Gateway {
       const issues = err instanceof ConfigError ? err.issues : [{ file, line: 0, column: 0, path: '', message: (err as Error).message }];
       this.reloads.refused++;
       this.logger.error({ trigger, version: this.#version, errors: issues.map((i) => `${i.line}:${i.column} ${i.path}: ${i.message}`) }, 'reload refused; the running table stays');
-      this.events.emit('reload', { ok: false, trigger, version: this.#version, at: Date.now(), errors: issues.length });
+      this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issues.length} error(s); version ${this.#version} stays` });
       return { ok: false, version: this.#version, issues };
     }
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
@@ -314,7 +353,7 @@ export class Gateway {
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
-    this.events.emit('reload', { ok: true, trigger, version: this.#version, at: Date.now() });
+    this.#record({ kind: 'reload', at: Date.now(), text: `reload ok (${trigger}): version ${this.#version}` });
     return { ok: true, version: this.#version, issues: [] };
   }
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, patternProblem, toGatewayError,
-  type Adapter, type AdapterContext, type BusSubscription, type Message, type MessageSource,
+  accessControl, GatewayError, patternProblem, toGatewayError,
+  type Adapter, type AdapterContext, type BusSubscription, type Identity, type Message,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 import { sendProblem } from './problem.js';
@@ -45,9 +45,11 @@ export class HttpAdapter implements Adapter {
     app.setErrorHandler((err, request, reply) => {
       const gatewayError = err instanceof GatewayError ? err : fastifyError(err);
       if (gatewayError.code === 'internal') this.#ctx.logger.error({ err }, 'HTTP request failed');
+      this.#ctx.countRejection('http', gatewayError.code);
       sendProblem(reply, gatewayError, request.url);
     });
     app.setNotFoundHandler((request, reply) => {
+      this.#ctx.countRejection('http', 'bad_request');
       sendProblem(reply, new GatewayError('bad_request', `no such endpoint: ${request.method} ${request.url.split('?')[0]}; use POST ${MESSAGES}<key>, POST ${REQUESTS}<key> or GET ${SUBSCRIBE}<pattern>`), request.url);
     });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
@@ -56,25 +58,48 @@ export class HttpAdapter implements Adapter {
     done();
   }
 
-  #source(request: FastifyRequest): MessageSource {
-    return { protocol: 'http', remoteAddress: request.ip };
+  /**
+   * Credentials per request: `Authorization: Basic` (username and password) or `Bearer
+   * username:password`, checked by the shared auth layer; none means anonymous when allowed.
+   */
+  async #identity(request: FastifyRequest): Promise<Identity> {
+    const control = accessControl(this.#ctx.config().auth);
+    const header = request.headers.authorization;
+    if (header === undefined) return control.authenticate(undefined, undefined);
+    const space = header.indexOf(' ');
+    const scheme = header.slice(0, space).toLowerCase();
+    const value = header.slice(space + 1).trim();
+    if (space > 0 && scheme === 'basic') {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon > 0) return control.authenticate(decoded.slice(0, colon), decoded.slice(colon + 1));
+    }
+    if (space > 0 && scheme === 'bearer') return control.authenticateToken(value);
+    throw new GatewayError('unauthenticated', 'Authorization must be Basic (username:password) or Bearer username:password');
   }
 
-  #message(request: FastifyRequest, prefix: string): Message {
+  async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {
     if (this.#stopping) throw new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
     const key = keyFromUrl(request.url, prefix);
+    const identity = await this.#identity(request);
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-    return messageFromRequest(key, body, request.headers, this.#source(request));
+    const message = messageFromRequest(key, body, request.headers, {
+      protocol: 'http', remoteAddress: request.ip, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    });
+    if (!accessControl(this.#ctx.config().auth).canPublish(identity, message.key)) {
+      throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}`);
+    }
+    return message;
   }
 
   async #publish(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const message = this.#message(request, MESSAGES);
+    const message = await this.#message(request, MESSAGES, 'publish');
     const result = await this.#ctx.dispatcher.dispatch(message);
     reply.code(202).send({ id: result.id });
   }
 
   async #request(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const message = this.#message(request, REQUESTS);
+    const message = await this.#message(request, REQUESTS, 'request');
     const timeoutHeader = request.headers['x-timeout-ms'];
     let timeoutMs: number | undefined;
     if (typeof timeoutHeader === 'string') {
@@ -94,6 +119,8 @@ export class HttpAdapter implements Adapter {
     const pattern = keyFromUrl(request.url, SUBSCRIBE);
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const identity = await this.#identity(request);
+    if (!accessControl(this.#ctx.config().auth).canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
     const stream = new SseStream(reply, () => {
       this.#sseClosedSlow++;
       this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');

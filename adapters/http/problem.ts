@@ -32,6 +32,7 @@ export function problemOf(err: GatewayError, instance?: string): Problem {
 
 export function sendProblem(reply: FastifyReply, err: GatewayError, instance?: string): FastifyReply {
   const problem = problemOf(err, instance);
+  if (err.code === 'unauthenticated') reply.header('www-authenticate', 'Basic realm="junction", Bearer realm="junction"');
   if (err.details.retryAfterMs !== undefined) {
     // Retry-After is in whole seconds (RFC 9110 §10.2.3); round up so a client never retries early.
     reply.header('retry-after', String(Math.max(1, Math.ceil(err.details.retryAfterMs / 1000))));

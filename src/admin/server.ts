@@ -1,5 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
 import type { Gateway } from '../gateway.js';
+import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
 import type { DeadLetterReason } from '../deadletter/store.js';
 
@@ -30,6 +32,12 @@ function deadLetterQuery(query: Record<string, string | undefined>): { filter: D
   return { filter, limit };
 }
 
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 /** Per target: accepted = delivered + expired + deadLettered + rerouted + returned + lost + queued + inFlight. */
 export function stats(gateway: Gateway): Record<string, unknown> {
   const targets: Record<string, unknown> = {};
@@ -54,7 +62,37 @@ export function stats(gateway: Gateway): Record<string, unknown> {
 export async function startAdminServer(gateway: Gateway): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, forceCloseConnections: true });
 
+  // Probes stay open; everything that shows or changes the gateway needs the token when one is set.
+  app.addHook('onRequest', async (request, reply) => {
+    const token = gateway.config().admin.token;
+    if (token === undefined || request.url === '/healthz' || request.url === '/readyz') return;
+    const header = request.headers.authorization;
+    const query = new URL(request.url, 'http://admin').searchParams.get('token');
+    const given = header?.startsWith('Bearer ') ? header.slice(7) : query ?? undefined;
+    if (given === undefined || !sameSecret(given, token)) {
+      await reply.code(401).header('www-authenticate', 'Bearer realm="junction-admin"').send({ error: 'admin token required: Authorization: Bearer TOKEN' });
+    }
+  });
+
   app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(gateway.metrics.registry.contentType);
+    return gateway.metrics.text();
+  });
+
+  app.get<{ Querystring: { limit?: string } }>('/admin/connections', async (request, reply) => {
+    const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
+    if (!Number.isInteger(limit) || limit < 0 || limit > 10_000) return reply.code(400).send({ error: 'limit must be an integer from 0 to 10000' });
+    const list = [];
+    for (const adapter of gateway.adapters) {
+      if (list.length >= limit) break;
+      list.push(...(adapter.listConnections?.(limit - list.length) ?? []).map((c) => ({ ...c, since: new Date(c.since).toISOString() })));
+    }
+    return { counts: gateway.connections(), connections: list };
+  });
+
+  registerDashboard(app, gateway);
 
   app.get('/readyz', async (_request, reply) => {
     const status = gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting';

@@ -32,11 +32,12 @@ export const ListenersSchema = Type.Object({
   admin: Type.Optional(ListenerSchema),
 }, { ...strict, description: 'Listeners that are absent are not started.' });
 
+/** A target without `breaker:` uses the entry named `default`, else these defaults. */
 export const BreakerSchema = Type.Object({
-  timeout: Type.Optional(Duration('a call slower than this fails', '10s')),
+  timeout: Type.Optional(Duration('a call slower than this fails; caps the target timeout')),
   errorThresholdPercentage: Type.Optional(Type.Number({ minimum: 0, maximum: 100, default: 50 })),
-  resetTimeout: Type.Optional(Duration('how long the breaker stays open before probing', '30s')),
-  volumeThreshold: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'calls in the window before the breaker may open' })),
+  resetTimeout: Type.Optional(Duration('how long the breaker stays open before probing', '10s')),
+  volumeThreshold: Type.Optional(Type.Integer({ minimum: 0, default: 10, description: 'calls in the window before the breaker may open' })),
   rollingCountTimeout: Type.Optional(Duration('length of the statistics window', '10s')),
   slowCallThreshold: Type.Optional(Duration('a successful call slower than this counts as a failure')),
   halfOpenProbes: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'trial calls let through when half-open' })),
@@ -51,7 +52,7 @@ export const RateLimitSchema = Type.Object({
 
 const ProtectionFields = {
   timeout: Type.Optional(Duration('per-call timeout', '5s')),
-  breaker: Type.Optional(Type.String({ description: 'name of an entry under `breakers`' })),
+  breaker: Type.Optional(Type.String({ description: 'name of an entry under `breakers`; default: the entry named `default`, if any' })),
   rateLimit: Type.Optional(RateLimitSchema),
   concurrency: Type.Optional(Type.Integer({ minimum: 1, default: 64, description: 'calls in flight at once' })),
   queue: Type.Optional(Type.Object({
@@ -116,6 +117,67 @@ export const RouteSchema = Type.Object({
   rateLimit: Type.Optional(RateLimitSchema),
 }, strict);
 
+/** Bounds in both units: whichever is reached first applies. */
+const MessagesAndBytes = (what: string, messages: number, bytes: string) => Type.Object({
+  messages: Type.Optional(Type.Integer({ minimum: 1, default: messages, description: `${what}: most messages` })),
+  bytes: Type.Optional(Size(`${what}: most payload bytes`, bytes)),
+}, strict);
+
+export const GrpcSchema = Type.Object({
+  maxReceiveMessageSize: Type.Optional(Size('largest gRPC message accepted (payload plus key, headers and framing); larger is RESOURCE_EXHAUSTED. Default: limits.maxPayloadSize + 64kb')),
+  keepalive: Type.Optional(Type.Object({
+    time: Type.Optional(Duration('the server pings each connection this often, to find dead peers behind NATs and load balancers', '60s')),
+    timeout: Type.Optional(Duration('a connection whose ping is not answered within this is closed', '20s')),
+  }, strict)),
+  maxConcurrentStreams: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'calls in flight at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)' })),
+  publishWindow: Type.Optional(MessagesAndBytes('PublishStream, per stream, messages read but not yet acknowledged; past it the gateway stops reading', 1024, '4mb')),
+  subscriberBuffer: Type.Optional(MessagesAndBytes('Subscribe, per stream, deliveries waiting for a slow client; past it qos 0 deliveries are dropped, then the stream ends', 1024, '4mb')),
+}, { ...strict, description: 'The gRPC listener (listeners.grpc); these apply after a restart.' });
+
+const KeyPatterns = (description: string) => Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description }));
+
+export const AuthSchema = Type.Object({
+  anonymous: Type.Optional(Type.Boolean({ default: false, description: 'let clients in without credentials; ACL rules name them "anonymous"' })),
+  users: Type.Optional(Type.Array(Type.Object({
+    username: Type.String({ minLength: 1 }),
+    password: Type.String({ minLength: 1, description: 'a hash, never the password: scrypt:… from `junction hash-password`, or a bcrypt $2b$… hash' }),
+    principal: Type.Optional(Type.String({ minLength: 1, description: 'the name ACL rules and messages know this user by; default: the username' })),
+  }, strict))),
+  acl: Type.Optional(Type.Array(Type.Object({
+    principal: Type.String({ minLength: 1, description: 'whom the rule is for: a principal, "*" for every authenticated one, or "anonymous"' }),
+    publish: KeyPatterns('keys the principal may publish to: MQTT topic filters, {principal} is replaced by its name'),
+    subscribe: KeyPatterns('patterns the principal may subscribe to: a subscription must fall entirely inside one of them; {principal} is replaced by its name'),
+  }, strict), { description: 'allow rules: when present, whatever no rule allows is refused (MQTT: SUBACK 0x80, publish acknowledged and dropped). Absent: every client let in may publish and subscribe to every key' })),
+}, { ...strict, description: 'Who may connect and what they may publish and subscribe to, on every protocol. A reload applies to new connections, publishes and subscriptions.' });
+
+export const MqttSchema = Type.Object({
+  websocket: Type.Optional(Type.Boolean({ default: true, description: 'also serve MQTT over WebSocket at /mqtt on the HTTP listener' })),
+  maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: 10000, description: 'open MQTT connections, TCP and WebSocket, counted from accept (before CONNECT); one more is closed at once' })),
+  maxPacketSize: Type.Optional(Size('largest MQTT packet a client may send; its fixed header alone gets the connection closed. Default: limits.maxPayloadSize + 64kb')),
+  connectTimeout: Type.Optional(Duration('a connection whose CONNECT has not arrived by then is closed', '10s')),
+  keepaliveLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, default: 0, description: 'largest keepalive, in seconds, a client may ask for; 0 = any. A client asking for more, or for none, is refused with CONNACK return code 6' })),
+  maxSubscriptions: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'topic filters one client may hold; past it SUBACK answers 0x80' })),
+  maxInflightInbound: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'QoS 2 PUBLISHes of one client awaiting its PUBREL; one more closes the connection' })),
+  maxOutboundBuffer: Type.Optional(Size('bytes waiting to be written to one client; past it QoS 0 deliveries to that client are dropped and counted', '1mb')),
+  drainTimeout: Type.Optional(Duration('a client whose socket stays full this long is disconnected (its QoS 1/2 messages stay queued if its session is persistent)', '30s')),
+  maxHold: Type.Optional(Duration('a QoS 1/2 PUBLISH refused as rate_limited or overloaded is retried with its acknowledgement withheld, pacing the client, at most this long; then its connection is closed', '10s')),
+}, { ...strict, description: 'The embedded MQTT broker (listeners.mqtt, and /mqtt on listeners.http); these apply after a restart.' });
+
+export const WebSocketSchema = Type.Object({
+  enabled: Type.Optional(Type.Boolean({ default: true, description: 'serve the JSON frame protocol at /ws on the HTTP listener (docs/websocket.md)' })),
+  maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: 10000, description: 'open /ws sockets on the listener, counted from the upgrade request; past it the handshake is refused with 503' })),
+  maxConnectionsPerIp: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'open /ws sockets from one remote address; past it the handshake is refused with 503' })),
+  maxSubscriptions: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'patterns one socket may hold; past it `subscribe` is answered with error overloaded' })),
+  maxInflight: Type.Optional(Type.Integer({ minimum: 1, default: 64, description: 'frames of one socket being processed at once (publishes awaiting acceptance, requests awaiting replies); past it the gateway stops reading that socket until one completes' })),
+  maxFrameSize: Type.Optional(Size('largest frame a client may send; a larger one closes the socket with 1009. Default: limits.maxPayloadSize in base64 (4/3) + 64kb. The WebSocket server behind /ws and /mqtt takes the larger of this and mqtt.maxPacketSize at start')),
+  maxOutboundBuffer: Type.Optional(Size('bytes waiting to be sent to one socket; past it QoS 0 deliveries are dropped, lowest priority first, and a socket that cannot take a QoS 1 delivery or a response is closed with 1013', '1mb')),
+  drainTimeout: Type.Optional(Duration('a socket with data waiting that accepts none of it for this long is closed with 1013', '30s')),
+  pingInterval: Type.Optional(Duration('the server pings sockets it has not heard from this often; one that has not answered the previous ping is terminated. 0s = no pings', '30s')),
+  idleTimeout: Type.Optional(Duration('a socket holding no subscription that sends no frame for this long is closed with 4408; 0s = never', '5m')),
+  handshakeTimeout: Type.Optional(Duration('an upgrade request whose credentials are not verified by then is refused with 503', '10s')),
+  perMessageDeflate: Type.Optional(Type.Boolean({ default: false, description: 'permessage-deflate compression; it costs memory and CPU per socket. Applies after a restart, to /mqtt too' })),
+}, { ...strict, description: 'The WebSocket JSON frame protocol at /ws on listeners.http. Limits apply to new sockets and frames at once after a reload unless noted.' });
+
 export const GatewayConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String()),
   listeners: Type.Optional(ListenersSchema),
@@ -131,10 +193,17 @@ export const GatewayConfigSchema = Type.Object({
   shutdown: Type.Optional(Type.Object({
     drainTimeout: Type.Optional(Duration('how long SIGTERM waits for in-flight work', '10s')),
   }, strict)),
+  admin: Type.Optional(Type.Object({
+    token: Type.Optional(Type.String({ minLength: 16, description: 'when set, /metrics, /admin/* and /dashboard need it as `Authorization: Bearer TOKEN` (or ?token= for the dashboard page); /healthz and /readyz stay open. Use ${ADMIN_TOKEN}' })),
+  }, strict)),
   deadletter: Type.Optional(Type.Object({
     path: Type.Optional(Type.String({ minLength: 1, default: 'data/deadletter.jsonl', description: 'JSONL file, relative to this config file' })),
     maxFileSize: Type.Optional(Size('rotate the file past this size', '64mb')),
   }, strict)),
+  grpc: Type.Optional(GrpcSchema),
+  mqtt: Type.Optional(MqttSchema),
+  auth: Type.Optional(AuthSchema),
+  websocket: Type.Optional(WebSocketSchema),
   // strict: without it a name that misses the pattern would skip validation instead of failing it
   breakers: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }), BreakerSchema, strict)),
   targets: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }), TargetSchema, strict)),
@@ -151,3 +220,4 @@ export type GrpcTargetConfig = StaticDecode<typeof GrpcTargetSchema>;
 export type TargetConfig = StaticDecode<typeof TargetSchema>;
 export type TargetRefConfig = StaticDecode<typeof TargetRefSchema>;
 export type RouteConfig = StaticDecode<typeof RouteSchema>;
+export type AuthConfigFile = StaticDecode<typeof AuthSchema>;

@@ -1,5 +1,7 @@
-import type { BreakerConfig, ListenerConfig, RouteConfig, TargetConfig } from './schema.js';
+import type { AuthConfigFile, BreakerConfig, ListenerConfig, RouteConfig, TargetConfig } from './schema.js';
 
+export type AuthUser = NonNullable<AuthConfigFile['users']>[number];
+export type AclRule = NonNullable<AuthConfigFile['acl']>[number];
 export type DefaultRoute = 'publish' | 'drop';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -20,7 +22,51 @@ export interface GatewayConfig {
   limits: { maxPayloadSize: number };
   requests: { timeout: number };
   shutdown: { drainTimeout: number };
+  admin: { token?: string };
   deadletter: { path: string; maxFileSize: number };
+  /** the gRPC listener's settings (sizes in bytes, durations in ms) */
+  grpc: {
+    maxReceiveMessageSize: number;
+    keepalive: { time: number; timeout: number };
+    maxConcurrentStreams: number;
+    publishWindow: { messages: number; bytes: number };
+    subscriberBuffer: { messages: number; bytes: number };
+  };
+  /** the embedded MQTT broker's settings (sizes in bytes, durations in ms, keepaliveLimit in s) */
+  mqtt: {
+    websocket: boolean;
+    maxConnections: number;
+    maxPacketSize: number;
+    connectTimeout: number;
+    keepaliveLimit: number;
+    maxSubscriptions: number;
+    maxInflightInbound: number;
+    maxOutboundBuffer: number;
+    drainTimeout: number;
+    maxHold: number;
+  };
+  /** the /ws JSON frame protocol (sizes in bytes, durations in ms; idleTimeout 0 = never) */
+  websocket: {
+    enabled: boolean;
+    maxConnections: number;
+    maxConnectionsPerIp: number;
+    maxSubscriptions: number;
+    maxInflight: number;
+    maxFrameSize: number;
+    maxOutboundBuffer: number;
+    drainTimeout: number;
+    pingInterval: number;
+    idleTimeout: number;
+    handshakeTimeout: number;
+    perMessageDeflate: boolean;
+  };
+  /** who may connect, publish and subscribe, on every protocol (src/auth) */
+  auth: {
+    anonymous: boolean;
+    users: AuthUser[];
+    /** allow rules; absent, whoever got in may publish and subscribe to every key */
+    acl?: AclRule[];
+  };
   breakers: Record<string, BreakerConfig>;
   targets: Record<string, TargetConfig>;
   routes: RouteConfig[];

@@ -6,6 +6,8 @@ import { isExpired, keyProblem, newMessageId, type Message } from '../message.js
 import type { RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
 import type { IngressLimiter } from '../protection/ingress-limiter.js';
+import type { DispatchObserver } from '../metrics.js';
+import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import type { Settlement, TargetLane } from './target-lane.js';
 
 /** What the sender is told once a message is accepted. */
@@ -45,6 +47,7 @@ export interface DispatcherDeps {
   deadletter: DeadLetterStore;
   logger: Logger;
   limiter?: IngressLimiter;
+  observer?: DispatchObserver;
 }
 
 function reasonFor(err: GatewayError): DeadLetterReason {
@@ -87,12 +90,21 @@ export class Dispatcher {
 
   async dispatch(message: Message, options: DispatchOptions = {}): Promise<DispatchResult> {
     this.counters.received++;
+    const started = performance.now();
+    const span = tracingOn()
+      ? startSpan(`junction.ingress ${message.source.protocol}`, message.traceparent, SpanKind.SERVER, { 'junction.key': message.key, 'junction.message_id': message.id })
+      : undefined;
+    // Downstream calls and deliveries continue this trace as children of the ingress span.
+    if (span) message.traceparent = traceparentOf(span);
     try {
       const result = await this.#route(message, this.#snapshot, options);
       this.counters.accepted++;
+      this.#deps.observer?.accepted(message.source.protocol, (performance.now() - started) / 1000);
+      endSpan(span);
       return result;
     } catch (err) {
       this.counters.rejected++;
+      endSpan(span, err);
       throw toGatewayError(err);
     }
   }
@@ -102,7 +114,12 @@ export class Dispatcher {
       this.counters.expired++;
       return { id: message.id, expired: true };
     }
+    const routeSpan = tracingOn() ? startSpan('junction.route', message.traceparent, SpanKind.INTERNAL, { 'junction.table_version': snapshot.table.version }) : undefined;
     const decision = snapshot.table.match({ key: message.key, protocol: message.source.protocol, headers: message.headers });
+    const routeName = decision.matches[0]?.route.name ?? 'default';
+    routeSpan?.setAttribute('junction.rules', decision.matches.map((m) => m.route.name).join(',') || `default:${decision.default}`);
+    endSpan(routeSpan);
+    this.#deps.observer?.received(message.source.protocol, routeName);
     if (decision.matches.length === 0) {
       if (decision.default === 'drop') throw new GatewayError('no_route', `no rule matches key ${message.key}`);
       if (options.expectReply) {
@@ -124,8 +141,32 @@ export class Dispatcher {
       return options.expectReply ? result : { id: message.id };
     }
     this.#checkCapacity(message, decision.matches, snapshot);
-    await Promise.all(decision.matches.flatMap((match) => match.targets.map((binding) => this.#deliver(message, binding, match.fallback, snapshot))));
+    await this.#deliverAll(message, decision.matches, snapshot);
     return { id: message.id };
+  }
+
+  /**
+   * Target lanes take the message synchronously; only publishes and dead-letter writes are
+   * awaited, so the common case (targets only) allocates no promise per binding.
+   */
+  #deliverAll(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot): Promise<unknown> | undefined {
+    let waits: Promise<void>[] | undefined;
+    for (const match of matches) {
+      for (const binding of match.targets) {
+        if (binding.kind === 'target') {
+          try {
+            this.#enqueue(message, binding.name, match.fallback, snapshot);
+            continue;
+          } catch (err) {
+            // Refused before it was accepted there: straight down the fallback chain.
+            (waits ??= []).push(this.#tryChain(message, binding.name, toGatewayError(err), match.fallback, snapshot).then(() => undefined));
+            continue;
+          }
+        }
+        (waits ??= []).push(this.#deliver(message, binding));
+      }
+    }
+    return waits && Promise.all(waits);
   }
 
   /**
@@ -149,23 +190,10 @@ export class Dispatcher {
     return lane;
   }
 
-  /** Resolves once the binding has the message; the final outcome is tracked by the lane. */
-  async #deliver(message: Message, binding: TargetBinding, fallback: TargetBinding[], snapshot: RoutingSnapshot): Promise<void> {
-    switch (binding.kind) {
-      case 'publish':
-        await this.#publish(message, binding.key);
-        return;
-      case 'deadletter':
-        await this.#deadLetter(message, 'deadletter', 'routed', 0);
-        return;
-      case 'target':
-        try {
-          this.#enqueue(message, binding.name, fallback, snapshot);
-        } catch (err) {
-          // Refused before it was accepted there: straight down the fallback chain.
-          await this.#tryChain(message, binding.name, toGatewayError(err), fallback, snapshot);
-        }
-    }
+  /** Resolves once a publish or dead-letter binding has the message. */
+  async #deliver(message: Message, binding: Exclude<TargetBinding, { kind: 'target' }>): Promise<void> {
+    if (binding.kind === 'publish') await this.#publish(message, binding.key);
+    else await this.#deadLetter(message, 'deadletter', 'routed', 0);
   }
 
   /** Hands the message to a lane (or throws); a later failure continues down `chain`. */
@@ -233,6 +261,7 @@ export class Dispatcher {
   async #deadLetter(message: Message, target: string, reason: DeadLetterReason, attempts: number, error?: string): Promise<void> {
     await this.#deps.deadletter.append({ message, target, reason, attempts, ...(error !== undefined ? { error } : {}) });
     this.counters.deadLettered++;
+    this.#deps.observer?.deadLettered(target, reason);
   }
 
   async #publish(message: Message, key: string): Promise<void> {
@@ -288,7 +317,7 @@ export class Dispatcher {
         reply = { payload: Buffer.alloc(0) };
         break;
     }
-    await Promise.all(extra.flatMap((match) => match.targets.map((binding) => this.#deliver(message, binding, match.fallback, snapshot))));
+    await this.#deliverAll(message, extra, snapshot);
     return { id: message.id, reply };
   }
 
@@ -339,9 +368,11 @@ export class Dispatcher {
 
 /** A `{N}` template can produce an invalid key (e.g. empty); refuse before anything is accepted. */
 function checkPublishKeys(match: RouteMatch): void {
-  for (const binding of [...match.targets, ...match.fallback]) {
-    if (binding.kind !== 'publish') continue;
-    const problem = keyProblem(binding.key);
-    if (problem) throw new GatewayError('bad_request', `route ${match.route.name} makes the publish key "${binding.key}", which is invalid: ${problem}`);
+  for (const bindings of [match.targets, match.fallback]) {
+    for (const binding of bindings) {
+      if (binding.kind !== 'publish') continue;
+      const problem = keyProblem(binding.key);
+      if (problem) throw new GatewayError('bad_request', `route ${match.route.name} makes the publish key "${binding.key}", which is invalid: ${problem}`);
+    }
   }
 }

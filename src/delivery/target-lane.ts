@@ -4,6 +4,7 @@ import { TargetBreaker, type BreakerSettings, type BreakerTransition } from '../
 import { TokenBucket, type BucketSpec } from '../protection/token-bucket.js';
 import type { Target, TargetReply } from '../targets/target.js';
 import { PriorityQueue } from './priority-queue.js';
+import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 
 export interface RetryPolicy {
   /** total attempts, including the first */
@@ -22,6 +23,8 @@ export interface LaneOptions {
   rateLimit?: BucketSpec;
   breaker?: BreakerSettings;
   onBreakerTransition?: (target: string, transition: BreakerTransition) => void;
+  /** called after every call to the downstream, with its duration */
+  onCall?: (target: string, ok: boolean, seconds: number) => void;
   /** called when shedding starts (a queued message was evicted) or stops (queue below 90 %) */
   onShedding?: (target: string, shedding: boolean) => void;
 }
@@ -200,8 +203,32 @@ export class TargetLane {
     this.#running++;
     job.attempts++;
     const signal = job.signal ? AbortSignal.any([job.signal, this.#abort.signal]) : this.#abort.signal;
-    const call = () => this.target.deliver(job.message, { timeoutMs: job.timeoutMs, signal });
-    const attempt = this.breaker ? this.breaker.call(call) : call();
+    const span = tracingOn() ? startSpan(`junction.target ${this.name}`, job.message.traceparent, SpanKind.CLIENT, { 'junction.target': this.name, 'junction.attempt': job.attempts }) : undefined;
+    const context = { timeoutMs: job.timeoutMs, signal, traceparent: span ? traceparentOf(span) : job.message.traceparent };
+    const call = span
+      ? () => this.target.deliver(job.message, context).then(
+        (reply) => {
+          endSpan(span);
+          return reply;
+        },
+        (err: unknown) => {
+          endSpan(span, err);
+          throw err;
+        },
+      )
+      : () => this.target.deliver(job.message, context);
+    const started = performance.now();
+    const timed = () => call().then(
+      (reply) => {
+        this.#options.onCall?.(this.name, true, (performance.now() - started) / 1000);
+        return reply;
+      },
+      (err: unknown) => {
+        this.#options.onCall?.(this.name, false, (performance.now() - started) / 1000);
+        throw err;
+      },
+    );
+    const attempt = this.breaker ? this.breaker.call(timed) : timed();
     attempt.then(
       (reply) => {
         this.#running--;

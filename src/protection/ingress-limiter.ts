@@ -1,7 +1,7 @@
 import type { RateLimitConfig } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
-import type { RouteMatch } from '../router/types.js';
+import type { CompiledRoute, RouteMatch } from '../router/types.js';
 import { BucketMap } from './token-bucket.js';
 
 export type LimiterScope = 'client' | 'route';
@@ -26,6 +26,18 @@ export class IngressLimiter {
     this.#maxClients = maxClientsPerRule;
   }
 
+  /** per compiled rule, so the hot path does not rebuild the key string */
+  readonly #byRoute = new WeakMap<CompiledRoute, BucketMap>();
+
+  #mapFor(route: CompiledRoute, scope: LimiterScope, limit: RateLimitConfig): BucketMap {
+    let map = this.#byRoute.get(route);
+    if (!map) {
+      map = this.#map(route.name, scope, limit);
+      this.#byRoute.set(route, map);
+    }
+    return map;
+  }
+
   #map(route: string, scope: LimiterScope, limit: RateLimitConfig): BucketMap {
     const id = `${route}\u0000${scope}\u0000${limit.rate}/${limit.per}/${limit.burst ?? limit.rate}`;
     let map = this.#buckets.get(id);
@@ -43,7 +55,7 @@ export class IngressLimiter {
       const limit = route.rateLimit;
       if (!limit) continue;
       const scope: LimiterScope = limit.scope === 'client' ? 'client' : 'route';
-      const wait = this.#map(route.name, scope, limit).take(scope === 'client' ? clientKey(message) : '', now);
+      const wait = this.#mapFor(route, scope, limit).take(scope === 'client' ? clientKey(message) : '', now);
       if (wait > 0) {
         this.rejections[scope]++;
         throw new GatewayError('rate_limited', scope === 'client'

@@ -40,7 +40,7 @@ export class HttpTarget implements Target {
     }
     Object.assign(headers, this.#config.headers);
     headers['content-type'] = message.contentType ?? 'application/octet-stream';
-    headers.traceparent = message.traceparent;
+    headers.traceparent = ctx.traceparent;
     headers['x-junction-id'] = message.id;
     headers['x-junction-key'] = encodeURIComponent(message.key);
     headers['x-priority'] = String(message.priority);

@@ -15,6 +15,8 @@ export interface DeliveryContext {
   signal?: AbortSignal;
   /** per-call timeout in ms, already reduced to what the caller can still wait */
   timeoutMs: number;
+  /** W3C trace context for this call (the call's own span when tracing is on) */
+  traceparent: string;
 }
 
 /**

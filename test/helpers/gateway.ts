@@ -14,6 +14,13 @@ export interface TestGateway {
   /** e.g. http://127.0.0.1:34567 */
   http: string;
   admin: string;
+  /** host:port of the gRPC listener, e.g. 127.0.0.1:34568; '' unless asked for */
+  grpc: string;
+  /** the MQTT listener, e.g. mqtt://127.0.0.1:34569; '' unless asked for */
+  mqtt: string;
+  mqttPort: number;
+  /** MQTT over WebSocket on the HTTP listener, e.g. ws://127.0.0.1:34567/mqtt; '' unless mqtt was asked for */
+  mqttWs: string;
   writeConfig(yaml: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -25,25 +32,51 @@ listeners:
   admin: { host: 127.0.0.1, port: 0 }
 `;
 
-export async function startGateway(yaml: string, adapters: AdapterFactory[] = builtinAdapters): Promise<TestGateway> {
+/** Listeners a test can ask for beyond http and admin, each on an ephemeral loopback port. */
+export type ExtraListener = 'grpc' | 'mqtt';
+
+export interface TestGatewayOptions {
+  listeners?: readonly ExtraListener[];
+  /** a fixed HTTP port instead of an ephemeral one, e.g. to restart a gateway where clients reconnect */
+  httpPort?: number;
+}
+
+export async function startGateway(yaml: string, adapters: AdapterFactory[] = builtinAdapters, options: TestGatewayOptions = {}): Promise<TestGateway> {
+  const base = options.httpPort === undefined ? LISTENERS : LISTENERS.replace('http: { host: 127.0.0.1, port: 0 }', `http: { host: 127.0.0.1, port: ${options.httpPort} }`);
+  const listeners = `${base.trimEnd()}\n${(options.listeners ?? []).map((name) => `  ${name}: { host: 127.0.0.1, port: 0 }\n`).join('')}`;
   const dir = await mkdtemp(join(tmpdir(), 'junction-test-'));
   const configPath = join(dir, 'gateway.yaml');
   const withDeadletter = /^deadletter:/m.test(yaml) ? yaml : `${yaml}\ndeadletter: { path: deadletter.jsonl }\n`;
-  await writeFile(configPath, `${LISTENERS}\n${withDeadletter}`);
+  const withDefaults = withAnonymous(withDeadletter);
+  await writeFile(configPath, `${listeners}\n${withDefaults}`);
   const { config } = await loadConfigFile(configPath);
   const gateway = await Gateway.start(config, { logger: silentLogger(), adapters });
   const http = gateway.address('http');
   const admin = gateway.address('admin');
+  const grpc = gateway.address('grpc');
+  const mqtt = gateway.address('mqtt');
   return {
     gateway,
     dir,
     configPath,
     http: http ? `http://127.0.0.1:${http.port}` : '',
     admin: admin ? `http://127.0.0.1:${admin.port}` : '',
-    writeConfig: (text) => writeFile(configPath, `${LISTENERS}\n${text}`),
+    grpc: grpc ? `127.0.0.1:${grpc.port}` : '',
+    mqtt: mqtt ? `mqtt://127.0.0.1:${mqtt.port}` : '',
+    mqttPort: mqtt?.port ?? 0,
+    mqttWs: mqtt && http ? `ws://127.0.0.1:${http.port}/mqtt` : '',
+    writeConfig: (text) => writeFile(configPath, `${listeners}\n${withAnonymous(text)}`),
     async stop() {
       await gateway.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Test gateways let clients in without credentials unless the YAML has its own `auth:`
+ * (the product's default is closed: auth.anonymous is false).
+ */
+function withAnonymous(yaml: string): string {
+  return /^auth:/m.test(yaml) ? yaml : `${yaml}\nauth: { anonymous: true }\n`;
 }

@@ -13,6 +13,7 @@ listeners:
   http: { host: 127.0.0.1, port: 0 }
   admin: { host: 127.0.0.1, port: 0 }
 deadletter: { path: dl.jsonl }
+auth: { anonymous: true }
 targets:
   ingest: { type: http, url: http://127.0.0.1:9/ingest }
 routes:

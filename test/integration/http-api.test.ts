@@ -4,6 +4,7 @@ import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
+import { hashPassword } from '../../src/auth/password.js';
 
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 const TRACEPARENT = `00-${TRACE_ID}-00f067aa0ba902b7-01`;
@@ -204,5 +205,31 @@ routes:
     const timedOut = await fetch(`${gw.http}/v1/requests/rpc/echo`, { method: 'POST', body: 'hi', headers: { 'x-timeout-ms': '100' } });
     expect(timedOut.status).toBe(504);
     await silent.close();
+  });
+
+  it('authenticates with Basic or Bearer credentials and enforces the ACL on publish and subscribe', async () => {
+    const hash = await hashPassword('s3cret');
+    gw = await startGateway(`
+auth:
+  anonymous: false
+  users:
+    - { username: alice, password: "${hash}" }
+  acl:
+    - { principal: alice, publish: ["devices/{principal}/#"], subscribe: ["devices/{principal}/#"] }
+`);
+    const basic = { authorization: `Basic ${Buffer.from('alice:s3cret').toString('base64')}` };
+    const none = await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x' });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toContain('Basic');
+    expect((await problem(none)).code).toBe('unauthenticated');
+    const wrong = await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x', headers: { authorization: 'Bearer alice:nope' } });
+    expect(wrong.status).toBe(401);
+    expect((await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x', headers: basic })).status).toBe(202);
+    expect((await fetch(`${gw.http}/v1/messages/devices/alice/y`, { method: 'POST', body: 'x', headers: { authorization: 'Bearer alice:s3cret' } })).status).toBe(202);
+    const denied = await fetch(`${gw.http}/v1/messages/devices/bob/x`, { method: 'POST', body: 'x', headers: basic });
+    expect(denied.status).toBe(403);
+    expect((await problem(denied)).code).toBe('forbidden');
+    const deniedSubscribe = await fetch(`${gw.http}/v1/subscribe/devices/${encodeURIComponent('#')}`, { headers: basic });
+    expect(deniedSubscribe.status).toBe(403);
   });
 });

@@ -267,5 +267,5 @@ routes:
     await gw.gateway.lanes().get('ingest')!.idle();
     const after = new Set(downstream.received.map((r) => String(r.headers['x-junction-id'])));
     for (const id of accepted) expect(after.has(id), id).toBe(true);
-  });
+  }, 60_000);
 });

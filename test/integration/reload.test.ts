@@ -14,6 +14,7 @@ listeners:
   http: { host: 127.0.0.1, port: 0 }
   admin: { host: 127.0.0.1, port: 0 }
 deadletter: { path: dl.jsonl }
+auth: { anonymous: true }
 `;
 
 function routesTo(a: Downstream, b: Downstream, active: 'a' | 'b'): string {

@@ -27,6 +27,7 @@ listeners:
   admin: { host: 127.0.0.1, port: 0 }
 shutdown: { drainTimeout: 300ms }
 deadletter: { path: dl.jsonl }
+auth: { anonymous: true }
 targets:
   stuck: { type: http, url: "${downstream.url}/in", concurrency: 1, timeout: 30s }
 routes:

@@ -82,7 +82,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls: unknown key "tls"; expected one of: host, port',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, deadletter, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, grpc, mqtt, auth, websocket, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -317,6 +317,41 @@ describe('the resolved config', () => {
       requests: { timeout: 5000 },
       shutdown: { drainTimeout: 10_000 },
       deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024 },
+      admin: {},
+      grpc: {
+        maxReceiveMessageSize: 1024 * 1024 + 64 * 1024,
+        keepalive: { time: 60_000, timeout: 20_000 },
+        maxConcurrentStreams: 1000,
+        publishWindow: { messages: 1024, bytes: 4 * 1024 * 1024 },
+        subscriberBuffer: { messages: 1024, bytes: 4 * 1024 * 1024 },
+      },
+      mqtt: {
+        websocket: true,
+        maxConnections: 10_000,
+        maxPacketSize: 1024 * 1024 + 64 * 1024,
+        connectTimeout: 10_000,
+        keepaliveLimit: 0,
+        maxSubscriptions: 1000,
+        maxInflightInbound: 1000,
+        maxOutboundBuffer: 1024 * 1024,
+        drainTimeout: 30_000,
+        maxHold: 10_000,
+      },
+      auth: { anonymous: false, users: [] },
+      websocket: {
+        enabled: true,
+        maxConnections: 10_000,
+        maxConnectionsPerIp: 1000,
+        maxSubscriptions: 1000,
+        maxInflight: 64,
+        maxFrameSize: Math.ceil(1024 * 1024 / 3) * 4 + 64 * 1024,
+        maxOutboundBuffer: 1024 * 1024,
+        drainTimeout: 30_000,
+        pingInterval: 30_000,
+        idleTimeout: 300_000,
+        handshakeTimeout: 10_000,
+        perMessageDeflate: false,
+      },
       breakers: {},
       targets: {},
       routes: [],

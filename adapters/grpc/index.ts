@@ -1,0 +1,312 @@
+import type { AddressInfo } from 'node:net';
+import {
+  Metadata, Server, ServerCredentials,
+  type handleUnaryCall, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type StatusObject,
+} from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import {
+  accessControl, GatewayError, ListenerError, newMessageId, patternProblem, toGatewayError,
+  type Adapter, type AdapterContext, type GatewayConfig, type Identity, type Message,
+} from '../../src/index.js';
+import { CallIdentities, forbidden, ReplyGrants } from './auth.js';
+import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
+import { loadGatewayProto, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
+import { PublishStreamSession } from './publish-stream.js';
+import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
+
+const SERVICE = 'junction.v1.Gateway';
+
+export interface GrpcAdapterStats extends SubscriberCounters {
+  /** calls refused because their deadline had passed before they were read */
+  pastDeadline: number;
+  subscribers: number;
+  publishStreams: number;
+}
+
+/** grpc-js server options from the `grpc:` config section. */
+export function serverOptions(config: GatewayConfig['grpc']): Record<string, number> {
+  return {
+    'grpc.max_receive_message_length': config.maxReceiveMessageSize,
+    'grpc.keepalive_time_ms': config.keepalive.time,
+    'grpc.keepalive_timeout_ms': config.keepalive.timeout,
+    'grpc.max_concurrent_streams': config.maxConcurrentStreams,
+    // Channelz keeps per-call bookkeeping nobody reads here, and has leaked before (grpc-node #2068).
+    'grpc.enable_channelz': 0,
+  };
+}
+
+/**
+ * `junction.v1.Gateway` on `listeners.grpc` (proto/junction/v1/gateway.proto), with the standard
+ * health service (SERVING; NOT_SERVING while draining) and server reflection.
+ */
+export class GrpcAdapter implements Adapter {
+  readonly protocol = 'grpc' as const;
+  readonly #ctx: AdapterContext;
+  readonly #subscribers = new Set<SubscriberStream>();
+  readonly #publishStreams = new Set<PublishStreamSession>();
+  /** unary calls whose dispatch has not settled */
+  readonly #unaryCalls = new Set<Promise<void>>();
+  readonly #counters: SubscriberCounters & { pastDeadline: number } = { dropped: 0, slowClosed: 0, expired: 0, peakBytes: 0, pastDeadline: 0 };
+  #server: Server | undefined;
+  #health: HealthImplementation | undefined;
+  #address: AddressInfo | undefined;
+  readonly #identities = new CallIdentities();
+  readonly #replyGrants = new ReplyGrants();
+  #stopping = false;
+  #stopped: Promise<void> | undefined;
+
+  constructor(ctx: AdapterContext) {
+    this.#ctx = ctx;
+  }
+
+  get stats(): GrpcAdapterStats {
+    return { ...this.#counters, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size };
+  }
+
+  address(): AddressInfo | undefined {
+    return this.#address;
+  }
+
+  /**
+   * Open Subscribe and PublishStream calls. grpc-js does not expose its HTTP/2 connections, and
+   * for gRPC clients the long-lived calls are what a connection is elsewhere.
+   */
+  connections(): number {
+    return this.#subscribers.size + this.#publishStreams.size;
+  }
+
+  async start(): Promise<void> {
+    const listener = this.#ctx.config().listeners.grpc;
+    if (!listener || this.#server) return;
+    const { service, reflection } = loadGatewayProto();
+    const server = new Server(serverOptions(this.#ctx.config().grpc));
+    server.addService(service, {
+      Publish: this.#publish,
+      PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {
+        this.#publishStream(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
+      },
+      Subscribe: (call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>) => {
+        this.#subscribe(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
+      },
+      Request: this.#request,
+    });
+    this.#health = new HealthImplementation({ '': 'SERVING', [SERVICE]: 'SERVING' });
+    this.#health.addToServer(server);
+    new ReflectionService(reflection).addToServer(server);
+    const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
+    const port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${host}:${listener.port}`, ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+    }).catch((err: unknown) => {
+      server.forceShutdown();
+      throw new ListenerError('grpc', `${listener.host}:${listener.port}`, bindCause(err));
+    });
+    this.#server = server;
+    this.#address = { address: listener.host, family: listener.host.includes(':') ? 'IPv6' : 'IPv4', port };
+  }
+
+  /**
+   * Draining: health turns NOT_SERVING, new calls get UNAVAILABLE, subscriptions end with
+   * UNAVAILABLE (clients resubscribe elsewhere), publish streams stop reading and end once what
+   * they read is acked; then the server shuts down, forcibly at the deadline.
+   */
+  stop(deadline: number): Promise<void> {
+    this.#stopped ??= this.#stop(deadline);
+    return this.#stopped;
+  }
+
+  async #stop(deadline: number): Promise<void> {
+    this.#stopping = true;
+    const server = this.#server;
+    if (!server) return;
+    this.#health?.setStatus('', 'NOT_SERVING');
+    this.#health?.setStatus(SERVICE, 'NOT_SERVING');
+    const draining = statusOf(shuttingDown());
+    for (const subscriber of this.#subscribers) subscriber.end(draining);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, deadline - Date.now())); });
+    await Promise.race([
+      Promise.all([
+        ...[...this.#publishStreams].map(async (session) => {
+          await session.stopReading();
+          session.end(draining);
+        }),
+        ...this.#unaryCalls,
+      ]),
+      expired,
+    ]);
+    for (const session of this.#publishStreams) session.end(draining);
+    // tryShutdown waits for every call, health Watch streams included: the deadline bounds it.
+    await Promise.race([new Promise<void>((resolve) => server.tryShutdown(() => resolve())), expired]);
+    clearTimeout(timer);
+    server.forceShutdown();
+  }
+
+  /** A refusal as the status that ends the call, counted as the sender sees it. */
+  #reject(err: unknown): StatusObject {
+    const error = toGatewayError(err);
+    if (error.code === 'internal') this.#ctx.logger.error({ err }, 'gRPC call failed');
+    this.#ctx.countRejection('grpc', error.code);
+    return statusOf(error);
+  }
+
+  /** The status refusing a call when the gateway is draining or the call's deadline has passed. */
+  #refused(call: Pick<ServerUnaryCall<unknown, unknown>, 'getDeadline'>): StatusObject | undefined {
+    if (this.#stopping) return this.#reject(shuttingDown());
+    if (deadlinePassed(call.getDeadline())) {
+      this.#counters.pastDeadline++;
+      return pastDeadlineStatus();
+    }
+    return undefined;
+  }
+
+  #message(input: MessageIn, call: CallContext): Message {
+    return messageFromProto(input, call, this.#ctx.config().limits.maxPayloadSize, input.id !== '' ? input.id : newMessageId());
+  }
+
+  /**
+   * Who the caller is (UNAUTHENTICATED otherwise), then the call's context. Checking credentials
+   * can take a while, so the deadline is checked again after it: a late call is not routed.
+   */
+  async #admit(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<{ identity: Identity; context: CallContext }> {
+    const identity = await this.#identities.identify(call.metadata, this.#ctx.config().auth);
+    if (deadlinePassed(call.getDeadline())) {
+      this.#counters.pastDeadline++;
+      throw new PastDeadline();
+    }
+    return { identity, context: callContext(call.metadata, call.getPeer(), identity.principal) };
+  }
+
+  /** Answers a unary call with what `work` returns, or with its refusal. */
+  #unary<Res>(call: ServerUnaryCall<MessageIn, Res>, callback: sendUnaryData<Res>, work: (identity: Identity, context: CallContext) => Promise<Res>): void {
+    const refused = this.#refused(call);
+    if (refused) return callback(refused);
+    this.#trackUnary(this.#admit(call).then(({ identity, context }) => work(identity, context)).then(
+      (response) => callback(null, response),
+      (err: unknown) => callback(this.#statusFor(err)),
+    ));
+  }
+
+  #statusFor(err: unknown): StatusObject {
+    return err instanceof PastDeadline ? pastDeadlineStatus() : this.#reject(err);
+  }
+
+  /** Whether `identity` may publish `message`: an ACL grant, or the answer to a request it was handed. */
+  #mayPublish(identity: Identity, message: Message): boolean {
+    return this.#replyGrants.take(message.key, message.correlationId, identity.principal)
+      || accessControl(this.#ctx.config().auth).canPublish(identity, message.key);
+  }
+
+  readonly #publish: handleUnaryCall<MessageIn, PublishAckOut> = (call, callback) => {
+    this.#unary(call, callback, async (identity, context) => {
+      const message = this.#message(call.request, context);
+      if (!this.#mayPublish(identity, message)) throw forbidden('publish to', message.key);
+      const result = await this.#ctx.dispatcher.dispatch(message);
+      return { id: result.id, sequence: 0, expired: result.expired ?? false };
+    });
+  };
+
+  readonly #request: handleUnaryCall<MessageIn, ReplyOut> = (call, callback) => {
+    this.#unary(call, callback, async (identity, context) => {
+      const message = this.#message(call.request, context);
+      if (!accessControl(this.#ctx.config().auth).canPublish(identity, message.key)) throw forbidden('send requests to', message.key);
+      // The caller's deadline bounds the wait, so a reply never arrives after the caller gave up.
+      const timeoutMs = msUntil(call.getDeadline());
+      const result = await this.#ctx.dispatcher.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+      return replyOf(result.id, result.reply);
+    });
+  };
+
+  #trackUnary(work: Promise<void>): void {
+    this.#unaryCalls.add(work);
+    void work.finally(() => this.#unaryCalls.delete(work));
+  }
+
+  async #publishStream(call: ServerDuplexStream<MessageIn, PublishAckOut>): Promise<void> {
+    const refused = this.#refused(call);
+    if (refused) {
+      call.emit('error', refused);
+      return;
+    }
+    // Nothing is read until the caller is known: grpc-js holds the first messages meanwhile.
+    const { identity, context } = await this.#admit(call);
+    if (this.#stopping || call.cancelled) {
+      if (!call.cancelled) call.emit('error', this.#reject(shuttingDown()));
+      return;
+    }
+    const session = new PublishStreamSession(call, {
+      dispatcher: this.#ctx.dispatcher,
+      call: context,
+      window: this.#ctx.config().grpc.publishWindow,
+      maxPayloadSize: () => this.#ctx.config().limits.maxPayloadSize,
+      authorize: (message) => (this.#mayPublish(identity, message) ? undefined : forbidden('publish to', message.key)),
+      rejected: (code) => this.#ctx.countRejection('grpc', code),
+    });
+    this.#publishStreams.add(session);
+    call.on('close', () => this.#publishStreams.delete(session));
+    call.on('cancelled', () => this.#publishStreams.delete(session));
+  }
+
+  async #subscribe(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>): Promise<void> {
+    const refused = this.#refused(call);
+    if (refused) {
+      call.emit('error', refused);
+      return;
+    }
+    const { pattern, responder } = call.request;
+    const problem = patternProblem(pattern);
+    if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const { identity } = await this.#admit(call);
+    if (!accessControl(this.#ctx.config().auth).canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
+    if (this.#stopping) throw shuttingDown();
+    const subscriber = new SubscriberStream(call, this.#ctx.config().grpc.subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
+    this.#subscribers.add(subscriber);
+    call.on('cancelled', () => subscriber.close());
+    call.on('close', () => subscriber.close());
+    const deliver = responder
+      ? (message: Message) => {
+        // A responder is handed requests; its answer to one needs no ACL grant for the inbox key.
+        this.#replyGrants.grant(message, identity.principal);
+        subscriber.push(message);
+      }
+      : (message: Message) => subscriber.push(message);
+    try {
+      subscriber.subscription = await this.#ctx.bus.subscribe(pattern, deliver, { responder });
+    } catch (err) {
+      subscriber.end(this.#reject(err));
+      return;
+    }
+    // The client may have gone, or the gateway started draining, while the bus subscribed.
+    if (subscriber.closed) {
+      void subscriber.subscription.close();
+      return;
+    }
+    if (call.cancelled) {
+      subscriber.close();
+      return;
+    }
+    const headers = new Metadata();
+    headers.set('junction-subscribed', pattern);
+    call.sendMetadata(headers);
+    subscriber.start();
+  }
+}
+
+/** A call whose deadline passed while the gateway checked its credentials. */
+class PastDeadline extends Error {}
+
+function shuttingDown(): GatewayError {
+  return new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
+}
+
+/** grpc-js reports a failed bind as a plain Error; the errno code, when there is one, is in the text. */
+function bindCause(err: unknown): NodeJS.ErrnoException {
+  const cause: NodeJS.ErrnoException = err instanceof Error ? err : new Error(String(err));
+  const code = /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b/.exec(cause.message)?.[1];
+  if (code !== undefined && cause.code === undefined) cause.code = code;
+  return cause;
+}
+
+export function createGrpcAdapter(ctx: AdapterContext): Adapter {
+  return new GrpcAdapter(ctx);
+}

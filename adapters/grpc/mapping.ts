@@ -1,0 +1,131 @@
+import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
+import {
+  createMessage, ERRORS, GatewayError,
+  type GatewayErrorDetails, type Message, type MessageSource, type TargetReply,
+} from '../../src/index.js';
+import type { DeliveryOut, ErrorOut, MessageIn, ReplyOut } from './proto.js';
+
+/**
+ * Metadata that is transport, gRPC's own, binary, or credentials: never a message header.
+ * (grpc-js already removes pseudo-headers, grpc-timeout, grpc-encoding, te and content-type.)
+ */
+const NOT_MESSAGE_HEADERS = new Set(['content-type', 'te', 'user-agent', 'authorization', 'x-api-key', 'cookie', 'traceparent']);
+
+/** What every message of one call shares: headers from its metadata, trace context, sender. */
+export interface CallContext {
+  headers: Record<string, string>;
+  traceparent: string | undefined;
+  source: MessageSource;
+}
+
+export function callContext(metadata: Metadata, peer: string, principal: string | undefined): CallContext {
+  const headers: Record<string, string> = {};
+  for (const [name, values] of Object.entries(metadata.getMap())) {
+    if (NOT_MESSAGE_HEADERS.has(name) || name.startsWith('grpc-') || name.endsWith('-bin') || name.startsWith(':')) continue;
+    if (typeof values === 'string') headers[name] = metadata.get(name).join(', ');
+  }
+  const traceparent = metadata.get('traceparent')[0];
+  return {
+    headers,
+    traceparent: typeof traceparent === 'string' ? traceparent : undefined,
+    source: { protocol: 'grpc', remoteAddress: peer, ...(principal !== undefined ? { principal } : {}) },
+  };
+}
+
+/**
+ * A `junction.v1.Message` as a gateway Message. Proto3 cannot tell an empty string from an unset
+ * one, so '' means "not given" for id, content type and the request/reply fields.
+ */
+export function messageFromProto(input: MessageIn, call: CallContext, maxPayloadSize: number, id: string): Message {
+  if (input.payload.length > maxPayloadSize) {
+    throw new GatewayError('too_large', `payload exceeds the limit of ${maxPayloadSize} bytes (limits.maxPayloadSize)`);
+  }
+  const headers = { ...call.headers };
+  for (const [name, value] of Object.entries(input.headers)) headers[name.toLowerCase()] = value;
+  // Routes match the content type as a header, as they do for HTTP's Content-Type.
+  if (input.contentType !== '' && headers['content-type'] === undefined) headers['content-type'] = input.contentType;
+  return createMessage({
+    id,
+    key: input.key,
+    payload: input.payload,
+    headers,
+    // The ack is an acknowledgement, so gRPC publishes are at-least-once unless asked otherwise.
+    qos: input.qos ?? 1,
+    source: call.source,
+    ...(input.priority !== undefined ? { priority: input.priority } : {}),
+    ...(input.contentType !== '' ? { contentType: input.contentType } : {}),
+    ...(call.traceparent !== undefined ? { traceparent: call.traceparent } : {}),
+    ...(input.replyTo !== '' ? { replyTo: input.replyTo } : {}),
+    ...(input.correlationId !== '' ? { correlationId: input.correlationId } : {}),
+    ...(input.ttlMs > 0 ? { expiresAt: Date.now() + input.ttlMs } : {}),
+  });
+}
+
+export function deliveryOf(message: Message, dropped: number, now: number): DeliveryOut {
+  return {
+    id: message.id,
+    key: message.key,
+    payload: message.payload,
+    contentType: message.contentType ?? '',
+    headers: message.headers,
+    priority: message.priority,
+    qos: message.qos,
+    replyTo: message.replyTo ?? '',
+    correlationId: message.correlationId ?? '',
+    traceparent: message.traceparent,
+    timestampMs: message.timestamp,
+    ttlMs: message.expiresAt !== undefined ? Math.max(1, message.expiresAt - now) : 0,
+    dropped,
+  };
+}
+
+export function replyOf(id: string, reply: TargetReply | undefined): ReplyOut {
+  return {
+    id,
+    payload: reply?.payload ?? Buffer.alloc(0),
+    contentType: reply?.contentType ?? '',
+    headers: reply?.headers ?? {},
+    status: reply?.status ?? 0,
+  };
+}
+
+/** A per-message refusal on PublishStream. */
+export function errorOf(err: GatewayError): ErrorOut {
+  return {
+    code: err.code,
+    message: err.message,
+    retryAfterMs: err.details.retryAfterMs ?? 0,
+    field: err.details.field ?? '',
+  };
+}
+
+/** Trailing metadata naming the gateway's error code, so clients need not parse the text. */
+function errorMetadata(code: string, details: GatewayErrorDetails): Metadata {
+  const metadata = new Metadata();
+  metadata.set('junction-error-code', code);
+  if (details.retryAfterMs !== undefined) metadata.set('junction-retry-after-ms', String(details.retryAfterMs));
+  if (details.field !== undefined) metadata.set('junction-error-field', details.field);
+  if (details.upstreamStatus !== undefined) metadata.set('junction-upstream-status', String(details.upstreamStatus));
+  return metadata;
+}
+
+/** A GatewayError as the status that ends a call, per the one error table. */
+export function statusOf(err: GatewayError, extra?: Record<string, string>): StatusObject {
+  const metadata = errorMetadata(err.code, err.details);
+  for (const [name, value] of Object.entries(extra ?? {})) metadata.set(name, value);
+  return { code: ERRORS[err.code].grpc as Status, details: err.message, metadata };
+}
+
+export function deadlinePassed(deadline: Date | number, now = Date.now()): boolean {
+  return (deadline instanceof Date ? deadline.getTime() : deadline) <= now;
+}
+
+/** ms left before the call's deadline, or undefined when it has none. */
+export function msUntil(deadline: Date | number, now = Date.now()): number | undefined {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? Math.max(1, at - now) : undefined;
+}
+
+export function pastDeadlineStatus(): StatusObject {
+  return { code: Status.DEADLINE_EXCEEDED, details: 'the deadline passed before the gateway read the call; nothing was routed', metadata: new Metadata() };
+}

@@ -1,0 +1,101 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ServiceDefinition } from '@grpc/grpc-js';
+import { loadSync, type Options, type PackageDefinition } from '@grpc/proto-loader';
+import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
+
+const RELATIVE = path.join('proto', 'junction', 'v1', 'gateway.proto');
+
+/** The project root holds proto/; this module runs from adapters/grpc/ (source) or dist/adapters/grpc/ (built). */
+function findGatewayProto(): string {
+  const start = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, RELATIVE);
+    if (existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) throw new Error(`${RELATIVE} not found in any folder above ${start}`);
+  }
+}
+
+/** proto/junction/v1/gateway.proto, the public API. */
+export const GATEWAY_PROTO = findGatewayProto();
+
+/**
+ * camelCase fields, bytes as Buffers (the payload is never copied or re-encoded), uint64 as
+ * numbers (ms timestamps fit), unset fields as their defaults ('' = not given).
+ */
+export const LOADER_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
+
+export interface GatewayProto {
+  service: ServiceDefinition;
+  /**
+   * The Gateway and health services for server reflection, loaded keeping the .proto's own field
+   * names (`content_type`), so tools see the same descriptors as the published file.
+   */
+  reflection: PackageDefinition;
+}
+
+export function loadGatewayProto(): GatewayProto {
+  const definition = loadSync(GATEWAY_PROTO, LOADER_OPTIONS);
+  return {
+    service: definition['junction.v1.Gateway'] as ServiceDefinition,
+    reflection: loadSync([GATEWAY_PROTO, HEALTH_PROTO], { ...LOADER_OPTIONS, keepCase: true }),
+  };
+}
+
+/** `junction.v1.Message` as proto-loader decodes it with LOADER_OPTIONS. */
+export interface MessageIn {
+  key: string;
+  payload: Buffer;
+  contentType: string;
+  headers: Record<string, string>;
+  priority?: number;
+  qos?: number;
+  id: string;
+  replyTo: string;
+  correlationId: string;
+  ttlMs: number;
+}
+
+export interface ErrorOut {
+  code: string;
+  message: string;
+  retryAfterMs: number;
+  field: string;
+}
+
+export interface PublishAckOut {
+  id: string;
+  sequence: number;
+  error?: ErrorOut;
+  expired: boolean;
+}
+
+export interface SubscribeRequestIn {
+  pattern: string;
+  responder: boolean;
+}
+
+export interface DeliveryOut {
+  id: string;
+  key: string;
+  payload: Buffer;
+  contentType: string;
+  headers: Record<string, string>;
+  priority: number;
+  qos: number;
+  replyTo: string;
+  correlationId: string;
+  traceparent: string;
+  timestampMs: number;
+  ttlMs: number;
+  dropped: number;
+}
+
+export interface ReplyOut {
+  id: string;
+  payload: Buffer;
+  contentType: string;
+  headers: Record<string, string>;
+  status: number;
+}

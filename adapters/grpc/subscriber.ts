@@ -1,0 +1,156 @@
+import { Metadata, status as Status, type ServerWritableStream, type StatusObject } from '@grpc/grpc-js';
+import type { BusSubscription, Message } from '../../src/index.js';
+import { DeliveryBuffer, type BufferLimits } from './delivery-buffer.js';
+import { deliveryOf } from './mapping.js';
+import type { DeliveryOut, SubscribeRequestIn } from './proto.js';
+
+/** The adapter's running totals, shared by every stream. */
+export interface SubscriberCounters {
+  /** deliveries dropped for slow subscribers */
+  dropped: number;
+  /** Subscribe streams ended because their buffer was full of deliveries that may not be dropped */
+  slowClosed: number;
+  /** deliveries that expired while waiting in a buffer */
+  expired: number;
+  /** the most payload bytes any one subscriber held (buffered plus handed to grpc-js, unsent) */
+  peakBytes: number;
+}
+
+/**
+ * One Subscribe call. Deliveries go straight to the call while it keeps up; when grpc-js says
+ * stop (`write()` false, until 'drain') or too many bytes are written but not yet sent, they
+ * wait in a bounded DeliveryBuffer. A subscriber that falls too far behind loses qos 0
+ * deliveries, then its stream (RESOURCE_EXHAUSTED).
+ */
+export class SubscriberStream {
+  subscription: BusSubscription | undefined;
+  readonly #call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>;
+  readonly #buffer: DeliveryBuffer;
+  readonly #limits: BufferLimits;
+  /** bytes written to the call whose HTTP/2 write has not completed: the client's unread window */
+  readonly #unsentLimit: number;
+  readonly #counters: SubscriberCounters;
+  readonly #onClose: () => void;
+  #unsentBytes = 0;
+  #awaitingDrain = false;
+  #droppedSinceLast = 0;
+  #dropped = 0;
+  /** false until the response headers are sent: a delivery written first would send default ones */
+  #started = false;
+  #closed = false;
+
+  constructor(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, limits: BufferLimits, counters: SubscriberCounters, onClose: () => void) {
+    this.#call = call;
+    this.#limits = limits;
+    this.#buffer = new DeliveryBuffer(limits);
+    // grpc-js queues up to 16 messages before write() says false; with large payloads that alone
+    // could exceed the buffer, so unsent bytes are capped too, at a quarter of the buffer.
+    this.#unsentLimit = Math.max(1, Math.floor(limits.bytes / 4));
+    this.#counters = counters;
+    this.#onClose = onClose;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends what arrived while subscribing, then delivers as messages come. */
+  start(): void {
+    this.#started = true;
+    this.#flush();
+  }
+
+  push(message: Message): void {
+    if (this.#closed) return;
+    if (this.#buffer.size === 0 && this.#canWrite()) {
+      this.#write(message);
+      return;
+    }
+    const outcome = this.#buffer.add(message);
+    if (outcome.ok) {
+      this.#drop(outcome.dropped);
+      this.#notePeak();
+    } else if (outcome.droppedIncoming) {
+      this.#drop(1);
+    } else {
+      this.#counters.slowClosed++;
+      this.end({
+        code: Status.RESOURCE_EXHAUSTED,
+        details: `subscriber too slow: ${this.#buffer.size} deliveries (${this.#buffer.bytes} bytes) wait for it, the limit is ${this.#limits.messages} messages or ${this.#limits.bytes} bytes (grpc.subscriberBuffer)`,
+        metadata: this.#trailers(),
+      });
+    }
+  }
+
+  /** Stops delivering, releases what is buffered and ends the call with `status` (OK when absent). */
+  end(status?: StatusObject): void {
+    if (this.#closed) return;
+    this.close();
+    if (status) this.#call.emit('error', status);
+    else this.#call.end(this.#trailers());
+  }
+
+  /** Stops delivering and releases the buffer and the bus subscription; the call is left as it is. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#buffer.clear();
+    this.#call.removeListener('drain', this.#onDrain);
+    void this.subscription?.close();
+    this.#onClose();
+  }
+
+  #trailers(): Metadata {
+    const metadata = new Metadata();
+    metadata.set('junction-dropped', String(this.#dropped));
+    return metadata;
+  }
+
+  #drop(count: number): void {
+    this.#dropped += count;
+    this.#droppedSinceLast += count;
+    this.#counters.dropped += count;
+  }
+
+  #notePeak(): void {
+    const held = this.#buffer.bytes + this.#unsentBytes;
+    if (held > this.#counters.peakBytes) this.#counters.peakBytes = held;
+  }
+
+  #canWrite(): boolean {
+    return this.#started && !this.#awaitingDrain && this.#unsentBytes < this.#unsentLimit;
+  }
+
+  #write(message: Message): void {
+    const now = Date.now();
+    if (message.expiresAt !== undefined && message.expiresAt <= now) {
+      this.#counters.expired++;
+      return;
+    }
+    const size = message.payload.length;
+    this.#unsentBytes += size;
+    this.#notePeak();
+    const ok = this.#call.write(deliveryOf(message, this.#droppedSinceLast, now), () => {
+      this.#unsentBytes -= size;
+      this.#flush();
+    });
+    this.#droppedSinceLast = 0;
+    if (!ok) {
+      this.#awaitingDrain = true;
+      this.#call.once('drain', this.#onDrain);
+    }
+  }
+
+  readonly #onDrain = (): void => {
+    this.#awaitingDrain = false;
+    this.#flush();
+  };
+
+  #flush(): void {
+    while (!this.#closed && this.#canWrite()) {
+      const next = this.#buffer.shift();
+      if (next === undefined) return;
+      this.#write(next);
+    }
+  }
+}

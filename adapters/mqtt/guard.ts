@@ -1,0 +1,129 @@
+import { Duplex } from 'node:stream';
+
+export type Violation = 'too_large' | 'malformed';
+
+/**
+ * Follows MQTT packet boundaries through a byte stream without copying or parsing payloads:
+ * each packet is a type byte, a Remaining Length of 1 to 4 bytes of 7 bits each
+ * [MQTT-2.2.3], and that many bytes. A length announcing a packet larger than the limit is
+ * caught at its header, before the body is buffered anywhere; a fifth length byte is malformed.
+ */
+export class FixedHeaderScanner {
+  readonly #maxPacketSize: number;
+  /** body bytes of the current packet still to come */
+  #skip = 0;
+  /** length bytes read so far of the current header; -1 while waiting for a type byte */
+  #lengthBytes = -1;
+  #length = 0;
+  #multiplier = 1;
+
+  constructor(maxPacketSize: number) {
+    this.#maxPacketSize = maxPacketSize;
+  }
+
+  scan(chunk: Buffer): Violation | undefined {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, chunk.length - i);
+        this.#skip -= n;
+        i += n;
+        continue;
+      }
+      if (this.#lengthBytes < 0) {
+        this.#lengthBytes = 0;
+        this.#length = 0;
+        this.#multiplier = 1;
+        i++;
+        continue;
+      }
+      const byte = chunk[i++]!;
+      this.#length += (byte & 0x7f) * this.#multiplier;
+      this.#multiplier *= 128;
+      this.#lengthBytes++;
+      if (byte & 0x80) {
+        if (this.#lengthBytes === 4) return 'malformed';
+        continue;
+      }
+      if (1 + this.#lengthBytes + this.#length > this.#maxPacketSize) return 'too_large';
+      this.#skip = this.#length;
+      this.#lengthBytes = -1;
+    }
+    return undefined;
+  }
+}
+
+/**
+ * A client connection as aedes sees it: reads pass through a FixedHeaderScanner, writes go
+ * straight to the socket. aedes has no packet size limit of its own (LIBRARIES §1), and its
+ * parser would buffer a packet of any announced size. On a violation only this connection is
+ * destroyed. Works the same over a TCP socket and a WebSocket stream.
+ */
+export class GuardedConnection extends Duplex {
+  readonly remoteAddress: string | undefined;
+  readonly #socket: Duplex;
+  readonly #scanner: FixedHeaderScanner;
+
+  constructor(socket: Duplex, maxPacketSize: number, remoteAddress: string | undefined, onViolation: (violation: Violation) => void) {
+    super({ allowHalfOpen: false });
+    this.remoteAddress = remoteAddress;
+    this.#socket = socket;
+    this.#scanner = new FixedHeaderScanner(maxPacketSize);
+    socket.on('data', (chunk: Buffer) => {
+      const violation = this.#scanner.scan(chunk);
+      if (violation) {
+        onViolation(violation);
+        this.destroy();
+        return;
+      }
+      if (!this.push(chunk)) socket.pause();
+    });
+    socket.on('end', () => this.push(null));
+    socket.on('drain', () => this.emit('drain'));
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('close', () => this.destroy());
+  }
+
+  /** bytes written but not yet sent: how far behind this client is */
+  get outboundBytes(): number {
+    return this.#socket.writableLength;
+  }
+
+  override _read(): void {
+    this.#socket.resume();
+  }
+
+  /*
+   * Writes bypass this stream's own buffer: aedes writes every packet in pieces between cork()
+   * and uncork() (mqtt-packet), and a second layer of stream buffering would cost as much as
+   * the rest of a delivery. The socket's return value and 'drain' are aedes's backpressure.
+   */
+  override write(chunk: Buffer | string, encodingOrCallback?: BufferEncoding | WriteCallback, callback?: WriteCallback): boolean {
+    // mqtt-packet writes strings too (topics): the arguments go on exactly as given.
+    return this.#socket.write(chunk, encodingOrCallback as BufferEncoding, callback);
+  }
+
+  override cork(): void {
+    this.#socket.cork();
+  }
+
+  override uncork(): void {
+    this.#socket.uncork();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
+    this.#socket.write(chunk, callback);
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.#socket.end();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.#socket.destroy();
+    callback(err);
+  }
+}
+
+type WriteCallback = (err?: Error | null) => void;

@@ -1,0 +1,516 @@
+import type { IncomingMessage } from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
+import { createWebSocketStream, type WebSocket } from 'ws';
+import {
+  accessControl, filterMatches, GatewayError, isBrokerBus, ListenerError, toGatewayError,
+  type AccessControl, type Adapter, type AdapterContext, type BrokerBus, type BusPublisher, type ConnectionInfo, type ErrorCode,
+  type GatewayConfig, type Identity, type Message, type MessageSource, type QoS,
+} from '../../src/index.js';
+import { borrowedEmitter, GatewayBroker } from './broker.js';
+import { GuardedConnection, type Violation } from './guard.js';
+import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
+
+export const WEBSOCKET_PATH = '/mqtt';
+const SYS_PREFIX = '$SYS/';
+
+/** aedes 1.2 state read here (lib/client.js): the client's topic filters with their granted QoS. */
+interface ClientSubscriptions {
+  subscriptions: Record<string, { qos: number }>;
+}
+
+/** Who a connected client is, and the `source` of each Message it publishes (one object, shared). */
+interface Session {
+  identity: Identity;
+  source: MessageSource;
+}
+
+/** Counters for /metrics and the tests; see docs/mqtt.md for what each means. */
+export interface MqttStats {
+  /** connections closed at accept because maxConnections were open */
+  connectionsRefused: number;
+  /** connections closed for announcing a packet over maxPacketSize */
+  oversizePackets: number;
+  /** connections closed for a Remaining Length longer than 4 bytes */
+  malformedPackets: number;
+  /** connections closed by aedes for a protocol error, a parse error or a socket error */
+  clientErrors: number;
+  /** CONNECTs refused: bad credentials, none when required, or an empty client id with a persistent session */
+  connectsRefused: number;
+  /** subscriptions answered with 0x80: ACL or maxSubscriptions */
+  subscriptionsRefused: number;
+  /** PUBLISHes the router accepted */
+  routed: number;
+  /** PUBLISHes not routed, by reason: acknowledged and dropped, or their connection closed (see refusalFor) */
+  refused: Partial<Record<ErrorCode, number>>;
+  /** QoS 1/2 PUBLISHes whose acknowledgement was held back at least once to pace their sender */
+  held: number;
+  /** held PUBLISHes still refused after mqtt.maxHold: their connection was closed */
+  holdTimeouts: number;
+  /** QoS 0 deliveries dropped because the subscriber had more than maxOutboundBuffer unsent */
+  qos0Dropped: number;
+}
+
+/**
+ * The MQTT adapter: an embedded aedes broker on `listeners.mqtt` (TCP) and on `/mqtt` of the
+ * HTTP listener (WebSocket), sharing the bus's emitter. Every PUBLISH goes through the router
+ * once, and is acknowledged only once the router accepted it; what the router publishes reaches
+ * MQTT subscribers with broker semantics. Design and conformance: docs/mqtt.md.
+ */
+export class MqttAdapter implements Adapter {
+  readonly protocol = 'mqtt' as const;
+  readonly stats: MqttStats = {
+    connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
+    subscriptionsRefused: 0, routed: 0, refused: {}, held: 0, holdTimeouts: 0, qos0Dropped: 0,
+  };
+
+  readonly #ctx: AdapterContext;
+  /** read once: the mqtt section applies after a restart */
+  readonly #settings: GatewayConfig['mqtt'];
+  #bus: BrokerBus | undefined;
+  #broker: GatewayBroker | undefined;
+  #server: net.Server | undefined;
+  /** open connections, CONNECT or not, with the aedes client handling each and when it came */
+  readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
+  #atCapacity = false;
+  #stopping = false;
+  #stopped: Promise<void> | undefined;
+  readonly #sessions = new WeakMap<Client, Session>();
+  /** clients whose CONNECT had an empty client id and asked for a persistent session */
+  readonly #emptyIdPersistent = new WeakSet<Client>();
+  /** QoS 2 PUBLISHes the ACL refused: aedes still stores them and hands them to publish */
+  readonly #denied = new WeakSet<object>();
+  /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
+  readonly #held = new WeakMap<Client, Promise<void>>();
+  /** router publications on their way through the broker, by brokerCounter */
+  readonly #inflight = new Map<number, Message>();
+
+  constructor(ctx: AdapterContext) {
+    this.#ctx = ctx;
+    this.#settings = ctx.config().mqtt;
+  }
+
+  get #enabled(): boolean {
+    return this.#ctx.config().listeners.mqtt !== undefined;
+  }
+
+  #access(): AccessControl {
+    return accessControl(this.#ctx.config().auth);
+  }
+
+  /** Creates the broker and mounts /mqtt, so MQTT over WebSocket works as soon as HTTP listens. */
+  async register(): Promise<void> {
+    if (!this.#enabled || this.#broker) return;
+    const bus = this.#ctx.bus;
+    if (!isBrokerBus(bus)) throw new Error('the MQTT adapter needs a bus whose emitter the broker can share');
+    const s = this.#settings;
+    const broker = new GatewayBroker({
+      mq: borrowedEmitter(bus.emitter),
+      connectTimeout: s.connectTimeout,
+      keepaliveLimit: s.keepaliveLimit,
+      drainTimeout: s.drainTimeout,
+      maxInflightInbound: s.maxInflightInbound,
+      preConnect: this.#preConnect,
+      authenticate: this.#authenticate,
+      authorizePublish: this.#authorizePublish,
+      authorizeSubscribe: this.#authorizeSubscribe,
+      authorizeForward: this.#authorizeForward,
+    }, this.#ingress);
+    const logger = this.#ctx.logger;
+    const clientError = (client: Client, err: Error) => {
+      this.stats.clientErrors++;
+      logger.debug({ clientId: client.id ?? undefined, err: err.message }, 'MQTT connection closed on error');
+    };
+    broker.on('clientError', clientError);
+    broker.on('connectionError', clientError);
+    // aedes emits persistence and will-sweeper failures here; unhandled, they would throw.
+    (broker as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
+    await broker.listen();
+    this.#broker = broker;
+    this.#bus = bus;
+    bus.usePublisher(this.#publisher);
+
+    const app = this.#ctx.http;
+    if (app && s.websocket) {
+      app.get(WEBSOCKET_PATH, { websocket: true }, (socket, request) => this.#acceptWebSocket(socket, request.raw));
+    }
+  }
+
+  async start(): Promise<void> {
+    const listener = this.#ctx.config().listeners.mqtt;
+    if (!listener || this.#server || this.#stopping) return;
+    await this.register();
+    const server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket, socket.remoteAddress));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenerError('mqtt', `${listener.host}:${listener.port}`, err)));
+      server.listen(listener.port, listener.host, () => resolve());
+    });
+    server.removeAllListeners('error');
+    server.on('error', (err) => this.#ctx.logger.error({ err }, 'MQTT listener error'));
+    this.#server = server;
+  }
+
+  address(): AddressInfo | undefined {
+    return (this.#server?.address() as AddressInfo | null) ?? undefined;
+  }
+
+  connections(): number {
+    return this.#connections.size;
+  }
+
+  listConnections(limit: number): ConnectionInfo[] {
+    const list: ConnectionInfo[] = [];
+    for (const [connection, { client, since }] of this.#connections) {
+      if (list.length >= limit) break;
+      const session = this.#sessions.get(client);
+      if (!session) continue;
+      const info: ConnectionInfo = { protocol: 'mqtt', id: client.id, since };
+      if (connection.remoteAddress !== undefined) info.remoteAddress = connection.remoteAddress;
+      if (session.identity.principal !== undefined) info.principal = session.identity.principal;
+      list.push(info);
+    }
+    return list;
+  }
+
+  stop(_deadline: number): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  /**
+   * Stops accepting, then closes every client (aedes publishes their wills: the connections end
+   * without DISCONNECT [MQTT-3.1.2-8]) and hands publishing back to the bus.
+   */
+  async #stop(): Promise<void> {
+    this.#stopping = true;
+    const server = this.#server;
+    const serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const broker = this.#broker;
+    if (broker) {
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      this.#bus?.usePublisher(undefined);
+      await broker.persistence.destroy();
+    }
+    // aedes closes the clients it registered; connections that never sent CONNECT are ours to close.
+    for (const connection of this.#connections.keys()) connection.destroy();
+    await serverClosed;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Connections
+
+  #acceptWebSocket(socket: WebSocket, request: IncomingMessage): void {
+    // [MQTT-6.0.0-1]: MQTT goes in binary frames; any other data frame closes the connection.
+    socket.on('message', (_data, isBinary) => {
+      if (!isBinary) socket.close(1003, 'MQTT needs binary frames');
+    });
+    this.#accept(createWebSocketStream(socket), request.socket.remoteAddress, request);
+  }
+
+  #accept(stream: Duplex, remoteAddress: string | undefined, request?: IncomingMessage): void {
+    const broker = this.#broker;
+    if (!broker || this.#stopping) {
+      stream.destroy();
+      return;
+    }
+    if (this.#connections.size >= this.#settings.maxConnections) {
+      this.stats.connectionsRefused++;
+      this.#ctx.countRejection('mqtt', 'overloaded');
+      if (!this.#atCapacity) this.#ctx.logger.warn({ maxConnections: this.#settings.maxConnections }, 'MQTT connections at mqtt.maxConnections: refusing new ones');
+      this.#atCapacity = true;
+      stream.destroy();
+      return;
+    }
+    if (this.#atCapacity) this.#ctx.logger.info({ open: this.#connections.size }, 'MQTT connections below mqtt.maxConnections again');
+    this.#atCapacity = false;
+    const connection = new GuardedConnection(stream, this.#settings.maxPacketSize, remoteAddress, (violation) => this.#violation(violation, remoteAddress));
+    this.#connections.set(connection, { client: broker.handle(connection, request), since: Date.now() });
+    // 'close' comes on a later tick, even for a connection aedes destroyed right away
+    connection.once('close', () => this.#connections.delete(connection));
+  }
+
+  #violation(violation: Violation, remoteAddress: string | undefined): void {
+    if (violation === 'too_large') this.stats.oversizePackets++;
+    else this.stats.malformedPackets++;
+    this.#ctx.countRejection('mqtt', violation === 'too_large' ? 'too_large' : 'bad_request');
+    this.#ctx.logger.debug({ remoteAddress, violation, maxPacketSize: this.#settings.maxPacketSize }, 'MQTT connection closed: packet refused at its header');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // aedes hooks
+
+  readonly #preConnect = (client: Client, packet: ConnectPacket, callback: (error: Error | null, success: boolean) => void): void => {
+    // aedes makes up an id for an empty one even with a persistent session, which [MQTT-3.1.3-8] forbids.
+    if (packet.clientId === '' && !packet.clean) this.#emptyIdPersistent.add(client);
+    callback(null, true);
+  };
+
+  readonly #authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, callback: (error: AuthenticateError | null, success: boolean | null) => void): void => {
+    if (this.#emptyIdPersistent.has(client)) {
+      this.stats.connectsRefused++;
+      this.#ctx.countRejection('mqtt', 'bad_request');
+      // [MQTT-3.1.3-8]: CONNACK 0x02 "identifier rejected", then close.
+      callback(refusal('a persistent session needs a client id', 2), false);
+      return;
+    }
+    this.#access().authenticate(username, password).then((identity) => {
+      const connection = client.conn as GuardedConnection;
+      const source: MessageSource = { protocol: 'mqtt', clientId: client.id };
+      if (connection.remoteAddress !== undefined) source.remoteAddress = connection.remoteAddress;
+      if (identity.principal !== undefined) source.principal = identity.principal;
+      this.#sessions.set(client, { identity, source });
+      callback(null, true);
+    }, (err: unknown) => {
+      this.stats.connectsRefused++;
+      this.#ctx.countRejection('mqtt', 'unauthenticated');
+      // 0x04 bad user name or password; 0x05 not authorized when credentials are required but missing
+      callback(refusal(toGatewayError(err).message, username ? 4 : 5), false);
+    });
+  };
+
+  /**
+   * ACL first. Then QoS 0 and 1 are routed here, because aedes writes the PUBACK as soon as
+   * this hook answers (lib/handlers/publish.js); QoS 2 is routed in publish, after aedes's
+   * duplicate check [MQTT-4.3.3-2] and before its PUBREC. An error closes the connection.
+   */
+  readonly #authorizePublish = (client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void => {
+    if (packet.topic.startsWith(SYS_PREFIX)) {
+      // aedes's default hook refuses $SYS/ (aedes #597); replacing the hook means repeating it.
+      callback(new Error(`${SYS_PREFIX} topics are reserved for the broker`));
+      return;
+    }
+    // No client: aedes's will sweeper publishing for a broker of the cluster that died.
+    if (!client) {
+      callback(null);
+      return;
+    }
+    const session = this.#sessions.get(client);
+    if (!session || !this.#access().canPublish(session.identity, packet.topic)) {
+      // [MQTT-3.3.5-2]: 3.1.1 cannot say no; acknowledge as usual and drop, as Mosquitto does.
+      this.#count('forbidden');
+      if (packet.qos === 2) this.#denied.add(packet);
+      callback(null);
+      return;
+    }
+    if (packet.qos === 2) {
+      callback(null);
+      return;
+    }
+    this.#route(client, session, packet).then(() => callback(null), callback);
+  };
+
+  /**
+   * GatewayBroker's ingress: aedes calls it after authorizePublish for every client PUBLISH and
+   * will. QoS 0 and 1 were routed (or refused) there; QoS 2 is routed here, its PUBREC follows.
+   */
+  readonly #ingress = (client: Client, packet: PublishPacket, done: (error?: Error) => void): void => {
+    if (packet.qos < 2 || this.#denied.delete(packet)) {
+      done();
+      return;
+    }
+    const session = this.#sessions.get(client);
+    if (!session) {
+      done(new Error('PUBLISH from a client that is not connected'));
+      return;
+    }
+    this.#route(client, session, packet).then(() => done(), (err: Error) => {
+      // Not taken: forget the stored packet, so a retransmission is routed rather than answered as a duplicate.
+      this.#broker!.persistence.incomingDelPacket(client, packet).then(() => done(err), () => done(err));
+    });
+  };
+
+  /** Denied subscriptions get 0x80 in SUBACK [MQTT-3.9.3-2]. */
+  readonly #authorizeSubscribe = (client: Client, subscription: Subscription, callback: (error: Error | null, subscription?: Subscription | null) => void): void => {
+    const session = this.#sessions.get(client);
+    const existing = (client as Client & ClientSubscriptions).subscriptions;
+    const full = !(subscription.topic in existing) && Object.keys(existing).length >= this.#settings.maxSubscriptions;
+    if (full || !session || !this.#access().canSubscribe(session.identity, subscription.topic)) {
+      this.stats.subscriptionsRefused++;
+      this.#ctx.countRejection('mqtt', 'forbidden');
+      callback(null, null);
+      return;
+    }
+    callback(null, subscription);
+  };
+
+  /**
+   * Runs for every delivery (the hot path), on a packet aedes made for this delivery alone.
+   * Sheds QoS 0 to a client that is far behind, and fixes the delivery QoS: aedes lowers it only
+   * for a subscription equal to the topic, so a wildcard subscription got the publish QoS.
+   */
+  readonly #authorizeForward = (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null => {
+    const subscriptions = (client as Client & ClientSubscriptions).subscriptions;
+    const connection = client.conn as GuardedConnection;
+    if (connection.outboundBytes > this.#settings.maxOutboundBuffer && (packet.qos === 0 || grantedQos(subscriptions, packet.topic, 1) === 0)) {
+      this.stats.qos0Dropped++;
+      return null;
+    }
+    if (packet.qos > 0) {
+      const granted = grantedQos(subscriptions, packet.topic, packet.qos);
+      if (granted < packet.qos) packet.qos = granted as QoS;
+    }
+    return packet;
+  };
+
+  // -------------------------------------------------------------------------------------------
+  // Routing
+
+  /**
+   * Routes one PUBLISH; resolves when it may be acknowledged, rejects when its connection must
+   * close. A PUBLISH arriving while an earlier one of the same client is held waits its turn,
+   * so a topic's messages keep their order [MQTT-4.6.0-6].
+   */
+  #route(client: Client, session: Session, packet: PublishPacket): Promise<void> {
+    const ahead = this.#held.get(client);
+    if (ahead === undefined) return this.#attempt(client, session, packet);
+    const run = () => this.#attempt(client, session, packet);
+    const queued = ahead.then(run, run);
+    this.#hold(client, queued);
+    return queued;
+  }
+
+  #hold(client: Client, work: Promise<void>): void {
+    this.#held.set(client, work);
+    const release = () => {
+      if (this.#held.get(client) === work) this.#held.delete(client);
+    };
+    work.then(release, release);
+  }
+
+  /** One dispatch; no async function here: this is the hot path, and each layer of promises shows. */
+  #attempt(client: Client, session: Session, packet: PublishPacket): Promise<void> {
+    let message: Message;
+    try {
+      message = this.#message(session, packet);
+    } catch (err) {
+      return this.#refused(toGatewayError(err), packet.qos, client);
+    }
+    return this.#ctx.dispatcher.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err)));
+  }
+
+  readonly #accepted = (): void => {
+    this.stats.routed++;
+  };
+
+  #refusal(client: Client, message: Message, error: GatewayError): Promise<void> {
+    // A will (its client already closed) cannot be held or closed: it is dropped and counted.
+    if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
+    this.stats.held++;
+    const retrying = this.#retry(client, message, error);
+    this.#hold(client, retrying);
+    return retrying;
+  }
+
+  /**
+   * Holds a rate-limited or overloaded PUBLISH: aedes reads nothing more from this client until
+   * it is answered, so the client is paced. Backoff doubles from 25 ms up to the error's
+   * retryAfterMs; past mqtt.maxHold the connection is closed (the client retransmits later).
+   */
+  async #retry(client: Client, message: Message, first: GatewayError): Promise<void> {
+    const since = Date.now();
+    let error = first;
+    for (let attempt = 0; ; attempt++) {
+      const left = since + this.#settings.maxHold - Date.now();
+      if (left <= 0 || client.closed || this.#stopping) {
+        this.stats.holdTimeouts++;
+        this.#count(error.code);
+        throw new Error(`${error.code}: not accepted within mqtt.maxHold (${this.#settings.maxHold} ms): ${error.message}`);
+      }
+      await delay(Math.min(left, error.details.retryAfterMs ?? 1000, 25 * 2 ** attempt));
+      const next = await this.#dispatch(message);
+      if (next === undefined) return;
+      error = next;
+      if (refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
+    }
+  }
+
+  /** undefined once accepted, else why not */
+  #dispatch(message: Message): Promise<GatewayError | undefined> {
+    return this.#ctx.dispatcher.dispatch(message).then(() => {
+      this.stats.routed++;
+      return undefined;
+    }, toGatewayError);
+  }
+
+  /** Counts a final refusal; resolves to acknowledge-and-drop, or rejects to close the connection. */
+  #refused(error: GatewayError, qos: QoS, client: Client): Promise<void> {
+    this.#count(error.code);
+    this.#ctx.logger.debug({ clientId: client.id, code: error.code, err: error.message }, 'MQTT PUBLISH refused');
+    if (!client.closed && refusalFor(error.code, qos) === 'close') return Promise.reject(new Error(`${error.code}: ${error.message}`));
+    return Promise.resolve();
+  }
+
+  #count(code: ErrorCode): void {
+    this.stats.refused[code] = (this.stats.refused[code] ?? 0) + 1;
+    this.#ctx.countRejection('mqtt', code);
+  }
+
+  #message(session: Session, packet: PublishPacket): Message {
+    const limit = this.#ctx.config().limits.maxPayloadSize;
+    const size = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+    if (size > limit) throw new GatewayError('too_large', `payload of ${size} bytes exceeds limits.maxPayloadSize (${limit})`);
+    return messageFromPublish(packet as InboundPublish, session.source);
+  }
+
+  /**
+   * The bus publishes through the broker while the adapter runs. Packets are numbered here as
+   * aedes would (brokerId, ++counter) so that the Message can be found again when aedes emits
+   * its copy, which keeps only packet fields, to the bus's other subscribers.
+   */
+  readonly #publisher: BusPublisher = {
+    publish: (packet) => new Promise<void>((resolve, reject) => {
+      const broker = this.#broker;
+      if (!broker) {
+        reject(new GatewayError('overloaded', 'the MQTT broker is stopping', { retryAfterMs: 1000 }));
+        return;
+      }
+      const { message } = packet;
+      const counter = ++broker.counter;
+      this.#inflight.set(counter, message);
+      const out = {
+        cmd: 'publish' as const,
+        topic: packet.topic,
+        payload: packet.payload,
+        qos: packet.qos,
+        retain: packet.retain,
+        dup: false,
+        brokerId: broker.id,
+        brokerCounter: counter,
+      };
+      broker.forward(out, (err) => {
+        this.#inflight.delete(counter);
+        if (err) reject(err);
+        else resolve();
+      });
+    }),
+    messageOf: (packet) => (packet.brokerId === this.#broker?.id ? this.#inflight.get(packet.brokerCounter as number) : undefined),
+  };
+}
+
+/** A CONNACK return code for aedes's authenticate callback. */
+function refusal(message: string, returnCode: 2 | 4 | 5): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+/**
+ * The highest QoS among the client's subscriptions that match the topic: the QoS of a delivery
+ * is the smaller of the publish QoS and this [MQTT-3.8.4-6], [MQTT-3.3.5-1]. Stops at `enough`.
+ */
+function grantedQos(subscriptions: Record<string, { qos: number }>, topic: string, enough: number): number {
+  let best = subscriptions[topic]?.qos ?? 0;
+  if (best >= enough) return best;
+  for (const filter in subscriptions) {
+    const qos = subscriptions[filter]!.qos;
+    if (qos > best && filterMatches(filter, topic)) {
+      best = qos;
+      if (best >= enough) break;
+    }
+  }
+  return best;
+}
+
+export function createMqttAdapter(ctx: AdapterContext): Adapter {
+  return new MqttAdapter(ctx);
+}

@@ -1,0 +1,416 @@
+import type { WebSocket } from 'ws';
+import {
+  accessControl, GatewayError, toGatewayError,
+  type AdapterContext, type BusSubscription, type Identity, type Message, type MessageSource,
+} from '../../src/index.js';
+import {
+  CLOSE_CODES,
+  type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
+} from '../../src/client/protocol.js';
+import { errorFrame, frameIdOf, messageFrame, parseFrame, replyFrame, toMessage } from './frames.js';
+import { OutboundQueue, RESPONSE_PRIORITY, type Outbound } from './outbound-queue.js';
+
+/** What every connection shares with the adapter: counters and the adapter's view of the config. */
+export interface ConnectionHost {
+  readonly ctx: AdapterContext;
+  readonly stats: WebSocketStats;
+  forget(connection: Connection): void;
+}
+
+export interface WebSocketStats {
+  /** qos 0 deliveries dropped for slow consumers */
+  dropped: number;
+  /** sockets closed with 1013 as slow consumers */
+  slowClosed: number;
+  /** sockets terminated for not answering pings */
+  reaped: number;
+  /** sockets closed with 4408 for idling */
+  idleClosed: number;
+  /** handshakes refused: credentials, limits, draining */
+  refused: { unauthenticated: number; limit: number; draining: number };
+  /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
+  peakOutboundBytes: number;
+}
+
+interface Subscription {
+  sub: FrameId;
+  responder: boolean;
+  bus: BusSubscription | undefined;
+  closed: boolean;
+}
+
+/** Requests handed to this socket whose reply key it may publish to whatever the ACL says. */
+const MAX_REPLY_GRANTS = 1024;
+const INBOX_PREFIX = '_inbox/';
+/** ws's options for a text frame; one object for every send */
+const TEXT = { binary: false } as const;
+/** bytes a response frame counts for: small, never dropped */
+const RESPONSE_BYTES = 256;
+/** what a delivery counts for beyond its payload: key, headers and the JSON around them, roughly */
+const FRAME_OVERHEAD = 256;
+
+let nextConnection = 0;
+
+/**
+ * One client socket: its frames in, its deliveries and responses out. Outbound frames go
+ * straight to ws while its buffer is below a high-water mark; past it they wait in a bounded
+ * OutboundQueue, which drops qos 0 deliveries lowest priority first and closes the socket
+ * with 1013 when it cannot take a frame that may not be dropped. Inbound, at most
+ * `maxInflight` frames are processed at once: past it the socket is not read.
+ */
+export class Connection {
+  readonly id = `ws-${(++nextConnection).toString(36)}`;
+  readonly socket: WebSocket;
+  readonly remoteAddress: string;
+  readonly #host: ConnectionHost;
+  readonly #identity: Identity;
+  readonly #source: MessageSource;
+  readonly #subscriptions = new Map<string, Subscription>();
+  readonly #replyGrants = new Map<string, string>();
+  #queue: OutboundQueue | undefined;
+  #waitingDrain = false;
+  #stalledSince = 0;
+  #inflight = 0;
+  #paused = false;
+  /** frames ws had already read when the socket was paused: ws still emits those */
+  #held: { data: Buffer; isBinary: boolean }[] | undefined;
+  /** the gateway is stopping: the socket stays unread */
+  #draining = false;
+  #closed = false;
+  /** ms since epoch of the last frame or pong from the client */
+  lastHeard = Date.now();
+  /** ms since epoch of the last frame (not pong) from the client */
+  lastFrame = Date.now();
+  awaitingPong = false;
+  /** in-flight operations, so a shutdown can wait for them */
+  readonly #work = new Set<Promise<void>>();
+
+  constructor(socket: WebSocket, host: ConnectionHost, identity: Identity, remoteAddress: string) {
+    this.socket = socket;
+    this.#host = host;
+    this.#identity = identity;
+    this.remoteAddress = remoteAddress;
+    this.#source = {
+      protocol: 'ws',
+      clientId: this.id,
+      remoteAddress,
+      ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    };
+    socket.on('message', (data: Buffer, isBinary: boolean) => this.#onData(data, isBinary));
+    socket.on('pong', () => {
+      this.lastHeard = Date.now();
+      this.awaitingPong = false;
+    });
+    socket.once('close', () => this.#onClose());
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get subscriptionCount(): number {
+    return this.#subscriptions.size;
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** paused by the gateway (inflight limit or shutdown): not read, so not expected to answer pings */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** frames are waiting and the socket has taken none of them since this time (ms since epoch), else 0 */
+  get stalledSince(): number {
+    return this.#waitingDrain ? this.#stalledSince : 0;
+  }
+
+  get #config() {
+    return this.#host.ctx.config();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Inbound
+
+  #onData(data: Buffer, isBinary: boolean): void {
+    if (this.#closed) return;
+    const now = Date.now();
+    this.lastHeard = now;
+    this.lastFrame = now;
+    this.awaitingPong = false;
+    if (this.#paused) {
+      (this.#held ??= []).push({ data, isBinary });
+      return;
+    }
+    this.#onFrame(data, isBinary);
+  }
+
+  #onFrame(data: Buffer, isBinary: boolean): void {
+    if (isBinary) {
+      this.close(CLOSE_CODES.unsupportedData, 'binary frames are not accepted: send JSON text frames');
+      return;
+    }
+    // The WebSocket server's limit serves /mqtt too; /ws has its own.
+    if (data.length > this.#config.websocket.maxFrameSize) {
+      this.close(CLOSE_CODES.tooBig, `frame larger than websocket.maxFrameSize (${this.#config.websocket.maxFrameSize} bytes)`);
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data.toString('utf8'));
+    } catch {
+      this.close(CLOSE_CODES.invalidPayload, 'frame is not valid JSON');
+      return;
+    }
+    let frame: ClientFrame;
+    try {
+      frame = parseFrame(parsed);
+    } catch (err) {
+      this.#respondError(toGatewayError(err), frameIdOf(parsed));
+      return;
+    }
+    this.#handle(frame);
+  }
+
+  #handle(frame: ClientFrame): void {
+    switch (frame.op) {
+      case 'ping':
+        this.#respond(JSON.stringify(frame.id !== undefined ? { op: 'pong', id: frame.id } : { op: 'pong' }));
+        return;
+      case 'publish':
+        this.#track(this.#publish(frame));
+        return;
+      case 'request':
+        this.#track(this.#request(frame));
+        return;
+      case 'subscribe':
+        this.#track(this.#subscribe(frame));
+        return;
+      case 'unsubscribe':
+        this.#track(this.#unsubscribe(frame));
+        return;
+    }
+  }
+
+  /** Counts an operation in flight; the socket is not read while `maxInflight` are. */
+  #track(work: Promise<void>): void {
+    this.#inflight++;
+    this.#work.add(work);
+    if (this.#inflight >= this.#config.websocket.maxInflight && !this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    }
+    void work.finally(() => {
+      this.#inflight--;
+      this.#work.delete(work);
+      if (this.#paused && !this.#draining && !this.#closed && this.#inflight < this.#config.websocket.maxInflight) {
+        this.#paused = false;
+        this.socket.resume();
+        while (!this.#paused && !this.#closed && this.#held?.length) {
+          const { data, isBinary } = this.#held.shift()!;
+          this.#onFrame(data, isBinary);
+        }
+      }
+    });
+  }
+
+  /** Stops reading and resolves once every operation in flight has answered. */
+  async drain(): Promise<void> {
+    this.#draining = true;
+    if (!this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    }
+    while (this.#work.size > 0) await Promise.allSettled([...this.#work]);
+  }
+
+  #mayPublish(key: string, correlationId: string | undefined): boolean {
+    // A responder answering a request it was handed needs no ACL grant for the inbox key.
+    if (correlationId !== undefined && this.#replyGrants.get(key) === correlationId) {
+      this.#replyGrants.delete(key);
+      return true;
+    }
+    return accessControl(this.#config.auth).canPublish(this.#identity, key);
+  }
+
+  async #publish(frame: PublishFrame): Promise<void> {
+    try {
+      if (!this.#mayPublish(frame.key, frame.correlationId)) throw forbidden('publish to', frame.key);
+      const message = toMessage(frame, this.#source, this.#config.limits.maxPayloadSize);
+      const result = await this.#host.ctx.dispatcher.dispatch(message);
+      if (frame.qos === 1) {
+        this.#respond(JSON.stringify({ op: 'ack', id: frame.id, messageId: result.id, ...(result.expired ? { expired: true } : {}) }));
+      }
+    } catch (err) {
+      this.#respondError(toGatewayError(err), frame.id);
+    }
+  }
+
+  async #request(frame: RequestFrame): Promise<void> {
+    try {
+      if (!accessControl(this.#config.auth).canPublish(this.#identity, frame.key)) throw forbidden('send requests to', frame.key);
+      const message = toMessage(frame, this.#source, this.#config.limits.maxPayloadSize);
+      const result = await this.#host.ctx.dispatcher.dispatch(message, { expectReply: true, ...(frame.timeout !== undefined ? { timeoutMs: frame.timeout } : {}) });
+      this.#respond(replyFrame(frame.id, result.id, result.reply));
+    } catch (err) {
+      this.#respondError(toGatewayError(err), frame.id);
+    }
+  }
+
+  async #subscribe(frame: SubscribeFrame): Promise<void> {
+    try {
+      if (!accessControl(this.#config.auth).canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
+      const responder = frame.responder ?? true;
+      const existing = this.#subscriptions.get(frame.key);
+      if (existing && existing.responder === responder) {
+        // Subscribing again to the same pattern replaces the subscription (as in MQTT): no duplicates.
+        existing.sub = frame.id;
+      } else {
+        const limit = this.#config.websocket.maxSubscriptions;
+        if (!existing && this.#subscriptions.size >= limit) {
+          throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
+        }
+        const entry: Subscription = { sub: frame.id, responder, bus: undefined, closed: false };
+        this.#subscriptions.set(frame.key, entry);
+        if (existing) await this.#closeSubscription(existing);
+        const bus = await this.#host.ctx.bus.subscribe(frame.key, (message) => this.#deliver(message, entry), { responder });
+        // Unsubscribed, replaced or disconnected while the bus subscribed.
+        if (entry.closed) {
+          await bus.close();
+          if (this.#closed) return;
+        } else {
+          entry.bus = bus;
+        }
+      }
+      this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
+    } catch (err) {
+      this.#respondError(toGatewayError(err), frame.id);
+    }
+  }
+
+  async #unsubscribe(frame: UnsubscribeFrame): Promise<void> {
+    const entry = this.#subscriptions.get(frame.key);
+    if (entry) {
+      this.#subscriptions.delete(frame.key);
+      await this.#closeSubscription(entry);
+    }
+    this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
+  }
+
+  async #closeSubscription(entry: Subscription): Promise<void> {
+    entry.closed = true;
+    await entry.bus?.close();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Outbound
+
+  #deliver(message: Message, entry: Subscription): void {
+    if (this.#closed || entry.closed) return;
+    if (message.replyTo !== undefined && message.correlationId !== undefined && message.replyTo.startsWith(INBOX_PREFIX)) {
+      if (this.#replyGrants.size >= MAX_REPLY_GRANTS) this.#replyGrants.delete(this.#replyGrants.keys().next().value!);
+      this.#replyGrants.set(message.replyTo, message.correlationId);
+    }
+    const bytes = message.payload.length + message.key.length + FRAME_OVERHEAD;
+    // The common case, a socket keeping up, allocates nothing per delivery.
+    if (!this.#waitingDrain) {
+      this.#write(messageFrame(message, entry.sub), bytes);
+      return;
+    }
+    this.#send({ data: () => messageFrame(message, entry.sub), bytes, priority: message.priority, droppable: message.qos === 0 });
+  }
+
+  #respond(data: string): void {
+    this.#send({ data, bytes: RESPONSE_BYTES, priority: RESPONSE_PRIORITY, droppable: false });
+  }
+
+  #respondError(err: GatewayError, frameId: FrameId | undefined): void {
+    if (err.code === 'internal') this.#host.ctx.logger.error({ err, clientId: this.id }, 'WebSocket frame failed');
+    this.#respond(errorFrame(err, frameId));
+  }
+
+  #send(item: Outbound): void {
+    if (this.#closed) return;
+    if (!this.#waitingDrain) {
+      this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
+      return;
+    }
+    const limit = this.#config.websocket.maxOutboundBuffer;
+    const queue = this.#queue ??= new OutboundQueue();
+    const result = queue.add(item, Math.max(0, limit - this.socket.bufferedAmount));
+    if (result.dropped > 0) this.#host.stats.dropped += result.dropped;
+    if (!result.queued && result.dropped === 0) {
+      this.close(CLOSE_CODES.tryAgainLater, 'slow consumer: outbound buffer full (websocket.maxOutboundBuffer)');
+      return;
+    }
+    const backlog = queue.bytes + this.socket.bufferedAmount;
+    if (backlog > this.#host.stats.peakOutboundBytes) this.#host.stats.peakOutboundBytes = backlog;
+  }
+
+  /** Past this much in ws's own buffer, frames wait in the queue, where priorities still apply. */
+  get #highWater(): number {
+    return Math.min(64 * 1024, this.#config.websocket.maxOutboundBuffer / 4);
+  }
+
+  #write(data: Buffer | string, bytes: number): void {
+    // The send that crosses the high-water mark asks to be told when it is written: then the queue moves on.
+    const wait = this.socket.bufferedAmount + bytes >= this.#highWater;
+    if (wait) {
+      this.#waitingDrain = true;
+      this.#stalledSince = Date.now();
+    }
+    this.socket.send(data, TEXT, wait ? this.#drained : undefined);
+  }
+
+  readonly #drained = (err?: Error): void => {
+    this.#waitingDrain = false;
+    if (err || this.#closed) return;
+    const queue = this.#queue;
+    if (!queue) return;
+    while (!this.#waitingDrain) {
+      const item = queue.shift();
+      if (item === undefined) break;
+      this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
+    }
+  };
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /** Closes with a code and reason; what waits to be sent is dropped, memory is freed at once. */
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    if (code === CLOSE_CODES.tryAgainLater) this.#host.stats.slowClosed++;
+    this.#queue?.clear();
+    this.#markClosed();
+    // The closing handshake needs the client's close frame read; frames before it are ignored.
+    if (this.#paused) this.socket.resume();
+    this.socket.close(code, reason);
+  }
+
+  terminate(): void {
+    this.#queue?.clear();
+    this.#markClosed();
+    this.socket.terminate();
+  }
+
+  #markClosed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#held = undefined;
+    for (const entry of this.#subscriptions.values()) void this.#closeSubscription(entry);
+    this.#subscriptions.clear();
+    this.#replyGrants.clear();
+  }
+
+  #onClose(): void {
+    this.#markClosed();
+    this.#queue = undefined;
+    this.#host.forget(this);
+  }
+}
+
+function forbidden(action: string, key: string): GatewayError {
+  return new GatewayError('forbidden', `not allowed to ${action} ${key}`, { field: 'key' });
+}

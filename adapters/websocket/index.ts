@@ -1,0 +1,227 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
+import {
+  accessControl, GatewayError, toGatewayError,
+  type Adapter, type AdapterContext, type Identity,
+} from '../../src/index.js';
+import { CLOSE_CODES, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX } from '../../src/client/protocol.js';
+import { sendProblem } from '../http/problem.js';
+import { Connection, type ConnectionHost, type WebSocketStats } from './connection.js';
+
+export const WS_PATH = '/ws';
+/** The heartbeat timer never ticks slower than this, so idle and drain limits are checked in time. */
+const MAX_TICK_MS = 1000;
+const MIN_TICK_MS = 10;
+
+/**
+ * The JSON frame protocol at `/ws` on the HTTP listener (docs/websocket.md). Credentials and
+ * connection limits are checked before the upgrade (401 / 503 on the handshake); a heartbeat
+ * pings sockets it has not heard from, terminates those that missed the previous ping, and
+ * closes idle and stalled ones.
+ */
+export class WebSocketAdapter implements Adapter, ConnectionHost {
+  readonly protocol = 'ws' as const;
+  readonly ctx: AdapterContext;
+  readonly stats: WebSocketStats = {
+    dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, peakOutboundBytes: 0,
+    refused: { unauthenticated: 0, limit: 0, draining: 0 },
+  };
+  readonly #connections = new Set<Connection>();
+  /** upgrade requests admitted (sockets, and handshakes being authenticated) per remote address */
+  readonly #perAddress = new Map<string, number>();
+  #admitted = 0;
+  readonly #identities = new WeakMap<IncomingMessage, { identity: Identity; response: ServerResponse }>();
+  #timer: NodeJS.Timeout | undefined;
+  #lastPingRound = Date.now();
+  #registered = false;
+  #stopping = false;
+
+  constructor(ctx: AdapterContext) {
+    this.ctx = ctx;
+  }
+
+  register(): void {
+    const app = this.ctx.http;
+    if (!app || !this.ctx.config().websocket.enabled) return;
+    this.#registered = true;
+    app.get(WS_PATH, {
+      websocket: true,
+      preValidation: (request: FastifyRequest, reply: FastifyReply) => this.#admit(request, reply),
+    }, (socket: WebSocket, request: FastifyRequest) => this.#open(socket, request));
+  }
+
+  async start(): Promise<void> {
+    this.#stopping = false;
+    if (this.#registered && this.#timer === undefined) this.#schedule();
+  }
+
+  connections(): number {
+    return this.#connections.size;
+  }
+
+  forget(connection: Connection): void {
+    this.#connections.delete(connection);
+  }
+
+  /**
+   * Before the upgrade: limits first (cheap), then credentials (scrypt or bcrypt on the thread
+   * pool, bounded by handshakeTimeout). The slot is held until the TCP socket closes, so a
+   * flood of handshakes counts against the limits while it is being authenticated.
+   */
+  async #admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const config = this.ctx.config().websocket;
+    if (this.#stopping) {
+      this.stats.refused.draining++;
+      return void sendProblem(reply, new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 }), WS_PATH);
+    }
+    const address = request.ip;
+    const fromAddress = this.#perAddress.get(address) ?? 0;
+    if (this.#admitted >= config.maxConnections || fromAddress >= config.maxConnectionsPerIp) {
+      this.stats.refused.limit++;
+      const which = this.#admitted >= config.maxConnections ? `${config.maxConnections} WebSocket connections (websocket.maxConnections)` : `${config.maxConnectionsPerIp} WebSocket connections from one address (websocket.maxConnectionsPerIp)`;
+      return void sendProblem(reply, new GatewayError('overloaded', `at most ${which}`, { retryAfterMs: 1000 }), WS_PATH);
+    }
+    this.#admitted++;
+    this.#perAddress.set(address, fromAddress + 1);
+    request.raw.socket.once('close', () => {
+      this.#admitted--;
+      const left = (this.#perAddress.get(address) ?? 1) - 1;
+      if (left === 0) this.#perAddress.delete(address);
+      else this.#perAddress.set(address, left);
+    });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const token = tokenOf(request);
+      const identity = await Promise.race([
+        accessControl(this.ctx.config().auth).authenticateToken(token),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new GatewayError('overloaded', 'credentials could not be checked within websocket.handshakeTimeout', { retryAfterMs: 1000 })), config.handshakeTimeout);
+        }),
+      ]);
+      this.#identities.set(request.raw, { identity, response: reply.raw });
+    } catch (err) {
+      const error = toGatewayError(err);
+      if (error.code === 'unauthenticated') {
+        this.stats.refused.unauthenticated++;
+        reply.header('www-authenticate', 'Bearer realm="junction"');
+      }
+      sendProblem(reply, error, WS_PATH);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #open(socket: WebSocket, request: FastifyRequest): void {
+    // @fastify/websocket's error listener terminates the socket at once, which cuts off the close
+    // frame ws sends for an oversize frame (1009) or invalid UTF-8 (1007), and its closure keeps
+    // the upgrade request alive as long as the socket: this adapter handles its sockets' errors.
+    socket.removeAllListeners('error');
+    socket.on('error', (err) => this.ctx.logger.debug({ err: err.message }, 'WebSocket error'));
+    const admitted = this.#identities.get(request.raw);
+    if (admitted === undefined || this.#stopping) {
+      socket.close(CLOSE_CODES.goingAway, 'the gateway is shutting down');
+      return;
+    }
+    this.#identities.delete(request.raw);
+    // The plugin answered the upgrade through a ServerResponse attached to the TCP socket; left
+    // attached, it (and the request it holds) would live as long as the WebSocket.
+    admitted.response.detachSocket(request.raw.socket);
+    const connection = new Connection(socket, this, admitted.identity, request.ip);
+    this.#connections.add(connection);
+  }
+
+  #schedule(): void {
+    const { pingInterval, idleTimeout, drainTimeout } = this.ctx.config().websocket;
+    const periods = [pingInterval, idleTimeout, drainTimeout].filter((ms) => ms > 0);
+    const tick = Math.min(MAX_TICK_MS, Math.max(MIN_TICK_MS, Math.min(...periods) / 2));
+    this.#timer = setTimeout(() => {
+      this.#heartbeat();
+      if (!this.#stopping) this.#schedule();
+    }, tick);
+    this.#timer.unref();
+  }
+
+  /**
+   * One pass over the sockets. Every pingInterval: a socket still owing a pong is terminated,
+   * one not heard from in the interval is pinged. Every tick: a socket whose queued frames
+   * have not moved for drainTimeout is a slow consumer (1013); one with no subscription that
+   * sent nothing for idleTimeout is closed (4408).
+   */
+  #heartbeat(): void {
+    const now = Date.now();
+    const { pingInterval, idleTimeout, drainTimeout } = this.ctx.config().websocket;
+    const pingRound = pingInterval > 0 && now - this.#lastPingRound >= pingInterval;
+    if (pingRound) this.#lastPingRound = now;
+    for (const connection of this.#connections) {
+      if (connection.closed) continue;
+      const stalled = connection.stalledSince;
+      if (stalled > 0 && now - stalled >= drainTimeout) {
+        connection.close(CLOSE_CODES.tryAgainLater, `slow consumer: nothing could be sent for ${drainTimeout} ms (websocket.drainTimeout)`);
+        continue;
+      }
+      if (idleTimeout > 0 && connection.subscriptionCount === 0 && connection.inflight === 0 && now - connection.lastFrame >= idleTimeout) {
+        this.stats.idleClosed++;
+        connection.close(CLOSE_CODES.idle, `idle for ${idleTimeout} ms (websocket.idleTimeout)`);
+        continue;
+      }
+      // A socket the gateway is not reading cannot show its pongs; a stalled one is handled above.
+      if (!pingRound || connection.paused || stalled > 0) continue;
+      if (connection.awaitingPong) {
+        this.stats.reaped++;
+        connection.terminate();
+      } else if (now - connection.lastHeard >= pingInterval) {
+        connection.awaitingPong = true;
+        connection.socket.ping();
+      }
+    }
+  }
+
+  /**
+   * Draining: new handshakes get 503; sockets stop being read, operations in flight answer
+   * until the deadline, then every socket is closed with 1001 (clients reconnect elsewhere)
+   * and the ones still open at the deadline are terminated.
+   */
+  async stop(deadline: number): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#timer);
+    const connections = [...this.#connections];
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, deadline - Date.now())); });
+    await Promise.race([Promise.all(connections.map((c) => c.drain())), expired]);
+    const closed = connections.map((c) => new Promise<void>((resolve) => {
+      if (c.socket.readyState === c.socket.CLOSED) return resolve();
+      c.socket.once('close', () => resolve());
+      c.close(CLOSE_CODES.goingAway, 'the gateway is shutting down');
+    }));
+    await Promise.race([Promise.all(closed), expired]);
+    clearTimeout(timer);
+    for (const c of connections) if (c.socket.readyState !== c.socket.CLOSED) c.terminate();
+  }
+}
+
+/**
+ * The client's token, from (first found) the Authorization header (`Bearer TOKEN`, or `Basic`
+ * with username:password), a `junction.token.<base64url>` subprotocol, or `?access_token=`.
+ */
+export function tokenOf(request: FastifyRequest): string | undefined {
+  const authorization = request.headers.authorization;
+  if (authorization !== undefined) {
+    const [scheme, value = ''] = authorization.trim().split(/\s+/, 2);
+    if (scheme?.toLowerCase() === 'bearer' && value !== '') return value;
+    if (scheme?.toLowerCase() === 'basic') return Buffer.from(value, 'base64').toString('utf8');
+    throw new GatewayError('unauthenticated', 'the Authorization header must be Bearer TOKEN or Basic');
+  }
+  const protocols = request.headers['sec-websocket-protocol'];
+  if (protocols !== undefined) {
+    const offered = protocols.split(',').map((p) => p.trim()).find((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
+    if (offered !== undefined) return Buffer.from(offered.slice(TOKEN_SUBPROTOCOL_PREFIX.length), 'base64url').toString('utf8');
+  }
+  const query = request.query as Record<string, unknown> | undefined;
+  const fromQuery = query?.[TOKEN_QUERY_PARAMETER];
+  return typeof fromQuery === 'string' ? fromQuery : undefined;
+}
+
+export function createWebSocketAdapter(ctx: AdapterContext): Adapter {
+  return new WebSocketAdapter(ctx);
+}

@@ -1,0 +1,79 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import type { Gateway } from '../gateway.js';
+
+/** How often the dashboard's event stream sends a snapshot. */
+const SNAPSHOT_INTERVAL_MS = 1000;
+
+/** The page's files live in src/admin/public, found from here whether running from src/ or dist/. */
+function publicDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the package root for the dashboard files');
+    dir = parent;
+  }
+  return join(dir, 'src', 'admin', 'public');
+}
+
+const require = createRequire(import.meta.url);
+const UPLOT_DIR = dirname(require.resolve('uplot/dist/uPlot.iife.min.js'));
+
+const FILES: Record<string, { path: () => string; type: string }> = {
+  '/dashboard': { path: () => join(publicDir(), 'index.html'), type: 'text/html; charset=utf-8' },
+  '/dashboard/app.js': { path: () => join(publicDir(), 'app.js'), type: 'text/javascript; charset=utf-8' },
+  '/dashboard/app.css': { path: () => join(publicDir(), 'app.css'), type: 'text/css; charset=utf-8' },
+  '/dashboard/uplot.js': { path: () => join(UPLOT_DIR, 'uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
+  '/dashboard/uplot.css': { path: () => join(UPLOT_DIR, 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
+};
+
+/** One picture of the gateway, as the dashboard draws it. */
+export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string, unknown>> {
+  const targets: Record<string, unknown> = {};
+  for (const [name, lane] of gateway.lanes()) {
+    const s = lane.stats;
+    targets[name] = {
+      queued: s.queued, inFlight: s.inFlight, delivered: s.delivered, deadLettered: s.deadLettered,
+      shed: s.shed, breaker: lane.breaker?.state ?? 'none',
+    };
+  }
+  return {
+    t: Date.now(),
+    version: gateway.version,
+    status: gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting',
+    totals: gateway.metrics.totals(),
+    latency: await gateway.metrics.latencySummary(),
+    targets,
+    limiter: gateway.limiter.rejections,
+    connections: gateway.connections(),
+    changes: gateway.recentChanges.slice(-20).reverse(),
+  };
+}
+
+/**
+ * `/dashboard`: a static page (uPlot for the charts, no framework) fed by a Server-Sent Events
+ * stream from this same admin listener.
+ */
+export function registerDashboard(app: FastifyInstance, gateway: Gateway): void {
+  for (const [url, file] of Object.entries(FILES)) {
+    app.get(url, async (_request, reply) => reply.type(file.type).header('cache-control', 'no-cache').send(await readFile(file.path())));
+  }
+  app.get('/dashboard/events', (request, reply) => {
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = async () => {
+      // A dashboard tab that stops reading must not grow the gateway's memory.
+      if (raw.writableLength > 1024 * 1024) return;
+      raw.write(`data: ${JSON.stringify(await dashboardSnapshot(gateway))}\n\n`);
+    };
+    void send();
+    const timer = setInterval(() => void send(), SNAPSHOT_INTERVAL_MS);
+    timer.unref();
+    request.raw.on('close', () => clearInterval(timer));
+  });
+}

@@ -1,0 +1,221 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { TargetLane } from './delivery/target-lane.js';
+import type { Protocol } from './message.js';
+
+/** What the metrics read at scrape time; nothing here is touched per message. */
+export interface MetricsSource {
+  lanes(): ReadonlyMap<string, TargetLane>;
+  connections(): Partial<Record<Protocol, number>>;
+  limiterRejections(): Record<string, number>;
+  reloads(): { ok: number; refused: number };
+  subscriptions(): number;
+}
+
+/** Per-message events, recorded into plain maps on the hot path and exported at scrape time. */
+export interface DispatchObserver {
+  received(protocol: Protocol, route: string): void;
+  accepted(protocol: Protocol, seconds: number): void;
+  deadLettered(target: string, reason: string): void;
+}
+
+/** A labelled count without prom-client's per-call label hashing: the key is the joined labels. */
+class Tally {
+  readonly #counts = new Map<string, number>();
+  add(key: string, n = 1): void {
+    this.#counts.set(key, (this.#counts.get(key) ?? 0) + n);
+  }
+  entries(): IterableIterator<[string, number]> {
+    return this.#counts.entries();
+  }
+}
+
+const SEP = '\u0000';
+/** Latency buckets in seconds, from 100 µs to 10 s. */
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const BREAKER_STATES = ['closed', 'half_open', 'open'] as const;
+
+/**
+ * The gateway's Prometheus metrics, in a registry of its own (several gateways can live in one
+ * process, as in tests). Labels are bounded: protocol, route name, target name, error code,
+ * reason, scope — never a client id or a key.
+ */
+export class GatewayMetrics implements DispatchObserver {
+  readonly registry = new Registry();
+  readonly #received = new Tally();
+  readonly #rejected = new Tally();
+  readonly #deadLettered = new Tally();
+  readonly #accepted: Histogram<'protocol'>;
+  readonly #acceptedByProtocol = new Map<string, Histogram.Internal<'protocol'>>();
+  readonly #calls: Histogram<'target' | 'outcome'>;
+  readonly #callsByTarget = new Map<string, Histogram.Internal<'target' | 'outcome'>>();
+
+  constructor(source: MetricsSource) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'junction_' });
+    const tallied = (name: string, help: string, labelNames: string[], tally: Tally) => new Counter({
+      name, help, labelNames, registers,
+      collect() {
+        this.reset();
+        for (const [key, n] of tally.entries()) {
+          const values = key.split(SEP);
+          this.inc(Object.fromEntries(labelNames.map((label, i) => [label, values[i] ?? ''])), n);
+        }
+      },
+    });
+    tallied('junction_messages_received_total', 'Messages routed, by ingress protocol and winning rule ("default" when none matched)', ['protocol', 'route'], this.#received);
+    tallied('junction_rejections_total', 'Messages refused to their sender, by error code and protocol', ['code', 'protocol'], this.#rejected);
+    tallied('junction_dead_lettered_total', 'Messages written to the dead-letter store, by the target that gave up and the reason', ['target', 'reason'], this.#deadLettered);
+
+    const perTarget = (name: string, help: string, pick: (lane: TargetLane) => number, kind: 'counter' | 'gauge') => {
+      const options = {
+        name, help, labelNames: ['target'] as const, registers,
+        collect(this: Counter<'target'> | Gauge<'target'>) {
+          this.reset();
+          for (const [target, lane] of source.lanes()) {
+            const value = pick(lane);
+            if (this instanceof Counter) this.inc({ target }, value);
+            else this.set({ target }, value);
+          }
+        },
+      };
+      return kind === 'counter' ? new Counter(options) : new Gauge(options);
+    };
+    perTarget('junction_target_accepted_total', 'Messages a target accepted into its queue', (l) => l.stats.accepted, 'counter');
+    perTarget('junction_target_delivered_total', 'Messages a target delivered', (l) => l.stats.delivered, 'counter');
+    perTarget('junction_target_rerouted_total', 'Messages a target gave up on that a fallback target took', (l) => l.stats.rerouted, 'counter');
+    perTarget('junction_target_expired_total', 'Messages that expired while queued for a target', (l) => l.stats.expired, 'counter');
+    perTarget('junction_target_shed_total', 'Queued messages evicted for higher-priority ones', (l) => l.stats.shed, 'counter');
+    perTarget('junction_target_retries_total', 'Calls retried after a retryable failure', (l) => l.stats.retries, 'counter');
+    perTarget('junction_target_queue_depth', 'Messages waiting in a target queue', (l) => l.stats.queued, 'gauge');
+    perTarget('junction_target_in_flight', 'Messages being delivered, waiting to retry or being settled', (l) => l.stats.inFlight, 'gauge');
+
+    new Gauge({
+      name: 'junction_breaker_state', help: 'Circuit breaker state per target: 1 for the current state, 0 for the others', labelNames: ['target', 'state'], registers,
+      collect() {
+        this.reset();
+        for (const [target, lane] of source.lanes()) {
+          const current = lane.breaker?.state;
+          if (current === undefined) continue;
+          for (const state of BREAKER_STATES) this.set({ target, state }, state === current ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'junction_connections', help: 'Open client connections by protocol (SSE streams count as http)', labelNames: ['protocol'], registers,
+      collect() {
+        this.reset();
+        for (const [protocol, n] of Object.entries(source.connections())) this.set({ protocol }, n ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'junction_subscriptions', help: 'Subscriptions on the in-process bus', registers,
+      collect() { this.set(source.subscriptions()); },
+    });
+    new Counter({
+      name: 'junction_limiter_rejections_total', help: 'Messages refused by a token bucket, by scope', labelNames: ['scope'], registers,
+      collect() {
+        this.reset();
+        for (const [scope, n] of Object.entries(source.limiterRejections())) this.inc({ scope }, n);
+      },
+    });
+    new Counter({
+      name: 'junction_reloads_total', help: 'Config reloads by outcome', labelNames: ['outcome'], registers,
+      collect() {
+        this.reset();
+        const { ok, refused } = source.reloads();
+        this.inc({ outcome: 'ok' }, ok);
+        this.inc({ outcome: 'refused' }, refused);
+      },
+    });
+    this.#accepted = new Histogram({
+      name: 'junction_ingress_ack_seconds', help: 'From a message entering the router to its acceptance (the ack), by protocol', labelNames: ['protocol'], buckets: LATENCY_BUCKETS, registers,
+    });
+    this.#calls = new Histogram({
+      name: 'junction_target_call_seconds', help: 'Duration of calls to a target, by outcome', labelNames: ['target', 'outcome'], buckets: LATENCY_BUCKETS, registers,
+    });
+  }
+
+  received(protocol: Protocol, route: string): void {
+    this.#received.add(`${protocol}${SEP}${route}`);
+  }
+
+  rejected(protocol: Protocol, code: string): void {
+    this.#rejected.add(`${code}${SEP}${protocol}`);
+  }
+
+  accepted(protocol: Protocol, seconds: number): void {
+    let child = this.#acceptedByProtocol.get(protocol);
+    if (!child) {
+      child = this.#accepted.labels({ protocol });
+      this.#acceptedByProtocol.set(protocol, child);
+    }
+    child.observe(seconds);
+  }
+
+  deadLettered(target: string, reason: string): void {
+    this.#deadLettered.add(`${target}${SEP}${reason}`);
+  }
+
+  called(target: string, ok: boolean, seconds: number): void {
+    const key = `${target}${SEP}${ok}`;
+    let child = this.#callsByTarget.get(key);
+    if (!child) {
+      child = this.#calls.labels({ target, outcome: ok ? 'ok' : 'error' });
+      this.#callsByTarget.set(key, child);
+    }
+    child.observe(seconds);
+  }
+
+  /** Histogram summaries for the dashboard: p50/p99 from bucket counts, by label value. */
+  async latencySummary(): Promise<{ ingress: Record<string, Quantiles>; targets: Record<string, Quantiles> }> {
+    const ingress = quantilesOf(await this.#accepted.get(), 'protocol');
+    const targets = quantilesOf(await this.#calls.get(), 'target');
+    return { ingress, targets };
+  }
+
+  /** totals by protocol, for the dashboard's rates */
+  totals(): { received: Record<string, number>; rejected: Record<string, number> } {
+    const sum = (tally: Tally, field: number) => {
+      const out: Record<string, number> = {};
+      for (const [key, n] of tally.entries()) {
+        const label = key.split(SEP)[field] ?? '';
+        out[label] = (out[label] ?? 0) + n;
+      }
+      return out;
+    };
+    return { received: sum(this.#received, 0), rejected: sum(this.#rejected, 1) };
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+export interface Quantiles {
+  count: number;
+  p50: number;
+  p99: number;
+}
+
+type HistogramData = Awaited<ReturnType<Histogram['get']>>;
+
+/** Upper-bound quantiles from cumulative bucket counts, merged over the other labels. */
+function quantilesOf(data: HistogramData, label: string): Record<string, Quantiles> {
+  const buckets = new Map<string, Map<number, number>>();
+  for (const value of data.values) {
+    if (value.metricName !== `${data.name}_bucket`) continue;
+    const key = String(value.labels[label]);
+    const le = value.labels.le === '+Inf' ? Infinity : Number(value.labels.le);
+    const byLe = buckets.get(key) ?? new Map<number, number>();
+    byLe.set(le, (byLe.get(le) ?? 0) + value.value);
+    buckets.set(key, byLe);
+  }
+  const out: Record<string, Quantiles> = {};
+  for (const [key, byLe] of buckets) {
+    const sorted = [...byLe.entries()].sort((a, b) => a[0] - b[0]);
+    const count = sorted.at(-1)?.[1] ?? 0;
+    const at = (q: number) => sorted.find(([, n]) => n >= q * count)?.[0] ?? Infinity;
+    out[key] = { count, p50: count ? at(0.5) : 0, p99: count ? at(0.99) : 0 };
+  }
+  return out;
+}

@@ -1,0 +1,58 @@
+import { mkdir } from 'node:fs/promises';
+import type { Browser } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { launchChromium } from '../helpers/browser.js';
+import { startDownstream, type Downstream } from '../helpers/downstream.js';
+import { startGateway, type TestGateway } from '../helpers/gateway.js';
+
+describe('dashboard in headless Chromium', () => {
+  let gw: TestGateway | undefined;
+  let downstream: Downstream | undefined;
+  let browser: Browser | undefined;
+
+  afterEach(async () => {
+    await browser?.close();
+    await gw?.stop();
+    await downstream?.close();
+  });
+
+  it('shows live rates and a breaker turning open when the downstream fails', async () => {
+    downstream = await startDownstream();
+    gw = await startGateway(`
+breakers:
+  b: { volumeThreshold: 5, errorThresholdPercentage: 50, resetTimeout: 1m }
+targets:
+  orders: { type: http, url: "${downstream.url}/orders", breaker: b }
+routes:
+  - { name: orders, match: { key: "orders/#" }, to: [orders] }
+`);
+    browser = await launchChromium();
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${gw.admin}/dashboard`);
+    await page.waitForFunction(() => document.getElementById('status')?.textContent === 'ready');
+    await page.waitForFunction(() => document.getElementById('breaker-orders')?.textContent === 'closed');
+
+    // Traffic while the page watches: the total rate tile must leave zero.
+    const send = async (n: number) => {
+      for (let i = 0; i < n; i++) await fetch(`${gw!.http}/v1/messages/orders/${i}`, { method: 'POST', body: '{}' });
+    };
+    const sending = (async () => {
+      const until = Date.now() + 4000;
+      while (Date.now() < until) await send(20);
+    })();
+    await page.waitForFunction(() => Number(document.getElementById('rate-total')?.textContent) > 0, undefined, { timeout: 10_000 });
+    await sending;
+
+    // Failures until the error share of the 10 s window passes 50 %; the page must show it open.
+    downstream.handler = (_req, res) => res.writeHead(500).end();
+    const shown = page.waitForFunction(() => document.getElementById('breaker-orders')?.textContent === 'open', undefined, { timeout: 15_000 });
+    let open = false;
+    void shown.then(() => { open = true; }, () => undefined);
+    for (let round = 0; round < 200 && !open; round++) await send(10);
+    await shown;
+    expect(await page.locator('#changes li.breaker').first().textContent()).toContain('orders: breaker open');
+    expect(Number(await page.locator('#target-orders td').nth(5).textContent())).toBeGreaterThan(0);
+    await mkdir('artifacts', { recursive: true });
+    await page.screenshot({ path: 'artifacts/dashboard.png', fullPage: true });
+  });
+});
