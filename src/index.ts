@@ -1,6 +1,6 @@
 /** The core's public surface: adapters and targets import from here, never from internals. */
 export type { Adapter, AdapterContext, AdapterFactory, ConnectionInfo } from './adapter.js';
-export { accessControl, type AccessControl, type Identity } from './auth/index.js';
+export { accessControl, tokenFromAuthorization, type AccessControl, type Identity } from './auth/index.js';
 export type { BrokerBus, Bus, BusHandler, BusPacket, BusPublisher, BusSubscription, SubscribeOptions } from './bus.js';
 export { filterMatches, isBrokerBus } from './bus.js';
 export type { GatewayConfig } from './config/types.js';

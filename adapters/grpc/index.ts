@@ -9,7 +9,7 @@ import {
   accessControl, GatewayError, ListenerError, newMessageId, patternProblem, toGatewayError,
   type Adapter, type AdapterContext, type GatewayConfig, type Identity, type Message,
 } from '../../src/index.js';
-import { CallIdentities, forbidden, ReplyGrants } from './auth.js';
+import { forbidden, identify, ReplyGrants } from './auth.js';
 import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
 import { loadGatewayProto, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
@@ -51,7 +51,6 @@ export class GrpcAdapter implements Adapter {
   #server: Server | undefined;
   #health: HealthImplementation | undefined;
   #address: AddressInfo | undefined;
-  readonly #identities = new CallIdentities();
   readonly #replyGrants = new ReplyGrants();
   #stopping = false;
   #stopped: Promise<void> | undefined;
@@ -169,7 +168,7 @@ export class GrpcAdapter implements Adapter {
    * can take a while, so the deadline is checked again after it: a late call is not routed.
    */
   async #admit(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<{ identity: Identity; context: CallContext }> {
-    const identity = await this.#identities.identify(call.metadata, this.#ctx.config().auth);
+    const identity = await identify(call.metadata, this.#ctx.config().auth);
     if (deadlinePassed(call.getDeadline())) {
       this.#counters.pastDeadline++;
       throw new PastDeadline();

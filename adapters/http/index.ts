@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  accessControl, GatewayError, patternProblem, toGatewayError,
+  accessControl, GatewayError, patternProblem, toGatewayError, tokenFromAuthorization,
   type Adapter, type AdapterContext, type BusSubscription, type Identity, type Message,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
@@ -62,20 +62,9 @@ export class HttpAdapter implements Adapter {
    * Credentials per request: `Authorization: Basic` (username and password) or `Bearer
    * username:password`, checked by the shared auth layer; none means anonymous when allowed.
    */
-  async #identity(request: FastifyRequest): Promise<Identity> {
-    const control = accessControl(this.#ctx.config().auth);
+  #identity(request: FastifyRequest): Promise<Identity> {
     const header = request.headers.authorization;
-    if (header === undefined) return control.authenticate(undefined, undefined);
-    const space = header.indexOf(' ');
-    const scheme = header.slice(0, space).toLowerCase();
-    const value = header.slice(space + 1).trim();
-    if (space > 0 && scheme === 'basic') {
-      const decoded = Buffer.from(value, 'base64').toString('utf8');
-      const colon = decoded.indexOf(':');
-      if (colon > 0) return control.authenticate(decoded.slice(0, colon), decoded.slice(colon + 1));
-    }
-    if (space > 0 && scheme === 'bearer') return control.authenticateToken(value);
-    throw new GatewayError('unauthenticated', 'Authorization must be Basic (username:password) or Bearer username:password');
+    return accessControl(this.#ctx.config().auth).authenticateToken(header === undefined ? undefined : tokenFromAuthorization(header));
   }
 
   async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {

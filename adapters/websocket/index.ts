@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
-  accessControl, GatewayError, toGatewayError,
+  accessControl, GatewayError, toGatewayError, tokenFromAuthorization,
   type Adapter, type AdapterContext, type Identity,
 } from '../../src/index.js';
 import { CLOSE_CODES, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX } from '../../src/client/protocol.js';
@@ -206,12 +206,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
  */
 export function tokenOf(request: FastifyRequest): string | undefined {
   const authorization = request.headers.authorization;
-  if (authorization !== undefined) {
-    const [scheme, value = ''] = authorization.trim().split(/\s+/, 2);
-    if (scheme?.toLowerCase() === 'bearer' && value !== '') return value;
-    if (scheme?.toLowerCase() === 'basic') return Buffer.from(value, 'base64').toString('utf8');
-    throw new GatewayError('unauthenticated', 'the Authorization header must be Bearer TOKEN or Basic');
-  }
+  if (authorization !== undefined) return tokenFromAuthorization(authorization);
   const protocols = request.headers['sec-websocket-protocol'];
   if (protocols !== undefined) {
     const offered = protocols.split(',').map((p) => p.trim()).find((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX));

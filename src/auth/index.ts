@@ -118,6 +118,17 @@ function expand(patterns: string[] | undefined, identity: Identity): string[] {
   });
 }
 
+/**
+ * The token in an `Authorization` value, as every protocol takes it: `Bearer TOKEN`, or `Basic`
+ * with base64(username:password); a token is `username:password` (see `authenticateToken`).
+ */
+export function tokenFromAuthorization(value: string): string {
+  const [scheme, credentials = ''] = value.trim().split(/\s+/, 2);
+  if (scheme?.toLowerCase() === 'bearer' && credentials !== '') return credentials;
+  if (scheme?.toLowerCase() === 'basic') return Buffer.from(credentials, 'base64').toString('utf8');
+  throw new GatewayError('unauthenticated', 'Authorization must be Bearer TOKEN or Basic with base64(username:password)');
+}
+
 const cache = new WeakMap<AuthConfig, AccessControl>();
 
 /** The AccessControl of one loaded config; a reload brings a new config object and so a new one. */

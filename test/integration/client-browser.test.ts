@@ -4,7 +4,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { CHROMIUM, launchChromium } from '../helpers/browser.js';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -13,7 +14,6 @@ import { wsUrl } from '../helpers/ws.js';
 /** What page functions (run in the browser) see; the project's TypeScript has no DOM library. */
 declare const document: { body: { dataset: Record<string, string | undefined> } };
 
-const CHROMIUM = '/usr/bin/chromium';
 const CLIENT_DIR = fileURLToPath(new URL('../../src/client/', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../../artifacts/', import.meta.url));
 
@@ -75,12 +75,7 @@ describe('junction/client in a browser', () => {
   beforeAll(async () => {
     // A missing browser is a failure, not a skip: .ci/run installs Debian's chromium.
     expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`).toBe(true);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // launch() gives the browser a fresh temporary profile (user data dir) and removes it on close.
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   }, 60_000);
 
   afterAll(async () => {
