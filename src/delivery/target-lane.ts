@@ -217,26 +217,19 @@ export class TargetLane {
         },
       )
       : () => this.target.deliver(job.message, context);
+    // Timed around the breaker, which refuses in no time while open: those count as fast failures.
     const started = performance.now();
-    const timed = () => call().then(
-      (reply) => {
-        this.#options.onCall?.(this.name, true, (performance.now() - started) / 1000);
-        return reply;
-      },
-      (err: unknown) => {
-        this.#options.onCall?.(this.name, false, (performance.now() - started) / 1000);
-        throw err;
-      },
-    );
-    const attempt = this.breaker ? this.breaker.call(timed) : timed();
+    const attempt = this.breaker ? this.breaker.call(call) : call();
     attempt.then(
       (reply) => {
+        this.#options.onCall?.(this.name, true, (performance.now() - started) / 1000);
         this.#running--;
         this.#stats.delivered++;
         job.resolve(reply);
         this.#pump();
       },
       (err: unknown) => {
+        this.#options.onCall?.(this.name, false, (performance.now() - started) / 1000);
         this.#running--;
         const error = this.#closed ? copy(this.#closed) : toGatewayError(err);
         if (this.#shouldRetry(job, error)) this.#retry(job);

@@ -93,15 +93,17 @@ export class TargetBreaker {
     this.#onTransition(this.#last);
   }
 
-  async #judge(call: Call): Promise<unknown> {
+  /** Without a slowCallThreshold the call's own promise goes through untouched. */
+  #judge(call: Call): Promise<unknown> {
+    const threshold = this.#settings.slowCallThreshold;
+    if (threshold === undefined) return call();
     const started = Date.now();
-    const result = await call();
-    const ms = Date.now() - started;
-    if (this.#settings.slowCallThreshold !== undefined && ms > this.#settings.slowCallThreshold) {
+    return call().then((result) => {
+      const ms = Date.now() - started;
+      if (ms <= threshold) return result;
       this.counts.slow++;
       throw new SlowCall(result, ms);
-    }
-    return result;
+    });
   }
 
   #rejection(): GatewayError {
@@ -109,24 +111,25 @@ export class TargetBreaker {
     return new GatewayError('upstream_unavailable', 'circuit breaker is open', { retryable: false, breakerOpen: true });
   }
 
-  /** Runs the call through the breaker, or refuses at once while it is open. */
-  async call<T>(call: () => Promise<T>): Promise<T> {
-    if (this.#forced === 'open') throw this.#rejection();
+  /**
+   * Runs the call through the breaker, or refuses at once while it is open. Plain promise chains
+   * rather than async functions: this is on every downstream call.
+   */
+  call<T>(call: () => Promise<T>): Promise<T> {
+    if (this.#forced === 'open') return Promise.reject(this.#rejection());
     if (this.#forced === 'closed') return call();
     const probes = this.#probes;
     if (probes) {
-      if (probes.started >= this.#settings.halfOpenProbes) throw this.#rejection();
+      if (probes.started >= this.#settings.halfOpenProbes) return Promise.reject(this.#rejection());
       probes.started++;
       return this.#probe(call, probes);
     }
     return this.#fire(call);
   }
 
-  async #fire<T>(call: () => Promise<T>): Promise<T> {
+  #fire<T>(call: () => Promise<T>): Promise<T> {
     this.counts.calls++;
-    try {
-      return (await this.#breaker.fire(call)) as T;
-    } catch (err) {
+    return (this.#breaker.fire(call) as Promise<T>).catch((err: unknown) => {
       if (err instanceof SlowCall) return err.result as T;
       if ((err as { code?: string }).code === 'EOPENBREAKER') {
         this.counts.calls--;
@@ -134,7 +137,7 @@ export class TargetBreaker {
       }
       if (!(isGatewayError(err) && err.details.retryable === false)) this.counts.failures++;
       throw err;
-    }
+    });
   }
 
   /**
