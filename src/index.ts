@@ -14,3 +14,4 @@ export {
   type Message, type MessageInit, type MessageSource, type Protocol, type QoS,
 } from './message.js';
 export type { DeliveryContext, Target, TargetDeps, TargetFactory, TargetReply } from './targets/target.js';
+export { Fifo } from './delivery/fifo.js';

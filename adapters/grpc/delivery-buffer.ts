@@ -1,4 +1,4 @@
-import { MAX_PRIORITY, type Message } from '../../src/index.js';
+import { Fifo, MAX_PRIORITY, type Message } from '../../src/index.js';
 
 export interface BufferLimits {
   messages: number;
@@ -8,35 +8,6 @@ export interface BufferLimits {
 interface Entry {
   seq: number;
   message: Message;
-}
-
-/** A FIFO with O(1) shift: a head index, compacted once half the array is consumed. */
-class Fifo {
-  #items: Entry[] = [];
-  #head = 0;
-
-  get size(): number {
-    return this.#items.length - this.#head;
-  }
-
-  get first(): Entry | undefined {
-    return this.#items[this.#head];
-  }
-
-  push(entry: Entry): void {
-    this.#items.push(entry);
-  }
-
-  shift(): Entry | undefined {
-    const entry = this.#items[this.#head];
-    if (entry === undefined) return undefined;
-    this.#head++;
-    if (this.#head > 64 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return entry;
-  }
 }
 
 export type AddOutcome =
@@ -58,7 +29,7 @@ export type AddOutcome =
 export class DeliveryBuffer {
   readonly #limits: BufferLimits;
   /** index: priority * 2 + (qos 0 ? 0 : 1) */
-  readonly #queues: Fifo[] = Array.from({ length: (MAX_PRIORITY + 1) * 2 }, () => new Fifo());
+  readonly #queues: Fifo<Entry>[] = Array.from({ length: (MAX_PRIORITY + 1) * 2 }, () => new Fifo<Entry>());
   #seq = 0;
   #size = 0;
   #bytes = 0;
@@ -92,7 +63,7 @@ export class DeliveryBuffer {
 
   /** the oldest delivery, in arrival order */
   shift(): Message | undefined {
-    let oldest: Fifo | undefined;
+    let oldest: Fifo<Entry> | undefined;
     for (const queue of this.#queues) {
       const first = queue.first;
       if (first !== undefined && (oldest === undefined || first.seq < oldest.first!.seq)) oldest = queue;
@@ -116,7 +87,7 @@ export class DeliveryBuffer {
     return undefined;
   }
 
-  #take(queue: Fifo): Message {
+  #take(queue: Fifo<Entry>): Message {
     const { message } = queue.shift()!;
     this.#size--;
     this.#bytes -= message.payload.length;

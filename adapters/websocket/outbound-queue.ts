@@ -1,4 +1,4 @@
-import { MAX_PRIORITY } from '../../src/index.js';
+import { Fifo, MAX_PRIORITY } from '../../src/index.js';
 
 export interface Outbound {
   /** the frame, or how to make it: a delivery is encoded only if it is sent, not when dropped */
@@ -13,35 +13,6 @@ export interface Outbound {
 interface Entry {
   seq: number;
   item: Outbound;
-}
-
-/** A FIFO with O(1) shift: a head index, compacted once half the array is consumed. */
-class Fifo {
-  #items: Entry[] = [];
-  #head = 0;
-
-  get size(): number {
-    return this.#items.length - this.#head;
-  }
-
-  get first(): Entry | undefined {
-    return this.#items[this.#head];
-  }
-
-  push(entry: Entry): void {
-    this.#items.push(entry);
-  }
-
-  shift(): Entry | undefined {
-    const entry = this.#items[this.#head];
-    if (entry === undefined) return undefined;
-    this.#head++;
-    if (this.#head > 64 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return entry;
-  }
 }
 
 /** Responses (ack, reply, error, pong) rank above every delivery priority. */
@@ -63,7 +34,7 @@ export type AddResult =
  */
 export class OutboundQueue {
   /** index: priority * 2 + (droppable ? 0 : 1) */
-  readonly #fifos: Fifo[] = Array.from({ length: (RESPONSE_PRIORITY + 1) * 2 }, () => new Fifo());
+  readonly #fifos: Fifo<Entry>[] = Array.from({ length: (RESPONSE_PRIORITY + 1) * 2 }, () => new Fifo<Entry>());
   #seq = 0;
   #size = 0;
   #bytes = 0;
@@ -109,7 +80,7 @@ export class OutboundQueue {
   }
 
   clear(): void {
-    for (let i = 0; i < this.#fifos.length; i++) this.#fifos[i] = new Fifo();
+    for (let i = 0; i < this.#fifos.length; i++) this.#fifos[i] = new Fifo<Entry>();
     this.#size = 0;
     this.#bytes = 0;
   }
@@ -121,7 +92,7 @@ export class OutboundQueue {
     return undefined;
   }
 
-  #take(fifo: Fifo): Outbound {
+  #take(fifo: Fifo<Entry>): Outbound {
     const { item } = fifo.shift()!;
     this.#size--;
     this.#bytes -= item.bytes;
