@@ -82,7 +82,7 @@ export class MqttAdapter implements Adapter {
   readonly #emptyIdPersistent = new WeakSet<Client>();
   /** QoS 2 PUBLISHes the ACL refused: aedes still stores them and hands them to publish */
   readonly #denied = new WeakSet<object>();
-  /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
+  /** per client, the PUBLISH being routed or held (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
   /** router publications on their way through the broker, by brokerCounter */
   readonly #inflight = new Map<number, Message>();
@@ -359,16 +359,19 @@ export class MqttAdapter implements Adapter {
 
   /**
    * Routes one PUBLISH; resolves when it may be acknowledged, rejects when its connection must
-   * close. A PUBLISH arriving while an earlier one of the same client is held waits its turn,
-   * so a topic's messages keep their order [MQTT-4.6.0-6].
+   * close. A PUBLISH arriving while an earlier one of the same client is still being routed (or
+   * held) waits its turn, so a topic's messages keep their order [MQTT-4.6.0-6]: a refusal
+   * becomes known only when its dispatch settles, and a later PUBLISH must not pass it meanwhile.
    */
   #route(client: Client, session: Session, packet: PublishPacket): Promise<void> {
     const ahead = this.#held.get(client);
-    if (ahead === undefined) return this.#attempt(client, session, packet);
     const run = () => this.#attempt(client, session, packet);
-    const queued = ahead.then(run, run);
-    this.#hold(client, queued);
-    return queued;
+    // A QoS 0 PUBLISH is never held, so with nothing ahead it need not wait for anything; only
+    // QoS 1/2 ones, which a refusal can hold, make later PUBLISHes wait for their dispatch.
+    if (ahead === undefined && packet.qos === 0) return run();
+    const work = ahead === undefined ? run() : ahead.then(run, run);
+    this.#hold(client, work);
+    return work;
   }
 
   #hold(client: Client, work: Promise<void>): void {
@@ -398,9 +401,7 @@ export class MqttAdapter implements Adapter {
     // A will (its client already closed) cannot be held or closed: it is dropped and counted.
     if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
     this.stats.held++;
-    const retrying = this.#retry(client, message, error);
-    this.#hold(client, retrying);
-    return retrying;
+    return this.#retry(client, message, error);
   }
 
   /**
