@@ -166,11 +166,9 @@ export class GatewayMetrics implements DispatchObserver {
     child.observe(seconds);
   }
 
-  /** Histogram summaries for the dashboard: p50/p99 from bucket counts, by label value. */
-  async latencySummary(): Promise<{ ingress: Record<string, Quantiles>; targets: Record<string, Quantiles> }> {
-    const ingress = quantilesOf(await this.#accepted.get(), 'protocol');
-    const targets = quantilesOf(await this.#calls.get(), 'target');
-    return { ingress, targets };
+  /** Cumulative bucket counts of the two latency histograms, by label value, for windowed quantiles. */
+  async latencyBuckets(): Promise<LatencyBuckets> {
+    return { ingress: bucketsOf(await this.#accepted.get(), 'protocol'), targets: bucketsOf(await this.#calls.get(), 'target') };
   }
 
   /** totals by protocol, for the dashboard's rates */
@@ -197,25 +195,42 @@ export interface Quantiles {
   p99: number;
 }
 
+/** label value → bucket upper bound (s) → cumulative count */
+export type BucketCounts = Record<string, Map<number, number>>;
+
+export interface LatencyBuckets {
+  ingress: BucketCounts;
+  targets: BucketCounts;
+}
+
 type HistogramData = Awaited<ReturnType<Histogram['get']>>;
 
-/** Upper-bound quantiles from cumulative bucket counts, merged over the other labels. */
-function quantilesOf(data: HistogramData, label: string): Record<string, Quantiles> {
-  const buckets = new Map<string, Map<number, number>>();
+/** Cumulative bucket counts, merged over the other labels. */
+function bucketsOf(data: HistogramData, label: string): BucketCounts {
+  const out: BucketCounts = {};
   for (const value of data.values) {
     if (value.metricName !== `${data.name}_bucket`) continue;
     const key = String(value.labels[label]);
     const le = value.labels.le === '+Inf' ? Infinity : Number(value.labels.le);
-    const byLe = buckets.get(key) ?? new Map<number, number>();
+    const byLe = out[key] ??= new Map<number, number>();
     byLe.set(le, (byLe.get(le) ?? 0) + value.value);
-    buckets.set(key, byLe);
   }
+  return out;
+}
+
+/**
+ * Upper-bound quantiles of what was observed between two bucket snapshots (`before` may be
+ * empty: then since start).
+ */
+export function quantilesBetween(now: BucketCounts, before: BucketCounts): Record<string, Quantiles> {
   const out: Record<string, Quantiles> = {};
-  for (const [key, byLe] of buckets) {
-    const sorted = [...byLe.entries()].sort((a, b) => a[0] - b[0]);
+  for (const [key, byLe] of Object.entries(now)) {
+    const earlier = before[key];
+    const sorted = [...byLe.entries()].map(([le, n]): [number, number] => [le, n - (earlier?.get(le) ?? 0)]).sort((a, b) => a[0] - b[0]);
     const count = sorted.at(-1)?.[1] ?? 0;
+    if (count === 0) continue;
     const at = (q: number) => sorted.find(([, n]) => n >= q * count)?.[0] ?? Infinity;
-    out[key] = { count, p50: count ? at(0.5) : 0, p99: count ? at(0.99) : 0 };
+    out[key] = { count, p50: at(0.5), p99: at(0.99) };
   }
   return out;
 }

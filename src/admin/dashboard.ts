@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Gateway } from '../gateway.js';
+import { quantilesBetween, type LatencyBuckets, type Quantiles } from '../metrics.js';
 
 /** How often the dashboard's event stream sends a snapshot. */
 const SNAPSHOT_INTERVAL_MS = 1000;
@@ -31,6 +32,23 @@ const FILES: Record<string, { path: () => string; type: string }> = {
   '/dashboard/uplot.css': { path: () => join(UPLOT_DIR, 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
 };
 
+/** Latency quantiles cover this much recent time: what matters during an incident is now. */
+const LATENCY_WINDOW_MS = 10_000;
+
+/** Bucket snapshots of the last LATENCY_WINDOW_MS, oldest first, shared by every open dashboard. */
+const history = new WeakMap<Gateway, { at: number; buckets: LatencyBuckets }[]>();
+
+async function recentLatency(gateway: Gateway): Promise<{ ingress: Record<string, Quantiles>; targets: Record<string, Quantiles> }> {
+  const now = Date.now();
+  const buckets = await gateway.metrics.latencyBuckets();
+  const ring = history.get(gateway) ?? [];
+  history.set(gateway, ring);
+  while (ring.length > 1 && ring[1]!.at <= now - LATENCY_WINDOW_MS) ring.shift();
+  const before = ring[0]?.at !== undefined && ring[0].at <= now - LATENCY_WINDOW_MS / 2 ? ring[0].buckets : { ingress: {}, targets: {} };
+  if (ring.length === 0 || now - ring.at(-1)!.at >= SNAPSHOT_INTERVAL_MS / 2) ring.push({ at: now, buckets });
+  return { ingress: quantilesBetween(buckets.ingress, before.ingress), targets: quantilesBetween(buckets.targets, before.targets) };
+}
+
 /** One picture of the gateway, as the dashboard draws it. */
 export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string, unknown>> {
   const targets: Record<string, unknown> = {};
@@ -46,7 +64,7 @@ export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string
     version: gateway.version,
     status: gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting',
     totals: gateway.metrics.totals(),
-    latency: await gateway.metrics.latencySummary(),
+    latency: await recentLatency(gateway),
     targets,
     limiter: gateway.limiter.rejections,
     connections: gateway.connections(),
