@@ -4,9 +4,9 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { runCli, startCli, type RunningGateway } from '../helpers/cli.js';
 
 const CONFIG = `
 listeners:
@@ -39,6 +39,12 @@ describe('junction CLI', () => {
     dir = await mkdtemp(join(tmpdir(), 'junction-cli-'));
     good = join(dir, 'good.yaml');
     await writeFile(good, CONFIG);
+  });
+  let running: RunningGateway | undefined;
+  // A failed assertion must not leave a gateway process behind.
+  afterEach(() => {
+    if (running && running.child.exitCode === null) running.child.kill('SIGKILL');
+    running = undefined;
   });
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
@@ -128,6 +134,7 @@ describe('junction CLI', () => {
     const config = join(dir, 'running.yaml');
     await writeFile(config, CONFIG);
     const gateway = await startCli(config);
+    running = gateway;
     const http = `http://127.0.0.1:${gateway.ports.http}`;
     const admin = `http://127.0.0.1:${gateway.ports.admin}`;
     const ready = await fetch(`${admin}/readyz`);
