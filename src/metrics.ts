@@ -18,18 +18,25 @@ export interface DispatchObserver {
   deadLettered(target: string, reason: string): void;
 }
 
-/** A labelled count without prom-client's per-call label hashing: the key is the joined labels. */
+/**
+ * A count by two label values without prom-client's per-call label hashing, and without building
+ * a key string per message: two small maps.
+ */
 class Tally {
-  readonly #counts = new Map<string, number>();
-  add(key: string, n = 1): void {
-    this.#counts.set(key, (this.#counts.get(key) ?? 0) + n);
+  readonly #counts = new Map<string, Map<string, number>>();
+  add(first: string, second: string): void {
+    let inner = this.#counts.get(first);
+    if (!inner) {
+      inner = new Map();
+      this.#counts.set(first, inner);
+    }
+    inner.set(second, (inner.get(second) ?? 0) + 1);
   }
-  entries(): IterableIterator<[string, number]> {
-    return this.#counts.entries();
+  *entries(): IterableIterator<[string, string, number]> {
+    for (const [first, inner] of this.#counts) for (const [second, n] of inner) yield [first, second, n];
   }
 }
 
-const SEP = '\u0000';
 /** Latency buckets in seconds, from 100 µs to 10 s. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BREAKER_STATES = ['closed', 'half_open', 'open'] as const;
@@ -47,7 +54,8 @@ export class GatewayMetrics implements DispatchObserver {
   readonly #accepted: Histogram<'protocol'>;
   readonly #acceptedByProtocol = new Map<string, Histogram.Internal<'protocol'>>();
   readonly #calls: Histogram<'target' | 'outcome'>;
-  readonly #callsByTarget = new Map<string, Histogram.Internal<'target' | 'outcome'>>();
+  /** per target: [error, ok] children, so the outcome label is not looked up per call */
+  readonly #callsByTarget = new Map<string, Histogram.Internal<'target' | 'outcome'>[]>();
 
   constructor(source: MetricsSource) {
     const registers = [this.registry];
@@ -56,10 +64,7 @@ export class GatewayMetrics implements DispatchObserver {
       name, help, labelNames, registers,
       collect() {
         this.reset();
-        for (const [key, n] of tally.entries()) {
-          const values = key.split(SEP);
-          this.inc(Object.fromEntries(labelNames.map((label, i) => [label, values[i] ?? ''])), n);
-        }
+        for (const [first, second, n] of tally.entries()) this.inc({ [labelNames[0]!]: first, [labelNames[1]!]: second }, n);
       },
     });
     tallied('junction_messages_received_total', 'Messages routed, by ingress protocol and winning rule ("default" when none matched)', ['protocol', 'route'], this.#received);
@@ -136,11 +141,11 @@ export class GatewayMetrics implements DispatchObserver {
   }
 
   received(protocol: Protocol, route: string): void {
-    this.#received.add(`${protocol}${SEP}${route}`);
+    this.#received.add(protocol, route);
   }
 
   rejected(protocol: Protocol, code: string): void {
-    this.#rejected.add(`${code}${SEP}${protocol}`);
+    this.#rejected.add(code, protocol);
   }
 
   accepted(protocol: Protocol, seconds: number): void {
@@ -153,17 +158,16 @@ export class GatewayMetrics implements DispatchObserver {
   }
 
   deadLettered(target: string, reason: string): void {
-    this.#deadLettered.add(`${target}${SEP}${reason}`);
+    this.#deadLettered.add(target, reason);
   }
 
   called(target: string, ok: boolean, seconds: number): void {
-    const key = `${target}${SEP}${ok}`;
-    let child = this.#callsByTarget.get(key);
-    if (!child) {
-      child = this.#calls.labels({ target, outcome: ok ? 'ok' : 'error' });
-      this.#callsByTarget.set(key, child);
+    let children = this.#callsByTarget.get(target);
+    if (!children) {
+      children = [this.#calls.labels({ target, outcome: 'error' }), this.#calls.labels({ target, outcome: 'ok' })];
+      this.#callsByTarget.set(target, children);
     }
-    child.observe(seconds);
+    children[ok ? 1 : 0]!.observe(seconds);
   }
 
   /** Cumulative bucket counts of the two latency histograms, by label value, for windowed quantiles. */
@@ -173,11 +177,11 @@ export class GatewayMetrics implements DispatchObserver {
 
   /** totals by protocol, for the dashboard's rates */
   totals(): { received: Record<string, number>; rejected: Record<string, number> } {
-    const sum = (tally: Tally, field: number) => {
+    const sum = (tally: Tally, field: 0 | 1) => {
       const out: Record<string, number> = {};
-      for (const [key, n] of tally.entries()) {
-        const label = key.split(SEP)[field] ?? '';
-        out[label] = (out[label] ?? 0) + n;
+      for (const entry of tally.entries()) {
+        const label = entry[field];
+        out[label] = (out[label] ?? 0) + entry[2];
       }
       return out;
     };

@@ -130,7 +130,7 @@ export class Dispatcher {
       return { id: message.id };
     }
     for (const match of decision.matches) {
-      checkPublishKeys(match);
+      checkPublishKeys(match, message.key);
       if (match.route.setPriority !== undefined) message.priority = match.route.setPriority;
     }
     this.#deps.limiter?.admit(message, decision.matches);
@@ -191,9 +191,8 @@ export class Dispatcher {
   }
 
   /** Resolves once a publish or dead-letter binding has the message. */
-  async #deliver(message: Message, binding: Exclude<TargetBinding, { kind: 'target' }>): Promise<void> {
-    if (binding.kind === 'publish') await this.#publish(message, binding.key);
-    else await this.#deadLetter(message, 'deadletter', 'routed', 0);
+  #deliver(message: Message, binding: Exclude<TargetBinding, { kind: 'target' }>): Promise<void> {
+    return binding.kind === 'publish' ? this.#publish(message, binding.key) : this.#deadLetter(message, 'deadletter', 'routed', 0);
   }
 
   /** Hands the message to a lane (or throws); a later failure continues down `chain`. */
@@ -264,10 +263,13 @@ export class Dispatcher {
     this.#deps.observer?.deadLettered(target, reason);
   }
 
-  async #publish(message: Message, key: string): Promise<void> {
-    await this.#deps.bus.publish(key === message.key ? message : { ...message, key });
-    this.counters.published++;
+  #publish(message: Message, key: string): Promise<void> {
+    return this.#deps.bus.publish(key === message.key ? message : { ...message, key }).then(this.#countPublished);
   }
+
+  readonly #countPublished = (): void => {
+    this.counters.published++;
+  };
 
   /**
    * A request-mode rule hit by a sender that cannot wait (an MQTT publish, an HTTP fire-and-forget
@@ -367,10 +369,11 @@ export class Dispatcher {
 }
 
 /** A `{N}` template can produce an invalid key (e.g. empty); refuse before anything is accepted. */
-function checkPublishKeys(match: RouteMatch): void {
+function checkPublishKeys(match: RouteMatch, messageKey: string): void {
   for (const bindings of [match.targets, match.fallback]) {
     for (const binding of bindings) {
-      if (binding.kind !== 'publish') continue;
+      // The message's own key was checked at ingress; only keys a template made need a look.
+      if (binding.kind !== 'publish' || binding.key === messageKey) continue;
       const problem = keyProblem(binding.key);
       if (problem) throw new GatewayError('bad_request', `route ${match.route.name} makes the publish key "${binding.key}", which is invalid: ${problem}`);
     }
