@@ -82,7 +82,7 @@ export class MqttAdapter implements Adapter {
   readonly #emptyIdPersistent = new WeakSet<Client>();
   /** QoS 2 PUBLISHes the ACL refused: aedes still stores them and hands them to publish */
   readonly #denied = new WeakSet<object>();
-  /** per client, the PUBLISH being routed or held (and those queued behind it) later ones wait for, to keep order */
+  /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
   /** router publications on their way through the broker, by brokerCounter */
   readonly #inflight = new Map<number, Message>();
@@ -359,19 +359,16 @@ export class MqttAdapter implements Adapter {
 
   /**
    * Routes one PUBLISH; resolves when it may be acknowledged, rejects when its connection must
-   * close. A PUBLISH arriving while an earlier one of the same client is still being routed (or
-   * held) waits its turn, so a topic's messages keep their order [MQTT-4.6.0-6]: a refusal
-   * becomes known only when its dispatch settles, and a later PUBLISH must not pass it meanwhile.
+   * close. A PUBLISH arriving while an earlier one of the same client is held waits its turn,
+   * so a topic's messages keep their order [MQTT-4.6.0-6].
    */
   #route(client: Client, session: Session, packet: PublishPacket): Promise<void> {
     const ahead = this.#held.get(client);
+    if (ahead === undefined) return this.#attempt(client, session, packet);
     const run = () => this.#attempt(client, session, packet);
-    // A QoS 0 PUBLISH is never held, so with nothing ahead it need not wait for anything; only
-    // QoS 1/2 ones, which a refusal can hold, make later PUBLISHes wait for their dispatch.
-    if (ahead === undefined && packet.qos === 0) return run();
-    const work = ahead === undefined ? run() : ahead.then(run, run);
-    this.#hold(client, work);
-    return work;
+    const queued = ahead.then(run, run);
+    this.#hold(client, queued);
+    return queued;
   }
 
   #hold(client: Client, work: Promise<void>): void {
@@ -401,7 +398,14 @@ export class MqttAdapter implements Adapter {
     // A will (its client already closed) cannot be held or closed: it is dropped and counted.
     if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
     this.stats.held++;
-    return this.#retry(client, message, error);
+    // Buckets and queues decide synchronously when dispatch is called, so PUBLISHes dispatched in
+    // the same turn as this one were refused too and reach here in order: their retries chain
+    // behind this one, and no later PUBLISH can be accepted ahead of a held one.
+    const ahead = this.#held.get(client);
+    const retry = () => this.#retry(client, message, error);
+    const retrying = ahead === undefined ? retry() : ahead.then(retry, retry);
+    this.#hold(client, retrying);
+    return retrying;
   }
 
   /**
