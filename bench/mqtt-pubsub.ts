@@ -52,21 +52,7 @@ async function serve(kind: 'gateway' | 'aedes'): Promise<void> {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as net.AddressInfo).port;
   } else {
-    const { loadConfigText } = await import('../src/config/load.js');
-    const { Gateway } = await import('../src/gateway.js');
-    const { builtinAdapters } = await import('../adapters/index.js');
-    const { silentLogger } = await import('../src/log.js');
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
-    const { config } = loadConfigText([
-      'listeners: { mqtt: { host: 127.0.0.1, port: 0 } }',
-      'auth: { anonymous: true }',
-      'deadletter: { path: deadletter.jsonl }',
-      'routes:',
-      '  - { name: bench, match: { key: "bench/+" }, to: [publish] }',
-      'defaultRoute: drop',
-    ].join('\n'), path.join(dir, 'gateway.yaml'), {});
-    const gateway = await Gateway.start(config, { logger: silentLogger(), adapters: builtinAdapters });
-    port = gateway.address('mqtt')!.port;
+    port = (await startBenchGateway()).address('mqtt')!.port;
   }
   process.stdout.write(`${JSON.stringify({ port })}\n`);
 }
@@ -188,18 +174,14 @@ function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Where a message's CPU goes, without sockets: one process, a broker subscriber that only counts,
- * and CPU time (not wall time) per message, so other load on the machine matters less.
- * aedes.publish alone; a Message plus bus.publish through the gateway's broker (the MQTT adapter's
- * publisher); and the whole router (createMessage + dispatch to a `publish` rule).
+ * The gateway under test: MQTT on an ephemeral port, every PUBLISH routed by a rule to `publish`.
+ * Loaded lazily so a child serving bare aedes or Mosquitto does not load the gateway at all.
  */
-async function breakdown(): Promise<{ step: string; qos0: number; qos1: number }[]> {
-  const { Aedes } = await import('aedes');
+async function startBenchGateway(): Promise<import('../src/gateway.js').Gateway> {
   const { loadConfigText } = await import('../src/config/load.js');
   const { Gateway } = await import('../src/gateway.js');
   const { builtinAdapters } = await import('../adapters/index.js');
   const { silentLogger } = await import('../src/log.js');
-  const { createMessage } = await import('../src/message.js');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
   const { config } = loadConfigText([
     'listeners: { mqtt: { host: 127.0.0.1, port: 0 } }',
@@ -209,7 +191,19 @@ async function breakdown(): Promise<{ step: string; qos0: number; qos1: number }
     '  - { name: bench, match: { key: "bench/+" }, to: [publish] }',
     'defaultRoute: drop',
   ].join('\n'), path.join(dir, 'gateway.yaml'), {});
-  const gateway = await Gateway.start(config, { logger: silentLogger(), adapters: builtinAdapters });
+  return Gateway.start(config, { logger: silentLogger(), adapters: builtinAdapters });
+}
+
+/**
+ * Where a message's CPU goes, without sockets: one process, a broker subscriber that only counts,
+ * and CPU time (not wall time) per message, so other load on the machine matters less.
+ * aedes.publish alone; a Message plus bus.publish through the gateway's broker (the MQTT adapter's
+ * publisher); and the whole router (createMessage + dispatch to a `publish` rule).
+ */
+async function breakdown(): Promise<{ step: string; qos0: number; qos1: number }[]> {
+  const { Aedes } = await import('aedes');
+  const { createMessage } = await import('../src/message.js');
+  const gateway = await startBenchGateway();
   const aedes = await Aedes.createBroker();
   const count = (_packet: unknown, done: () => void) => done();
   await new Promise<void>((resolve) => aedes.subscribe('bench/1', count, resolve));
@@ -236,7 +230,7 @@ async function breakdown(): Promise<{ step: string; qos0: number; qos1: number }
   for (const { step, run } of steps) rows.push({ step, qos0: await cpuPerMessage(run(0)), qos1: await cpuPerMessage(run(1)) });
   await gateway.stop();
   await new Promise<void>((resolve) => aedes.close(() => resolve()));
-  await rm(dir, { recursive: true, force: true });
+  await rm(path.dirname(gateway.config().file), { recursive: true, force: true });
   return rows;
 }
 

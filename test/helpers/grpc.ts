@@ -5,6 +5,7 @@ import {
   type ClientDuplexStream, type ClientReadableStream, type ServiceError,
 } from '@grpc/grpc-js';
 import { loadSync, type MethodDefinition } from '@grpc/proto-loader';
+import type { DeliveryOut, ReplyOut } from '../../adapters/grpc/proto.js';
 
 /** The public proto, loaded the way a client of the gateway would. */
 export const GATEWAY_PROTO = fileURLToPath(new URL('../../proto/junction/v1/gateway.proto', import.meta.url));
@@ -33,29 +34,10 @@ export interface Ack {
   expired: boolean;
 }
 
-export interface Delivery {
-  id: string;
-  key: string;
-  payload: Buffer;
-  contentType: string;
-  headers: Record<string, string>;
-  priority: number;
-  qos: number;
-  replyTo: string;
-  correlationId: string;
-  traceparent: string;
-  timestampMs: number;
-  ttlMs: number;
-  dropped: number;
-}
+/** What a Subscribe stream yields: the adapter's outgoing shape, decoded with the public proto's options. */
+export type Delivery = DeliveryOut;
 
-export interface Reply {
-  id: string;
-  payload: Buffer;
-  contentType: string;
-  headers: Record<string, string>;
-  status: number;
-}
+export type Reply = ReplyOut;
 
 export interface CallOptions {
   metadata?: Record<string, string>;
