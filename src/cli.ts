@@ -8,6 +8,7 @@ import { stopTracing } from './tracing.js';
 import { hashPassword } from './auth/password.js';
 import { PROTOCOLS, type Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
+import { registerBenchCommand } from './bench/command.js';
 import type { LossReason, TargetBinding } from './router/types.js';
 
 const DEFAULT_CONFIG = 'config/gateway.yaml';
@@ -242,6 +243,8 @@ program.command('route')
 program.command('hash-password')
   .description('read a password on standard input and print its scrypt hash for auth.users[].password')
   .action(hashPasswordCommand);
+
+registerBenchCommand(program);
 
 const deadletter = program.command('deadletter').description('list and replay dead-lettered messages of a running gateway');
 const deadLetterOptions = (command: Command) => command

@@ -1,0 +1,204 @@
+/**
+ * Runs every scenario of issue 8 against Junction and against the peers that speak it the same
+ * way, alternating servers run by run, and writes the medians and ratios to
+ * bench/results/latest.json, the chart to bench/results/chart.svg and the generated section of
+ * BENCHMARKS.md. `npm run bench:all` (about an hour on 2 cores); `--only LABEL` for one comparison,
+ * `--runs N` for fewer or more runs (at least 3 for figures worth quoting).
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { machineInfo } from '../../src/bench/machine.js';
+import { writeReport } from '../../src/bench/render.js';
+import { PACKAGE_ROOT } from '../../src/bench/server.js';
+import type { BenchResult, Comparison, ComparisonFile, ScenarioName, ServerKind, ServerMedians } from '../../src/bench/types.js';
+
+interface Plan {
+  label: string;
+  scenario: ScenarioName;
+  /** options after the scenario; a function when they depend on comparisons already made */
+  args: string[] | ((done: ReadonlyMap<string, Comparison>) => string[]);
+  servers: ServerKind[];
+  /** runs per server, when fewer than --runs make sense (5-minute holds) */
+  runs?: number;
+  goal?: (c: Comparison) => Comparison['goal'];
+}
+
+const KB = 1024;
+const fixed = (n: number, digits = 2) => n.toFixed(digits);
+
+function ratioGoal(text: string, peer: string, threshold: number): Plan['goal'] {
+  return (c) => {
+    const ratio = c.ratios[peer];
+    return ratio === undefined
+      ? { text, met: null, detail: `no ${peer} runs` }
+      : { text, met: ratio >= threshold, detail: `Junction ÷ ${peer} = ${fixed(ratio)}${Object.entries(c.ratios).filter(([p]) => p !== peer).map(([p, r]) => `; ÷ ${p} = ${fixed(r)}`).join('')}` };
+  };
+}
+
+function holdGoal(text: string): Plan['goal'] {
+  return (c) => {
+    const j = c.runs.filter((r) => r.server === 'junction');
+    const worst = j.reduce((w, r) => Math.max(w, r.connections?.rssPerConnectionBytes ?? Infinity), 0);
+    const allHeld = j.every((r) => r.connections && r.connections.connected === r.connections.wanted && r.connections.dropped === 0);
+    return {
+      text, met: j.length > 0 && allHeld && worst <= 20 * KB,
+      detail: `${j.map((r) => `${r.connections?.connected ?? 0}/${r.connections?.wanted ?? 0} connected, ${r.connections?.dropped ?? 0} dropped over ${r.durationS} s`).join('; ')}; at most ${fixed(worst / KB, 1)} KB RSS per connection`,
+    };
+  };
+}
+
+const MIXED_MAX = 'Mixed, all four protocols, closed loop (max rate)';
+
+/** Half the publish rate the mixed scenario reached in closed loop. */
+function mixedHalfRate(done: ReadonlyMap<string, Comparison>): number {
+  const max = done.get(MIXED_MAX)?.medians.junction?.sentPerS;
+  if (!max) throw new Error(`"${MIXED_MAX}" has to run before the 50 % comparison`);
+  return Math.max(1, Math.round(max / 2));
+}
+
+function plans(): Plan[] {
+  const long = ['--duration', '10', '--warmup', '2'];
+  return [
+    { label: 'MQTT QoS 0, 1 → 1', scenario: 'mqtt-pubsub', args: [...long, '--max', '--inflight', '100'], servers: ['junction', 'aedes', 'mosquitto', 'nats'],
+      goal: ratioGoal('MQTT QoS 0 1→1 through the router ≥ 0.8× bare aedes; ratio to Mosquitto stated', 'aedes', 0.8) },
+    { label: 'MQTT QoS 0, 10 → 10 (10 topics)', scenario: 'mqtt-pubsub', args: [...long, '--max', '--inflight', '100', '--publishers', '10', '--subscribers', '10'], servers: ['junction', 'aedes', 'mosquitto', 'nats'] },
+    { label: 'MQTT QoS 1, 1 → 1', scenario: 'mqtt-pubsub', args: [...long, '--max', '--inflight', '100', '--qos', '1'], servers: ['junction', 'aedes', 'mosquitto', 'nats'] },
+    { label: 'MQTT 19,000 connections, 30 s', scenario: 'mqtt-connections', args: ['--connections', '19000', '--duration', '30', '--keepalive', '10', '--workers', '4'], servers: ['junction', 'aedes', 'mosquitto', 'nats'] },
+    { label: 'MQTT 19,000 connections held 5 minutes', scenario: 'mqtt-connections', args: ['--connections', '19000', '--duration', '300', '--keepalive', '30', '--workers', '4'], servers: ['junction'], runs: 1,
+      goal: holdGoal('19,000 MQTT connections held with heartbeats for 5 minutes: none dropped, ≤ 20 KB RSS per idle connection') },
+    { label: 'WebSocket fan-out 1 → 1,000, closed loop', scenario: 'ws-fanout', args: [...long, '--subscribers', '1000', '--max', '--qos', '1', '--inflight', '1'], servers: ['junction', 'ws', 'nats'] },
+    { label: 'WebSocket fan-out 1 → 10,000 at 2 broadcasts/s', scenario: 'ws-fanout', args: [...long, '--subscribers', '10000', '--rate', '2', '--workers', '4'], servers: ['junction', 'ws', 'nats'],
+      goal: (c) => {
+        const p99 = c.medians.junction?.p99;
+        return { text: 'WS fan-out 1 → 10,000 subscribers: p99 delivery latency under 250 ms per broadcast', met: p99 === undefined ? null : p99 < 250, detail: `Junction p99 ${p99 === undefined ? '—' : fixed(p99, 1)} ms (median of runs), ${c.medians.junction?.lost ?? '—'} lost` };
+      } },
+    { label: 'WebSocket 19,000 connections, 30 s', scenario: 'ws-connections', args: ['--connections', '19000', '--duration', '30', '--keepalive', '10', '--workers', '4'], servers: ['junction', 'ws', 'nats'] },
+    { label: 'WebSocket 19,000 connections held 5 minutes', scenario: 'ws-connections', args: ['--connections', '19000', '--duration', '300', '--keepalive', '30', '--workers', '4'], servers: ['junction'], runs: 1,
+      goal: holdGoal('19,000 WebSocket connections held with heartbeats for 5 minutes: none dropped, ≤ 20 KB RSS per idle connection') },
+    { label: 'HTTP publish, 32 connections', scenario: 'http-publish', args: long, servers: ['junction', 'fastify'],
+      goal: ratioGoal('HTTP publish ≥ 0.7× a bare fastify route that returns 202', 'fastify', 0.7) },
+    { label: 'gRPC unary Publish, 4 channels × 32 in flight', scenario: 'grpc-unary', args: long, servers: ['junction', 'grpc'],
+      goal: ratioGoal('gRPC unary ≥ 0.7× bare grpc-js', 'grpc', 0.7) },
+    { label: 'gRPC PublishStream, 1 stream × 512 in flight', scenario: 'grpc-stream', args: long, servers: ['junction', 'grpc'],
+      goal: ratioGoal('gRPC stream ≥ 0.7× bare grpc-js', 'grpc', 0.7) },
+    { label: MIXED_MAX, scenario: 'mixed', args: long, servers: ['junction'] },
+    { label: 'Mixed at 50 % of its max rate', scenario: 'mixed', args: (done) => [...long, '--rate', String(mixedHalfRate(done))], servers: ['junction'],
+      goal: (c) => {
+        const p99 = c.medians.junction?.p99;
+        return { text: 'Mixed scenario at 50 % of its max rate: p99 end to end < 10 ms', met: p99 === undefined ? null : p99 < 10, detail: `at ${c.runs[0]?.targetRate ?? "—"} msgs/s: p99 ${p99 === undefined ? '—' : fixed(p99, 2)} ms (median of runs)` };
+      } },
+  ];
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function mediansOf(runs: BenchResult[]): ServerMedians {
+  const m = (pick: (r: BenchResult) => number | undefined) => {
+    const values = runs.map(pick).filter((v): v is number => v !== undefined && Number.isFinite(v));
+    return values.length ? median(values) : null;
+  };
+  return {
+    runs: runs.length,
+    receivedPerS: m((r) => r.receivedPerS) ?? 0,
+    sentPerS: m((r) => r.sentPerS) ?? 0,
+    p50: m((r) => r.latency.p50) ?? 0,
+    p99: m((r) => r.latency.p99) ?? 0,
+    p999: m((r) => r.latency.p999) ?? 0,
+    peakRssBytes: m((r) => r.serverProcess?.peakRssBytes),
+    rssPerConnectionBytes: m((r) => r.connections?.rssPerConnectionBytes),
+    cpuSecondsPerMillion: m((r) => (r.serverProcess && r.received > 0 ? (r.serverProcess.cpuSeconds / r.received) * 1e6 : undefined)),
+    lost: m((r) => (r.latencyKind === 'delivery' ? Math.max(0, r.expected - r.received) : 0)) ?? 0,
+    errors: m((r) => r.errors) ?? 0,
+    dropped: m((r) => r.connections?.dropped),
+  };
+}
+
+function benchOnce(scenario: ScenarioName, args: string[], server: ServerKind): Promise<BenchResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'bin/junction.js'), 'bench', scenario, ...args, '--server', server, '--json'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+    child.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`junction bench ${scenario} --server ${server} exited with ${code}`));
+      try {
+        resolve(JSON.parse(out) as BenchResult);
+      } catch (err) {
+        reject(new Error(`junction bench ${scenario} --server ${server}: no JSON result (${(err as Error).message})`));
+      }
+    });
+  });
+}
+
+async function compare(plan: Plan, runs: number, done: ReadonlyMap<string, Comparison>, log: (line: string) => void): Promise<Comparison> {
+  const args = typeof plan.args === 'function' ? plan.args(done) : plan.args;
+  const results: BenchResult[] = [];
+  const n = plan.runs ?? runs;
+  for (let run = 0; run < n; run++) {
+    // Alternate the order so a drift in the machine's load does not always favour the same server.
+    const order = run % 2 === 0 ? plan.servers : [...plan.servers].reverse();
+    for (const server of order) {
+      const result = await benchOnce(plan.scenario, args, server);
+      results.push(result);
+      log(`  ${plan.label} · ${server} · run ${run + 1}/${n}: ${Math.round(result.receivedPerS).toLocaleString('en-US')}/s, p99 ${result.latency.p99.toFixed(2)} ms${result.connections ? `, ${result.connections.connected}/${result.connections.wanted} connected, ${result.connections.dropped} dropped` : ''}${result.errors ? `, ${result.errors} errors` : ''}`);
+    }
+  }
+  const medians: Record<string, ServerMedians> = {};
+  for (const server of plan.servers) medians[server] = mediansOf(results.filter((r) => r.server === server));
+  const ratios: Record<string, number> = {};
+  const connections = plan.scenario.endsWith('-connections');
+  for (const peer of plan.servers.slice(1)) {
+    const j = medians.junction!;
+    const p = medians[peer]!;
+    // Connections: what a peer needs per connection over what Junction needs (higher is better for Junction, like throughput).
+    const ratio = connections ? (p.rssPerConnectionBytes ?? 0) / (j.rssPerConnectionBytes ?? Infinity) : j.receivedPerS / p.receivedPerS;
+    if (Number.isFinite(ratio) && ratio > 0) ratios[peer] = ratio;
+  }
+  const comparison: Comparison = {
+    label: plan.label, scenario: plan.scenario,
+    command: ['junction bench', plan.scenario, ...args, '--server', 'junction'].join(' '),
+    runs: results, medians, ratios,
+  };
+  const goal = plan.goal?.(comparison);
+  return goal ? { ...comparison, goal } : comparison;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, only: { type: 'string', multiple: true }, out: { type: 'string' } } });
+  const runs = Number(values.runs);
+  const resultsPath = path.resolve(values.out ?? path.join(PACKAGE_ROOT, 'bench/results/latest.json'));
+  await mkdir(path.dirname(resultsPath), { recursive: true });
+  const selected = plans().filter((p) => !values.only || values.only.some((o) => p.label.toLowerCase().includes(o.toLowerCase()) || p.scenario === o));
+  // A partial run (--only) keeps the other comparisons of the previous file.
+  const previous = values.only
+    ? await readFile(resultsPath, 'utf8').then((text) => (JSON.parse(text) as ComparisonFile).comparisons, () => [] as Comparison[])
+    : [];
+  const file: ComparisonFile = {
+    generatedAt: new Date().toISOString(), machine: machineInfo(),
+    command: 'npm run bench:all', comparisons: [],
+  };
+  const started = Date.now();
+  const log = (line: string) => process.stderr.write(`[${Math.round((Date.now() - started) / 1000)} s] ${line}\n`);
+  const done = new Map(previous.map((c) => [c.label, c]));
+  const order = plans().map((p) => p.label);
+  for (const plan of selected) {
+    log(`${plan.label} (${plan.scenario})`);
+    done.set(plan.label, await compare(plan, runs, done, log));
+    file.comparisons = order.flatMap((label) => (done.has(label) ? [done.get(label)!] : []));
+    await writeFile(resultsPath, `${JSON.stringify(file, null, 2)}\n`);
+    await writeReport(resultsPath, path.join(PACKAGE_ROOT, 'BENCHMARKS.md'));
+  }
+  log(`done: ${resultsPath}, bench/results/chart.svg, BENCHMARKS.md`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(1);
+});

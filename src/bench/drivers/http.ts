@@ -1,0 +1,65 @@
+import { Client } from 'undici';
+import { readStamp } from '../stamp.js';
+import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection } from './driver.js';
+
+function origin(ctx: ConnectionContext): string {
+  if (!ctx.ports.http) throw new Error(`${ctx.server} has no HTTP port`);
+  return `http://${ctx.host}:${ctx.ports.http}`;
+}
+
+/**
+ * One keep-alive connection per publisher (undici Client, no pipelining): POST /v1/messages/KEY,
+ * done on 202. Subscribers are Server-Sent Events streams of GET /v1/subscribe/KEY.
+ */
+export const httpDriver: ProtocolDriver = {
+  protocol: 'http',
+
+  async publisher(ctx): Promise<PublisherConnection> {
+    const client = new Client(origin(ctx), { localAddress: ctx.localAddress, keepAliveTimeout: 60_000 });
+    return {
+      publish(key, payload, priority, done) {
+        client.request({
+          method: 'POST', path: `/v1/messages/${key}`, body: payload,
+          headers: { 'content-type': 'text/plain', 'x-priority': String(priority), 'x-qos': String(ctx.qos) },
+        }).then(async (response) => {
+          const body = await response.body.text();
+          done(response.statusCode === 202 ? undefined : `HTTP ${response.statusCode} ${body.slice(0, 120)}`);
+        }, (err: Error) => done(err.message));
+      },
+      close: () => client.close(),
+    };
+  },
+
+  async subscriber(ctx, key, onDelivery): Promise<Closable> {
+    const client = new Client(origin(ctx), { localAddress: ctx.localAddress, bodyTimeout: 0 });
+    const response = await client.request({ method: 'GET', path: `/v1/subscribe/${key}`, headers: { accept: 'text/event-stream' } });
+    if (response.statusCode !== 200) throw new Error(`GET /v1/subscribe/${key}: HTTP ${response.statusCode}`);
+    let closing = false;
+    let buffered = '';
+    response.body.setEncoding('utf8');
+    response.body.on('data', (chunk: string) => {
+      buffered += chunk;
+      let end: number;
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const event = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        // Only the stamp is read, not the whole event: the load generator shares the cores.
+        const at = event.indexOf('"payload":"');
+        if (at >= 0) onDelivery(readStamp(event, at + 11));
+      }
+    });
+    response.body.on('error', () => undefined);
+    response.body.on('close', () => { if (!closing) ctx.onDrop('event stream closed'); });
+    return {
+      async close() {
+        closing = true;
+        response.body.destroy();
+        await client.destroy();
+      },
+    };
+  },
+
+  async idle(): Promise<Closable> {
+    throw new Error('HTTP has no idle connections scenario');
+  },
+};

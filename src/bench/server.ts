@@ -1,0 +1,183 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ServerKind, ServerPorts } from './types.js';
+
+/** The package root: dist/src/bench/ is three levels below it. */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** A server under test that the load generator started, or one somebody else runs. */
+export interface ServerUnderTest {
+  kind: ServerKind;
+  host: string;
+  ports: ServerPorts;
+  /** the process to sample for RSS and CPU; absent for `external` */
+  pid?: number;
+  stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  host: string;
+  /** ports of an external server */
+  ports: ServerPorts;
+  /** directory for the gateway's V8 CPU profile (`node --cpu-prof`) */
+  cpuProfileDir?: string;
+}
+
+/** Ask the kernel for a free port on the host, then give it back for the server to take. */
+export async function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(host: string, port: number, child: ChildProcess, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw exitedEarly(child, what);
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host, port }, () => { socket.destroy(); resolve(true); });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${what} did not listen on ${host}:${port} within 20 s`);
+}
+
+/** Resolves once the child prints READY (bench/peers/ scripts do). */
+function waitForReady(child: ChildProcess, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('READY')) resolve();
+    });
+    child.once('exit', () => setImmediate(() => reject(exitedEarly(child, what))));
+  });
+}
+
+function hasCommand(command: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Starts the child through sh so its soft open-files limit is raised to the hard one: a server
+ * holding 19,000 sockets needs it, and Node does not raise it by itself.
+ */
+function spawnWithFileLimit(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', command, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], env,
+  });
+  // Servers' own logs stay out of the report, but a pipe nobody reads would stall the server once
+  // full; the tail is kept to explain an early exit.
+  let tail = '';
+  const keep = (chunk: Buffer) => { tail = (tail + chunk.toString()).slice(-2000); };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  child.once('exit', (code) => { if (code) logTails.set(child, tail); });
+  return child;
+}
+
+const logTails = new WeakMap<ChildProcess, string>();
+
+function exitedEarly(child: ChildProcess, what: string): Error {
+  const tail = logTails.get(child)?.trim();
+  return new Error(`${what} exited with code ${child.exitCode}${tail ? `:\n${tail}` : ''}`);
+}
+
+async function stopChild(child: ChildProcess, dir?: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+}
+
+async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
+  const { host } = options;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
+  const [http, mqtt, grpc, admin] = [await freePort(host), await freePort(host), await freePort(host), await freePort(host)];
+  const nodeArgs = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfileDir)] : [];
+  const child = spawnWithFileLimit(process.execPath, [
+    ...nodeArgs, path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', path.join(PACKAGE_ROOT, 'config/examples/bench.yaml'),
+  ], {
+    ...process.env,
+    JUNCTION_HTTP_PORT: String(http), JUNCTION_MQTT_PORT: String(mqtt), JUNCTION_GRPC_PORT: String(grpc),
+    JUNCTION_ADMIN_PORT: String(admin), JUNCTION_DEADLETTER: path.join(dir, 'deadletter.jsonl'),
+  });
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw exitedEarly(child, 'junction');
+    const ready = await fetch(`http://${host}:${admin}/readyz`).then((r) => r.ok, () => false);
+    if (ready) break;
+    if (Date.now() > deadline) throw new Error('junction was not ready within 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    kind: 'junction', host, pid: child.pid!,
+    ports: { http, ws: http, wsPath: '/ws', mqtt, grpc },
+    stop: () => stopChild(child, dir),
+  };
+}
+
+/** The bare libraries of bench/peers/, each a script that prints READY once it listens. */
+async function startPeer(kind: 'aedes' | 'ws' | 'fastify' | 'grpc', host: string): Promise<ServerUnderTest> {
+  const port = await freePort(host);
+  const child = spawnWithFileLimit(process.execPath, [path.join(PACKAGE_ROOT, `dist/bench/peers/${kind}.js`), '--host', host, '--port', String(port)]);
+  await waitForReady(child, `bench/peers/${kind}`);
+  const ports: ServerPorts = kind === 'aedes' ? { mqtt: port } : kind === 'ws' ? { ws: port, wsPath: '/ws' } : kind === 'fastify' ? { http: port } : { grpc: port };
+  return { kind, host, pid: child.pid!, ports, stop: () => stopChild(child) };
+}
+
+async function startMosquitto(host: string): Promise<ServerUnderTest> {
+  if (!hasCommand('mosquitto')) throw new Error('mosquitto is not installed: apt-get install mosquitto');
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-mosquitto-'));
+  const port = await freePort(host);
+  const conf = path.join(dir, 'mosquitto.conf');
+  await writeFile(conf, [
+    `listener ${port} ${host}`, 'allow_anonymous true', 'max_connections -1', 'persistence false',
+    'max_queued_messages 100000', 'log_dest none', '',
+  ].join('\n'));
+  const child = spawnWithFileLimit('mosquitto', ['-c', conf]);
+  await waitForPort(host, port, child, 'mosquitto');
+  return { kind: 'mosquitto', host, pid: child.pid!, ports: { mqtt: port }, stop: () => stopChild(child, dir) };
+}
+
+/** nats-server with its MQTT gateway (which needs JetStream) and its WebSocket listener. */
+async function startNats(host: string): Promise<ServerUnderTest> {
+  if (!hasCommand('nats-server')) throw new Error('nats-server is not installed: apt-get install nats-server');
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-nats-'));
+  const [client, mqtt, ws] = [await freePort(host), await freePort(host), await freePort(host)];
+  const conf = path.join(dir, 'nats.conf');
+  await writeFile(conf, [
+    `listen: "${host}:${client}"`, 'server_name: junction-bench', 'max_connections: 100000', 'max_payload: 1MB',
+    `jetstream { store_dir: "${path.join(dir, 'js')}" }`,
+    `mqtt { listen: "${host}:${mqtt}" }`,
+    `websocket { listen: "${host}:${ws}", no_tls: true }`, '',
+  ].join('\n'));
+  const child = spawnWithFileLimit('nats-server', ['-c', conf]);
+  for (const port of [client, mqtt, ws]) await waitForPort(host, port, child, 'nats-server');
+  return { kind: 'nats', host, pid: child.pid!, ports: { mqtt, ws, wsPath: '/' }, stop: () => stopChild(child, dir) };
+}
+
+export async function startServer(kind: ServerKind, options: ServerOptions): Promise<ServerUnderTest> {
+  switch (kind) {
+    case 'junction': return startJunction(options);
+    case 'aedes': case 'ws': case 'fastify': case 'grpc': return startPeer(kind, options.host);
+    case 'mosquitto': return startMosquitto(options.host);
+    case 'nats': return startNats(options.host);
+    case 'external': return { kind, host: options.host, ports: options.ports, stop: () => Promise.resolve() };
+  }
+}

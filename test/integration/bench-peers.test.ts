@@ -1,0 +1,70 @@
+/**
+ * `junction bench` against the peers it compares Junction with (bare libraries of bench/peers,
+ * Mosquitto, NATS), and what it reports when things go wrong: a fake server that loses messages
+ * checks that the generator notices loss instead of reporting what it sent.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
+import { runCli } from '../helpers/cli.js';
+import { bench, expectComplete } from '../helpers/bench.js';
+
+describe('junction bench against peers', { timeout: 120_000 }, () => {
+  it('the bare libraries of bench/peers answer the same clients', async () => {
+    expectComplete(await bench(['http-publish', '--server', 'fastify', '--count', '300', '--connections', '4']), 300, 1);
+    expectComplete(await bench(['mqtt-pubsub', '--server', 'aedes', '--count', '300', '--subscribers', '2', '--qos', '1']), 300, 2);
+    expectComplete(await bench(['ws-fanout', '--server', 'ws', '--subscribers', '20', '--rate', '200', '--count', '100', '--qos', '1']), 100, 20);
+    expectComplete(await bench(['grpc-stream', '--server', 'grpc', '--count', '300']), 300, 1);
+  });
+
+  it('Mosquitto over MQTT and NATS over MQTT and WebSocket', async () => {
+    expectComplete(await bench(['mqtt-pubsub', '--server', 'mosquitto', '--count', '300', '--subscribers', '2', '--qos', '1']), 300, 2);
+    expectComplete(await bench(['mqtt-pubsub', '--server', 'nats', '--count', '300', '--qos', '1']), 300, 1);
+    expectComplete(await bench(['ws-fanout', '--server', 'nats', '--subscribers', '10', '--rate', '200', '--count', '100', '--qos', '1']), 100, 10);
+  });
+});
+
+describe('junction bench reports what went wrong', { timeout: 120_000 }, () => {
+  let fake: WebSocketServer | undefined;
+  afterEach(() => new Promise<void>((resolve) => { if (fake) fake.close(() => resolve()); else resolve(); }));
+
+  it('counts deliveries a lossy server never made', async () => {
+    // Acks every publish but forwards only every other one.
+    fake = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/ws' });
+    const subscribers = new Set<import('ws').WebSocket>();
+    let publishes = 0;
+    fake.on('connection', (socket) => {
+      socket.on('message', (data) => {
+        const frame = JSON.parse(String(data)) as { op: string; id?: string | number; key: string; payload?: string };
+        if (frame.op === 'subscribe') {
+          subscribers.add(socket);
+          socket.send(JSON.stringify({ op: 'ack', id: frame.id }));
+        } else if (frame.op === 'publish') {
+          if (publishes++ % 2 === 0) for (const s of subscribers) s.send(JSON.stringify({ op: 'message', sub: 's1', key: frame.key, payload: frame.payload }));
+          if (frame.id !== undefined) socket.send(JSON.stringify({ op: 'ack', id: frame.id }));
+        }
+      });
+    });
+    await new Promise((resolve) => fake!.once('listening', resolve));
+    const port = (fake.address() as { port: number }).port;
+    const result = await bench(['ws-fanout', '--server', 'external', '--http-port', String(port), '--subscribers', '3', '--rate', '200', '--count', '40', '--qos', '1', '--drain', '1']);
+    expect(result.sent).toBe(40);
+    expect(result.expected).toBe(120);
+    expect(result.received).toBe(60);
+    expect(result.serverProcess).toBeUndefined();
+  });
+
+  it('refuses options it cannot honour, with a message naming them', async () => {
+    const cases: [string[], RegExp][] = [
+      [['mqtt-pubsub', '--qos', '2'], /--qos: 0 or 1/],
+      [['mqtt-pubsub', '--server', 'fastify', '--duration', '1'], /mqtt-pubsub runs against junction, aedes, mosquitto, nats, external/],
+      [['teleport'], /unknown scenario "teleport"/],
+      [['http-publish', '--priority', '12'], /--priority: expected PRIORITY\[:WEIGHT\]/],
+      [['http-publish', '--duration', '-1'], /--duration: expected a number ≥ 0.1/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await runCli(['bench', ...args], { timeoutMs: 20_000 });
+      expect(run.code, args.join(' ')).toBe(1);
+      expect(run.stderr).toMatch(message);
+    }
+  });
+});
