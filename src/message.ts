@@ -1,5 +1,4 @@
 import { randomFillSync } from 'node:crypto';
-import { v7 as uuidv7 } from 'uuid';
 import { GatewayError } from './errors.js';
 
 export type Protocol = 'mqtt' | 'ws' | 'http' | 'grpc' | 'internal';
@@ -63,8 +62,37 @@ export interface MessageInit {
   retain?: boolean;
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+let lastIdMs = 0;
+let idSequence = 0;
+
+/**
+ * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, the version, a 12-bit counter that keeps
+ * ids made in the same millisecond in order (it starts at a random value below 2048 each
+ * millisecond; past 4095 the id borrows the next millisecond), the variant and 62 random bits.
+ * Written here rather than taken from the uuid package because it runs for every message: the
+ * package refills its random pool every 16 ids and costs about three times as much per id.
+ */
 export function newMessageId(): string {
-  return uuidv7();
+  let ms = Date.now();
+  if (ms > lastIdMs) {
+    lastIdMs = ms;
+    idSequence = randomByte() << 3 | randomByte() >> 5;
+  } else {
+    ms = lastIdMs;
+    if (++idSequence > 0xfff) {
+      ms = ++lastIdMs;
+      idSequence = randomByte() << 3 | randomByte() >> 5;
+    }
+  }
+  const high = Math.floor(ms / 0x10000);
+  const low = ms % 0x10000;
+  const r = takeRandom(8);
+  return HEX[(high >>> 24) & 0xff]! + HEX[(high >>> 16) & 0xff]! + HEX[(high >>> 8) & 0xff]! + HEX[high & 0xff]!
+    + '-' + HEX[low >>> 8]! + HEX[low & 0xff]!
+    + '-' + HEX[0x70 | (idSequence >>> 8)]! + HEX[idSequence & 0xff]!
+    + '-' + HEX[0x80 | (randomPool[r]! & 0x3f)]! + HEX[randomPool[r + 1]!]!
+    + '-' + HEX[randomPool[r + 2]!]! + HEX[randomPool[r + 3]!]! + HEX[randomPool[r + 4]!]! + HEX[randomPool[r + 5]!]! + HEX[randomPool[r + 6]!]! + HEX[randomPool[r + 7]!]!;
 }
 
 /**
@@ -113,23 +141,31 @@ export function isValidTraceparent(value: string | undefined): value is string {
 }
 
 /**
- * Random bytes for trace ids, drawn a block at a time: two randomBytes() calls per message
- * cost about 10 µs, a tenth of an MQTT publish through the gateway.
+ * Random bytes for message ids and trace ids, drawn a block at a time: randomBytes() calls per
+ * message cost about 10 µs, a tenth of an MQTT publish through the gateway.
  */
 const randomPool = Buffer.allocUnsafe(4096);
 let randomOffset = randomPool.length;
 
-function randomHex(bytes: number): string {
+/** Offset of `bytes` fresh random bytes in randomPool. */
+function takeRandom(bytes: number): number {
   if (randomOffset + bytes > randomPool.length) {
     randomFillSync(randomPool);
     randomOffset = 0;
   }
   randomOffset += bytes;
-  return randomPool.toString('hex', randomOffset - bytes, randomOffset);
+  return randomOffset - bytes;
 }
 
+function randomByte(): number {
+  return randomPool[takeRandom(1)]!;
+}
+
+/** A new trace: 16 random bytes of trace id and 8 of parent id, from one hex conversion. */
 export function newTraceparent(): string {
-  return `00-${randomHex(16)}-${randomHex(8)}-01`;
+  const at = takeRandom(24);
+  const hex = randomPool.toString('hex', at, at + 24);
+  return `00-${hex.slice(0, 32)}-${hex.slice(32)}-01`;
 }
 
 export function parsePriority(value: unknown): number | undefined {

@@ -38,9 +38,9 @@ const LATENCY_WINDOW_MS = 10_000;
 /** Bucket snapshots of the last LATENCY_WINDOW_MS, oldest first, shared by every open dashboard. */
 const history = new WeakMap<Gateway, { at: number; buckets: LatencyBuckets }[]>();
 
-async function recentLatency(gateway: Gateway): Promise<{ ingress: Record<string, Quantiles>; targets: Record<string, Quantiles> }> {
+function recentLatency(gateway: Gateway): { ingress: Record<string, Quantiles>; targets: Record<string, Quantiles> } {
   const now = Date.now();
-  const buckets = await gateway.metrics.latencyBuckets();
+  const buckets = gateway.metrics.latencyBuckets();
   const ring = history.get(gateway) ?? [];
   history.set(gateway, ring);
   while (ring.length > 1 && ring[1]!.at <= now - LATENCY_WINDOW_MS) ring.shift();
@@ -64,7 +64,7 @@ export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string
     version: gateway.version,
     status: gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting',
     totals: gateway.metrics.totals(),
-    latency: await recentLatency(gateway),
+    latency: recentLatency(gateway),
     targets,
     limiter: gateway.limiter.rejections,
     connections: gateway.connections(),

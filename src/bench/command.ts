@@ -71,7 +71,7 @@ export function resolveOptions(scenario: ScenarioName, raw: RawOptions): BenchOp
     priorities: expandPriorityMix(raw.priority),
     keepalive: number('keepalive', raw.keepalive, { min: 1 })!,
     // One worker per 5,000 clients keeps each well inside its open-files limit and its core.
-    workers: number('workers', raw.workers, { min: 1 }) ?? Math.min(8, Math.max(1, Math.ceil(clients / 5000))),
+    workers: number('workers', raw.workers, { min: 1 }) ?? defaults.workers ?? Math.min(8, Math.max(1, Math.ceil(clients / 5000))),
     json: raw.json === true,
     cpuProfileDir: raw.cpuProf,
   };

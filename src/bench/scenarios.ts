@@ -113,7 +113,8 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   'http-publish': {
     summary: 'POST /v1/messages/bench/http on N keep-alive connections, one request at a time each; latency until 202',
     servers: ['junction', 'fastify', 'external'],
-    defaults: { connections: 32, inflight: 1 },
+    // One worker at a bare fastify route is near a full core: two keep the generator out of the way.
+    defaults: { connections: 32, inflight: 1, workers: 2 },
     topology: (o) => ({
       publishers: publishers({ ...o, inflight: 1 }, 'http', o.connections, () => 'bench/http'),
       subscribers: [], idle: undefined, latencyKind: 'ack',
@@ -122,7 +123,8 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   'grpc-unary': {
     summary: 'Publish calls on N channels, `inflight` calls outstanding on each; latency until the PublishAck',
     servers: ['junction', 'grpc', 'external'],
-    defaults: { connections: 4, inflight: 32 },
+    // A grpc-js client costs more CPU per call than the server: two workers.
+    defaults: { connections: 4, inflight: 32, workers: 2 },
     topology: (o) => ({
       publishers: publishers(o, 'grpc', o.connections, () => 'bench/grpc'),
       subscribers: [], idle: undefined, latencyKind: 'ack',

@@ -82,6 +82,7 @@ describe('scenario topologies', () => {
 
   it('many connections get one worker per 5,000 clients', () => {
     expect(resolveOptions('ws-connections', { ...base, connections: '19000' }).workers).toBe(4);
-    expect(resolveOptions('http-publish', base).workers).toBe(1);
+    expect(resolveOptions('mqtt-pubsub', base).workers).toBe(1);
+    expect(resolveOptions('http-publish', base).workers).toBe(2);
   });
 });

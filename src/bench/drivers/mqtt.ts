@@ -17,7 +17,10 @@ function connect(ctx: ConnectionContext): Promise<Connection> {
   const { host, localAddress } = ctx;
   // Without noDelay, Nagle holds small publishes back until the server's delayed ACK, and the run
   // would measure TCP timers rather than the server.
-  const client = new MqttClient(() => net.connect({ host, port, localAddress, noDelay: true }), {
+  // mqtt.js adds a 'drain' listener per write that meets a full socket: an open-loop publisher
+  // ahead of a slow server has thousands at once, which is expected, not a leak.
+  const connect = () => net.connect({ host, port, localAddress, noDelay: true }).setMaxListeners(0);
+  const client = new MqttClient(connect, {
     protocolVersion: 4, clientId: ctx.clientId, clean: true, keepalive: ctx.keepaliveS,
     // A drop must be counted, not hidden by a reconnect.
     reconnectPeriod: 0, connectTimeout: 30_000,
