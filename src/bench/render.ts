@@ -67,6 +67,12 @@ function section(c: Comparison): string[] {
     row(head.map((_, i) => (i === 0 ? '---' : '---:'))),
     ...rows,
   ];
+  // A throughput limited by the load generator says nothing about the server: flag such runs.
+  const saturated = c.runs.filter((r) => r.loadGenerator.saturated);
+  if (saturated.length > 0) {
+    const servers = [...new Set(saturated.map((r) => r.server))].join(', ');
+    lines.push('', `Load generator saturated or behind schedule in ${saturated.length} of ${c.runs.length} runs (${mdText(servers)}): ${mdText(saturated[0]!.loadGenerator.note ?? '')}`);
+  }
   if (c.goal) {
     const detail = c.goal.detail ? ` ${mdText(c.goal.detail)}` : '';
     lines.push('', `Goal: ${mdText(c.goal.text)}: ${verdict(c.goal.met)}.${detail}`);

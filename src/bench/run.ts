@@ -206,6 +206,8 @@ function summarise(
     errors: sum((r) => r.counts.errors),
     errorSamples: [...new Set(results.flatMap((r) => r.errorSamples))].slice(0, 5),
     sentPerS: connectionsScenario ? 0 : round(sentMeasured / sendSeconds),
+    sentPerSByKey: Object.fromEntries([...new Set(results.flatMap((r) => Object.keys(r.sentMeasuredByKey)))]
+      .map((key) => [key, round(sum((r) => r.sentMeasuredByKey[key] ?? 0) / sendSeconds)])),
     receivedPerS: connectionsScenario ? 0 : round(receivedMeasured / receiveSeconds),
     latencyKind: topology.latencyKind,
     latency: histogram.summary(),

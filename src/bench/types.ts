@@ -88,6 +88,8 @@ export interface BenchResult {
   errorSamples: string[];
   /** rates over the measured window, from the end of the warm-up */
   sentPerS: number;
+  /** sends per second per key (mixed: one key per publishing protocol) */
+  sentPerSByKey: Record<string, number>;
   receivedPerS: number;
   /** the latency that matters for the scenario: delivery (end to end) or ack */
   latencyKind: 'delivery' | 'ack' | 'none';

@@ -58,6 +58,8 @@ export type WorkerMessage =
 export interface WorkerResult {
   counts: WorkerCounts;
   sentMeasured: number;
+  /** the same, per key: mixed runs have one key per publishing protocol */
+  sentMeasuredByKey: Record<string, number>;
   receivedMeasured: number;
   errorSamples: string[];
   delivery: string;
@@ -81,6 +83,7 @@ const ack = new LatencyHistogram();
 const errorSamples = new Set<string>();
 const connections: Closable[] = [];
 let sentMeasured = 0;
+const sentMeasuredByKey: Record<string, number> = {};
 let receivedMeasured = 0;
 let lastSendUs = 0;
 let lastReceiveUs = 0;
@@ -99,8 +102,9 @@ function noteError(error: string): void {
   if (errorSamples.size < 5) errorSamples.add(error);
 }
 
-function context(plan: WorkerPlan, n: number): ConnectionContext {
+function context(plan: WorkerPlan, n: number, inflight = 1): ConnectionContext {
   return {
+    inflight,
     scenario: plan.scenario, server: plan.server, host: plan.host, ports: plan.ports, localAddress: plan.localAddress,
     clientId: `bench-${process.pid}-${plan.index}-${n}`, qos: plan.qos, keepaliveS: plan.keepalive,
     onDrop: (reason) => {
@@ -166,9 +170,12 @@ class PublisherRun {
     this.#k++;
     this.#outstanding++;
     counts.sent++;
-    if (stampUs >= this.clock.measureFromUs) sentMeasured++;
-    lastSendUs = nowUs();
     const key = this.plan.key;
+    if (stampUs >= this.clock.measureFromUs) {
+      sentMeasured++;
+      sentMeasuredByKey[key] = (sentMeasuredByKey[key] ?? 0) + 1;
+    }
+    lastSendUs = nowUs();
     this.connection.publish(key, stampedPayload(stampUs, this.worker.payload, this.#padding), priority, (error) => {
       this.#outstanding--;
       if (error === undefined) {
@@ -217,7 +224,8 @@ async function connect(plan: WorkerPlan, publishers: PublisherConnection[]): Pro
   }
   const opened: PublisherConnection[] = new Array(plan.publishers.length);
   await openAll(plan.publishers.length, async (i) => {
-    opened[i] = await driverFor(plan.publishers[i]!.protocol).publisher(context(plan, n++));
+    const publisher = plan.publishers[i]!;
+    opened[i] = await driverFor(publisher.protocol).publisher(context(plan, n++, publisher.rate === undefined ? publisher.inflight : 1));
     return opened[i];
   }, (c) => connections.push(c));
   publishers.push(...opened);
@@ -264,7 +272,7 @@ async function stop(): Promise<void> {
   send({
     type: 'result',
     result: {
-      counts, sentMeasured, receivedMeasured, errorSamples: [...errorSamples],
+      counts, sentMeasured, sentMeasuredByKey, receivedMeasured, errorSamples: [...errorSamples],
       delivery: delivery.encode(), ack: ack.encode(), lastSendUs, lastReceiveUs,
       cpuSeconds: (cpu.user + cpu.system) / 1e6, wallSeconds: (nowUs() - wallAtGo) / 1e6, behindSchedule,
     },

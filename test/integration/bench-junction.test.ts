@@ -40,6 +40,7 @@ describe('junction bench against Junction', { timeout: 120_000 }, () => {
   it('mixed: each protocol publishes, the three others receive', async () => {
     const result = await bench(['mixed', '--count', '400', '--inflight', '4']);
     expectComplete(result, 400, 3);
+    expect(Object.keys(result.sentPerSByKey).sort()).toEqual(['bench/mixed/grpc', 'bench/mixed/http', 'bench/mixed/mqtt', 'bench/mixed/ws']);
   });
 
   it('connections scenarios hold every connection and report memory per connection', async () => {

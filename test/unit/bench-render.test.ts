@@ -14,7 +14,7 @@ function run(scenario: ScenarioName, server: ServerKind, receivedPerS: number, c
   return {
     scenario, server, options: {}, command: `junction bench ${scenario} --server ${server}`, machine,
     startedAt: '2026-11-23T10:00:00.000Z', durationS: 10, sent: receivedPerS * 10, received: receivedPerS * 10,
-    expected: receivedPerS * 10, errors: 0, errorSamples: [], sentPerS: receivedPerS, receivedPerS,
+    expected: receivedPerS * 10, errors: 0, errorSamples: [], sentPerS: receivedPerS, sentPerSByKey: {}, receivedPerS,
     latencyKind: connections ? 'none' : 'delivery',
     latency: { count: 1, mean: 1, p50: 1, p90: 1, p99: 1, p999: 1, max: 1 },
     ...(connections ? { connections } : {}),
@@ -95,6 +95,14 @@ describe('renderMarkdown', () => {
     expect(md).toContain('| junction | 2 | 0 |  | 1.23 | 12.3 | 45.7 | 100 | 31.3 | 0 | 0 | 9,995 / 10,000 | 1 | 6.13 |');
     expect(md).toContain('| ws | 1 | 0 | — | 1.23 | 12.3 | 45.7 | 100 | 31.3 | 0 | 0 | 10,000 / 10,000 | 0 | 4.88 |');
     expect(md).toContain('### 10k idle \\<\\&\\> sockets (`ws-connections`)');
+  });
+
+  it('flags comparisons whose load generator was the bottleneck', () => {
+    expect(md).not.toContain('Load generator saturated');
+    const comparison = fixture.comparisons[0]!;
+    const busy: BenchResult = { ...comparison.runs[1]!, loadGenerator: { workers: 1, busiestWorkerCpu: 0.97, saturated: true, note: 'a load worker used 97 % of a core' } };
+    const flagged = renderMarkdown({ ...fixture, comparisons: [{ ...comparison, runs: [comparison.runs[0]!, busy, ...comparison.runs.slice(2)] }] }, 'bench/results/chart.svg');
+    expect(flagged).toContain(`Load generator saturated or behind schedule in 1 of ${comparison.runs.length} runs (${busy.server}): a load worker used 97 % of a core`);
   });
 
   it('states each goal with its verdict', () => {

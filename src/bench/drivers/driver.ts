@@ -13,6 +13,8 @@ export interface ConnectionContext {
   clientId: string;
   qos: 0 | 1;
   keepaliveS: number;
+  /** a publisher's closed-loop window: HTTP opens that many connections so none waits in line */
+  inflight: number;
   /** called once if the connection closes while it should have stayed open */
   onDrop(reason: string): void;
 }

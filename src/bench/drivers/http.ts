@@ -1,4 +1,4 @@
-import { Client } from 'undici';
+import { Client, Pool } from 'undici';
 import { readStamp } from '../stamp.js';
 import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection } from './driver.js';
 
@@ -8,14 +8,15 @@ function origin(ctx: ConnectionContext): string {
 }
 
 /**
- * One keep-alive connection per publisher (undici Client, no pipelining): POST /v1/messages/KEY,
- * done on 202. Subscribers are Server-Sent Events streams of GET /v1/subscribe/KEY.
+ * A publisher keeps one keep-alive connection per message in flight (no pipelining): POST
+ * /v1/messages/KEY, done on 202. Subscribers are Server-Sent Events streams of GET
+ * /v1/subscribe/KEY.
  */
 export const httpDriver: ProtocolDriver = {
   protocol: 'http',
 
   async publisher(ctx): Promise<PublisherConnection> {
-    const client = new Client(origin(ctx), { localAddress: ctx.localAddress, keepAliveTimeout: 60_000 });
+    const client = new Pool(origin(ctx), { connections: ctx.inflight, localAddress: ctx.localAddress, keepAliveTimeout: 60_000 });
     return {
       publish(key, payload, priority, done) {
         client.request({
