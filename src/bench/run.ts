@@ -71,11 +71,11 @@ function total(workers: Worker[], pick: (c: WorkerCounts) => number): number {
 }
 
 /** Deliveries the subscribers should get: every accepted send times the subscribers of its key. */
-function expectedDeliveries(workers: Worker[], topology: Topology): number {
+function expectedDeliveries(counts: WorkerCounts[], topology: Topology): number {
   const subscribersOf = new Map<string, number>();
   for (const s of topology.subscribers) subscribersOf.set(s.key, (subscribersOf.get(s.key) ?? 0) + 1);
   let expected = 0;
-  for (const w of workers) for (const [key, n] of Object.entries(w.counts.acceptedByKey)) expected += n * (subscribersOf.get(key) ?? 0);
+  for (const c of counts) for (const [key, n] of Object.entries(c.acceptedByKey)) expected += n * (subscribersOf.get(key) ?? 0);
   return expected;
 }
 
@@ -147,7 +147,7 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
     let lastChange = Date.now();
     while (Date.now() < drainUntil && topology.subscribers.length > 0) {
       const received = total(workers, (c) => c.received);
-      if (received >= expectedDeliveries(workers, topology)) break;
+      if (received >= expectedDeliveries(workers.map((w) => w.counts), topology)) break;
       if (received !== last) { last = received; lastChange = Date.now(); } else if (Date.now() - lastChange > 1000) break;
       await sleep(50);
     }
@@ -183,7 +183,8 @@ function summarise(
   const receiveSeconds = requestStyle ? sendSeconds : Math.max(1e-3, (lastReceiveUs - clock.measureFromUs) / 1e6);
   const receivedMeasured = requestStyle ? histogram.count : sum((r) => r.receivedMeasured);
   const accepted = sum((r) => Object.values(r.counts.acceptedByKey).reduce((a, b) => a + b, 0));
-  const expected = requestStyle ? sum((r) => r.counts.sent) : expectedDeliveries(workers, topology);
+  // From the final counts: the workers' last progress reports may be a quarter of a second old.
+  const expected = requestStyle ? sum((r) => r.counts.sent) : expectedDeliveries(results.map((r) => r.counts), topology);
   const busiestWorkerCpu = Math.max(...results.map((r) => r.cpuSeconds / Math.max(1e-3, r.wallSeconds)));
   const behind = sum((r) => r.behindSchedule);
   const sentMeasured = sum((r) => r.sentMeasured);

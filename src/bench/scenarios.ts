@@ -142,7 +142,9 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   mixed: {
     summary: 'all four protocols at once: one publisher per protocol on bench/mixed/PROTOCOL, each key subscribed on the three other protocols',
     servers: ['junction', 'external'],
-    defaults: { qos: 1, inflight: 16 },
+    // 32 in flight: the HTTP publisher opens that many connections, and fewer made its requests
+    // queue at half the maximum rate. Two workers: sixteen clients in one process delayed sends.
+    defaults: { qos: 1, inflight: 32, workers: 2 },
     topology: (o) => ({
       publishers: MIXED_PROTOCOLS.flatMap((protocol) => publishers(
         { ...o, rate: o.rate === undefined ? undefined : o.rate / MIXED_PROTOCOLS.length, count: o.count === undefined ? undefined : Math.ceil(o.count / MIXED_PROTOCOLS.length) },

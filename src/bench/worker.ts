@@ -225,7 +225,7 @@ async function connect(plan: WorkerPlan, publishers: PublisherConnection[]): Pro
   const opened: PublisherConnection[] = new Array(plan.publishers.length);
   await openAll(plan.publishers.length, async (i) => {
     const publisher = plan.publishers[i]!;
-    opened[i] = await driverFor(publisher.protocol).publisher(context(plan, n++, publisher.rate === undefined ? publisher.inflight : 1));
+    opened[i] = await driverFor(publisher.protocol).publisher(context(plan, n++, publisher.inflight));
     return opened[i];
   }, (c) => connections.push(c));
   publishers.push(...opened);

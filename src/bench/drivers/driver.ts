@@ -13,7 +13,7 @@ export interface ConnectionContext {
   clientId: string;
   qos: 0 | 1;
   keepaliveS: number;
-  /** a publisher's closed-loop window: HTTP opens that many connections so none waits in line */
+  /** a publisher's window (`--inflight`): HTTP opens that many connections, so at a fixed rate too no request waits in line behind a slow one */
   inflight: number;
   /** called once if the connection closes while it should have stayed open */
   onDrop(reason: string): void;
