@@ -10,7 +10,7 @@ import { SingleBar } from 'cli-progress';
 import { LatencyHistogram } from './histogram.js';
 import { FootprintTracker, machineInfo } from './machine.js';
 import { SCENARIO_SPECS, type BenchOptions, type Topology } from './scenarios.js';
-import { startServer, type ServerUnderTest } from './server.js';
+import { killServers, startServer, type ServerUnderTest } from './server.js';
 import { nowUs } from './stamp.js';
 import type { BenchResult, ScenarioName } from './types.js';
 import type { ParentMessage, WorkerCounts, WorkerMessage, WorkerPlan, WorkerResult } from './worker.js';
@@ -113,7 +113,21 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
   }
   const topology = spec.topology(options);
   const startedAt = new Date().toISOString();
-  const server: ServerUnderTest = await startServer(options.server, { host: options.host, ports: options.ports, cpuProfileDir: options.cpuProfileDir });
+  // An interrupted run (Ctrl-C, a closed terminal) must not leave the server it started behind,
+  // even one still starting. Workers end by themselves when the parent goes.
+  const interrupted = (signal: NodeJS.Signals) => {
+    killServers();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const signal of signals) process.once(signal, interrupted);
+  let server: ServerUnderTest;
+  try {
+    server = await startServer(options.server, { host: options.host, ports: options.ports, cpuProfileDir: options.cpuProfileDir });
+  } catch (err) {
+    for (const signal of signals) process.off(signal, interrupted);
+    throw err;
+  }
   const tracker = server.pid === undefined ? undefined : new FootprintTracker(server.pid);
   const workers = Array.from({ length: options.workers }, (_, i) => new Worker(i));
   const progress = new Progress(!options.json && process.stderr.isTTY === true, options.warmup + options.duration + 10);
@@ -164,6 +178,7 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
     progress.stop();
     for (const w of workers) if (w.child.exitCode === null) w.child.kill();
     await server.stop();
+    for (const signal of signals) process.off(signal, interrupted);
   }
 }
 

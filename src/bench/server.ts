@@ -73,10 +73,20 @@ function hasCommand(command: string): boolean {
  * Starts the child through sh so its soft open-files limit is raised to the hard one: a server
  * holding 19,000 sockets needs it, and Node does not raise it by itself.
  */
+/** Servers started and not yet exited, so an interrupted run can stop them (children outlive a killed parent). */
+const running = new Set<ChildProcess>();
+
+/** Stops every server this process started; for a run interrupted at any point, even mid-start. */
+export function killServers(): void {
+  for (const child of running) child.kill('SIGTERM');
+}
+
 function spawnWithFileLimit(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
   const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', command, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'], env,
   });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   // Servers' own logs stay out of the report, but a pipe nobody reads would stall the server once
   // full; the tail is kept to explain an early exit.
   let tail = '';

@@ -3,9 +3,14 @@
  * Mosquitto, NATS), and what it reports when things go wrong: a fake server that loses messages
  * checks that the generator notices loss instead of reporting what it sent.
  */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { runCli } from '../helpers/cli.js';
+import { BIN, runCli } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
 import { bench, expectComplete } from '../helpers/bench.js';
 
 describe('junction bench against peers', { timeout: 120_000 }, () => {
@@ -53,6 +58,25 @@ describe('junction bench reports what went wrong', { timeout: 120_000 }, () => {
     expect(result.serverProcess).toBeUndefined();
   });
 
+  it('an interrupted run stops the server it started', async () => {
+    // The profile directory is unique to this run: the server is the process given it as --cpu-prof-dir.
+    const marker = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-interrupt-'));
+    const running = () => {
+      try {
+        return execFileSync('pgrep', ['-f', '--', `--cpu-prof-dir ${marker}`]).toString().trim().split('\n').length;
+      } catch {
+        return 0;
+      }
+    };
+    const child = spawn(process.execPath, [BIN, 'bench', 'ws-fanout', '--subscribers', '10', '--duration', '60', '--cpu-prof', marker], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    await eventually(() => expect(running()).toBeGreaterThan(0), 20_000);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    await eventually(() => expect(running()).toBe(0), 10_000);
+    await rm(marker, { recursive: true, force: true });
+  });
+
   it('refuses options it cannot honour, with a message naming them', async () => {
     const cases: [string[], RegExp][] = [
       [['mqtt-pubsub', '--qos', '2'], /--qos: 0 or 1/],
@@ -62,7 +86,7 @@ describe('junction bench reports what went wrong', { timeout: 120_000 }, () => {
       [['http-publish', '--duration', '-1'], /--duration: expected a number ≥ 0.1/],
     ];
     for (const [args, message] of cases) {
-      const run = await runCli(['bench', ...args], { timeoutMs: 20_000 });
+      const run = await runCli(['bench', ...args], 20_000);
       expect(run.code, args.join(' ')).toBe(1);
       expect(run.stderr).toMatch(message);
     }
