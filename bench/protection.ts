@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as hdr from 'hdr-histogram-js';
+import { median } from '../src/bench/medians.js';
 import { LocalBus } from '../src/bus.js';
 import type { RouteConfig } from '../src/config/schema.js';
 import { DeadLetterStore } from '../src/deadletter/store.js';
@@ -136,7 +137,6 @@ async function overload(store: DeadLetterStore): Promise<Record<string, { p50: n
   };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'junction-bench-'));

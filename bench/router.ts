@@ -9,6 +9,7 @@
 import os from 'node:os';
 import type { RouteConfig } from '../src/config/schema.js';
 import { compileRouteTable, type RoutableMessage, type RouteTable } from '../src/router/index.js';
+import { median } from '../src/bench/medians.js';
 
 const SIZES = [10, 1_000, 10_000];
 const RUNS = 5;
@@ -85,11 +86,6 @@ function measure(table: RouteTable, messages: readonly RoutableMessage[], count:
   for (let i = 0; i < count; i++) sink += table.match(messages[i & (KEY_POOL - 1)]!).matches.length;
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   return { rate: count / seconds, sink };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 interface Result {

@@ -10,6 +10,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { machineInfo } from '../../src/bench/machine.js';
+import { median, mediansOf } from '../../src/bench/medians.js';
 import { writeReport } from '../../src/bench/render.js';
 import { PACKAGE_ROOT } from '../../src/bench/server.js';
 import type { BenchResult, Comparison, ComparisonFile, ScenarioName, ServerKind, ServerMedians } from '../../src/bench/types.js';
@@ -94,33 +95,6 @@ function plans(): Plan[] {
         return { text: 'Mixed scenario at 50 % of its max rate: p99 end to end < 10 ms', met: p99 === undefined ? null : p99 < 10, detail: `at ${c.runs[0]?.targetRate ?? '—'} msgs/s (half of four times the slowest protocol's closed-loop rate, as the rate is split evenly): p99 ${p99 === undefined ? '—' : fixed(p99, 2)} ms (median of runs)` };
       } },
   ];
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-function mediansOf(runs: BenchResult[]): ServerMedians {
-  const m = (pick: (r: BenchResult) => number | undefined) => {
-    const values = runs.map(pick).filter((v): v is number => v !== undefined && Number.isFinite(v));
-    return values.length ? median(values) : null;
-  };
-  return {
-    runs: runs.length,
-    receivedPerS: m((r) => r.receivedPerS) ?? 0,
-    sentPerS: m((r) => r.sentPerS) ?? 0,
-    p50: m((r) => r.latency.p50) ?? 0,
-    p99: m((r) => r.latency.p99) ?? 0,
-    p999: m((r) => r.latency.p999) ?? 0,
-    peakRssBytes: m((r) => r.serverProcess?.peakRssBytes),
-    rssPerConnectionBytes: m((r) => r.connections?.rssPerConnectionBytes),
-    cpuSecondsPerMillion: m((r) => (r.serverProcess && r.received > 0 ? (r.serverProcess.cpuSeconds / r.received) * 1e6 : undefined)),
-    lost: m((r) => (r.latencyKind === 'delivery' ? Math.max(0, r.expected - r.received) : 0)) ?? 0,
-    errors: m((r) => r.errors) ?? 0,
-    dropped: m((r) => r.connections?.dropped),
-  };
 }
 
 function benchOnce(scenario: ScenarioName, args: string[], server: ServerKind): Promise<BenchResult> {

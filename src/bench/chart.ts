@@ -27,19 +27,6 @@ export function serverOrder(c: Comparison): Array<[string, ServerMedians]> {
   return [...entries.filter(([s]) => s === 'junction'), ...entries.filter(([s]) => s !== 'junction')];
 }
 
-/** ServerMedians has no connected/wanted figures, so they are taken from the runs. */
-export function connectionCounts(c: Comparison, server: string): { connected: number; wanted: number } | null {
-  const counts = c.runs.flatMap((r) => (r.server === server && r.connections ? [r.connections] : []));
-  if (counts.length === 0) return null;
-  return { connected: median(counts.map((x) => x.connected)), wanted: median(counts.map((x) => x.wanted)) };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
 export function escapeXml(text: string): string {
   return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
@@ -70,10 +57,9 @@ function panels(c: Comparison): [Panel, Panel] {
       {
         caption: 'connected / wanted (median)',
         max: 1,
-        bars: servers.map(([server]) => {
-          const n = connectionCounts(c, server);
-          if (!n) return { value: 0, label: '—' };
-          return { value: n.wanted > 0 ? n.connected / n.wanted : 0, label: `${formatCount(n.connected)} / ${formatCount(n.wanted)}` };
+        bars: servers.map(([, m]) => {
+          if (m.connected === null || m.wanted === null) return { value: 0, label: '—' };
+          return { value: m.wanted > 0 ? m.connected / m.wanted : 0, label: `${formatCount(m.connected)} / ${formatCount(m.wanted)}` };
         }),
       },
       {

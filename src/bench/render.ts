@@ -6,7 +6,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import {
-  connectionCounts, formatCount, formatRate, formatRatio, formatSig, isConnectionsScenario, renderChart, serverOrder,
+  formatCount, formatRate, formatRatio, formatSig, isConnectionsScenario, renderChart, serverOrder,
 } from './chart.js';
 import type { Comparison, ComparisonFile } from './types.js';
 
@@ -47,9 +47,8 @@ function section(c: Comparison): string[] {
       formatCount(m.errors),
     ];
     if (connections) {
-      const n = connectionCounts(c, server);
       cells.push(
-        n ? `${formatCount(n.connected)} / ${formatCount(n.wanted)}` : '—',
+        m.connected !== null && m.wanted !== null ? `${formatCount(m.connected)} / ${formatCount(m.wanted)}` : '—',
         orDash(m.dropped, formatCount),
         orDash(m.rssPerConnectionBytes, (b) => formatSig(b / 1024)),
       );

@@ -144,6 +144,9 @@ export interface ServerMedians {
   cpuSecondsPerMillion: number | null;
   lost: number;
   errors: number;
+  /** connection figures, null when the runs held no connections of their own */
+  connected: number | null;
+  wanted: number | null;
   dropped: number | null;
 }
 

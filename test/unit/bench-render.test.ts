@@ -25,7 +25,7 @@ function run(scenario: ScenarioName, server: ServerKind, receivedPerS: number, c
 function medians(m: Partial<ServerMedians> & Pick<ServerMedians, 'receivedPerS'>): ServerMedians {
   return {
     runs: 3, sentPerS: m.receivedPerS, p50: 1.234, p99: 12.345, p999: 45.678, peakRssBytes: 100 * 1024 * 1024,
-    rssPerConnectionBytes: null, cpuSecondsPerMillion: 31.25, lost: 0, errors: 0, dropped: null, ...m,
+    rssPerConnectionBytes: null, cpuSecondsPerMillion: 31.25, lost: 0, errors: 0, connected: null, wanted: null, dropped: null, ...m,
   };
 }
 
@@ -61,8 +61,8 @@ const fixture: ComparisonFile = {
         run('ws-connections', 'ws', 0, { wanted, connected: 10_000, failed: 0, dropped: 0, rssPerConnectionBytes: 5_000 }),
       ],
       medians: {
-        junction: medians({ receivedPerS: 0, runs: 2, rssPerConnectionBytes: 6_272.5, dropped: 1 }),
-        ws: medians({ receivedPerS: 0, runs: 1, rssPerConnectionBytes: 5_000, dropped: 0 }),
+        junction: medians({ receivedPerS: 0, runs: 2, rssPerConnectionBytes: 6_272.5, connected: 9_995, wanted, dropped: 1 }),
+        ws: medians({ receivedPerS: 0, runs: 1, rssPerConnectionBytes: 5_000, connected: 10_000, wanted, dropped: 0 }),
       },
       ratios: {},
     },
