@@ -77,12 +77,12 @@ export function newMessageId(): string {
   let ms = Date.now();
   if (ms > lastIdMs) {
     lastIdMs = ms;
-    idSequence = randomByte() << 3 | randomByte() >> 5;
+    idSequence = firstSequence();
   } else {
     ms = lastIdMs;
     if (++idSequence > 0xfff) {
       ms = ++lastIdMs;
-      idSequence = randomByte() << 3 | randomByte() >> 5;
+      idSequence = firstSequence();
     }
   }
   const high = Math.floor(ms / 0x10000);
@@ -157,8 +157,10 @@ function takeRandom(bytes: number): number {
   return randomOffset - bytes;
 }
 
-function randomByte(): number {
-  return randomPool[takeRandom(1)]!;
+/** A millisecond's first counter value: random, below 2048, so at least 2048 more ids fit in it. */
+function firstSequence(): number {
+  const at = takeRandom(2);
+  return randomPool[at]! << 3 | randomPool[at + 1]! >> 5;
 }
 
 /** A new trace: 16 random bytes of trace id and 8 of parent id, from one hex conversion. */

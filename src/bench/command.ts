@@ -47,18 +47,20 @@ export function resolveOptions(scenario: ScenarioName, raw: RawOptions): BenchOp
   const qos = number('qos', raw.qos) ?? defaults.qos ?? 0;
   if (qos > 1) throw new Error('--qos: 0 or 1');
   const duration = number('duration', raw.duration, { min: 0.1, integer: false }) ?? defaults.duration ?? 10;
-  const clients = connections + publishers + (number('subscribers', raw.subscribers) ?? defaults.subscribers ?? 1);
+  const subscribers = number('subscribers', raw.subscribers) ?? defaults.subscribers ?? 1;
+  const clients = connections + publishers + subscribers;
+  const httpPort = number('http-port', raw.httpPort, { min: 1 });
   return {
     server: raw.server,
     host: raw.host,
     ports: {
       ...(raw.mqttPort ? { mqtt: number('mqtt-port', raw.mqttPort, { min: 1 }) } : {}),
-      ...(raw.httpPort ? { http: number('http-port', raw.httpPort, { min: 1 }), ws: number('http-port', raw.httpPort, { min: 1 }), wsPath: raw.wsPath } : {}),
+      ...(httpPort ? { http: httpPort, ws: httpPort, wsPath: raw.wsPath } : {}),
       ...(raw.grpcPort ? { grpc: number('grpc-port', raw.grpcPort, { min: 1 }) } : {}),
     },
     connections,
     publishers,
-    subscribers: number('subscribers', raw.subscribers) ?? defaults.subscribers ?? 1,
+    subscribers,
     topics: number('topics', raw.topics, { min: 1 }) ?? publishers,
     rate,
     inflight: number('inflight', raw.inflight, { min: 1 }) ?? defaults.inflight ?? 1,

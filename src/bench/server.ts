@@ -39,18 +39,23 @@ export async function freePort(host: string): Promise<number> {
   });
 }
 
-async function waitForPort(host: string, port: number, child: ChildProcess, what: string): Promise<void> {
+/** Polls `check` every 100 ms for up to 20 s; a child that exits meanwhile fails at once. */
+async function waitUntil(child: ChildProcess, what: string, check: () => Promise<boolean>, goal: string): Promise<void> {
   const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
+  for (;;) {
     if (child.exitCode !== null) throw exitedEarly(child, what);
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect({ host, port }, () => { socket.destroy(); resolve(true); });
-      socket.once('error', () => resolve(false));
-    });
-    if (open) return;
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not ${goal} within 20 s`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new Error(`${what} did not listen on ${host}:${port} within 20 s`);
+}
+
+function waitForPort(host: string, port: number, child: ChildProcess, what: string): Promise<void> {
+  const accepts = () => new Promise<boolean>((resolve) => {
+    const socket = net.connect({ host, port }, () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+  return waitUntil(child, what, accepts, `listen on ${host}:${port}`);
 }
 
 /** Resolves once the child prints READY (bench/peers/ scripts do). */
@@ -127,14 +132,7 @@ async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
     JUNCTION_HTTP_PORT: String(http), JUNCTION_MQTT_PORT: String(mqtt), JUNCTION_GRPC_PORT: String(grpc),
     JUNCTION_ADMIN_PORT: String(admin), JUNCTION_DEADLETTER: path.join(dir, 'deadletter.jsonl'),
   });
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw exitedEarly(child, 'junction');
-    const ready = await fetch(`http://${host}:${admin}/readyz`).then((r) => r.ok, () => false);
-    if (ready) break;
-    if (Date.now() > deadline) throw new Error('junction was not ready within 20 s');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitUntil(child, 'junction', () => fetch(`http://${host}:${admin}/readyz`).then((r) => r.ok, () => false), 'become ready');
   return {
     kind: 'junction', host, pid: child.pid!,
     ports: { http, ws: http, wsPath: '/ws', mqtt, grpc },

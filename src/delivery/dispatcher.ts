@@ -7,6 +7,7 @@ import type { RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
 import type { IngressLimiter } from '../protection/ingress-limiter.js';
 import type { DispatchObserver } from '../metrics.js';
+import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import type { Settlement, TargetLane } from './target-lane.js';
 
@@ -101,23 +102,27 @@ export class Dispatcher {
       : undefined;
     // Downstream calls and deliveries continue this trace as children of the ingress span.
     if (span) message.traceparent = traceparentOf(span);
-    const accepted = (result: DispatchResult): DispatchResult => {
-      this.counters.accepted++;
-      this.#deps.observer?.accepted(message.source.protocol, (performance.now() - started) / 1000);
-      endSpan(span);
-      return result;
-    };
-    const refused = (err: unknown): GatewayError => {
-      this.counters.rejected++;
-      endSpan(span, err);
-      return toGatewayError(err);
-    };
     try {
       const routed = this.#route(message, this.#snapshot, options);
-      return routed instanceof Promise ? routed.then(accepted, (err: unknown) => { throw refused(err); }) : Promise.resolve(accepted(routed));
+      // Closures only when routing went asynchronous: the synchronous case is the common one.
+      if (!(routed instanceof Promise)) return Promise.resolve(this.#accepted(message, started, span, routed));
+      return routed.then((result) => this.#accepted(message, started, span, result), (err: unknown) => { throw this.#refused(span, err); });
     } catch (err) {
-      return Promise.reject(refused(err));
+      return Promise.reject(this.#refused(span, err));
     }
+  }
+
+  #accepted(message: Message, started: number, span: Span | undefined, result: DispatchResult): DispatchResult {
+    this.counters.accepted++;
+    this.#deps.observer?.accepted(message.source.protocol, (performance.now() - started) / 1000);
+    endSpan(span);
+    return result;
+  }
+
+  #refused(span: Span | undefined, err: unknown): GatewayError {
+    this.counters.rejected++;
+    endSpan(span, err);
+    return toGatewayError(err);
   }
 
   /** A result now when every target took the message synchronously, else a promise of it. */
