@@ -18,6 +18,18 @@ export default tseslint.config(
     languageOptions: { sourceType: 'script', globals: { document: 'readonly', location: 'readonly', EventSource: 'readonly', uPlot: 'readonly', URLSearchParams: 'readonly' } },
   },
   {
+    // An adapter reaches the core only through its public module, and no adapter reaches into another's folder.
+    files: ['adapters/*/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{
+          regex: '^\\.\\./(?!\\.\\./src/index\\.js$)',
+          message: 'adapters import the core from src/index.js only, and nothing from another adapter\'s folder',
+        }],
+      }],
+    },
+  },
+  {
     files: ['test/**', 'bench/**', 'src/cli.ts', 'bin/**'],
     rules: { 'no-console': 'off' },
   },

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as hdr from 'hdr-histogram-js';
 import { median } from '../src/bench/medians.js';
-import { LocalBus } from '../src/bus.js';
+import { LocalBus } from '../src/bus/index.js';
 import type { RouteConfig } from '../src/config/schema.js';
 import { DeadLetterStore } from '../src/deadletter/store.js';
 import { Dispatcher } from '../src/delivery/dispatcher.js';
@@ -64,7 +64,7 @@ function dispatcher(target: Target, lane: LaneOptions, limited: boolean, store: 
   const routes = limited ? ROUTES : ROUTES.map((r) => ({ ...r, rateLimit: undefined }));
   const d = new Dispatcher(
     { table: compileRouteTable(routes as RouteConfig[], 'drop'), lanes: new Map([[target.name, targetLane]]), requestTimeoutMs: 5000 },
-    { bus: new LocalBus(), deadletter: store, logger: silentLogger(), ...(limited ? { limiter: new IngressLimiter() } : {}) },
+    { bus: new LocalBus((err) => { throw err; }), deadletter: store, logger: silentLogger(), ...(limited ? { limiter: new IngressLimiter() } : {}) },
   );
   return { dispatcher: d, lane: targetLane };
 }

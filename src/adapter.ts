@@ -1,26 +1,60 @@
 import type { AddressInfo } from 'node:net';
-import type { FastifyInstance } from 'fastify';
-import type { Bus } from './bus.js';
-import type { GatewayConfig } from './config/types.js';
-import type { Dispatcher } from './delivery/dispatcher.js';
-import type { Logger } from './log.js';
+import type { FastifyPluginCallback } from 'fastify';
+import type { AccessControl } from './auth/index.js';
+import type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
+import type { ListenerConfig } from './config/schema.js';
+import type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
 import type { ErrorCode } from './errors.js';
-import type { Protocol } from './message.js';
+import type { Logger } from './log.js';
+import type { Message, Protocol } from './message.js';
 
-/** The core as an adapter sees it: its only way in is `dispatcher.dispatch(message)`. */
-export interface AdapterContext {
-  readonly dispatcher: Dispatcher;
-  readonly bus: Bus;
+/** Options for the one WebSocket server behind every WebSocket path of the HTTP listener. */
+export interface WebSocketServerNeeds {
+  /** the largest frame this adapter accepts; the server takes the largest any adapter asks for */
+  maxPayload: number;
+  /** permessage-deflate; on when any adapter asks for it */
+  perMessageDeflate?: boolean;
+}
+
+/** The shared HTTP listener, as an adapter mounts its paths on it (`/v1/*`, `/ws`, `/mqtt`). */
+export interface HttpMount {
+  /** Registers routes, hooks and parsers in a scope of their own; call it from `register()`. */
+  register(plugin: FastifyPluginCallback): void;
+  /** Declares what the adapter's WebSocket paths need of the shared WebSocket server. */
+  webSocket(needs: WebSocketServerNeeds): void;
+}
+
+/**
+ * The core as an adapter sees it, and all of it: an adapter turns its protocol into `dispatch`
+ * calls and bus subscriptions, and answers with the results.
+ */
+export interface AdapterContext<Settings = unknown> {
+  readonly protocol: Protocol;
   readonly logger: Logger;
-  /** the configuration in force now; it changes on reload */
-  config(): GatewayConfig;
-  /** the shared HTTP listener, for adapters that mount paths on it (HTTP API, /ws, /mqtt) */
-  readonly http: FastifyInstance | undefined;
   /**
-   * Counts a refusal as the sender sees it (`junction_rejections_total`): every error an adapter
-   * answers with, whether it came from its own checks or from `dispatch`.
+   * Routes one message. Resolves once it is accepted (the moment to acknowledge); rejects with a
+   * GatewayError, whose code the adapter answers in its protocol's terms (src/errors.ts).
    */
-  countRejection(protocol: Protocol, code: ErrorCode): void;
+  dispatch(message: Message, options?: DispatchOptions): Promise<DispatchResult>;
+  /** Subscribes to the core bus: deliveries of every key the pattern matches, whatever protocol published them. */
+  subscribe(pattern: string, handler: BusHandler, options?: SubscribeOptions): Promise<BusSubscription>;
+  /** Every message published on the bus, for an engine that matches subscriptions itself (the MQTT broker). */
+  subscribeAll(handler: BusHandler): Promise<BusSubscription>;
+  /** The adapter's own section of the configuration in force; a reload may change it. */
+  settings(): Settings;
+  /** `listeners.<protocol>` in force, when the adapter has a listener of its own and it is configured. */
+  listener(): ListenerConfig | undefined;
+  /** the largest payload accepted on any protocol (limits.maxPayloadSize) in force */
+  maxPayloadSize(): number;
+  /** Authentication and ACL of the configuration in force, shared by every protocol. */
+  access(): AccessControl;
+  /** The shared HTTP listener, when `listeners.http` is configured. */
+  readonly http: HttpMount | undefined;
+  /**
+   * Counts a refusal as the sender sees it (`junction_rejections_total`, /admin/stats): call it
+   * from the one place the adapter answers an error, for its own checks and `dispatch`'s alike.
+   */
+  refused(code: ErrorCode): void;
 }
 
 /** One open client connection, for /admin/connections. */
@@ -34,21 +68,38 @@ export interface ConnectionInfo {
 }
 
 /**
- * One protocol's glue. `register` runs before the HTTP listener binds (to mount routes on it);
- * `start` binds the adapter's own listener, if any; `stop` stops accepting, lets work in flight
- * finish until the deadline (ms since epoch), then closes. Both start and stop are idempotent.
+ * What an adapter counts beyond refusals (which `refused` counts): drops, slow consumers closed,
+ * connections refused at a limit… Counters only grow (`junction_adapter_events_total`); gauges
+ * are levels (`junction_adapter_level`). Names are camelCase and listed in docs/<protocol>.md.
+ */
+export interface AdapterStats {
+  counters: Readonly<Record<string, number>>;
+  gauges?: Readonly<Record<string, number>>;
+}
+
+/**
+ * One protocol's glue. `register` runs before the HTTP listener binds (to mount paths on it and
+ * subscribe to the bus); `start` binds the adapter's own listener, if any; `stop` stops
+ * accepting, lets work in flight finish until the deadline (ms since epoch), then closes. Both
+ * start and stop are idempotent.
  */
 export interface Adapter {
-  readonly protocol: Protocol;
   register?(): Promise<void> | void;
   start(): Promise<void>;
   stop(deadline: number): Promise<void>;
   /** the address of the adapter's own listener, once started */
   address?(): AddressInfo | undefined;
-  /** open client connections, for /admin and metrics */
-  connections?(): number;
+  /** open client connections */
+  connections(): number;
   /** up to `limit` open connections, for /admin/connections */
   listConnections?(limit: number): ConnectionInfo[];
+  stats(): AdapterStats;
 }
 
-export type AdapterFactory = (ctx: AdapterContext) => Adapter;
+/** A protocol, registered by name: the gateway runs one adapter per registration. */
+export interface ProtocolRegistration<Settings = unknown> {
+  readonly protocol: Protocol;
+  /** the key of its own section in gateway.yaml (e.g. `mqtt`, `websocket`), handed to it as `settings()` */
+  readonly section?: string;
+  create(ctx: AdapterContext<Settings>): Adapter;
+}

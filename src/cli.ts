@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { builtinAdapters } from '../adapters/index.js';
+import { builtinProtocols } from '../adapters/index.js';
 import { loadConfigFile } from './config/load.js';
 import { ConfigError, formatIssue, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { Gateway, ListenerError } from './gateway.js';
@@ -36,7 +36,7 @@ async function start(options: { config: string }): Promise<void> {
   for (const warning of warnings) logger.warn({ warning: formatIssue(warning) }, 'config warning');
   let gateway: Gateway;
   try {
-    gateway = await Gateway.start(config, { logger, adapters: builtinAdapters, watchConfig: true });
+    gateway = await Gateway.start(config, { logger, protocols: builtinProtocols, watchConfig: true });
   } catch (err) {
     if (err instanceof ListenerError || (err instanceof Error && err.message.startsWith('targets.'))) {
       console.error(err.message);

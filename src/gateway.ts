@@ -2,8 +2,9 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import { watch, type FSWatcher } from 'chokidar';
-import type { Adapter, AdapterContext, AdapterFactory } from './adapter.js';
-import { LocalBus, type Bus } from './bus.js';
+import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, ProtocolRegistration, WebSocketServerNeeds } from './adapter.js';
+import { accessControl } from './auth/index.js';
+import { LocalBus, type Bus } from './bus/index.js';
 import { loadConfigFile } from './config/load.js';
 import type { ConfigIssue, GatewayConfig } from './config/types.js';
 import { ConfigError } from './config/types.js';
@@ -28,7 +29,8 @@ export type ListenerName = 'http' | 'mqtt' | 'grpc' | 'admin';
 
 export interface GatewayOptions {
   logger: Logger;
-  adapters: AdapterFactory[];
+  /** the protocols to run: one adapter each */
+  protocols: readonly ProtocolRegistration[];
   /** target types beyond the built-in ones */
   targetTypes?: TargetFactory[];
   /** reload when the config file changes */
@@ -83,7 +85,7 @@ export class Gateway {
   readonly bus: Bus;
   readonly dispatcher: Dispatcher;
   readonly deadletter: DeadLetterStore;
-  readonly adapters: Adapter[] = [];
+  readonly #adapters = new Map<Protocol, Adapter>();
   #config: GatewayConfig;
   #version = 1;
   readonly #registry = new TargetRegistry();
@@ -106,7 +108,7 @@ export class Gateway {
     this.#config = config;
     this.logger = options.logger;
     for (const factory of [...DEFAULT_TARGET_TYPES, ...(options.targetTypes ?? [])]) this.#registry.register(factory);
-    this.bus = new LocalBus();
+    this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
     this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
     this.archive = new DeadLetterArchive(config.deadletter.path);
     this.metrics = new GatewayMetrics({
@@ -115,6 +117,7 @@ export class Gateway {
       limiterRejections: () => this.limiter.rejections,
       reloads: () => this.reloads,
       subscriptions: () => this.bus.subscriptionCount,
+      adapters: () => this.adapterStats(),
     });
     this.dispatcher = new Dispatcher(this.#buildSnapshot(config), { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
   }
@@ -149,39 +152,25 @@ export class Gateway {
 
   async #start(options: GatewayOptions): Promise<void> {
     const { listeners } = this.#config;
-    if (listeners.http) {
-      // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
-      this.#http = Fastify({ logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false });
-      // One WebSocket server serves every WS path (/ws, /mqtt), so its options are set once here.
-      // The largest frame either protocol accepts; each adapter enforces its own limit below it.
-      const { websocket, mqtt } = this.#config;
-      await this.#http.register(fastifyWebsocket, {
-        options: { maxPayload: Math.max(websocket.maxFrameSize, mqtt.maxPacketSize), perMessageDeflate: websocket.perMessageDeflate },
-      });
-    }
+    const http = listeners.http ? this.#httpListener() : undefined;
     // The admin listener comes up first, so /readyz can say "starting" while the rest binds.
     if (listeners.admin) {
       const admin = await startAdminServer(this);
       this.#admin = admin;
       await this.#listen('admin', admin, listeners.admin.host, listeners.admin.port);
     }
-    const ctx: AdapterContext = {
-      dispatcher: this.dispatcher,
-      bus: this.bus,
-      logger: this.logger,
-      config: () => this.#config,
-      http: this.#http,
-      countRejection: (protocol, code) => this.metrics.rejected(protocol, code),
-    };
-    for (const factory of options.adapters) this.adapters.push(factory(ctx));
-    for (const adapter of this.adapters) await adapter.register?.();
+    for (const registration of options.protocols) {
+      if (this.#adapters.has(registration.protocol)) throw new Error(`protocol ${registration.protocol} is registered twice`);
+      this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
+    }
+    for (const adapter of this.#adapters.values()) await adapter.register?.();
     if (this.#http && listeners.http) {
       await this.#listen('http', this.#http, listeners.http.host, listeners.http.port);
     }
-    for (const adapter of this.adapters) {
+    for (const [protocol, adapter] of this.#adapters) {
       await adapter.start();
       const address = adapter.address?.();
-      if (address) this.logger.info({ listener: adapter.protocol, address: `${address.address}:${address.port}` }, 'listener up');
+      if (address) this.logger.info({ listener: protocol, address: `${address.address}:${address.port}` }, 'listener up');
     }
     if (options.watchConfig && this.#config.file) {
       this.#watcher = watch(this.#config.file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 50 } });
@@ -190,6 +179,53 @@ export class Gateway {
     }
     this.#ready = true;
     this.logger.info({ version: this.#version, routes: this.#config.routes.length, targets: Object.keys(this.#config.targets).length }, 'gateway ready');
+  }
+
+  /**
+   * The shared HTTP listener. Its one WebSocket server serves every WebSocket path (/ws, /mqtt),
+   * so its options are settled when the listener starts, from what the adapters declared.
+   */
+  #httpListener(): HttpMount {
+    // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
+    const app = Fastify({ logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false });
+    this.#http = app;
+    const needs: WebSocketServerNeeds = { maxPayload: 1, perMessageDeflate: false };
+    void app.register(fastifyWebsocket, () => ({ options: { maxPayload: needs.maxPayload, perMessageDeflate: needs.perMessageDeflate } }));
+    return {
+      register: (plugin) => void app.register(plugin),
+      webSocket: (declared) => {
+        needs.maxPayload = Math.max(needs.maxPayload, declared.maxPayload);
+        needs.perMessageDeflate ||= declared.perMessageDeflate === true;
+      },
+    };
+  }
+
+  /** What one adapter gets of the core: see AdapterContext. */
+  #context(registration: ProtocolRegistration, http: HttpMount | undefined): AdapterContext {
+    const { protocol, section } = registration;
+    return {
+      protocol,
+      logger: this.logger,
+      dispatch: (message, options) => this.dispatcher.dispatch(message, options),
+      subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
+      subscribeAll: (handler) => this.bus.subscribeAll(handler),
+      settings: () => (section === undefined ? undefined : (this.#config as unknown as Record<string, unknown>)[section]),
+      listener: () => this.#config.listeners[protocol as ListenerName],
+      maxPayloadSize: () => this.#config.limits.maxPayloadSize,
+      access: () => accessControl(this.#config.auth),
+      http,
+      refused: (code) => this.metrics.rejected(protocol, code),
+    };
+  }
+
+  /** The adapter of a protocol, when it runs. */
+  adapter(protocol: Protocol): Adapter | undefined {
+    return this.#adapters.get(protocol);
+  }
+
+  /** Each running adapter's counters and levels, by protocol. */
+  adapterStats(): Map<Protocol, AdapterStats> {
+    return new Map([...this.#adapters].map(([protocol, adapter]) => [protocol, adapter.stats()]));
   }
 
   async #listen(name: ListenerName, app: FastifyInstance, host: string, port: number): Promise<void> {
@@ -205,7 +241,7 @@ export class Gateway {
   address(name: ListenerName): AddressInfo | undefined {
     if (name === 'http') return this.#http?.server.address() as AddressInfo | undefined ?? undefined;
     if (name === 'admin') return this.#admin?.server.address() as AddressInfo | undefined ?? undefined;
-    return this.adapters.find((a) => a.protocol === name)?.address?.();
+    return this.#adapters.get(name)?.address?.();
   }
 
   /** Targets whose config did not change keep running (and their connections); others are replaced. */
@@ -309,10 +345,18 @@ export class Gateway {
   /** open client connections per protocol */
   connections(): Partial<Record<Protocol, number>> {
     const counts: Partial<Record<Protocol, number>> = {};
-    for (const adapter of this.adapters) {
-      if (adapter.connections) counts[adapter.protocol] = (counts[adapter.protocol] ?? 0) + adapter.connections();
-    }
+    for (const [protocol, adapter] of this.#adapters) counts[protocol] = adapter.connections();
     return counts;
+  }
+
+  /** up to `limit` open client connections, protocol by protocol */
+  listConnections(limit: number): ConnectionInfo[] {
+    const list: ConnectionInfo[] = [];
+    for (const adapter of this.#adapters.values()) {
+      if (list.length >= limit) break;
+      list.push(...(adapter.listConnections?.(limit - list.length) ?? []));
+    }
+    return list;
   }
 
   /** the running target lanes by name */
@@ -371,7 +415,7 @@ export class Gateway {
     const deadline = Date.now() + this.#config.shutdown.drainTimeout;
     this.logger.info({ drainTimeoutMs: this.#config.shutdown.drainTimeout }, 'draining');
     await this.#watcher?.close();
-    await Promise.all(this.adapters.map((adapter) => adapter.stop(deadline)));
+    await Promise.all([...this.#adapters.values()].map((adapter) => adapter.stop(deadline)));
     await this.#http?.close();
     const lanes = [...this.#targets.values()].map((t) => t.lane);
     const remaining = Math.max(0, deadline - Date.now());

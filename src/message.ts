@@ -1,5 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { GatewayError } from './errors.js';
+import { keyProblem } from './topic/rules.js';
 
 export type Protocol = 'mqtt' | 'ws' | 'http' | 'grpc' | 'internal';
 export const PROTOCOLS: readonly Protocol[] = ['mqtt', 'ws', 'http', 'grpc', 'internal'];
@@ -10,8 +11,6 @@ export type QoS = 0 | 1 | 2;
 export const MIN_PRIORITY = 0;
 export const MAX_PRIORITY = 9;
 export const DEFAULT_PRIORITY = 4;
-/** MQTT topic names are length-prefixed with 16 bits [MQTT-1.5.3]. */
-export const MAX_KEY_BYTES = 65535;
 
 export interface MessageSource {
   protocol: Protocol;
@@ -93,41 +92,6 @@ export function newMessageId(): string {
     + '-' + HEX[0x70 | (idSequence >>> 8)]! + HEX[idSequence & 0xff]!
     + '-' + HEX[0x80 | (randomPool[r]! & 0x3f)]! + HEX[randomPool[r + 1]!]!
     + '-' + HEX[randomPool[r + 2]!]! + HEX[randomPool[r + 3]!]! + HEX[randomPool[r + 4]!]! + HEX[randomPool[r + 5]!]! + HEX[randomPool[r + 6]!]! + HEX[randomPool[r + 7]!]!;
-}
-
-/**
- * Checks a route key against the MQTT topic-name rules [MQTT-4.7.1-1], [MQTT-4.7.3-1..3]:
- * at least one character, no wildcards, no NUL, at most 65535 UTF-8 bytes.
- * Returns what is wrong, or undefined when the key is valid.
- */
-export function keyProblem(key: string): string | undefined {
-  if (typeof key !== 'string' || key.length === 0) return 'key must not be empty';
-  if (key.includes('+') || key.includes('#')) return 'key must not contain the wildcards + or #';
-  if (key.includes('\u0000')) return 'key must not contain NUL';
-  if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) {
-    return `key must be at most ${MAX_KEY_BYTES} bytes of UTF-8`;
-  }
-  if (!key.isWellFormed()) return 'key must be well-formed UTF-8';
-  return undefined;
-}
-
-/**
- * Checks a subscription pattern against the MQTT topic-filter rules [MQTT-4.7.1-2], [MQTT-4.7.1-3]:
- * `#` only as the whole last level, `+` only as a whole level.
- */
-export function patternProblem(pattern: string): string | undefined {
-  if (typeof pattern !== 'string' || pattern.length === 0) return 'pattern must not be empty';
-  if (pattern.includes('\u0000')) return 'pattern must not contain NUL';
-  if (Buffer.byteLength(pattern, 'utf8') > MAX_KEY_BYTES) return `pattern must be at most ${MAX_KEY_BYTES} bytes of UTF-8`;
-  const levels = pattern.split('/');
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i]!;
-    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) {
-      return '# must be a whole level and the last one';
-    }
-    if (level.includes('+') && level !== '+') return '+ must be a whole level';
-  }
-  return undefined;
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;

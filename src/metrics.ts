@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
+import type { AdapterStats } from './adapter.js';
 import type { Protocol } from './message.js';
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
@@ -9,6 +10,7 @@ export interface MetricsSource {
   limiterRejections(): Record<string, number>;
   reloads(): { ok: number; refused: number };
   subscriptions(): number;
+  adapters(): ReadonlyMap<Protocol, AdapterStats>;
 }
 
 /** Per-message events, recorded into plain maps on the hot path and exported at scrape time. */
@@ -180,6 +182,24 @@ export class GatewayMetrics implements DispatchObserver {
       collect() { this.set(source.subscriptions()); },
     });
     new Counter({
+      name: 'junction_adapter_events_total', help: 'What each protocol adapter counts beyond refusals (drops, slow consumers closed, limits hit), by event; docs/<protocol>.md lists them', labelNames: ['protocol', 'event'], registers,
+      collect() {
+        this.reset();
+        for (const [protocol, stats] of source.adapters()) {
+          for (const [event, n] of Object.entries(stats.counters)) this.inc({ protocol, event }, n);
+        }
+      },
+    });
+    new Gauge({
+      name: 'junction_adapter_level', help: 'Levels each protocol adapter reports (e.g. the largest outbound backlog), by name', labelNames: ['protocol', 'name'], registers,
+      collect() {
+        this.reset();
+        for (const [protocol, stats] of source.adapters()) {
+          for (const [name, n] of Object.entries(stats.gauges ?? {})) this.set({ protocol, name }, n);
+        }
+      },
+    });
+    new Counter({
       name: 'junction_limiter_rejections_total', help: 'Messages refused by a token bucket, by scope', labelNames: ['scope'], registers,
       collect() {
         this.reset();
@@ -232,6 +252,13 @@ export class GatewayMetrics implements DispatchObserver {
   /** Cumulative bucket counts of the two latency histograms, by label value, for windowed quantiles. */
   latencyBuckets(): LatencyBuckets {
     return { ingress: bucketsOf(this.#accepted.get(), 'protocol'), targets: bucketsOf(this.#calls.get(), 'target') };
+  }
+
+  /** refusals by protocol, then code */
+  rejections(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const [code, protocol, n] of this.#rejected.entries()) (out[protocol] ??= {})[code] = n;
+    return out;
   }
 
   /** totals by protocol, for the dashboard's rates */

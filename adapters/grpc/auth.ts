@@ -1,5 +1,5 @@
 import type { Metadata } from '@grpc/grpc-js';
-import { accessControl, GatewayError, tokenFromAuthorization, type GatewayConfig, type Identity, type Message } from '../../src/index.js';
+import { GatewayError, tokenFromAuthorization, type AccessControl, type Identity, type Message } from '../../src/index.js';
 
 /** How long a responder may answer a request it was handed, and how many such grants are kept. */
 const REPLY_GRANT_TTL_MS = 10 * 60_000;
@@ -11,9 +11,9 @@ const INBOX_PREFIX = '_inbox/';
  * credentials (`authorization` metadata, Bearer or Basic, as on HTTP and WebSocket); the shared
  * auth layer remembers verified secrets, so a call does not pay the password hash each time.
  */
-export function identify(metadata: Metadata, auth: GatewayConfig['auth']): Promise<Identity> {
+export function identify(metadata: Metadata, access: AccessControl): Promise<Identity> {
   const value = metadata.get('authorization')[0];
-  return accessControl(auth).authenticateToken(value === undefined ? undefined : tokenFromAuthorization(String(value)));
+  return access.authenticateToken(value === undefined ? undefined : tokenFromAuthorization(String(value)));
 }
 
 /**

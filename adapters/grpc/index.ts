@@ -6,8 +6,8 @@ import {
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
-  accessControl, GatewayError, ListenerError, newMessageId, patternProblem, toGatewayError,
-  type Adapter, type AdapterContext, type GatewayConfig, type Identity, type Message,
+  GatewayError, ListenerError, newMessageId, patternProblem, toGatewayError,
+  type Adapter, type AdapterContext, type AdapterStats, type GatewayConfig, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify, ReplyGrants } from './auth.js';
 import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
@@ -17,15 +17,10 @@ import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
 
-export interface GrpcAdapterStats extends SubscriberCounters {
-  /** calls refused because their deadline had passed before they were read */
-  pastDeadline: number;
-  subscribers: number;
-  publishStreams: number;
-}
+export type GrpcSettings = GatewayConfig['grpc'];
 
 /** grpc-js server options from the `grpc:` config section. */
-export function serverOptions(config: GatewayConfig['grpc']): Record<string, number> {
+export function serverOptions(config: GrpcSettings): Record<string, number> {
   return {
     'grpc.max_receive_message_length': config.maxReceiveMessageSize,
     'grpc.keepalive_time_ms': config.keepalive.time,
@@ -41,12 +36,12 @@ export function serverOptions(config: GatewayConfig['grpc']): Record<string, num
  * health service (SERVING; NOT_SERVING while draining) and server reflection.
  */
 export class GrpcAdapter implements Adapter {
-  readonly protocol = 'grpc' as const;
-  readonly #ctx: AdapterContext;
+  readonly #ctx: AdapterContext<GrpcSettings>;
   readonly #subscribers = new Set<SubscriberStream>();
   readonly #publishStreams = new Set<PublishStreamSession>();
   /** unary calls whose dispatch has not settled */
   readonly #unaryCalls = new Set<Promise<void>>();
+  /** docs/grpc.md says what each counts; pastDeadline: calls refused because their deadline passed before they were read */
   readonly #counters: SubscriberCounters & { pastDeadline: number } = { dropped: 0, slowClosed: 0, expired: 0, peakBytes: 0, pastDeadline: 0 };
   #server: Server | undefined;
   #health: HealthImplementation | undefined;
@@ -55,12 +50,13 @@ export class GrpcAdapter implements Adapter {
   #stopping = false;
   #stopped: Promise<void> | undefined;
 
-  constructor(ctx: AdapterContext) {
+  constructor(ctx: AdapterContext<GrpcSettings>) {
     this.#ctx = ctx;
   }
 
-  get stats(): GrpcAdapterStats {
-    return { ...this.#counters, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size };
+  stats(): AdapterStats {
+    const { peakBytes, ...counters } = this.#counters;
+    return { counters, gauges: { peakBytes, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size } };
   }
 
   address(): AddressInfo | undefined {
@@ -76,10 +72,10 @@ export class GrpcAdapter implements Adapter {
   }
 
   async start(): Promise<void> {
-    const listener = this.#ctx.config().listeners.grpc;
+    const listener = this.#ctx.listener();
     if (!listener || this.#server) return;
     const { service, reflection } = loadGatewayProto();
-    const server = new Server(serverOptions(this.#ctx.config().grpc));
+    const server = new Server(serverOptions(this.#ctx.settings()));
     server.addService(service, {
       Publish: this.#publish,
       PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {
@@ -145,7 +141,7 @@ export class GrpcAdapter implements Adapter {
   #reject(err: unknown): StatusObject {
     const error = toGatewayError(err);
     if (error.code === 'internal') this.#ctx.logger.error({ err }, 'gRPC call failed');
-    this.#ctx.countRejection('grpc', error.code);
+    this.#ctx.refused(error.code);
     return statusOf(error);
   }
 
@@ -160,7 +156,7 @@ export class GrpcAdapter implements Adapter {
   }
 
   #message(input: MessageIn, call: CallContext): Message {
-    return messageFromProto(input, call, this.#ctx.config().limits.maxPayloadSize, input.id !== '' ? input.id : newMessageId());
+    return messageFromProto(input, call, this.#ctx.maxPayloadSize(), input.id !== '' ? input.id : newMessageId());
   }
 
   /**
@@ -168,7 +164,7 @@ export class GrpcAdapter implements Adapter {
    * can take a while, so the deadline is checked again after it: a late call is not routed.
    */
   async #admit(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<{ identity: Identity; context: CallContext }> {
-    const identity = await identify(call.metadata, this.#ctx.config().auth);
+    const identity = await identify(call.metadata, this.#ctx.access());
     if (deadlinePassed(call.getDeadline())) {
       this.#counters.pastDeadline++;
       throw new PastDeadline();
@@ -193,14 +189,14 @@ export class GrpcAdapter implements Adapter {
   /** Whether `identity` may publish `message`: an ACL grant, or the answer to a request it was handed. */
   #mayPublish(identity: Identity, message: Message): boolean {
     return this.#replyGrants.take(message.key, message.correlationId, identity.principal)
-      || accessControl(this.#ctx.config().auth).canPublish(identity, message.key);
+      || this.#ctx.access().canPublish(identity, message.key);
   }
 
   readonly #publish: handleUnaryCall<MessageIn, PublishAckOut> = (call, callback) => {
     this.#unary(call, callback, async (identity, context) => {
       const message = this.#message(call.request, context);
       if (!this.#mayPublish(identity, message)) throw forbidden('publish to', message.key);
-      const result = await this.#ctx.dispatcher.dispatch(message);
+      const result = await this.#ctx.dispatch(message);
       return { id: result.id, sequence: 0, expired: result.expired ?? false };
     });
   };
@@ -208,10 +204,10 @@ export class GrpcAdapter implements Adapter {
   readonly #request: handleUnaryCall<MessageIn, ReplyOut> = (call, callback) => {
     this.#unary(call, callback, async (identity, context) => {
       const message = this.#message(call.request, context);
-      if (!accessControl(this.#ctx.config().auth).canPublish(identity, message.key)) throw forbidden('send requests to', message.key);
+      if (!this.#ctx.access().canPublish(identity, message.key)) throw forbidden('send requests to', message.key);
       // The caller's deadline bounds the wait, so a reply never arrives after the caller gave up.
       const timeoutMs = msUntil(call.getDeadline());
-      const result = await this.#ctx.dispatcher.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+      const result = await this.#ctx.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
       return replyOf(result.id, result.reply);
     });
   };
@@ -234,12 +230,12 @@ export class GrpcAdapter implements Adapter {
       return;
     }
     const session = new PublishStreamSession(call, {
-      dispatcher: this.#ctx.dispatcher,
+      dispatch: this.#ctx.dispatch,
       call: context,
-      window: this.#ctx.config().grpc.publishWindow,
-      maxPayloadSize: () => this.#ctx.config().limits.maxPayloadSize,
+      window: this.#ctx.settings().publishWindow,
+      maxPayloadSize: () => this.#ctx.maxPayloadSize(),
       authorize: (message) => (this.#mayPublish(identity, message) ? undefined : forbidden('publish to', message.key)),
-      rejected: (code) => this.#ctx.countRejection('grpc', code),
+      rejected: (code) => this.#ctx.refused(code),
     });
     this.#publishStreams.add(session);
     call.on('close', () => this.#publishStreams.delete(session));
@@ -256,9 +252,9 @@ export class GrpcAdapter implements Adapter {
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const { identity } = await this.#admit(call);
-    if (!accessControl(this.#ctx.config().auth).canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
+    if (!this.#ctx.access().canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
     if (this.#stopping) throw shuttingDown();
-    const subscriber = new SubscriberStream(call, this.#ctx.config().grpc.subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
+    const subscriber = new SubscriberStream(call, this.#ctx.settings().subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
     call.on('cancelled', () => subscriber.close());
     call.on('close', () => subscriber.close());
@@ -270,7 +266,7 @@ export class GrpcAdapter implements Adapter {
       }
       : (message: Message) => subscriber.push(message);
     try {
-      subscriber.subscription = await this.#ctx.bus.subscribe(pattern, deliver, { responder });
+      subscriber.subscription = await this.#ctx.subscribe(pattern, deliver, { responder });
     } catch (err) {
       subscriber.end(this.#reject(err));
       return;
@@ -306,6 +302,8 @@ function bindCause(err: unknown): NodeJS.ErrnoException {
   return cause;
 }
 
-export function createGrpcAdapter(ctx: AdapterContext): Adapter {
-  return new GrpcAdapter(ctx);
-}
+export const grpcProtocol: ProtocolRegistration<GrpcSettings> = {
+  protocol: 'grpc',
+  section: 'grpc',
+  create: (ctx) => new GrpcAdapter(ctx),
+};

@@ -5,7 +5,7 @@ import { errorOf, messageFromProto, type CallContext } from './mapping.js';
 import type { ErrorOut, MessageIn, PublishAckOut } from './proto.js';
 
 export interface PublishStreamDeps {
-  dispatcher: AdapterContext['dispatcher'];
+  dispatch: AdapterContext['dispatch'];
   call: CallContext;
   window: BufferLimits;
   maxPayloadSize: () => number;
@@ -79,7 +79,7 @@ export class PublishStreamSession {
     this.#inFlight++;
     this.#inFlightBytes += size;
     this.#updateFlow();
-    this.#deps.dispatcher.dispatch(message).then(
+    this.#deps.dispatch(message).then(
       (result) => this.#settle(size, { id: result.id, sequence, expired: result.expired ?? false }),
       (err: unknown) => this.#settle(size, { id, sequence, error: this.#refusal(err), expired: false }),
     );

@@ -1,10 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  accessControl, GatewayError, patternProblem, toGatewayError, tokenFromAuthorization,
-  type Adapter, type AdapterContext, type BusSubscription, type Identity, type Message,
+  GatewayError, patternProblem, sendProblem, toGatewayError, tokenFromAuthorization,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
-import { sendProblem } from './problem.js';
 
 const MESSAGES = '/v1/messages/';
 const REQUESTS = '/v1/requests/';
@@ -19,20 +18,22 @@ const SSE_HEARTBEAT_MS = 15_000;
  * Every error is RFC 9457 problem+json.
  */
 export class HttpAdapter implements Adapter {
-  readonly protocol = 'http' as const;
   readonly #ctx: AdapterContext;
   readonly #streams = new Set<SseStream>();
   #stopping = false;
-  #sseClosedSlow = 0;
+  /** SSE streams closed because their client fell more than SSE_MAX_BUFFERED behind */
+  #sseSlowClosed = 0;
 
   constructor(ctx: AdapterContext) {
     this.#ctx = ctx;
   }
 
+  stats(): AdapterStats {
+    return { counters: { sseSlowClosed: this.#sseSlowClosed } };
+  }
+
   register(): void {
-    const app = this.#ctx.http;
-    if (!app) return;
-    app.register((scope, _opts, done) => this.#routes(scope, done));
+    this.#ctx.http?.register((scope, _opts, done) => this.#routes(scope, done));
   }
 
   #routes(app: FastifyInstance, done: () => void): void {
@@ -40,16 +41,16 @@ export class HttpAdapter implements Adapter {
     // current payload limit (read per request so a reload applies at once).
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (request, body, parsed) => {
-      collectBody(request, body, this.#ctx.config().limits.maxPayloadSize).then((buf) => parsed(null, buf), (err: Error) => parsed(err));
+      collectBody(request, body, this.#ctx.maxPayloadSize()).then((buf) => parsed(null, buf), (err: Error) => parsed(err));
     });
     app.setErrorHandler((err, request, reply) => {
       const gatewayError = err instanceof GatewayError ? err : fastifyError(err);
       if (gatewayError.code === 'internal') this.#ctx.logger.error({ err }, 'HTTP request failed');
-      this.#ctx.countRejection('http', gatewayError.code);
+      this.#ctx.refused(gatewayError.code);
       sendProblem(reply, gatewayError, request.url);
     });
     app.setNotFoundHandler((request, reply) => {
-      this.#ctx.countRejection('http', 'bad_request');
+      this.#ctx.refused('bad_request');
       sendProblem(reply, new GatewayError('bad_request', `no such endpoint: ${request.method} ${request.url.split('?')[0]}; use POST ${MESSAGES}<key>, POST ${REQUESTS}<key> or GET ${SUBSCRIBE}<pattern>`), request.url);
     });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
@@ -64,7 +65,7 @@ export class HttpAdapter implements Adapter {
    */
   #identity(request: FastifyRequest): Promise<Identity> {
     const header = request.headers.authorization;
-    return accessControl(this.#ctx.config().auth).authenticateToken(header === undefined ? undefined : tokenFromAuthorization(header));
+    return this.#ctx.access().authenticateToken(header === undefined ? undefined : tokenFromAuthorization(header));
   }
 
   async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {
@@ -75,7 +76,7 @@ export class HttpAdapter implements Adapter {
     const message = messageFromRequest(key, body, request.headers, {
       protocol: 'http', remoteAddress: request.ip, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
     });
-    if (!accessControl(this.#ctx.config().auth).canPublish(identity, message.key)) {
+    if (!this.#ctx.access().canPublish(identity, message.key)) {
       throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}`);
     }
     return message;
@@ -83,7 +84,7 @@ export class HttpAdapter implements Adapter {
 
   async #publish(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const message = await this.#message(request, MESSAGES, 'publish');
-    const result = await this.#ctx.dispatcher.dispatch(message);
+    const result = await this.#ctx.dispatch(message);
     reply.code(202).send({ id: result.id });
   }
 
@@ -95,7 +96,7 @@ export class HttpAdapter implements Adapter {
       timeoutMs = Number(timeoutHeader);
       if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new GatewayError('bad_request', 'x-timeout-ms must be a positive integer', { field: 'x-timeout-ms' });
     }
-    const result = await this.#ctx.dispatcher.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+    const result = await this.#ctx.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
     const answer = result.reply ?? { payload: Buffer.alloc(0) };
     reply.header('x-message-id', result.id);
     for (const [name, value] of Object.entries(answer.headers ?? {})) reply.header(name, value);
@@ -109,15 +110,15 @@ export class HttpAdapter implements Adapter {
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const identity = await this.#identity(request);
-    if (!accessControl(this.#ctx.config().auth).canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
+    if (!this.#ctx.access().canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
     const stream = new SseStream(reply, () => {
-      this.#sseClosedSlow++;
+      this.#sseSlowClosed++;
       this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
     });
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
     try {
-      stream.subscription = await this.#ctx.bus.subscribe(pattern, (message) => stream.send(message));
+      stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
     } catch (err) {
       stream.end();
       throw toGatewayError(err);
@@ -137,10 +138,6 @@ export class HttpAdapter implements Adapter {
 
   connections(): number {
     return this.#streams.size;
-  }
-
-  get slowConsumersClosed(): number {
-    return this.#sseClosedSlow;
   }
 }
 
@@ -245,6 +242,7 @@ function fastifyError(err: unknown): GatewayError {
   return toGatewayError(err);
 }
 
-export function createHttpAdapter(ctx: AdapterContext): Adapter {
-  return new HttpAdapter(ctx);
-}
+export const httpProtocol: ProtocolRegistration = {
+  protocol: 'http',
+  create: (ctx) => new HttpAdapter(ctx),
+};

@@ -1,5 +1,4 @@
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
-import type mqemitter from 'mqemitter';
 
 type Done = (error?: Error) => void;
 
@@ -7,17 +6,15 @@ type Done = (error?: Error) => void;
 export type Ingress = (client: Client, packet: PublishPacket, done: Done) => void;
 
 /**
- * aedes 1.2 with one change. Every PUBLISH aedes receives from a client reaches
- * `broker.publish(packet, client, done)` (lib/handlers/publish.js, and lib/client.js for wills);
- * here that call goes to the gateway's router instead of being forwarded, so the broker never
- * delivers a client's packet by itself and nothing is delivered twice. The router's `publish`
- * targets come back through `forward`, which is aedes's own publish: retained storage, offline
- * queues of persistent sessions, delivery at each subscription's QoS. aedes's own `$SYS/`
- * announcements (no client) are forwarded as before.
+ * aedes 1.2 with one change: it is not its clients' bus. Every PUBLISH aedes receives from a
+ * client reaches `broker.publish(packet, client, done)` (lib/handlers/publish.js, and
+ * lib/client.js for wills); here that call goes to the gateway's ingress (the router) instead of
+ * aedes's own forwarding, so the broker never delivers a client's packet by itself. What the
+ * router publishes comes back from the core bus through `forward`, which is aedes's own publish:
+ * retained storage, offline queues of persistent sessions, delivery at each subscription's QoS.
+ * aedes's own `$SYS/` announcements (no client) go to its clients as before.
  */
 export class GatewayBroker extends Aedes {
-  /** aedes numbers each publication with ++counter (aedes.js; aedes-packet); the publisher numbers bus packets the same way */
-  declare counter: number;
   /** the aedes-persistence instance aedes set up in listen() (memory by default) */
   declare persistence: {
     incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
@@ -47,41 +44,3 @@ export class GatewayBroker extends Aedes {
 }
 
 function noop(): void {}
-
-/**
- * The bus's emitter as aedes sees it. aedes subscribes its clients on it, so they receive what
- * any protocol publishes; but `broker.close()` closes its mq, and this one belongs to the bus.
- * Closing it removes only the listeners aedes added (its $SYS handlers stay otherwise).
- */
-export function borrowedEmitter(emitter: mqemitter.MQEmitter): mqemitter.MQEmitter {
-  type Listener = (message: mqemitter.Message, done: () => void) => void;
-  const added = new Map<Listener, Set<string>>();
-  const borrowed: mqemitter.MQEmitter = {
-    get current() { return emitter.current; },
-    get concurrent() { return emitter.concurrent; },
-    on(topic, listener, callback) {
-      let topics = added.get(listener);
-      if (!topics) added.set(listener, topics = new Set());
-      topics.add(topic);
-      emitter.on(topic, listener, callback);
-      return borrowed;
-    },
-    removeListener(topic, listener, callback) {
-      const topics = added.get(listener);
-      if (topics?.delete(topic) && topics.size === 0) added.delete(listener);
-      emitter.removeListener(topic, listener, callback);
-    },
-    emit(message, callback) {
-      emitter.emit(message, callback);
-    },
-    close(callback) {
-      const pending: Promise<void>[] = [];
-      for (const [listener, topics] of added) {
-        for (const topic of topics) pending.push(new Promise((resolve) => emitter.removeListener(topic, listener, () => resolve())));
-      }
-      added.clear();
-      void Promise.all(pending).then(() => callback());
-    },
-  };
-  return borrowed;
-}

@@ -5,11 +5,11 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
-  accessControl, filterMatches, GatewayError, isBrokerBus, ListenerError, toGatewayError,
-  type AccessControl, type Adapter, type AdapterContext, type BrokerBus, type BusPublisher, type ConnectionInfo, type ErrorCode,
-  type GatewayConfig, type Identity, type Message, type MessageSource, type QoS,
+  filterMatches, GatewayError, ListenerError, toGatewayError,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo,
+  type GatewayConfig, type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
-import { borrowedEmitter, GatewayBroker } from './broker.js';
+import { GatewayBroker } from './broker.js';
 import { GuardedConnection, type Violation } from './guard.js';
 import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
 
@@ -27,8 +27,10 @@ interface Session {
   source: MessageSource;
 }
 
-/** Counters for /metrics and the tests; see docs/mqtt.md for what each means. */
-export interface MqttStats {
+export type MqttSettings = GatewayConfig['mqtt'];
+
+/** What the adapter counts beyond refusals; docs/mqtt.md says what each means. */
+interface MqttCounters {
   /** connections closed at accept because maxConnections were open */
   connectionsRefused: number;
   /** connections closed for announcing a packet over maxPacketSize */
@@ -43,34 +45,34 @@ export interface MqttStats {
   subscriptionsRefused: number;
   /** PUBLISHes the router accepted */
   routed: number;
-  /** PUBLISHes not routed, by reason: acknowledged and dropped, or their connection closed (see refusalFor) */
-  refused: Partial<Record<ErrorCode, number>>;
   /** QoS 1/2 PUBLISHes whose acknowledgement was held back at least once to pace their sender */
   held: number;
   /** held PUBLISHes still refused after mqtt.maxHold: their connection was closed */
   holdTimeouts: number;
   /** QoS 0 deliveries dropped because the subscriber had more than maxOutboundBuffer unsent */
   qos0Dropped: number;
+  /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
+  forwardFailed: number;
 }
 
 /**
  * The MQTT adapter: an embedded aedes broker on `listeners.mqtt` (TCP) and on `/mqtt` of the
- * HTTP listener (WebSocket), sharing the bus's emitter. Every PUBLISH goes through the router
- * once, and is acknowledged only once the router accepted it; what the router publishes reaches
- * MQTT subscribers with broker semantics. Design and conformance: docs/mqtt.md.
+ * HTTP listener (WebSocket). Every PUBLISH goes through the router once, and is acknowledged only
+ * once the router accepted it. The broker is one subscriber of the core bus among the others: it
+ * takes every message the bus carries and gives it broker semantics (retained messages, offline
+ * queues of persistent sessions, delivery at each subscription's QoS). Design: docs/mqtt.md.
  */
 export class MqttAdapter implements Adapter {
-  readonly protocol = 'mqtt' as const;
-  readonly stats: MqttStats = {
+  readonly #counters: MqttCounters = {
     connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, refused: {}, held: 0, holdTimeouts: 0, qos0Dropped: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0,
   };
 
-  readonly #ctx: AdapterContext;
+  readonly #ctx: AdapterContext<MqttSettings>;
   /** read once: the mqtt section applies after a restart */
-  readonly #settings: GatewayConfig['mqtt'];
-  #bus: BrokerBus | undefined;
+  readonly #settings: MqttSettings;
   #broker: GatewayBroker | undefined;
+  #feed: BusSubscription | undefined;
   #server: net.Server | undefined;
   /** open connections, CONNECT or not, with the aedes client handling each and when it came */
   readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
@@ -84,30 +86,26 @@ export class MqttAdapter implements Adapter {
   readonly #denied = new WeakSet<object>();
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
-  /** router publications on their way through the broker, by brokerCounter */
-  readonly #inflight = new Map<number, Message>();
 
-  constructor(ctx: AdapterContext) {
+  constructor(ctx: AdapterContext<MqttSettings>) {
     this.#ctx = ctx;
-    this.#settings = ctx.config().mqtt;
+    this.#settings = ctx.settings();
   }
 
-  get #enabled(): boolean {
-    return this.#ctx.config().listeners.mqtt !== undefined;
+  stats(): AdapterStats {
+    return { counters: { ...this.#counters } };
   }
 
-  #access(): AccessControl {
-    return accessControl(this.#ctx.config().auth);
-  }
-
-  /** Creates the broker and mounts /mqtt, so MQTT over WebSocket works as soon as HTTP listens. */
+  /**
+   * Creates the broker, feeds it from the bus and mounts /mqtt, so MQTT over WebSocket works as
+   * soon as HTTP listens.
+   */
   async register(): Promise<void> {
-    if (!this.#enabled || this.#broker) return;
-    const bus = this.#ctx.bus;
-    if (!isBrokerBus(bus)) throw new Error('the MQTT adapter needs a bus whose emitter the broker can share');
+    if (!this.#ctx.listener() || this.#broker) return;
     const s = this.#settings;
     const broker = new GatewayBroker({
-      mq: borrowedEmitter(bus.emitter),
+      // Unbounded as the bus is: a subscriber's backlog is bounded by maxOutboundBuffer and drainTimeout.
+      concurrency: 0,
       connectTimeout: s.connectTimeout,
       keepaliveLimit: s.keepaliveLimit,
       drainTimeout: s.drainTimeout,
@@ -120,7 +118,7 @@ export class MqttAdapter implements Adapter {
     }, this.#ingress);
     const logger = this.#ctx.logger;
     const clientError = (client: Client, err: Error) => {
-      this.stats.clientErrors++;
+      this.#counters.clientErrors++;
       logger.debug({ clientId: client.id ?? undefined, err: err.message }, 'MQTT connection closed on error');
     };
     broker.on('clientError', clientError);
@@ -129,17 +127,20 @@ export class MqttAdapter implements Adapter {
     (broker as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
     this.#broker = broker;
-    this.#bus = bus;
-    bus.usePublisher(this.#publisher);
+    this.#feed = await this.#ctx.subscribeAll(this.#forward);
 
-    const app = this.#ctx.http;
-    if (app && s.websocket) {
-      app.get(WEBSOCKET_PATH, { websocket: true }, (socket, request) => this.#acceptWebSocket(socket, request.raw));
+    const http = this.#ctx.http;
+    if (http && s.websocket) {
+      http.webSocket({ maxPayload: s.maxPacketSize });
+      http.register((app, _options, done) => {
+        app.get(WEBSOCKET_PATH, { websocket: true }, (socket, request) => this.#acceptWebSocket(socket, request.raw));
+        done();
+      });
     }
   }
 
   async start(): Promise<void> {
-    const listener = this.#ctx.config().listeners.mqtt;
+    const listener = this.#ctx.listener();
     if (!listener || this.#server || this.#stopping) return;
     await this.register();
     const server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket, socket.remoteAddress));
@@ -181,7 +182,7 @@ export class MqttAdapter implements Adapter {
 
   /**
    * Stops accepting, then closes every client (aedes publishes their wills: the connections end
-   * without DISCONNECT [MQTT-3.1.2-8]) and hands publishing back to the bus.
+   * without DISCONNECT [MQTT-3.1.2-8]) and leaves the bus.
    */
   async #stop(): Promise<void> {
     this.#stopping = true;
@@ -190,7 +191,7 @@ export class MqttAdapter implements Adapter {
     const broker = this.#broker;
     if (broker) {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
-      this.#bus?.usePublisher(undefined);
+      await this.#feed?.close();
       await broker.persistence.destroy();
     }
     // aedes closes the clients it registered; connections that never sent CONNECT are ours to close.
@@ -216,8 +217,8 @@ export class MqttAdapter implements Adapter {
       return;
     }
     if (this.#connections.size >= this.#settings.maxConnections) {
-      this.stats.connectionsRefused++;
-      this.#ctx.countRejection('mqtt', 'overloaded');
+      this.#counters.connectionsRefused++;
+      this.#ctx.refused('overloaded');
       if (!this.#atCapacity) this.#ctx.logger.warn({ maxConnections: this.#settings.maxConnections }, 'MQTT connections at mqtt.maxConnections: refusing new ones');
       this.#atCapacity = true;
       stream.destroy();
@@ -232,9 +233,9 @@ export class MqttAdapter implements Adapter {
   }
 
   #violation(violation: Violation, remoteAddress: string | undefined): void {
-    if (violation === 'too_large') this.stats.oversizePackets++;
-    else this.stats.malformedPackets++;
-    this.#ctx.countRejection('mqtt', violation === 'too_large' ? 'too_large' : 'bad_request');
+    if (violation === 'too_large') this.#counters.oversizePackets++;
+    else this.#counters.malformedPackets++;
+    this.#ctx.refused(violation === 'too_large' ? 'too_large' : 'bad_request');
     this.#ctx.logger.debug({ remoteAddress, violation, maxPacketSize: this.#settings.maxPacketSize }, 'MQTT connection closed: packet refused at its header');
   }
 
@@ -249,13 +250,13 @@ export class MqttAdapter implements Adapter {
 
   readonly #authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, callback: (error: AuthenticateError | null, success: boolean | null) => void): void => {
     if (this.#emptyIdPersistent.has(client)) {
-      this.stats.connectsRefused++;
-      this.#ctx.countRejection('mqtt', 'bad_request');
+      this.#counters.connectsRefused++;
+      this.#ctx.refused('bad_request');
       // [MQTT-3.1.3-8]: CONNACK 0x02 "identifier rejected", then close.
       callback(refusal('a persistent session needs a client id', 2), false);
       return;
     }
-    this.#access().authenticate(username, password).then((identity) => {
+    this.#ctx.access().authenticate(username, password).then((identity) => {
       const connection = client.conn as GuardedConnection;
       const source: MessageSource = { protocol: 'mqtt', clientId: client.id };
       if (connection.remoteAddress !== undefined) source.remoteAddress = connection.remoteAddress;
@@ -263,8 +264,8 @@ export class MqttAdapter implements Adapter {
       this.#sessions.set(client, { identity, source });
       callback(null, true);
     }, (err: unknown) => {
-      this.stats.connectsRefused++;
-      this.#ctx.countRejection('mqtt', 'unauthenticated');
+      this.#counters.connectsRefused++;
+      this.#ctx.refused('unauthenticated');
       // 0x04 bad user name or password; 0x05 not authorized when credentials are required but missing
       callback(refusal(toGatewayError(err).message, username ? 4 : 5), false);
     });
@@ -287,9 +288,9 @@ export class MqttAdapter implements Adapter {
       return;
     }
     const session = this.#sessions.get(client);
-    if (!session || !this.#access().canPublish(session.identity, packet.topic)) {
+    if (!session || !this.#ctx.access().canPublish(session.identity, packet.topic)) {
       // [MQTT-3.3.5-2]: 3.1.1 cannot say no; acknowledge as usual and drop, as Mosquitto does.
-      this.#count('forbidden');
+      this.#ctx.refused('forbidden');
       if (packet.qos === 2) this.#denied.add(packet);
       callback(null);
       return;
@@ -326,9 +327,9 @@ export class MqttAdapter implements Adapter {
     const session = this.#sessions.get(client);
     const existing = (client as Client & ClientSubscriptions).subscriptions;
     const full = !(subscription.topic in existing) && Object.keys(existing).length >= this.#settings.maxSubscriptions;
-    if (full || !session || !this.#access().canSubscribe(session.identity, subscription.topic)) {
-      this.stats.subscriptionsRefused++;
-      this.#ctx.countRejection('mqtt', 'forbidden');
+    if (full || !session || !this.#ctx.access().canSubscribe(session.identity, subscription.topic)) {
+      this.#counters.subscriptionsRefused++;
+      this.#ctx.refused('forbidden');
       callback(null, null);
       return;
     }
@@ -344,7 +345,7 @@ export class MqttAdapter implements Adapter {
     const subscriptions = (client as Client & ClientSubscriptions).subscriptions;
     const connection = client.conn as GuardedConnection;
     if (connection.outboundBytes > this.#settings.maxOutboundBuffer && (packet.qos === 0 || grantedQos(subscriptions, packet.topic, 1) === 0)) {
-      this.stats.qos0Dropped++;
+      this.#counters.qos0Dropped++;
       return null;
     }
     if (packet.qos > 0) {
@@ -387,17 +388,17 @@ export class MqttAdapter implements Adapter {
     } catch (err) {
       return this.#refused(toGatewayError(err), packet.qos, client);
     }
-    return this.#ctx.dispatcher.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err)));
+    return this.#ctx.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err)));
   }
 
   readonly #accepted = (): void => {
-    this.stats.routed++;
+    this.#counters.routed++;
   };
 
   #refusal(client: Client, message: Message, error: GatewayError): Promise<void> {
     // A will (its client already closed) cannot be held or closed: it is dropped and counted.
     if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
-    this.stats.held++;
+    this.#counters.held++;
     // Buckets and queues decide synchronously when dispatch is called, so PUBLISHes dispatched in
     // the same turn as this one were refused too and reach here in order: their retries chain
     // behind this one, and no later PUBLISH can be accepted ahead of a held one.
@@ -419,8 +420,8 @@ export class MqttAdapter implements Adapter {
     for (let attempt = 0; ; attempt++) {
       const left = since + this.#settings.maxHold - Date.now();
       if (left <= 0 || client.closed || this.#stopping) {
-        this.stats.holdTimeouts++;
-        this.#count(error.code);
+        this.#counters.holdTimeouts++;
+        this.#ctx.refused(error.code);
         throw new Error(`${error.code}: not accepted within mqtt.maxHold (${this.#settings.maxHold} ms): ${error.message}`);
       }
       await delay(Math.min(left, error.details.retryAfterMs ?? 1000, 25 * 2 ** attempt));
@@ -433,64 +434,48 @@ export class MqttAdapter implements Adapter {
 
   /** undefined once accepted, else why not */
   #dispatch(message: Message): Promise<GatewayError | undefined> {
-    return this.#ctx.dispatcher.dispatch(message).then(() => {
-      this.stats.routed++;
+    return this.#ctx.dispatch(message).then(() => {
+      this.#counters.routed++;
       return undefined;
     }, toGatewayError);
   }
 
   /** Counts a final refusal; resolves to acknowledge-and-drop, or rejects to close the connection. */
   #refused(error: GatewayError, qos: QoS, client: Client): Promise<void> {
-    this.#count(error.code);
+    this.#ctx.refused(error.code);
     this.#ctx.logger.debug({ clientId: client.id, code: error.code, err: error.message }, 'MQTT PUBLISH refused');
     if (!client.closed && refusalFor(error.code, qos) === 'close') return Promise.reject(new Error(`${error.code}: ${error.message}`));
     return Promise.resolve();
   }
 
-  #count(code: ErrorCode): void {
-    this.stats.refused[code] = (this.stats.refused[code] ?? 0) + 1;
-    this.#ctx.countRejection('mqtt', code);
-  }
-
   #message(session: Session, packet: PublishPacket): Message {
-    const limit = this.#ctx.config().limits.maxPayloadSize;
+    const limit = this.#ctx.maxPayloadSize();
     const size = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
     if (size > limit) throw new GatewayError('too_large', `payload of ${size} bytes exceeds limits.maxPayloadSize (${limit})`);
     return messageFromPublish(packet as InboundPublish, session.source);
   }
 
   /**
-   * The bus publishes through the broker while the adapter runs. Packets are numbered here as
-   * aedes would (brokerId, ++counter) so that the Message can be found again when aedes emits
-   * its copy, which keeps only packet fields, to the bus's other subscribers.
+   * The bus's deliveries, each published by the broker as its own (no client): retained storage,
+   * offline queues of persistent sessions and delivery at each subscription's QoS, as aedes does.
    */
-  readonly #publisher: BusPublisher = {
-    publish: (packet) => new Promise<void>((resolve, reject) => {
-      const broker = this.#broker;
-      if (!broker) {
-        reject(new GatewayError('overloaded', 'the MQTT broker is stopping', { retryAfterMs: 1000 }));
-        return;
-      }
-      const { message } = packet;
-      const counter = ++broker.counter;
-      this.#inflight.set(counter, message);
-      const out = {
-        cmd: 'publish' as const,
-        topic: packet.topic,
-        payload: packet.payload,
-        qos: packet.qos,
-        retain: packet.retain,
-        dup: false,
-        brokerId: broker.id,
-        brokerCounter: counter,
-      };
-      broker.forward(out, (err) => {
-        this.#inflight.delete(counter);
-        if (err) reject(err);
-        else resolve();
-      });
-    }),
-    messageOf: (packet) => (packet.brokerId === this.#broker?.id ? this.#inflight.get(packet.brokerCounter as number) : undefined),
+  readonly #forward = (message: Message): void => {
+    const broker = this.#broker;
+    if (!broker || this.#stopping) return;
+    broker.forward({
+      cmd: 'publish',
+      topic: message.key,
+      payload: message.payload,
+      qos: message.qos,
+      retain: message.retain === true,
+      dup: false,
+    }, this.#forwarded);
+  };
+
+  readonly #forwarded = (err?: Error): void => {
+    if (!err) return;
+    this.#counters.forwardFailed++;
+    this.#ctx.logger.debug({ err: err.message }, 'MQTT broker did not take a bus message');
   };
 }
 
@@ -516,6 +501,8 @@ function grantedQos(subscriptions: Record<string, { qos: number }>, topic: strin
   return best;
 }
 
-export function createMqttAdapter(ctx: AdapterContext): Adapter {
-  return new MqttAdapter(ctx);
-}
+export const mqttProtocol: ProtocolRegistration<MqttSettings> = {
+  protocol: 'mqtt',
+  section: 'mqtt',
+  create: (ctx) => new MqttAdapter(ctx),
+};

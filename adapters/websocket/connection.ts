@@ -1,23 +1,22 @@
 import type { WebSocket } from 'ws';
 import {
-  accessControl, GatewayError, toGatewayError,
-  type AdapterContext, type BusSubscription, type Identity, type Message, type MessageSource,
-} from '../../src/index.js';
-import {
-  CLOSE_CODES,
+  CLOSE_CODES, GatewayError, toGatewayError,
+  type AdapterContext, type BusSubscription, type ErrorCode, type GatewayConfig, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
-} from '../../src/client/protocol.js';
+} from '../../src/index.js';
 import { errorFrame, frameIdOf, messageFrame, parseFrame, replyFrame, toMessage } from './frames.js';
 import { OutboundQueue, RESPONSE_PRIORITY, type Outbound } from './outbound-queue.js';
 
 /** What every connection shares with the adapter: counters and the adapter's view of the config. */
 export interface ConnectionHost {
-  readonly ctx: AdapterContext;
-  readonly stats: WebSocketStats;
+  readonly ctx: AdapterContext<GatewayConfig['websocket']>;
+  readonly counters: WebSocketCounters;
+  peakOutboundBytes: number;
   forget(connection: Connection): void;
 }
 
-export interface WebSocketStats {
+/** What the adapter counts beyond refusals; docs/websocket.md says what each means. */
+export interface WebSocketCounters {
   /** qos 0 deliveries dropped for slow consumers */
   dropped: number;
   /** sockets closed with 1013 as slow consumers */
@@ -26,10 +25,8 @@ export interface WebSocketStats {
   reaped: number;
   /** sockets closed with 4408 for idling */
   idleClosed: number;
-  /** handshakes refused: credentials, limits, draining */
-  refused: { unauthenticated: number; limit: number; draining: number };
-  /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
-  peakOutboundBytes: number;
+  /** handshakes refused (credentials, limits, draining); each is also a refusal by its code */
+  handshakesRefused: number;
 }
 
 interface Subscription {
@@ -126,8 +123,8 @@ export class Connection {
     return this.#waitingDrain ? this.#stalledSince : 0;
   }
 
-  get #config() {
-    return this.#host.ctx.config();
+  get #settings(): GatewayConfig['websocket'] {
+    return this.#host.ctx.settings();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -148,19 +145,19 @@ export class Connection {
 
   #onFrame(data: Buffer, isBinary: boolean): void {
     if (isBinary) {
-      this.close(CLOSE_CODES.unsupportedData, 'binary frames are not accepted: send JSON text frames');
+      this.#refuseFrame('bad_request', CLOSE_CODES.unsupportedData, 'binary frames are not accepted: send JSON text frames');
       return;
     }
     // The WebSocket server's limit serves /mqtt too; /ws has its own.
-    if (data.length > this.#config.websocket.maxFrameSize) {
-      this.close(CLOSE_CODES.tooBig, `frame larger than websocket.maxFrameSize (${this.#config.websocket.maxFrameSize} bytes)`);
+    if (data.length > this.#settings.maxFrameSize) {
+      this.#refuseFrame('too_large', CLOSE_CODES.tooBig, `frame larger than websocket.maxFrameSize (${this.#settings.maxFrameSize} bytes)`);
       return;
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(data.toString('utf8'));
     } catch {
-      this.close(CLOSE_CODES.invalidPayload, 'frame is not valid JSON');
+      this.#refuseFrame('bad_request', CLOSE_CODES.invalidPayload, 'frame is not valid JSON');
       return;
     }
     let frame: ClientFrame;
@@ -171,6 +168,12 @@ export class Connection {
       return;
     }
     this.#handle(frame);
+  }
+
+  /** A frame refused by closing the socket: counted like any refusal. */
+  #refuseFrame(code: ErrorCode, closeCode: number, reason: string): void {
+    this.#host.ctx.refused(code);
+    this.close(closeCode, reason);
   }
 
   #handle(frame: ClientFrame): void {
@@ -197,14 +200,14 @@ export class Connection {
   #track(work: Promise<void>): void {
     this.#inflight++;
     this.#work.add(work);
-    if (this.#inflight >= this.#config.websocket.maxInflight && !this.#paused) {
+    if (this.#inflight >= this.#settings.maxInflight && !this.#paused) {
       this.#paused = true;
       this.socket.pause();
     }
     void work.finally(() => {
       this.#inflight--;
       this.#work.delete(work);
-      if (this.#paused && !this.#draining && !this.#closed && this.#inflight < this.#config.websocket.maxInflight) {
+      if (this.#paused && !this.#draining && !this.#closed && this.#inflight < this.#settings.maxInflight) {
         this.#paused = false;
         this.socket.resume();
         while (!this.#paused && !this.#closed && this.#held?.length) {
@@ -231,14 +234,14 @@ export class Connection {
       this.#replyGrants.delete(key);
       return true;
     }
-    return accessControl(this.#config.auth).canPublish(this.#identity, key);
+    return this.#host.ctx.access().canPublish(this.#identity, key);
   }
 
   async #publish(frame: PublishFrame): Promise<void> {
     try {
       if (!this.#mayPublish(frame.key, frame.correlationId)) throw forbidden('publish to', frame.key);
-      const message = toMessage(frame, this.#source, this.#config.limits.maxPayloadSize);
-      const result = await this.#host.ctx.dispatcher.dispatch(message);
+      const message = toMessage(frame, this.#source, this.#host.ctx.maxPayloadSize());
+      const result = await this.#host.ctx.dispatch(message);
       if (frame.qos === 1) {
         this.#respond(JSON.stringify({ op: 'ack', id: frame.id, messageId: result.id, ...(result.expired ? { expired: true } : {}) }));
       }
@@ -249,9 +252,9 @@ export class Connection {
 
   async #request(frame: RequestFrame): Promise<void> {
     try {
-      if (!accessControl(this.#config.auth).canPublish(this.#identity, frame.key)) throw forbidden('send requests to', frame.key);
-      const message = toMessage(frame, this.#source, this.#config.limits.maxPayloadSize);
-      const result = await this.#host.ctx.dispatcher.dispatch(message, { expectReply: true, ...(frame.timeout !== undefined ? { timeoutMs: frame.timeout } : {}) });
+      if (!this.#host.ctx.access().canPublish(this.#identity, frame.key)) throw forbidden('send requests to', frame.key);
+      const message = toMessage(frame, this.#source, this.#host.ctx.maxPayloadSize());
+      const result = await this.#host.ctx.dispatch(message, { expectReply: true, ...(frame.timeout !== undefined ? { timeoutMs: frame.timeout } : {}) });
       this.#respond(replyFrame(frame.id, result.id, result.reply));
     } catch (err) {
       this.#respondError(toGatewayError(err), frame.id);
@@ -260,21 +263,21 @@ export class Connection {
 
   async #subscribe(frame: SubscribeFrame): Promise<void> {
     try {
-      if (!accessControl(this.#config.auth).canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
+      if (!this.#host.ctx.access().canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
       const responder = frame.responder ?? true;
       const existing = this.#subscriptions.get(frame.key);
       if (existing && existing.responder === responder) {
         // Subscribing again to the same pattern replaces the subscription (as in MQTT): no duplicates.
         existing.sub = frame.id;
       } else {
-        const limit = this.#config.websocket.maxSubscriptions;
+        const limit = this.#settings.maxSubscriptions;
         if (!existing && this.#subscriptions.size >= limit) {
           throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
         }
         const entry: Subscription = { sub: frame.id, responder, bus: undefined, closed: false };
         this.#subscriptions.set(frame.key, entry);
         if (existing) await this.#closeSubscription(existing);
-        const bus = await this.#host.ctx.bus.subscribe(frame.key, (message) => this.#deliver(message, entry), { responder });
+        const bus = await this.#host.ctx.subscribe(frame.key, (message) => this.#deliver(message, entry), { responder });
         // Unsubscribed, replaced or disconnected while the bus subscribed.
         if (entry.closed) {
           await bus.close();
@@ -325,7 +328,9 @@ export class Connection {
     this.#send({ data, bytes: RESPONSE_BYTES, priority: RESPONSE_PRIORITY, droppable: false });
   }
 
+  /** Every refusal of a frame goes through here: counted, then answered with an `error` frame. */
   #respondError(err: GatewayError, frameId: FrameId | undefined): void {
+    this.#host.ctx.refused(err.code);
     if (err.code === 'internal') this.#host.ctx.logger.error({ err, clientId: this.id }, 'WebSocket frame failed');
     this.#respond(errorFrame(err, frameId));
   }
@@ -336,21 +341,21 @@ export class Connection {
       this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
       return;
     }
-    const limit = this.#config.websocket.maxOutboundBuffer;
+    const limit = this.#settings.maxOutboundBuffer;
     const queue = this.#queue ??= new OutboundQueue();
     const result = queue.add(item, Math.max(0, limit - this.socket.bufferedAmount));
-    if (result.dropped > 0) this.#host.stats.dropped += result.dropped;
+    if (result.dropped > 0) this.#host.counters.dropped += result.dropped;
     if (!result.queued && result.dropped === 0) {
       this.close(CLOSE_CODES.tryAgainLater, 'slow consumer: outbound buffer full (websocket.maxOutboundBuffer)');
       return;
     }
     const backlog = queue.bytes + this.socket.bufferedAmount;
-    if (backlog > this.#host.stats.peakOutboundBytes) this.#host.stats.peakOutboundBytes = backlog;
+    if (backlog > this.#host.peakOutboundBytes) this.#host.peakOutboundBytes = backlog;
   }
 
   /** Past this much in ws's own buffer, frames wait in the queue, where priorities still apply. */
   get #highWater(): number {
-    return Math.min(64 * 1024, this.#config.websocket.maxOutboundBuffer / 4);
+    return Math.min(64 * 1024, this.#settings.maxOutboundBuffer / 4);
   }
 
   #write(data: Buffer | string, bytes: number): void {
@@ -381,7 +386,7 @@ export class Connection {
   /** Closes with a code and reason; what waits to be sent is dropped, memory is freed at once. */
   close(code: number, reason: string): void {
     if (this.#closed) return;
-    if (code === CLOSE_CODES.tryAgainLater) this.#host.stats.slowClosed++;
+    if (code === CLOSE_CODES.tryAgainLater) this.#host.counters.slowClosed++;
     this.#queue?.clear();
     this.#markClosed();
     // The closing handshake needs the client's close frame read; frames before it are ignored.

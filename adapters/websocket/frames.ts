@@ -1,12 +1,8 @@
 import { isUtf8 } from 'node:buffer';
 import {
-  createMessage, GatewayError, keyProblem, patternProblem,
-  type Message, type MessageSource, type TargetReply,
+  createMessage, GatewayError, isJsonContentType, keyProblem, patternProblem,
+  type ClientFrame, type FrameId, type JsonValue, type Message, type MessageSource, type PublishFrame, type RequestFrame, type TargetReply,
 } from '../../src/index.js';
-import {
-  isJsonContentType,
-  type ClientFrame, type FrameId, type JsonValue, type PublishFrame, type RequestFrame,
-} from '../../src/client/protocol.js';
 
 const OPS = ['publish', 'subscribe', 'unsubscribe', 'request', 'ping'] as const;
 const MAX_ID_LENGTH = 128;

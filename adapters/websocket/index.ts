@@ -2,12 +2,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
-  accessControl, GatewayError, toGatewayError, tokenFromAuthorization,
-  type Adapter, type AdapterContext, type Identity,
+  CLOSE_CODES, GatewayError, sendProblem, toGatewayError, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
+  type Adapter, type AdapterContext, type AdapterStats, type GatewayConfig, type Identity, type ProtocolRegistration,
 } from '../../src/index.js';
-import { CLOSE_CODES, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX } from '../../src/client/protocol.js';
-import { sendProblem } from '../http/problem.js';
-import { Connection, type ConnectionHost, type WebSocketStats } from './connection.js';
+import { Connection, type ConnectionHost, type WebSocketCounters } from './connection.js';
+
+export type WebSocketSettings = GatewayConfig['websocket'];
 
 export const WS_PATH = '/ws';
 /** The heartbeat timer never ticks slower than this, so idle and drain limits are checked in time. */
@@ -21,12 +21,10 @@ const MIN_TICK_MS = 10;
  * closes idle and stalled ones.
  */
 export class WebSocketAdapter implements Adapter, ConnectionHost {
-  readonly protocol = 'ws' as const;
-  readonly ctx: AdapterContext;
-  readonly stats: WebSocketStats = {
-    dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, peakOutboundBytes: 0,
-    refused: { unauthenticated: 0, limit: 0, draining: 0 },
-  };
+  readonly ctx: AdapterContext<WebSocketSettings>;
+  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0 };
+  /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
+  peakOutboundBytes = 0;
   readonly #connections = new Set<Connection>();
   /** upgrade requests admitted (sockets, and handshakes being authenticated) per remote address */
   readonly #perAddress = new Map<string, number>();
@@ -37,18 +35,27 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
   #registered = false;
   #stopping = false;
 
-  constructor(ctx: AdapterContext) {
+  constructor(ctx: AdapterContext<WebSocketSettings>) {
     this.ctx = ctx;
   }
 
+  stats(): AdapterStats {
+    return { counters: { ...this.counters }, gauges: { peakOutboundBytes: this.peakOutboundBytes } };
+  }
+
   register(): void {
-    const app = this.ctx.http;
-    if (!app || !this.ctx.config().websocket.enabled) return;
+    const http = this.ctx.http;
+    const settings = this.ctx.settings();
+    if (!http || !settings.enabled) return;
     this.#registered = true;
-    app.get(WS_PATH, {
-      websocket: true,
-      preValidation: (request: FastifyRequest, reply: FastifyReply) => this.#admit(request, reply),
-    }, (socket: WebSocket, request: FastifyRequest) => this.#open(socket, request));
+    http.webSocket({ maxPayload: settings.maxFrameSize, perMessageDeflate: settings.perMessageDeflate });
+    http.register((app, _options, done) => {
+      app.get(WS_PATH, {
+        websocket: true,
+        preValidation: (request: FastifyRequest, reply: FastifyReply) => this.#admit(request, reply),
+      }, (socket: WebSocket, request: FastifyRequest) => this.#open(socket, request));
+      done();
+    });
   }
 
   async start(): Promise<void> {
@@ -70,17 +77,13 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
    * flood of handshakes counts against the limits while it is being authenticated.
    */
   async #admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const config = this.ctx.config().websocket;
-    if (this.#stopping) {
-      this.stats.refused.draining++;
-      return void sendProblem(reply, new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 }), WS_PATH);
-    }
+    const config = this.ctx.settings();
+    if (this.#stopping) return this.#refuseHandshake(reply, new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 }));
     const address = request.ip;
     const fromAddress = this.#perAddress.get(address) ?? 0;
     if (this.#admitted >= config.maxConnections || fromAddress >= config.maxConnectionsPerIp) {
-      this.stats.refused.limit++;
       const which = this.#admitted >= config.maxConnections ? `${config.maxConnections} WebSocket connections (websocket.maxConnections)` : `${config.maxConnectionsPerIp} WebSocket connections from one address (websocket.maxConnectionsPerIp)`;
-      return void sendProblem(reply, new GatewayError('overloaded', `at most ${which}`, { retryAfterMs: 1000 }), WS_PATH);
+      return this.#refuseHandshake(reply, new GatewayError('overloaded', `at most ${which}`, { retryAfterMs: 1000 }));
     }
     this.#admitted++;
     this.#perAddress.set(address, fromAddress + 1);
@@ -94,7 +97,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
     try {
       const token = tokenOf(request);
       const identity = await Promise.race([
-        accessControl(this.ctx.config().auth).authenticateToken(token),
+        this.ctx.access().authenticateToken(token),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new GatewayError('overloaded', 'credentials could not be checked within websocket.handshakeTimeout', { retryAfterMs: 1000 })), config.handshakeTimeout);
         }),
@@ -102,14 +105,18 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
       this.#identities.set(request.raw, { identity, response: reply.raw });
     } catch (err) {
       const error = toGatewayError(err);
-      if (error.code === 'unauthenticated') {
-        this.stats.refused.unauthenticated++;
-        reply.header('www-authenticate', 'Bearer realm="junction"');
-      }
-      sendProblem(reply, error, WS_PATH);
+      if (error.code === 'unauthenticated') reply.header('www-authenticate', 'Bearer realm="junction"');
+      this.#refuseHandshake(reply, error);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Every refused handshake goes through here: counted, then answered as HTTP problem+json. */
+  #refuseHandshake(reply: FastifyReply, error: GatewayError): void {
+    this.counters.handshakesRefused++;
+    this.ctx.refused(error.code);
+    sendProblem(reply, error, WS_PATH);
   }
 
   #open(socket: WebSocket, request: FastifyRequest): void {
@@ -132,7 +139,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
   }
 
   #schedule(): void {
-    const { pingInterval, idleTimeout, drainTimeout } = this.ctx.config().websocket;
+    const { pingInterval, idleTimeout, drainTimeout } = this.ctx.settings();
     const periods = [pingInterval, idleTimeout, drainTimeout].filter((ms) => ms > 0);
     const tick = Math.min(MAX_TICK_MS, Math.max(MIN_TICK_MS, Math.min(...periods) / 2));
     this.#timer = setTimeout(() => {
@@ -150,7 +157,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
    */
   #heartbeat(): void {
     const now = Date.now();
-    const { pingInterval, idleTimeout, drainTimeout } = this.ctx.config().websocket;
+    const { pingInterval, idleTimeout, drainTimeout } = this.ctx.settings();
     const pingRound = pingInterval > 0 && now - this.#lastPingRound >= pingInterval;
     if (pingRound) this.#lastPingRound = now;
     for (const connection of this.#connections) {
@@ -161,14 +168,14 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
         continue;
       }
       if (idleTimeout > 0 && connection.subscriptionCount === 0 && connection.inflight === 0 && now - connection.lastFrame >= idleTimeout) {
-        this.stats.idleClosed++;
+        this.counters.idleClosed++;
         connection.close(CLOSE_CODES.idle, `idle for ${idleTimeout} ms (websocket.idleTimeout)`);
         continue;
       }
       // A socket the gateway is not reading cannot show its pongs; a stalled one is handled above.
       if (!pingRound || connection.paused || stalled > 0) continue;
       if (connection.awaitingPong) {
-        this.stats.reaped++;
+        this.counters.reaped++;
         connection.terminate();
       } else if (now - connection.lastHeard >= pingInterval) {
         connection.awaitingPong = true;
@@ -217,6 +224,8 @@ export function tokenOf(request: FastifyRequest): string | undefined {
   return typeof fromQuery === 'string' ? fromQuery : undefined;
 }
 
-export function createWebSocketAdapter(ctx: AdapterContext): Adapter {
-  return new WebSocketAdapter(ctx);
-}
+export const webSocketProtocol: ProtocolRegistration<WebSocketSettings> = {
+  protocol: 'ws',
+  section: 'websocket',
+  create: (ctx) => new WebSocketAdapter(ctx),
+};

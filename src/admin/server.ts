@@ -50,6 +50,8 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     version: gateway.version,
     messages: gateway.dispatcher.counters,
     limiter: { rejections: gateway.limiter.rejections },
+    rejections: gateway.metrics.rejections(),
+    adapters: Object.fromEntries(gateway.adapterStats()),
     deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
     targets,
   };
@@ -84,11 +86,7 @@ export async function startAdminServer(gateway: Gateway): Promise<FastifyInstanc
   app.get<{ Querystring: { limit?: string } }>('/admin/connections', async (request, reply) => {
     const limit = request.query.limit === undefined ? 100 : Number(request.query.limit);
     if (!Number.isInteger(limit) || limit < 0 || limit > 10_000) return reply.code(400).send({ error: 'limit must be an integer from 0 to 10000' });
-    const list = [];
-    for (const adapter of gateway.adapters) {
-      if (list.length >= limit) break;
-      list.push(...(adapter.listConnections?.(limit - list.length) ?? []).map((c) => ({ ...c, since: new Date(c.since).toISOString() })));
-    }
+    const list = gateway.listConnections(limit).map((c) => ({ ...c, since: new Date(c.since).toISOString() }));
     return { counts: gateway.connections(), connections: list };
   });
 

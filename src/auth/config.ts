@@ -1,4 +1,4 @@
-import { patternProblem } from '../message.js';
+import { patternProblem } from '../topic/rules.js';
 import { PRINCIPAL_PLACEHOLDER } from './acl.js';
 import { passwordHashProblem } from './password.js';
 

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { filterMatches } from '../bus.js';
 import type { AclRule, GatewayConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
-import { filterCovers, PRINCIPAL_PLACEHOLDER } from './acl.js';
+import { PRINCIPAL_PLACEHOLDER } from './acl.js';
+import { filterCovers, filterMatches } from '../topic/rules.js';
 import { ANONYMOUS, ANY_PRINCIPAL } from './config.js';
 import { verifyPassword } from './password.js';
 

@@ -29,14 +29,30 @@ export interface ServerOptions {
 
 /** Ask the kernel for a free port on the host, then give it back for the server to take. */
 export async function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
+  const [port] = await freePorts(host, 1);
+  return port!;
+}
+
+/**
+ * `count` distinct free ports. Each is held until all are found: a port given back at once can
+ * be handed out again by the next request, and two listeners of one server would then collide.
+ */
+export async function freePorts(host: string, count: number): Promise<number[]> {
+  const servers: net.Server[] = [];
+  try {
+    const ports: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const server = net.createServer();
+      servers.push(server);
+      ports.push(await new Promise<number>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port));
+      }));
+    }
+    return ports;
+  } finally {
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  }
 }
 
 /** Polls `check` every 100 ms for up to 20 s; a child that exits meanwhile fails at once. */
@@ -123,7 +139,7 @@ async function stopChild(child: ChildProcess, dir?: string): Promise<void> {
 async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
   const { host } = options;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
-  const [http, mqtt, grpc, admin] = [await freePort(host), await freePort(host), await freePort(host), await freePort(host)];
+  const [http, mqtt, grpc, admin] = await freePorts(host, 4) as [number, number, number, number];
   const nodeArgs = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfileDir)] : [];
   const child = spawnWithFileLimit(process.execPath, [
     ...nodeArgs, path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', path.join(PACKAGE_ROOT, 'config/examples/bench.yaml'),
@@ -167,7 +183,7 @@ async function startMosquitto(host: string): Promise<ServerUnderTest> {
 async function startNats(host: string): Promise<ServerUnderTest> {
   if (!hasCommand('nats-server')) throw new Error('nats-server is not installed: apt-get install nats-server');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-nats-'));
-  const [client, mqtt, ws] = [await freePort(host), await freePort(host), await freePort(host)];
+  const [client, mqtt, ws] = await freePorts(host, 3) as [number, number, number];
   const conf = path.join(dir, 'nats.conf');
   await writeFile(conf, [
     `listen: "${host}:${client}"`, 'server_name: junction-bench', 'max_connections: 100000', 'max_payload: 1MB',

@@ -17,7 +17,7 @@ import {
 } from './schema.js';
 import { ConfigError, type ConfigIssue, type GatewayConfig, type LogLevel } from './types.js';
 import { DURATION_PATTERN, SIZE_PATTERN, parseDuration, parseSize } from './units.js';
-import { keyProblem, patternProblem } from '../message.js';
+import { keyProblem, patternProblem } from '../topic/rules.js';
 import { authConfigIssues } from '../auth/config.js';
 
 export interface LoadedConfig {

@@ -1,8 +1,9 @@
-import type { Bus } from '../bus.js';
+import type { Bus } from '../bus/index.js';
 import type { DeadLetterReason, DeadLetterStore } from '../deadletter/store.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isExpired, keyProblem, newMessageId, type Message } from '../message.js';
+import { isExpired, newMessageId, type Message } from '../message.js';
+import { keyProblem } from '../topic/rules.js';
 import type { RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
 import type { IngressLimiter } from '../protection/ingress-limiter.js';

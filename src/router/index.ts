@@ -1,6 +1,5 @@
 /** The rule router: compile `routes:` once per (re)load, then match every message against it. */
 export { compileRouteTable } from './route-table.js';
-export { TopicTrie, type TrieVisitor } from './topic-trie.js';
 export type {
   CompiledRoute,
   LossReason,

@@ -1,7 +1,8 @@
 import { ConfigError, type ConfigIssue, type DefaultRoute } from '../config/types.js';
 import type { RouteConfig, TargetRefConfig } from '../config/schema.js';
-import { PROTOCOLS, patternProblem, type Protocol } from '../message.js';
-import { TopicTrie } from './topic-trie.js';
+import { PROTOCOLS, type Protocol } from '../message.js';
+import { patternProblem } from '../topic/rules.js';
+import { TopicTrie } from '../topic/trie.js';
 import type {
   CompiledRoute,
   LossReason,

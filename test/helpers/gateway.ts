@@ -1,11 +1,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { builtinAdapters } from '../../adapters/index.js';
-import type { AdapterFactory } from '../../src/adapter.js';
+import { builtinProtocols } from '../../adapters/index.js';
+import type { ProtocolRegistration } from '../../src/adapter.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
+import type { Protocol } from '../../src/message.js';
 
 export interface TestGateway {
   gateway: Gateway;
@@ -41,7 +42,7 @@ export interface TestGatewayOptions {
   httpPort?: number;
 }
 
-export async function startGateway(yaml: string, adapters: AdapterFactory[] = builtinAdapters, options: TestGatewayOptions = {}): Promise<TestGateway> {
+export async function startGateway(yaml: string, protocols: readonly ProtocolRegistration[] = builtinProtocols, options: TestGatewayOptions = {}): Promise<TestGateway> {
   const base = options.httpPort === undefined ? LISTENERS : LISTENERS.replace('http: { host: 127.0.0.1, port: 0 }', `http: { host: 127.0.0.1, port: ${options.httpPort} }`);
   const listeners = `${base.trimEnd()}\n${(options.listeners ?? []).map((name) => `  ${name}: { host: 127.0.0.1, port: 0 }\n`).join('')}`;
   const dir = await mkdtemp(join(tmpdir(), 'junction-test-'));
@@ -50,7 +51,7 @@ export async function startGateway(yaml: string, adapters: AdapterFactory[] = bu
   const withDefaults = withAnonymous(withDeadletter);
   await writeFile(configPath, `${listeners}\n${withDefaults}`);
   const { config } = await loadConfigFile(configPath);
-  const gateway = await Gateway.start(config, { logger: silentLogger(), adapters });
+  const gateway = await Gateway.start(config, { logger: silentLogger(), protocols });
   const http = gateway.address('http');
   const admin = gateway.address('admin');
   const grpc = gateway.address('grpc');
@@ -79,4 +80,16 @@ export async function startGateway(yaml: string, adapters: AdapterFactory[] = bu
  */
 function withAnonymous(yaml: string): string {
   return /^auth:/m.test(yaml) ? yaml : `${yaml}\nauth: { anonymous: true }\n`;
+}
+
+/** A protocol adapter's counters and levels, as /admin/stats and /metrics report them. */
+export function adapterStats(gateway: Gateway, protocol: Protocol): Record<string, number> {
+  const stats = gateway.adapterStats().get(protocol);
+  if (!stats) throw new Error(`no ${protocol} adapter runs`);
+  return { ...stats.counters, ...stats.gauges };
+}
+
+/** Refusals of one protocol by error code, as junction_rejections_total counts them. */
+export function refusals(gateway: Gateway, protocol: Protocol): Record<string, number> {
+  return gateway.metrics.rejections()[protocol] ?? {};
 }

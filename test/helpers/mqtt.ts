@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { createConnection, type Socket } from 'node:net';
 import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
-import type { MqttAdapter } from '../../adapters/mqtt/index.js';
 import type { Gateway } from '../../src/gateway.js';
+import { adapterStats, refusals } from './gateway.js';
 
 export interface Received {
   topic: string;
@@ -96,8 +96,9 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
   return Buffer.concat([Buffer.from([0x10, body.length]), body]);
 }
 
-export function mqttAdapter(gateway: Gateway): MqttAdapter {
-  return gateway.adapters.find((adapter) => adapter.protocol === 'mqtt') as MqttAdapter;
+/** The MQTT adapter's counters now, with its refusals by code. */
+export function mqttStats(gateway: Gateway): Record<string, number> & { refused: Record<string, number> } {
+  return { ...adapterStats(gateway, 'mqtt'), refused: refusals(gateway, 'mqtt') };
 }
 
 export interface ProcessResult {

@@ -129,7 +129,7 @@ auth:
     await responder.subscribe('svc/hang').ready;
     const caller = await client();
     const pending = caller.request('svc/hang', 'x', { timeoutMs: 10_000 });
-    await eventually(() => expect(gw!.gateway.adapters.find((a) => a.protocol === 'ws')!.connections!()).toBe(2));
+    await eventually(() => expect(gw!.gateway.adapter('ws')!.connections()).toBe(2));
     const stopping = gw.stop();
     await expect(pending).rejects.toMatchObject({ code: 'disconnected' });
     await stopping;

@@ -6,22 +6,22 @@ import { Client, credentials, Metadata, status as Status, type ClientReadableStr
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createGrpcAdapter, type GrpcAdapter } from '../../adapters/grpc/index.js';
+import { grpcProtocol } from '../../adapters/grpc/index.js';
 import { hashPassword } from '../../src/auth/password.js';
 import { loadConfigText } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
 import { startDownstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterStats, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { ended, failure, GatewayClient, rawCall, service, subscribed, type Ack, type Delivery } from '../helpers/grpc.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 const REFLECTION_PROTO = createRequire(import.meta.url).resolve('@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto');
 
-function grpcAdapter(gw: TestGateway): GrpcAdapter {
-  return gw.gateway.adapters.find((a) => a.protocol === 'grpc') as GrpcAdapter;
+function grpcStats(gw: TestGateway): Record<string, number> {
+  return adapterStats(gw.gateway, 'grpc');
 }
 
 /** Collects a stream's messages as they come. */
@@ -358,7 +358,7 @@ auth:
 defaultRoute: publish
 grpc: { subscriberBuffer: { messages: 256, bytes: 1mb } }
 `, undefined, { listeners: ['grpc'] });
-    const adapter = grpcAdapter(gw);
+    const stats = () => grpcStats(gw!);
     const slow = rawCall(gw.grpc, service.Subscribe.path, service.Subscribe.requestSerialize({ pattern: 'flood/#' }));
     expect((await slow.headers)['junction-subscribed']).toBe('flood/#');
     // Stop reading: the HTTP/2 stream's window closes and the gateway's writes stop completing.
@@ -375,12 +375,12 @@ grpc: { subscriberBuffer: { messages: 256, bytes: 1mb } }
     }
     publisher.end();
     expect((await ended(publisher)).code).toBe(Status.OK);
-    expect(adapter.stats.slowClosed).toBe(1);
-    expect(adapter.stats.dropped).toBeGreaterThan(0);
+    expect(stats().slowClosed).toBe(1);
+    expect(stats().dropped).toBeGreaterThan(0);
     // What the gateway held for the subscriber stayed within its buffer plus a quarter of it in
     // flight (and one payload over, the one that did not fit).
-    expect(adapter.stats.peakBytes).toBeLessThanOrEqual(1024 * 1024 + 256 * 1024 + payload.length);
-    await eventually(() => expect(adapter.stats.subscribers).toBe(0));
+    expect(stats().peakBytes).toBeLessThanOrEqual(1024 * 1024 + 256 * 1024 + payload.length);
+    await eventually(() => expect(stats().subscribers).toBe(0));
 
     // Reading again drains what was already sent, then the status.
     slow.resume();
@@ -396,7 +396,7 @@ grpc: { subscriberBuffer: { messages: 256, bytes: 1mb } }
 defaultRoute: publish
 grpc: { subscriberBuffer: { messages: 4, bytes: 1mb } }
 `, undefined, { listeners: ['grpc'] });
-    const adapter = grpcAdapter(gw);
+    const stats = () => grpcStats(gw!);
     const slow = rawCall(gw.grpc, service.Subscribe.path, service.Subscribe.requestSerialize({ pattern: 'telemetry/#' }));
     await slow.headers;
     slow.pause();
@@ -408,15 +408,15 @@ grpc: { subscriberBuffer: { messages: 4, bytes: 1mb } }
     publisher.end();
     await ended(publisher);
     expect(acks.filter((a) => a.error === null)).toHaveLength(total);
-    expect(adapter.stats.dropped).toBeGreaterThan(0);
+    expect(stats().dropped).toBeGreaterThan(0);
 
     slow.resume();
-    await eventually(() => expect(slow.messages.length + adapter.stats.dropped).toBe(total));
+    await eventually(() => expect(slow.messages.length + stats().dropped).toBe(total));
     const deliveries = slow.messages.map((bytes) => service.Subscribe.responseDeserialize(bytes));
     // Every gap is reported in the delivery after it, and the stream is still open.
-    expect(deliveries.reduce((sum, d) => sum + d.dropped, 0)).toBe(adapter.stats.dropped);
-    expect(adapter.stats.slowClosed).toBe(0);
-    expect(adapter.stats.subscribers).toBe(1);
+    expect(deliveries.reduce((sum, d) => sum + d.dropped, 0)).toBe(stats().dropped);
+    expect(stats().slowClosed).toBe(0);
+    expect(stats().subscribers).toBe(1);
     // The buffer kept the highest priority, and those come last.
     expect(deliveries.slice(-4).map((d) => d.priority)).toEqual([9, 9, 9, 9]);
     slow.close();
@@ -477,7 +477,7 @@ grpc: { subscriberBuffer: { messages: 4, bytes: 1mb } }
     const { port } = blocker.address() as AddressInfo;
     try {
       const { config } = loadConfigText(`listeners: { grpc: { host: 127.0.0.1, port: ${port} } }`, '');
-      await expect(Gateway.start(config, { logger: silentLogger(), adapters: [createGrpcAdapter] }))
+      await expect(Gateway.start(config, { logger: silentLogger(), protocols: [grpcProtocol] }))
         .rejects.toThrow(`listeners.grpc: 127.0.0.1:${port} is already in use; change listeners.grpc.host/port in the config file`);
     } finally {
       await new Promise((resolve) => blocker.close(resolve));

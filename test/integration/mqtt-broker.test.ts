@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { builtinAdapters } from '../../adapters/index.js';
+import { builtinProtocols } from '../../adapters/index.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { closeClients, connectMqtt, mqttAdapter, runMosquitto, startMosquittoSub } from '../helpers/mqtt.js';
+import { closeClients, connectMqtt, mqttStats, runMosquitto, startMosquittoSub } from '../helpers/mqtt.js';
 
 /**
  * Plain broker behaviour through the router (`defaultRoute: publish`): what an MQTT 3.1.1 client
@@ -12,7 +12,7 @@ describe('MQTT broker semantics through the router', () => {
   let gw: TestGateway;
 
   beforeAll(async () => {
-    gw = await startGateway('defaultRoute: publish', builtinAdapters, { listeners: ['mqtt'] });
+    gw = await startGateway('defaultRoute: publish', builtinProtocols, { listeners: ['mqtt'] });
   });
   afterEach(closeClients);
   afterAll(async () => {
@@ -20,8 +20,8 @@ describe('MQTT broker semantics through the router', () => {
   });
 
   it('delivers QoS 0, 1 and 2 once each, at the lower of the publish and subscription QoS', async () => {
-    const stats = mqttAdapter(gw.gateway).stats;
-    const routedBefore = stats.routed;
+    const stats = () => mqttStats(gw.gateway);
+    const routedBefore = stats().routed;
     const at2 = await connectMqtt(gw.mqtt);
     await at2.client.subscribeAsync('qos/#', { qos: 2 });
     // A wildcard subscription: aedes alone would deliver QoS 2 to it [MQTT-3.8.4-6].
@@ -44,7 +44,7 @@ describe('MQTT broker semantics through the router', () => {
     expect(at0.texts()).toEqual(['m0', 'm1', 'm2', 'end']);
     expect(at0.messages.map((m) => m.qos)).toEqual([0, 0, 0, 0]);
     expect(at2.messages.every((m) => !m.retain)).toBe(true);
-    expect(stats.routed - routedBefore).toBe(4);
+    expect(stats().routed - routedBefore).toBe(4);
   });
 
   it('keeps the last retained message per topic for late subscribers until an empty one clears it', async () => {

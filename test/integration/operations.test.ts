@@ -6,8 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
-import type { Adapter, AdapterFactory } from '../../src/adapter.js';
-import { builtinAdapters } from '../../adapters/index.js';
+import type { Adapter, ProtocolRegistration } from '../../src/adapter.js';
+import { builtinProtocols } from '../../adapters/index.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -113,9 +113,12 @@ routes:
 `);
     let release!: () => void;
     const adaptersStarted = new Promise<void>((resolve) => { release = resolve; });
-    const slow: AdapterFactory = (): Adapter => ({ protocol: 'internal', start: () => adaptersStarted, stop: async () => undefined });
+    const slow: ProtocolRegistration = {
+      protocol: 'internal',
+      create: (): Adapter => ({ start: () => adaptersStarted, stop: async () => undefined, connections: () => 0, stats: () => ({ counters: {} }) }),
+    };
     const { config } = await loadConfigFile(file);
-    const starting = Gateway.start(config, { logger: silentLogger(), adapters: [...builtinAdapters, slow] });
+    const starting = Gateway.start(config, { logger: silentLogger(), protocols: [...builtinProtocols, slow] });
     const admin = `http://127.0.0.1:${port}`;
     await eventually(async () => {
       const response = await fetch(`${admin}/readyz`);

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
 import { failure, GatewayClient } from '../helpers/grpc.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { closeClients, connectMqtt, mqttAdapter } from '../helpers/mqtt.js';
+import { closeClients, connectMqtt, mqttStats } from '../helpers/mqtt.js';
 import { hashPassword } from '../../src/auth/password.js';
 
 /** A per-client bucket of one message a minute (or a short period, for pacing). */
@@ -57,7 +57,7 @@ auth:
     await Promise.all(sends);
     await eventually(() => expect(subscriber.texts()).toHaveLength(4));
     expect(subscriber.texts().filter((t) => t.startsWith('fast'))).toEqual(['fast-1', 'fast-2', 'fast-3']);
-    expect(mqttAdapter(gw.gateway).stats.held).toBeGreaterThanOrEqual(1);
-    expect(mqttAdapter(gw.gateway).stats.holdTimeouts).toBe(0);
+    expect(mqttStats(gw.gateway).held).toBeGreaterThanOrEqual(1);
+    expect(mqttStats(gw.gateway).holdTimeouts).toBe(0);
   });
 });

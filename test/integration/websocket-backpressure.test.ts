@@ -1,12 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { WebSocketAdapter } from '../../adapters/websocket/index.js';
 import type { MessageFrame } from '../../src/client/protocol.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterStats, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
-function wsAdapter(gw: TestGateway): WebSocketAdapter {
-  return gw.gateway.adapters.find((a) => a.protocol === 'ws') as WebSocketAdapter;
+function wsStats(gw: TestGateway): Record<string, number> {
+  return adapterStats(gw.gateway, 'ws');
 }
 
 const MB = 1024 * 1024;
@@ -59,16 +58,16 @@ describe('WebSocket backpressure', () => {
     const total = 3100;
     const isHigh = (i: number) => i % 31 === 30;
     await publishPaced(publisher, total, (i) => ({ op: 'publish', key: `feed/${i}`, payload, priority: isHigh(i) ? 9 : 0 }));
-    const { dropped } = wsAdapter(gw).stats;
+    const { dropped } = wsStats(gw);
     expect(dropped).toBeGreaterThan(0);
 
     sub.socket.resume();
     const received = () => sub.frames.filter((f): f is MessageFrame => f.op === 'message');
-    await eventually(() => expect(received().length + wsAdapter(gw!).stats.dropped).toBe(total), 20_000);
+    await eventually(() => expect(received().length + wsStats(gw!).dropped).toBe(total), 20_000);
     const high = received().filter((m) => m.priority === 9).length;
     const low = received().filter((m) => m.priority === 0).length;
     expect(high).toBe(100);
-    expect(low).toBe(3000 - wsAdapter(gw).stats.dropped);
+    expect(low).toBe(3000 - wsStats(gw).dropped);
   });
 
   it('keeps memory bounded while 50 MB are published at a client that never reads, then closes it with 1013', async () => {
@@ -82,14 +81,14 @@ describe('WebSocket backpressure', () => {
     try {
       // 50 MB of qos 0: the gateway may drop these for a slow consumer, so it does.
       await publishPaced(publisher, 800, () => ({ op: 'publish', key: 'firehose', payload }));
-      const stats = wsAdapter(gw).stats;
+      const stats = wsStats(gw);
       expect(stats.dropped).toBeGreaterThan(0);
       expect(stats.slowClosed).toBe(0);
       // Then qos 1, which may not be dropped: once the buffer holds nothing droppable, the consumer is closed.
       let i = 0;
       await eventually(async () => {
         await publishPaced(publisher, 4, () => ({ op: 'publish', id: `q${i++}`, key: 'firehose', payload, qos: 1 }), 4);
-        expect(wsAdapter(gw!).stats.slowClosed).toBe(1);
+        expect(wsStats(gw!).slowClosed).toBe(1);
       }, 20_000, 0);
     } finally {
       clearInterval(sampler);
@@ -97,7 +96,7 @@ describe('WebSocket backpressure', () => {
     // What the gateway buffered for the consumer is bounded by maxOutboundBuffer: the growth
     // here is garbage not yet collected, far below the 50 MB an unbounded buffer would hold.
     expect(peak - before).toBeLessThan(45 * MB);
-    expect(wsAdapter(gw).stats.peakOutboundBytes).toBeLessThanOrEqual(1 * MB + 128 * 1024);
+    expect(wsStats(gw).peakOutboundBytes).toBeLessThanOrEqual(1 * MB + 128 * 1024);
 
     sub.socket.resume();
     expect(await sub.closed).toMatchObject({ code: 1013, reason: 'slow consumer: outbound buffer full (websocket.maxOutboundBuffer)' });
@@ -110,7 +109,7 @@ describe('WebSocket backpressure', () => {
     const payload = 'z'.repeat(32 * 1024);
     await eventually(async () => {
       await publishPaced(publisher, 64, () => ({ op: 'publish', key: 'ticks', payload }));
-      expect(wsAdapter(gw!).stats.slowClosed).toBe(1);
+      expect(wsStats(gw!).slowClosed).toBe(1);
     }, 20_000, 0);
     sub.socket.resume();
     const closed = await sub.closed;

@@ -1,11 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { WebSocketAdapter } from '../../adapters/websocket/index.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterStats, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
-function wsAdapter(gw: TestGateway): WebSocketAdapter {
-  return gw.gateway.adapters.find((a) => a.protocol === 'ws') as WebSocketAdapter;
+function wsStats(gw: TestGateway): Record<string, number> {
+  return adapterStats(gw.gateway, 'ws');
 }
 
 describe('WebSocket liveness', () => {
@@ -33,10 +32,10 @@ describe('WebSocket liveness', () => {
 
     // terminate() sends no close frame: the client sees the connection drop (1006).
     expect((await dead.closed).code).toBe(1006);
-    expect(wsAdapter(gw).stats.reaped).toBe(1);
+    expect(wsStats(gw).reaped).toBe(1);
     expect(live.socket.readyState).toBe(live.socket.OPEN);
     expect(pings).toBeGreaterThan(0);
-    await eventually(() => expect(wsAdapter(gw!).connections()).toBe(1));
+    await eventually(() => expect(gw!.gateway.adapter('ws')!.connections()).toBe(1));
   });
 
   it('closes a socket without subscriptions that sends nothing for idleTimeout with 4408', async () => {
@@ -48,7 +47,7 @@ describe('WebSocket liveness', () => {
 
     expect(await idle.closed).toMatchObject({ code: 4408, reason: 'idle for 200 ms (websocket.idleTimeout)' });
     expect(listening.socket.readyState).toBe(listening.socket.OPEN);
-    expect(wsAdapter(gw).stats.idleClosed).toBe(1);
+    expect(wsStats(gw).idleClosed).toBe(1);
   });
 
   it('closes sockets with 1001 when the gateway stops, after answering what it had read', async () => {

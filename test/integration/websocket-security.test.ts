@@ -3,15 +3,14 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
 import type { ErrorFrame, MessageFrame } from '../../src/client/protocol.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterStats, refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { connectWs, refusedStatus, type WsTestClient } from '../helpers/ws.js';
-import type { WebSocketAdapter } from '../../adapters/websocket/index.js';
 
 const isAck = (id: unknown) => (f: { op: string; id?: unknown }) => f.op === 'ack' && f.id === id;
 const isError = (id: unknown) => (f: { op: string; id?: unknown }) => f.op === 'error' && f.id === id;
 
-function wsAdapter(gw: TestGateway): WebSocketAdapter {
-  return gw.gateway.adapters.find((a) => a.protocol === 'ws') as WebSocketAdapter;
+function wsStats(gw: TestGateway): Record<string, number> {
+  return adapterStats(gw.gateway, 'ws');
 }
 
 describe('WebSocket authentication, ACL and limits', () => {
@@ -53,7 +52,7 @@ auth:
     expect(await refusedStatus(gw.http, { headers: { authorization: 'Bearer alice:wrong' } })).toBe(401);
     expect(await refusedStatus(gw.http, { headers: { authorization: 'Digest x' } })).toBe(401);
     expect(await refusedStatus(gw.http, { query: '?access_token=mallory%3Ax' })).toBe(401);
-    expect(wsAdapter(gw).stats.refused.unauthenticated).toBe(4);
+    expect(refusals(gw.gateway, 'ws').unauthenticated).toBe(4);
   });
 
   it('takes the token from the Authorization header, a subprotocol or the query string', async () => {
@@ -118,7 +117,8 @@ auth:
     // Another address still gets in, up to the listener's limit.
     await client({ localAddress: '127.0.0.2' });
     expect(await refusedStatus(gw.http, { localAddress: '127.0.0.3' })).toBe(503);
-    expect(wsAdapter(gw).stats.refused.limit).toBe(2);
+    expect(wsStats(gw).handshakesRefused).toBe(2);
+    expect(refusals(gw.gateway, 'ws').overloaded).toBe(2);
 
     first.send({ op: 'subscribe', id: 1, key: 'a' });
     first.send({ op: 'subscribe', id: 2, key: 'b' });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { filterCovers } from '../../src/auth/acl.js';
+import { filterCovers } from '../../src/topic/rules.js';
 import { authConfigIssues } from '../../src/auth/config.js';
 import { AccessControl } from '../../src/auth/index.js';
 import { hashPassword, passwordHashProblem, verifyPassword } from '../../src/auth/password.js';

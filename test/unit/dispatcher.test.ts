@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LocalBus } from '../../src/bus.js';
+import { LocalBus } from '../../src/bus/index.js';
 import type { RouteConfig } from '../../src/config/schema.js';
 import { DeadLetterStore, type DeadLetterRecord } from '../../src/deadletter/store.js';
 import { Dispatcher, type RoutingSnapshot } from '../../src/delivery/dispatcher.js';
@@ -40,7 +40,7 @@ function message(key: string, priority = 4): Message {
 describe('Dispatcher', () => {
   let dir: string;
   let store: DeadLetterStore;
-  const bus = new LocalBus();
+  const bus = new LocalBus((err) => { throw err; });
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'junction-dispatch-'));

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { RouteConfig, TargetRefConfig } from '../../src/config/schema.js';
 import { ConfigError, type DefaultRoute } from '../../src/config/types.js';
 import type { Protocol } from '../../src/message.js';
-import { TopicTrie, compileRouteTable, type LossReason, type RoutableMessage, type TargetBinding } from '../../src/router/index.js';
+import { compileRouteTable, type LossReason, type RoutableMessage, type TargetBinding } from '../../src/router/index.js';
 
 type RuleOptions = Partial<Omit<RouteConfig, 'name' | 'match'>> & {
   protocols?: Protocol[];
@@ -334,89 +334,5 @@ describe('compiled table', () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).issues.map((i) => i.path)).toEqual([path]);
-  });
-});
-
-/** Deterministic PRNG (mulberry32) so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** MQTT filter matching written as directly from the spec as possible, to check the trie against. */
-function referenceMatch(pattern: string, key: string): string[] | undefined {
-  const p = pattern.split('/');
-  const k = key.split('/');
-  if (key.startsWith('$') && (p[0] === '+' || p[0] === '#')) return undefined;
-  const captures: string[] = [];
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === '#') {
-      captures.push(k.slice(i).join('/'));
-      return captures;
-    }
-    if (i >= k.length) return undefined;
-    if (p[i] === '+') captures.push(k[i]!);
-    else if (p[i] !== k[i]) return undefined;
-  }
-  return p.length === k.length ? captures : undefined;
-}
-
-describe('TopicTrie', () => {
-  it('agrees with a brute-force matcher on random keys and patterns', () => {
-    const random = prng(20240607);
-    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-    const keyLevels = ['a', 'b', 'c', '', '$s'];
-    const patternLevels = ['a', 'b', '', '+', '+', '$s'];
-    const path = (levels: readonly string[]): string =>
-      Array.from({ length: 1 + Math.floor(random() * 5) }, () => pick(levels)).join('/');
-
-    for (let round = 0; round < 10; round++) {
-      const patterns = Array.from({ length: 60 }, () => {
-        const base = path(patternLevels);
-        const r = random();
-        return r < 0.05 ? '#' : r < 0.3 ? `${base}/#` : base;
-      });
-      const trie = new TopicTrie<number>();
-      patterns.forEach((pattern, i) => trie.add(pattern, i));
-      expect(trie.size).toBe(patterns.length);
-      for (let n = 0; n < 400; n++) {
-        const key = path(keyLevels);
-        const got: string[] = [];
-        trie.match(key, (i, captures) => got.push(JSON.stringify([i, captures])));
-        const want: string[] = [];
-        patterns.forEach((pattern, i) => {
-          const captures = referenceMatch(pattern, key);
-          if (captures !== undefined) want.push(JSON.stringify([i, captures]));
-        });
-        expect({ key, matches: got.sort() }).toEqual({ key, matches: want.sort() });
-      }
-    }
-  });
-
-  it('matches patterns deeper than the call stack would allow with recursion', () => {
-    const depth = 50_000;
-    const trie = new TopicTrie<string>();
-    trie.add(Array(depth).fill('+').join('/'), 'deep');
-    const seen: number[] = [];
-    trie.match(Array(depth).fill('x').join('/'), (value, captures) => seen.push(captures.length));
-    expect(seen).toEqual([depth]);
-  });
-
-  it('lets a visitor match again on the same trie', () => {
-    const trie = new TopicTrie<string>();
-    trie.add('a/+', 'outer');
-    trie.add('b/+', 'inner');
-    const seen: string[] = [];
-    trie.match('a/1', (value, captures) => {
-      trie.match('b/2', (v, c) => seen.push(`${v}:${c.join()}`));
-      seen.push(`${value}:${captures.join()}`);
-    });
-    expect(seen).toEqual(['inner:2', 'outer:1']);
   });
 });

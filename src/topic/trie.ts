@@ -25,6 +25,10 @@ class TrieNode<V> {
   /** values of patterns that end here with a `/#` (or are `#` itself, at the root) */
   hash: V[] | undefined = undefined;
 
+  get empty(): boolean {
+    return this.sole === undefined && this.children === undefined && this.plus === undefined && this.exact === undefined && this.hash === undefined;
+  }
+
   child(level: string): TrieNode<V> | undefined {
     if (this.sole !== undefined) return level === this.soleLevel ? this.sole : undefined;
     return this.children?.get(level);
@@ -45,6 +49,33 @@ class TrieNode<V> {
     }
     return created;
   }
+
+  removeChild(level: string): void {
+    if (this.sole !== undefined) {
+      if (level === this.soleLevel) this.sole = this.soleLevel = undefined;
+      return;
+    }
+    const children = this.children;
+    if (children === undefined) return;
+    children.delete(level);
+    if (children.size === 1) {
+      const [onlyLevel, only] = children.entries().next().value!;
+      this.soleLevel = onlyLevel;
+      this.sole = only;
+      this.children = undefined;
+    } else if (children.size === 0) {
+      this.children = undefined;
+    }
+  }
+}
+
+/** Removes one occurrence of `value`; an emptied list becomes undefined. Returns whether it was there. */
+function removeFrom<V>(list: V[] | undefined, value: V): V[] | undefined | false {
+  if (list === undefined) return false;
+  const at = list.indexOf(value);
+  if (at < 0) return false;
+  list.splice(at, 1);
+  return list.length > 0 ? list : undefined;
 }
 
 /**
@@ -72,7 +103,7 @@ export class TopicTrie<V> {
   private readonly pool: MatchScratch<V>[] = [];
   private count = 0;
 
-  /** Number of values added. */
+  /** Number of values stored. */
   get size(): number {
     return this.count;
   }
@@ -100,6 +131,44 @@ export class TopicTrie<V> {
     }
     (node.exact ??= []).push(value);
     this.count++;
+  }
+
+  /**
+   * Removes one occurrence of `value` stored under `pattern`, and the nodes left empty, so a
+   * trie whose entries come and go (the bus's subscriptions) does not grow. Returns whether the
+   * value was there.
+   */
+  remove(pattern: string, value: V): boolean {
+    const levels = pattern.split('/');
+    const path: { node: TrieNode<V>; level: string }[] = [];
+    let node = this.root;
+    let removed: V[] | undefined | false = false;
+    for (let i = 0; i <= levels.length; i++) {
+      if (i === levels.length) {
+        removed = removeFrom(node.exact, value);
+        if (removed !== false) node.exact = removed;
+        break;
+      }
+      const level = levels[i]!;
+      if (level === '#') {
+        removed = removeFrom(node.hash, value);
+        if (removed !== false) node.hash = removed;
+        break;
+      }
+      const next = level === '+' ? node.plus : node.child(level);
+      if (next === undefined) return false;
+      path.push({ node, level });
+      node = next;
+    }
+    if (removed === false) return false;
+    this.count--;
+    for (let i = path.length - 1; i >= 0 && node.empty; i--) {
+      const { node: parent, level } = path[i]!;
+      if (level === '+') parent.plus = undefined;
+      else parent.removeChild(level);
+      node = parent;
+    }
+    return true;
   }
 
   /**

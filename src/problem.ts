@@ -1,7 +1,7 @@
 import type { FastifyReply } from 'fastify';
-import { ERRORS, type GatewayError } from '../../src/index.js';
+import { ERRORS, type GatewayError } from './errors.js';
 
-/** RFC 9457 problem details for a GatewayError. */
+/** RFC 9457 problem details for a GatewayError: how every error of the HTTP listener is answered. */
 export interface Problem {
   type: string;
   title: string;

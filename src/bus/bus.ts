@@ -1,0 +1,47 @@
+import type { Message } from '../message.js';
+
+/**
+ * Receives a delivery. It runs inside `publish`, so it must not block or throw: a subscriber
+ * that cannot write at once buffers (and sheds by its own policy), never waits.
+ */
+export type BusHandler = (message: Message) => void;
+
+export interface SubscribeOptions {
+  /** the subscriber answers requests, so `deliverToOne` may pick it (WS, gRPC can; SSE cannot) */
+  responder?: boolean;
+}
+
+export interface BusSubscription {
+  readonly pattern: string;
+  /** Stops deliveries to this subscription; closing twice is harmless. */
+  close(): Promise<void>;
+}
+
+/**
+ * Fan-out of published messages to subscribers of every protocol. The core owns it and knows
+ * nothing of any protocol; adapters are subscribers like any other.
+ *
+ * The contract every implementation keeps (test/bus/bus-suite.ts checks it):
+ * - `publish` hands the message to every subscription whose pattern matches its key by MQTT's
+ *   topic rules (src/topic/rules.ts) once, and to every `subscribeAll` handler once; it resolves
+ *   once each has it. Handlers of one subscription see one publisher's messages in publish order.
+ * - Handlers get the published object itself and must not change it.
+ * - A subscription delivers nothing after `close()` resolves, and nothing after the bus closed.
+ * - `deliverToOne` hands a request to one responder whose pattern matches, in turn among them.
+ */
+export interface Bus {
+  publish(message: Message): Promise<void>;
+  /** Deliveries of every key the pattern (a valid topic filter) matches. */
+  subscribe(pattern: string, handler: BusHandler, options?: SubscribeOptions): Promise<BusSubscription>;
+  /**
+   * Every message published, whatever its key (`$` keys too): for an engine that matches its
+   * own subscriptions and keeps state per key, as the embedded MQTT broker does (retained
+   * messages, offline queues of persistent sessions).
+   */
+  subscribeAll(handler: BusHandler): Promise<BusSubscription>;
+  /** Hands a request to one responder subscribed to its key; resolves false when there is none. */
+  deliverToOne(message: Message): Promise<boolean>;
+  /** pattern subscriptions held, for metrics */
+  readonly subscriptionCount: number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,109 @@
+import type { Message } from '../message.js';
+import { TopicTrie } from '../topic/trie.js';
+import type { Bus, BusHandler, BusSubscription, SubscribeOptions } from './bus.js';
+
+interface Entry {
+  readonly pattern: string;
+  readonly handler: BusHandler;
+}
+
+const EVERY_KEY = '';
+const DONE: Promise<void> = Promise.resolve();
+
+/**
+ * The in-process bus: one topic trie of subscriptions (the router's trie), matched once per
+ * publish. Deliveries happen inside `publish`, so publishing costs one trie walk and one call
+ * per subscriber, and no promise beyond the one returned.
+ */
+export class LocalBus implements Bus {
+  readonly #subscriptions = new TopicTrie<Entry>();
+  readonly #responders = new TopicTrie<Entry>();
+  readonly #everything = new Set<Entry>();
+  readonly #onError: (err: unknown, pattern: string) => void;
+  /** matched entries of the publishes under way; a handler that publishes nests one level */
+  readonly #scratch: Entry[][] = [];
+  #depth = 0;
+  #rotation = 0;
+  #closed = false;
+
+  /** `onError` hears of a handler that threw; the other subscribers still get the message. */
+  constructor(onError: (err: unknown, pattern: string) => void) {
+    this.#onError = onError;
+  }
+
+  get subscriptionCount(): number {
+    return this.#subscriptions.size;
+  }
+
+  publish(message: Message): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('the bus is closed'));
+    const hits = this.#scratch[this.#depth] ??= [];
+    this.#depth++;
+    try {
+      this.#subscriptions.match(message.key, (entry) => {
+        hits.push(entry);
+      });
+      for (const entry of this.#everything) hits.push(entry);
+      for (let i = 0; i < hits.length; i++) this.#call(hits[i]!, message);
+    } finally {
+      hits.length = 0;
+      this.#depth--;
+    }
+    return DONE;
+  }
+
+  #call(entry: Entry, message: Message): void {
+    try {
+      entry.handler(message);
+    } catch (err) {
+      this.#onError(err, entry.pattern);
+    }
+  }
+
+  subscribe(pattern: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<BusSubscription> {
+    if (this.#closed) return Promise.reject(new Error('the bus is closed'));
+    const entry: Entry = { pattern, handler };
+    this.#subscriptions.add(pattern, entry);
+    if (options.responder) this.#responders.add(pattern, entry);
+    let open = true;
+    return Promise.resolve({
+      pattern,
+      close: () => {
+        if (open) {
+          open = false;
+          this.#subscriptions.remove(pattern, entry);
+          if (options.responder) this.#responders.remove(pattern, entry);
+        }
+        return DONE;
+      },
+    });
+  }
+
+  subscribeAll(handler: BusHandler): Promise<BusSubscription> {
+    if (this.#closed) return Promise.reject(new Error('the bus is closed'));
+    const entry: Entry = { pattern: EVERY_KEY, handler };
+    this.#everything.add(entry);
+    return Promise.resolve({
+      pattern: EVERY_KEY,
+      close: () => {
+        this.#everything.delete(entry);
+        return DONE;
+      },
+    });
+  }
+
+  deliverToOne(message: Message): Promise<boolean> {
+    const candidates: Entry[] = [];
+    this.#responders.match(message.key, (entry) => {
+      candidates.push(entry);
+    });
+    if (candidates.length === 0) return Promise.resolve(false);
+    this.#call(candidates[this.#rotation++ % candidates.length]!, message);
+    return Promise.resolve(true);
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return DONE;
+  }
+}

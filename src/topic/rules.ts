@@ -1,0 +1,85 @@
+/**
+ * MQTT's topic rules, the one place they are written down for every protocol: route keys are
+ * topic names, subscription and rule patterns are topic filters (MQTT 3.1.1 §4.7). The router's
+ * and the bus's trie (./trie.ts) walks the same rules in its own optimised form.
+ */
+
+/** MQTT topic names are length-prefixed with 16 bits [MQTT-1.5.3]. */
+export const MAX_KEY_BYTES = 65535;
+
+/**
+ * Checks a route key against the topic-name rules [MQTT-4.7.1-1], [MQTT-4.7.3-1..3]: at least
+ * one character, no wildcards, no NUL, at most 65535 UTF-8 bytes. Returns what is wrong, or
+ * undefined when the key is valid.
+ */
+export function keyProblem(key: string): string | undefined {
+  if (typeof key !== 'string' || key.length === 0) return 'key must not be empty';
+  if (key.includes('+') || key.includes('#')) return 'key must not contain the wildcards + or #';
+  if (key.includes('\u0000')) return 'key must not contain NUL';
+  if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) {
+    return `key must be at most ${MAX_KEY_BYTES} bytes of UTF-8`;
+  }
+  if (!key.isWellFormed()) return 'key must be well-formed UTF-8';
+  return undefined;
+}
+
+/**
+ * Checks a pattern against the topic-filter rules [MQTT-4.7.1-2], [MQTT-4.7.1-3]: `#` only as
+ * the whole last level, `+` only as a whole level.
+ */
+export function patternProblem(pattern: string): string | undefined {
+  if (typeof pattern !== 'string' || pattern.length === 0) return 'pattern must not be empty';
+  if (pattern.includes('\u0000')) return 'pattern must not contain NUL';
+  if (Buffer.byteLength(pattern, 'utf8') > MAX_KEY_BYTES) return `pattern must be at most ${MAX_KEY_BYTES} bytes of UTF-8`;
+  const levels = pattern.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) {
+      return '# must be a whole level and the last one';
+    }
+    if (level.includes('+') && level !== '+') return '+ must be a whole level';
+  }
+  return undefined;
+}
+
+/**
+ * [MQTT-4.7.2-1]: a filter whose first level is a wildcard matches no key starting with `$`
+ * (`#` does not match `$SYS/uptime`; `$SYS/#` does).
+ */
+export function startsWithWildcard(pattern: string): boolean {
+  return pattern.startsWith('+') || pattern.startsWith('#');
+}
+
+/** Whether a valid pattern matches a key. */
+export function filterMatches(pattern: string, key: string): boolean {
+  if (key.startsWith('$') && startsWithWildcard(pattern)) return false;
+  const filter = pattern.split('/');
+  const levels = key.split('/');
+  for (let i = 0; i < filter.length; i++) {
+    const f = filter[i]!;
+    if (f === '#') return true;
+    if (i >= levels.length) return false;
+    if (f !== '+' && f !== levels[i]) return false;
+  }
+  return filter.length === levels.length;
+}
+
+/**
+ * Whether every key `filter` can match is also matched by `pattern`: a subscription to `filter`
+ * can then only ever deliver keys `pattern` allows. `sensors/#` covers `sensors/+/temp` and
+ * `sensors`; `sensors/+` does not cover `sensors/#`.
+ */
+export function filterCovers(pattern: string, filter: string): boolean {
+  if (filter.startsWith('$') && startsWithWildcard(pattern)) return false;
+  const p = pattern.split('/');
+  const f = filter.split('/');
+  for (let i = 0; ; i++) {
+    const pl = p[i];
+    const fl = f[i];
+    if (pl === '#') return true;
+    if (pl === undefined || fl === undefined) return pl === fl;
+    if (fl === '#') return false;
+    if (pl === '+') continue;
+    if (fl === '+' || pl !== fl) return false;
+  }
+}
