@@ -77,6 +77,14 @@ export function isGatewayError(err: unknown): err is GatewayError {
   return err instanceof GatewayError;
 }
 
+/** How a sender is refused while the gateway drains: `overloaded`, to retry against another node or later. */
+export function shuttingDown(): GatewayError {
+  return new GatewayError('overloaded', SHUTTING_DOWN, { retryAfterMs: 1000 });
+}
+
+/** The words every protocol uses to say the gateway is draining (a WebSocket close reason too). */
+export const SHUTTING_DOWN = 'the gateway is shutting down';
+
 /** Anything thrown that is not a GatewayError is a bug or an unexpected fault: report it as internal. */
 export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;

@@ -23,6 +23,7 @@ import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
 import { GatewayMetrics } from './metrics.js';
 import { startTracing } from './tracing.js';
+import { settledBy } from './timeouts.js';
 import type { Protocol } from './message.js';
 
 export type ListenerName = 'http' | 'mqtt' | 'grpc' | 'admin';
@@ -418,13 +419,7 @@ export class Gateway {
     await Promise.all([...this.#adapters.values()].map((adapter) => adapter.stop(deadline)));
     await this.#http?.close();
     const lanes = [...this.#targets.values()].map((t) => t.lane);
-    const remaining = Math.max(0, deadline - Date.now());
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.all(lanes.map((lane) => lane.idle())),
-      new Promise((resolve) => { timer = setTimeout(resolve, remaining); }),
-    ]);
-    clearTimeout(timer);
+    await settledBy(Promise.all(lanes.map((lane) => lane.idle())), deadline);
     const shutdown = new GatewayError('overloaded', 'the gateway stopped before this message was delivered', { shutdown: true });
     for (const lane of lanes) lane.close(shutdown);
     await this.dispatcher.settled();

@@ -7,8 +7,9 @@ export type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.
 export type { GatewayConfig } from './config/types.js';
 export { ListenerError } from './gateway.js';
 export type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
-export { ERRORS, GatewayError, isGatewayError, toGatewayError, type ErrorCode, type ErrorSpec, type GatewayErrorDetails } from './errors.js';
+export { ERRORS, GatewayError, isGatewayError, shuttingDown, SHUTTING_DOWN, toGatewayError, type ErrorCode, type ErrorSpec, type GatewayErrorDetails } from './errors.js';
 export type { Logger } from './log.js';
+export { settledBy, withTimeout } from './timeouts.js';
 export {
   createMessage, isValidTraceparent, newMessageId, newTraceparent, parsePriority,
   DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY,
@@ -16,7 +17,8 @@ export {
 } from './message.js';
 export { filterMatches, keyProblem, patternProblem, MAX_KEY_BYTES } from './topic/rules.js';
 export type { DeliveryContext, Target, TargetDeps, TargetFactory, TargetReply } from './targets/target.js';
-export { Fifo } from './delivery/fifo.js';
+export { INBOX_PREFIX, ReplyGrants } from './delivery/inbox.js';
+export { CONTROL_PRIORITY, SubscriberBuffer, type AddOutcome, type BufferLimits, type Buffered } from './delivery/subscriber-buffer.js';
 export { problemOf, sendProblem, type Problem } from './problem.js';
 /** The /ws frame protocol, shared with the client library (junction/client). */
 export * from './client/protocol.js';

@@ -6,10 +6,10 @@ import {
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
-  GatewayError, ListenerError, newMessageId, patternProblem, toGatewayError,
+  GatewayError, ListenerError, newMessageId, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type GatewayConfig, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
-import { forbidden, identify, ReplyGrants } from './auth.js';
+import { forbidden, identify } from './auth.js';
 import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
 import { loadGatewayProto, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
@@ -46,6 +46,7 @@ export class GrpcAdapter implements Adapter {
   #server: Server | undefined;
   #health: HealthImplementation | undefined;
   #address: AddressInfo | undefined;
+  /** answers gRPC responders may publish: each arrives in a separate Publish call, so the grants are the adapter's, by principal */
   readonly #replyGrants = new ReplyGrants();
   #stopping = false;
   #stopped: Promise<void> | undefined;
@@ -118,22 +119,16 @@ export class GrpcAdapter implements Adapter {
     this.#health?.setStatus(SERVICE, 'NOT_SERVING');
     const draining = statusOf(shuttingDown());
     for (const subscriber of this.#subscribers) subscriber.end(draining);
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, deadline - Date.now())); });
-    await Promise.race([
-      Promise.all([
-        ...[...this.#publishStreams].map(async (session) => {
-          await session.stopReading();
-          session.end(draining);
-        }),
-        ...this.#unaryCalls,
-      ]),
-      expired,
-    ]);
+    await settledBy(Promise.all([
+      ...[...this.#publishStreams].map(async (session) => {
+        await session.stopReading();
+        session.end(draining);
+      }),
+      ...this.#unaryCalls,
+    ]), deadline);
     for (const session of this.#publishStreams) session.end(draining);
     // tryShutdown waits for every call, health Watch streams included: the deadline bounds it.
-    await Promise.race([new Promise<void>((resolve) => server.tryShutdown(() => resolve())), expired]);
-    clearTimeout(timer);
+    await settledBy(new Promise<void>((resolve) => server.tryShutdown(() => resolve())), deadline);
     server.forceShutdown();
   }
 
@@ -290,9 +285,6 @@ export class GrpcAdapter implements Adapter {
 /** A call whose deadline passed while the gateway checked its credentials. */
 class PastDeadline extends Error {}
 
-function shuttingDown(): GatewayError {
-  return new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
-}
 
 /** grpc-js reports a failed bind as a plain Error; the errno code, when there is one, is in the text. */
 function bindCause(err: unknown): NodeJS.ErrnoException {

@@ -1,6 +1,5 @@
 import type { ServerDuplexStream, StatusObject } from '@grpc/grpc-js';
-import { newMessageId, toGatewayError, type AdapterContext, type ErrorCode, type GatewayError, type Message } from '../../src/index.js';
-import type { BufferLimits } from './delivery-buffer.js';
+import { newMessageId, toGatewayError, type AdapterContext, type BufferLimits, type ErrorCode, type GatewayError, type Message } from '../../src/index.js';
 import { errorOf, messageFromProto, type CallContext } from './mapping.js';
 import type { ErrorOut, MessageIn, PublishAckOut } from './proto.js';
 

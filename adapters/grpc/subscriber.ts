@@ -1,6 +1,5 @@
 import { Metadata, status as Status, type ServerWritableStream, type StatusObject } from '@grpc/grpc-js';
-import type { BusSubscription, Message } from '../../src/index.js';
-import { DeliveryBuffer, type BufferLimits } from './delivery-buffer.js';
+import { SubscriberBuffer, type BufferLimits, type BusSubscription, type Message } from '../../src/index.js';
 import { deliveryOf } from './mapping.js';
 import type { DeliveryOut, SubscribeRequestIn } from './proto.js';
 
@@ -16,16 +15,24 @@ export interface SubscriberCounters {
   peakBytes: number;
 }
 
+/** A delivery waiting for a slow subscriber. */
+interface Waiting {
+  message: Message;
+  priority: number;
+  droppable: boolean;
+  bytes: number;
+}
+
 /**
  * One Subscribe call. Deliveries go straight to the call while it keeps up; when grpc-js says
  * stop (`write()` false, until 'drain') or too many bytes are written but not yet sent, they
- * wait in a bounded DeliveryBuffer. A subscriber that falls too far behind loses qos 0
- * deliveries, then its stream (RESOURCE_EXHAUSTED).
+ * wait in a bounded SubscriberBuffer (the slow-consumer policy of every protocol). A subscriber
+ * that falls too far behind loses qos 0 deliveries, then its stream (RESOURCE_EXHAUSTED).
  */
 export class SubscriberStream {
   subscription: BusSubscription | undefined;
   readonly #call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>;
-  readonly #buffer: DeliveryBuffer;
+  readonly #buffer: SubscriberBuffer<Waiting>;
   readonly #limits: BufferLimits;
   /** bytes written to the call whose HTTP/2 write has not completed: the client's unread window */
   readonly #unsentLimit: number;
@@ -42,7 +49,7 @@ export class SubscriberStream {
   constructor(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, limits: BufferLimits, counters: SubscriberCounters, onClose: () => void) {
     this.#call = call;
     this.#limits = limits;
-    this.#buffer = new DeliveryBuffer(limits);
+    this.#buffer = new SubscriberBuffer<Waiting>(() => limits);
     // grpc-js queues up to 16 messages before write() says false; with large payloads that alone
     // could exceed the buffer, so unsent bytes are capped too, at a quarter of the buffer.
     this.#unsentLimit = Math.max(1, Math.floor(limits.bytes / 4));
@@ -66,11 +73,11 @@ export class SubscriberStream {
       this.#write(message);
       return;
     }
-    const outcome = this.#buffer.add(message);
-    if (outcome.ok) {
+    const outcome = this.#buffer.add({ message, priority: message.priority, droppable: message.qos === 0, bytes: message.payload.length });
+    if (outcome.queued) {
       this.#drop(outcome.dropped);
       this.#notePeak();
-    } else if (outcome.droppedIncoming) {
+    } else if (outcome.dropped === 1) {
       this.#drop(1);
     } else {
       this.#counters.slowClosed++;
@@ -150,7 +157,7 @@ export class SubscriberStream {
     while (!this.#closed && this.#canWrite()) {
       const next = this.#buffer.shift();
       if (next === undefined) return;
-      this.#write(next);
+      this.#write(next.message);
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, patternProblem, sendProblem, toGatewayError, tokenFromAuthorization,
+  GatewayError, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
@@ -69,7 +69,7 @@ export class HttpAdapter implements Adapter {
   }
 
   async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {
-    if (this.#stopping) throw new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
+    if (this.#stopping) throw shuttingDown();
     const key = keyFromUrl(request.url, prefix);
     const identity = await this.#identity(request);
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
@@ -105,7 +105,7 @@ export class HttpAdapter implements Adapter {
   }
 
   async #subscribe(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    if (this.#stopping) throw new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
+    if (this.#stopping) throw shuttingDown();
     const pattern = keyFromUrl(request.url, SUBSCRIBE);
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });

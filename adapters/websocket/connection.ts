@@ -1,11 +1,10 @@
 import type { WebSocket } from 'ws';
 import {
-  CLOSE_CODES, GatewayError, toGatewayError,
+  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, ReplyGrants, SubscriberBuffer, toGatewayError,
   type AdapterContext, type BusSubscription, type ErrorCode, type GatewayConfig, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
 } from '../../src/index.js';
 import { errorFrame, frameIdOf, messageFrame, parseFrame, replyFrame, toMessage } from './frames.js';
-import { OutboundQueue, RESPONSE_PRIORITY, type Outbound } from './outbound-queue.js';
 
 /** What every connection shares with the adapter: counters and the adapter's view of the config. */
 export interface ConnectionHost {
@@ -36,9 +35,6 @@ interface Subscription {
   closed: boolean;
 }
 
-/** Requests handed to this socket whose reply key it may publish to whatever the ACL says. */
-const MAX_REPLY_GRANTS = 1024;
-const INBOX_PREFIX = '_inbox/';
 /** ws's options for a text frame; one object for every send */
 const TEXT = { binary: false } as const;
 /** bytes a response frame counts for: small, never dropped */
@@ -46,12 +42,20 @@ const RESPONSE_BYTES = 256;
 /** what a delivery counts for beyond its payload: key, headers and the JSON around them, roughly */
 const FRAME_OVERHEAD = 256;
 
+/** A frame waiting for the socket: a delivery is encoded only if it is sent, not when dropped. */
+interface Outbound {
+  data: Buffer | string | (() => Buffer);
+  bytes: number;
+  priority: number;
+  droppable: boolean;
+}
+
 let nextConnection = 0;
 
 /**
  * One client socket: its frames in, its deliveries and responses out. Outbound frames go
  * straight to ws while its buffer is below a high-water mark; past it they wait in a bounded
- * OutboundQueue, which drops qos 0 deliveries lowest priority first and closes the socket
+ * SubscriberBuffer, which drops qos 0 deliveries lowest priority first and closes the socket
  * with 1013 when it cannot take a frame that may not be dropped. Inbound, at most
  * `maxInflight` frames are processed at once: past it the socket is not read.
  */
@@ -63,8 +67,9 @@ export class Connection {
   readonly #identity: Identity;
   readonly #source: MessageSource;
   readonly #subscriptions = new Map<string, Subscription>();
-  readonly #replyGrants = new Map<string, string>();
-  #queue: OutboundQueue | undefined;
+  /** requests handed to this socket, whose reply key it may publish to whatever the ACL says */
+  readonly #replyGrants = new ReplyGrants();
+  #queue: SubscriberBuffer<Outbound> | undefined;
   #waitingDrain = false;
   #stalledSince = 0;
   #inflight = 0;
@@ -230,10 +235,7 @@ export class Connection {
 
   #mayPublish(key: string, correlationId: string | undefined): boolean {
     // A responder answering a request it was handed needs no ACL grant for the inbox key.
-    if (correlationId !== undefined && this.#replyGrants.get(key) === correlationId) {
-      this.#replyGrants.delete(key);
-      return true;
-    }
+    if (this.#replyGrants.take(key, correlationId, this.#identity.principal)) return true;
     return this.#host.ctx.access().canPublish(this.#identity, key);
   }
 
@@ -311,10 +313,7 @@ export class Connection {
 
   #deliver(message: Message, entry: Subscription): void {
     if (this.#closed || entry.closed) return;
-    if (message.replyTo !== undefined && message.correlationId !== undefined && message.replyTo.startsWith(INBOX_PREFIX)) {
-      if (this.#replyGrants.size >= MAX_REPLY_GRANTS) this.#replyGrants.delete(this.#replyGrants.keys().next().value!);
-      this.#replyGrants.set(message.replyTo, message.correlationId);
-    }
+    if (entry.responder) this.#replyGrants.grant(message, this.#identity.principal);
     const bytes = message.payload.length + message.key.length + FRAME_OVERHEAD;
     // The common case, a socket keeping up, allocates nothing per delivery.
     if (!this.#waitingDrain) {
@@ -325,7 +324,7 @@ export class Connection {
   }
 
   #respond(data: string): void {
-    this.#send({ data, bytes: RESPONSE_BYTES, priority: RESPONSE_PRIORITY, droppable: false });
+    this.#send({ data, bytes: RESPONSE_BYTES, priority: CONTROL_PRIORITY, droppable: false });
   }
 
   /** Every refusal of a frame goes through here: counted, then answered with an `error` frame. */
@@ -341,9 +340,8 @@ export class Connection {
       this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
       return;
     }
-    const limit = this.#settings.maxOutboundBuffer;
-    const queue = this.#queue ??= new OutboundQueue();
-    const result = queue.add(item, Math.max(0, limit - this.socket.bufferedAmount));
+    const queue = this.#queue ??= new SubscriberBuffer<Outbound>(() => ({ messages: Infinity, bytes: this.#settings.maxOutboundBuffer }));
+    const result = queue.add(item, this.socket.bufferedAmount);
     if (result.dropped > 0) this.#host.counters.dropped += result.dropped;
     if (!result.queued && result.dropped === 0) {
       this.close(CLOSE_CODES.tryAgainLater, 'slow consumer: outbound buffer full (websocket.maxOutboundBuffer)');

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
-  CLOSE_CODES, GatewayError, sendProblem, toGatewayError, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
+  CLOSE_CODES, GatewayError, sendProblem, settledBy, shuttingDown, SHUTTING_DOWN, toGatewayError, withTimeout, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
   type Adapter, type AdapterContext, type AdapterStats, type GatewayConfig, type Identity, type ProtocolRegistration,
 } from '../../src/index.js';
 import { Connection, type ConnectionHost, type WebSocketCounters } from './connection.js';
@@ -78,7 +78,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
    */
   async #admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const config = this.ctx.settings();
-    if (this.#stopping) return this.#refuseHandshake(reply, new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 }));
+    if (this.#stopping) return this.#refuseHandshake(reply, shuttingDown());
     const address = request.ip;
     const fromAddress = this.#perAddress.get(address) ?? 0;
     if (this.#admitted >= config.maxConnections || fromAddress >= config.maxConnectionsPerIp) {
@@ -93,22 +93,14 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
       if (left === 0) this.#perAddress.delete(address);
       else this.#perAddress.set(address, left);
     });
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const token = tokenOf(request);
-      const identity = await Promise.race([
-        this.ctx.access().authenticateToken(token),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new GatewayError('overloaded', 'credentials could not be checked within websocket.handshakeTimeout', { retryAfterMs: 1000 })), config.handshakeTimeout);
-        }),
-      ]);
+      const identity = await withTimeout(this.ctx.access().authenticateToken(tokenOf(request)), config.handshakeTimeout,
+        () => new GatewayError('overloaded', 'credentials could not be checked within websocket.handshakeTimeout', { retryAfterMs: 1000 }));
       this.#identities.set(request.raw, { identity, response: reply.raw });
     } catch (err) {
       const error = toGatewayError(err);
       if (error.code === 'unauthenticated') reply.header('www-authenticate', 'Bearer realm="junction"');
       this.#refuseHandshake(reply, error);
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -127,7 +119,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
     socket.on('error', (err) => this.ctx.logger.debug({ err: err.message }, 'WebSocket error'));
     const admitted = this.#identities.get(request.raw);
     if (admitted === undefined || this.#stopping) {
-      socket.close(CLOSE_CODES.goingAway, 'the gateway is shutting down');
+      socket.close(CLOSE_CODES.goingAway, SHUTTING_DOWN);
       return;
     }
     this.#identities.delete(request.raw);
@@ -193,16 +185,13 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
     this.#stopping = true;
     clearTimeout(this.#timer);
     const connections = [...this.#connections];
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, deadline - Date.now())); });
-    await Promise.race([Promise.all(connections.map((c) => c.drain())), expired]);
+    await settledBy(Promise.all(connections.map((c) => c.drain())), deadline);
     const closed = connections.map((c) => new Promise<void>((resolve) => {
       if (c.socket.readyState === c.socket.CLOSED) return resolve();
       c.socket.once('close', () => resolve());
-      c.close(CLOSE_CODES.goingAway, 'the gateway is shutting down');
+      c.close(CLOSE_CODES.goingAway, SHUTTING_DOWN);
     }));
-    await Promise.race([Promise.all(closed), expired]);
-    clearTimeout(timer);
+    await settledBy(Promise.all(closed), deadline);
     for (const c of connections) if (c.socket.readyState !== c.socket.CLOSED) c.terminate();
   }
 }

@@ -10,6 +10,8 @@ import type { IngressLimiter } from '../protection/ingress-limiter.js';
 import type { DispatchObserver } from '../metrics.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
+import { withTimeout } from '../timeouts.js';
+import { inboxFor } from './inbox.js';
 import type { Settlement, TargetLane } from './target-lane.js';
 
 /** What the sender is told once a message is accepted. */
@@ -347,7 +349,7 @@ export class Dispatcher {
    */
   async #requestSubscriber(message: Message, key: string, timeoutMs: number): Promise<TargetReply> {
     const correlationId = message.correlationId ?? message.id;
-    const inbox = `_inbox/${message.id}`;
+    const inbox = inboxFor(message);
     let settle!: (reply: TargetReply) => void;
     const replied = new Promise<TargetReply>((resolve) => { settle = resolve; });
     const subscription = await this.#deps.bus.subscribe(inbox, (answer) => {
@@ -356,17 +358,12 @@ export class Dispatcher {
       if (answer.contentType !== undefined) reply.contentType = answer.contentType;
       settle(reply);
     });
-    let timer: NodeJS.Timeout | undefined;
     try {
       const request: Message = { ...message, key, replyTo: inbox, correlationId };
       const delivered = await this.#deps.bus.deliverToOne(request);
       if (!delivered) throw new GatewayError('no_route', `no responder is subscribed to ${key}`);
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new GatewayError('upstream_timeout', `no reply on ${key} within ${timeoutMs} ms`)), timeoutMs);
-      });
-      return await Promise.race([replied, timedOut]);
+      return await withTimeout(replied, timeoutMs, () => new GatewayError('upstream_timeout', `no reply on ${key} within ${timeoutMs} ms`));
     } finally {
-      clearTimeout(timer);
       await subscription.close();
     }
   }
