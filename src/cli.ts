@@ -2,7 +2,8 @@ import { Command, Option } from 'commander';
 import { builtinProtocols } from '../adapters/index.js';
 import { loadConfigFile } from './config/load.js';
 import { ConfigError, formatIssue, type ConfigIssue, type GatewayConfig } from './config/types.js';
-import { Gateway, ListenerError } from './gateway.js';
+import { SetupError } from './errors.js';
+import { Gateway } from './gateway.js';
 import { createLogger } from './log.js';
 import { stopTracing } from './tracing.js';
 import { hashPassword } from './auth/password.js';
@@ -38,7 +39,7 @@ async function start(options: { config: string }): Promise<void> {
   try {
     gateway = await Gateway.start(config, { logger, protocols: builtinProtocols, watchConfig: true });
   } catch (err) {
-    if (err instanceof ListenerError || (err instanceof Error && err.message.startsWith('targets.'))) {
+    if (err instanceof SetupError) {
       console.error(err.message);
       process.exit(1);
     }

@@ -77,6 +77,31 @@ export function isGatewayError(err: unknown): err is GatewayError {
   return err instanceof GatewayError;
 }
 
+/**
+ * A start or a reload that cannot go on because of the configuration: its message is one line
+ * that names the key to change (`targets.billing.proto: cannot load …`).
+ */
+export class SetupError extends Error {
+  constructor(readonly path: string, message: string) {
+    super(`${path}: ${message}`);
+    this.name = 'SetupError';
+  }
+}
+
+export type ListenerName = 'http' | 'mqtt' | 'grpc' | 'admin';
+
+/** A listener that could not bind, said in terms of the config key to change. */
+export class ListenerError extends SetupError {
+  constructor(listener: ListenerName, address: string, cause: NodeJS.ErrnoException) {
+    const why = cause.code === 'EADDRINUSE' ? 'is already in use'
+      : cause.code === 'EACCES' ? 'needs privileges this process lacks'
+      : cause.code === 'EADDRNOTAVAIL' ? 'is not an address of this machine'
+      : `cannot be bound (${cause.code ?? cause.message})`;
+    super(`listeners.${listener}`, `${address} ${why}; change listeners.${listener}.host/port in the config file`);
+    this.name = 'ListenerError';
+  }
+}
+
 /** How a sender is refused while the gateway drains: `overloaded`, to retry against another node or later. */
 export function shuttingDown(): GatewayError {
   return new GatewayError('overloaded', SHUTTING_DOWN, { retryAfterMs: 1000 });

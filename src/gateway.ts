@@ -12,7 +12,7 @@ import { DeadLetterStore } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
-import { GatewayError } from './errors.js';
+import { GatewayError, ListenerError, SetupError, type ListenerName } from './errors.js';
 import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
 import { TargetRegistry, type TargetFactory } from './targets/target.js';
@@ -25,8 +25,6 @@ import { GatewayMetrics } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import type { Protocol } from './message.js';
-
-export type ListenerName = 'http' | 'mqtt' | 'grpc' | 'admin';
 
 export interface GatewayOptions {
   logger: Logger;
@@ -58,23 +56,19 @@ export interface ReloadOutcome {
   issues: ConfigIssue[];
 }
 
-/** A listener that could not bind, said in terms of the config key to change. */
-export class ListenerError extends Error {
-  constructor(listener: ListenerName, address: string, cause: NodeJS.ErrnoException) {
-    const why = cause.code === 'EADDRINUSE' ? 'is already in use'
-      : cause.code === 'EACCES' ? 'needs privileges this process lacks'
-      : cause.code === 'EADDRNOTAVAIL' ? 'is not an address of this machine'
-      : `cannot be bound (${cause.code ?? cause.message})`;
-    super(`listeners.${listener}: ${address} ${why}; change listeners.${listener}.host/port in the config file`);
-    this.name = 'ListenerError';
-  }
-}
-
 const DEFAULT_TARGET_TYPES: TargetFactory[] = [httpTargetFactory as TargetFactory, grpcTargetFactory as TargetFactory];
 
 interface RunningTarget {
   config: string;
   lane: TargetLane;
+}
+
+/** A routing state built in full before it is put in force: nothing of it runs until committed. */
+interface Plan {
+  snapshot: RoutingSnapshot;
+  targets: Map<string, RunningTarget>;
+  /** lanes of the running state that the plan replaces or drops */
+  replaced: TargetLane[];
 }
 
 /**
@@ -91,6 +85,8 @@ export class Gateway {
   #version = 1;
   readonly #registry = new TargetRegistry();
   #targets = new Map<string, RunningTarget>();
+  /** replaced lanes finishing what they had before a reload */
+  readonly #retiring = new Set<TargetLane>();
   #http: FastifyInstance | undefined;
   #admin: FastifyInstance | undefined;
   #watcher: FSWatcher | undefined;
@@ -120,7 +116,9 @@ export class Gateway {
       subscriptions: () => this.bus.subscriptionCount,
       adapters: () => this.adapterStats(),
     });
-    this.dispatcher = new Dispatcher(this.#buildSnapshot(config), { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
+    const plan = this.#plan(config, this.#version);
+    this.#targets = plan.targets;
+    this.dispatcher = new Dispatcher(plan.snapshot, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
@@ -245,27 +243,49 @@ export class Gateway {
     return this.#adapters.get(name)?.address?.();
   }
 
-  /** Targets whose config did not change keep running (and their connections); others are replaced. */
-  #buildSnapshot(config: GatewayConfig): RoutingSnapshot {
-    const next = new Map<string, RunningTarget>();
-    for (const [name, targetConfig] of Object.entries(config.targets)) {
-      const current = this.#targets.get(name);
-      const fingerprint = JSON.stringify([targetConfig, config.breakers[targetConfig.breaker ?? 'default']]);
-      next.set(name, current && current.config === fingerprint ? current : { config: fingerprint, lane: this.#createLane(name, targetConfig, config.breakers) });
+  /**
+   * Builds the routing state of `config` without touching the one in force: the route table
+   * first (it cannot fail on a validated config, but if it did nothing would need undoing), then
+   * lanes for new and changed targets. Targets whose config did not change keep their lane (and
+   * its connections). When a target cannot be created, the lanes already made are closed.
+   */
+  #plan(config: GatewayConfig, version: number): Plan {
+    const table = compileRouteTable(config.routes, config.defaultRoute, version);
+    const targets = new Map<string, RunningTarget>();
+    const created: TargetLane[] = [];
+    try {
+      for (const [name, targetConfig] of Object.entries(config.targets)) {
+        const current = this.#targets.get(name);
+        const fingerprint = JSON.stringify([targetConfig, config.breakers[targetConfig.breaker ?? 'default']]);
+        if (current && current.config === fingerprint) {
+          targets.set(name, current);
+          continue;
+        }
+        const lane = this.#createLane(name, targetConfig, config.breakers);
+        created.push(lane);
+        targets.set(name, { config: fingerprint, lane });
+      }
+    } catch (err) {
+      for (const lane of created) this.#close(lane);
+      throw err;
     }
-    const retired = [...this.#targets.entries()].filter(([name, running]) => next.get(name) !== running).map(([, running]) => running.lane);
-    this.#targets = next;
-    void this.#retire(retired);
+    const replaced = [...this.#targets.values()].filter((running) => targets.get(running.lane.name) !== running).map((running) => running.lane);
     return {
-      table: compileRouteTable(config.routes, config.defaultRoute, this.#version),
-      lanes: new Map([...next].map(([name, running]) => [name, running.lane])),
-      requestTimeoutMs: config.requests.timeout,
+      snapshot: { table, lanes: new Map([...targets].map(([name, running]) => [name, running.lane])), requestTimeoutMs: config.requests.timeout },
+      targets,
+      replaced,
     };
+  }
+
+  /** Closes a lane that never ran. */
+  #close(lane: TargetLane): void {
+    lane.close(new GatewayError('overloaded', `target ${lane.name} was not started`));
+    void lane.target.close().catch(() => undefined);
   }
 
   #createLane(name: string, config: TargetConfig, breakers: GatewayConfig['breakers']): TargetLane {
     const factory = this.#registry.get(config.type);
-    if (!factory) throw new Error(`targets.${name}.type: no target type ${config.type} in this build (have: ${this.#registry.types.join(', ')})`);
+    if (!factory) throw new SetupError(`targets.${name}.type`, `no target type ${config.type} in this build (have: ${this.#registry.types.join(', ')})`);
     const target = factory.create(name, config, { logger: this.logger.child({ target: name }) });
     // Every target has a breaker: the one `breaker:` names, else `breakers.default`, else built-in defaults.
     const breaker = breakers[config.breaker ?? 'default'] ?? {};
@@ -299,16 +319,18 @@ export class Gateway {
   }
 
   /**
-   * A replaced target finishes what it has; a dispatch that read the old snapshot just before
-   * the swap may still hand it a message, hence the grace period before waiting for idle.
+   * A replaced lane gets no new work once the new routing state is in force (the dispatcher
+   * looks lanes up at the moment it enqueues): it finishes what it has, then releases its
+   * downstream connections.
    */
-  async #retire(lanes: TargetLane[]): Promise<void> {
-    if (lanes.length === 0) return;
-    await new Promise((resolve) => setTimeout(resolve, 1000).unref());
-    await Promise.all(lanes.map(async (lane) => {
-      await lane.idle();
-      await lane.target.close();
-    }));
+  #retire(lanes: TargetLane[]): void {
+    for (const lane of lanes) {
+      this.#retiring.add(lane);
+      void lane.idle().then(() => {
+        this.#retiring.delete(lane);
+        return lane.target.close();
+      }).catch((err: unknown) => this.logger.warn({ err, target: lane.name }, 'a replaced target did not close cleanly'));
+    }
   }
 
   /**
@@ -381,20 +403,24 @@ export class Gateway {
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
     }
-    let snapshot: RoutingSnapshot;
-    this.#version++;
+    let plan: Plan;
     try {
-      snapshot = this.#buildSnapshot(config);
+      plan = this.#plan(config, this.#version + 1);
     } catch (err) {
-      this.#version--;
       this.reloads.refused++;
-      const issue = { file, line: 0, column: 0, path: '', message: (err as Error).message };
-      this.logger.error({ trigger, error: issue.message }, 'reload refused; the running table stays');
+      const issue = err instanceof SetupError
+        ? { file, line: 0, column: 0, path: err.path, message: err.message.slice(err.path.length + 2) }
+        : { file, line: 0, column: 0, path: '', message: `the routing state could not be built: ${(err as Error).message}` };
+      this.logger.error({ trigger, err }, 'reload refused; the running table stays');
+      this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issue.message}; version ${this.#version} stays` });
       return { ok: false, version: this.#version, issues: [issue] };
     }
     const levelChanged = config.log.level !== this.#config.log.level;
+    this.#version++;
     this.#config = config;
-    this.dispatcher.swap(snapshot);
+    this.#targets = plan.targets;
+    this.dispatcher.swap(plan.snapshot);
+    this.#retire(plan.replaced);
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
@@ -418,7 +444,7 @@ export class Gateway {
     await this.#watcher?.close();
     await Promise.all([...this.#adapters.values()].map((adapter) => adapter.stop(deadline)));
     await this.#http?.close();
-    const lanes = [...this.#targets.values()].map((t) => t.lane);
+    const lanes = [...[...this.#targets.values()].map((t) => t.lane), ...this.#retiring];
     await settledBy(Promise.all(lanes.map((lane) => lane.idle())), deadline);
     const shutdown = new GatewayError('overloaded', 'the gateway stopped before this message was delivered', { shutdown: true });
     for (const lane of lanes) lane.close(shutdown);

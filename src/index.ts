@@ -5,9 +5,8 @@ export type {
 export { tokenFromAuthorization, type AccessControl, type Identity } from './auth/index.js';
 export type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
 export type { GatewayConfig } from './config/types.js';
-export { ListenerError } from './gateway.js';
 export type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
-export { ERRORS, GatewayError, isGatewayError, shuttingDown, SHUTTING_DOWN, toGatewayError, type ErrorCode, type ErrorSpec, type GatewayErrorDetails } from './errors.js';
+export { ERRORS, GatewayError, isGatewayError, ListenerError, SetupError, shuttingDown, SHUTTING_DOWN, toGatewayError, type ErrorCode, type ErrorSpec, type GatewayErrorDetails } from './errors.js';
 export type { Logger } from './log.js';
 export { settledBy, withTimeout } from './timeouts.js';
 export {

@@ -154,8 +154,8 @@ export class Dispatcher {
     this.#deps.limiter?.admit(message, decision.matches);
     const first = decision.matches[0]!;
     if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, decision.matches, snapshot, options);
-    this.#checkCapacity(message, decision.matches, snapshot);
-    const delivered = this.#deliverAll(message, decision.matches, snapshot);
+    this.#checkCapacity(message, decision.matches);
+    const delivered = this.#deliverAll(message, decision.matches);
     return delivered ? delivered.then(() => ({ id: message.id })) : { id: message.id };
   }
 
@@ -169,17 +169,17 @@ export class Dispatcher {
    * Target lanes take the message synchronously; only publishes and dead-letter writes are
    * awaited, so the common case (targets only) allocates no promise per binding.
    */
-  #deliverAll(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot): Promise<unknown> | undefined {
+  #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<unknown> | undefined {
     let waits: Promise<void>[] | undefined;
     for (const match of matches) {
       for (const binding of match.targets) {
         if (binding.kind === 'target') {
           try {
-            this.#enqueue(message, binding.name, match.fallback, snapshot);
+            this.#enqueue(message, binding.name, match.fallback);
             continue;
           } catch (err) {
             // Refused before it was accepted there: straight down the fallback chain.
-            (waits ??= []).push(this.#tryChain(message, binding.name, toGatewayError(err), match.fallback, snapshot).then(() => undefined));
+            (waits ??= []).push(this.#tryChain(message, binding.name, toGatewayError(err), match.fallback).then(() => undefined));
             continue;
           }
         }
@@ -193,19 +193,25 @@ export class Dispatcher {
    * All-or-nothing acceptance: if a target without a fallback is full, nothing is sent
    * anywhere and the sender is told `overloaded`, so a retry cannot duplicate.
    */
-  #checkCapacity(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot): void {
+  #checkCapacity(message: Message, matches: RouteMatch[]): void {
     for (const match of matches) {
       if (match.fallback.length > 0) continue;
       for (const binding of match.targets) {
-        if (binding.kind === 'target' && !this.#lane(binding.name, snapshot).canAccept(message.priority)) {
+        if (binding.kind === 'target' && !this.#lane(binding.name).canAccept(message.priority)) {
           throw new GatewayError('overloaded', `target ${binding.name} is at capacity`, { retryAfterMs: 1000 });
         }
       }
     }
   }
 
-  #lane(name: string, snapshot: RoutingSnapshot): TargetLane {
-    const lane = snapshot.lanes.get(name);
+  /**
+   * A target's lane in the routing state in force now, not in the one a message was routed with:
+   * after a reload swapped a target, work that was still under way (a fallback after a failed
+   * call, the rest of a request's targets after its reply) goes to the new lane, so a replaced
+   * lane only finishes what it already had.
+   */
+  #lane(name: string): TargetLane {
+    const lane = this.#snapshot.lanes.get(name);
     if (!lane) throw new GatewayError('internal', `target ${name} is not running`);
     return lane;
   }
@@ -216,15 +222,15 @@ export class Dispatcher {
   }
 
   /** Hands the message to a lane (or throws); a later failure continues down `chain`. */
-  #enqueue(message: Message, name: string, chain: TargetBinding[], snapshot: RoutingSnapshot): void {
-    const lane = this.#lane(name, snapshot);
+  #enqueue(message: Message, name: string, chain: TargetBinding[]): void {
+    const lane = this.#lane(name);
     const outcome = lane.submit(message);
     this.#track(outcome.then(
       () => undefined,
       (err: unknown) => {
         const error = toGatewayError(err);
         if (error.details.expired) return undefined;
-        const settlement = this.#tryChain(message, name, error, chain, snapshot).catch((writeError: unknown) => {
+        const settlement = this.#tryChain(message, name, error, chain).catch((writeError: unknown) => {
           this.#deps.logger.error({ err: writeError, id: message.id, target: name }, 'dead-letter write failed: message lost');
           return 'lost' as const;
         });
@@ -240,9 +246,8 @@ export class Dispatcher {
    * A replay that fails again is dead-lettered again, as a new record.
    */
   async replay(message: Message, target: string): Promise<'target' | 'router'> {
-    const snapshot = this.#snapshot;
-    if (snapshot.lanes.has(target)) {
-      this.#enqueue(message, target, [{ kind: 'deadletter' }], snapshot);
+    if (this.#snapshot.lanes.has(target)) {
+      this.#enqueue(message, target, [{ kind: 'deadletter' }]);
       return 'target';
     }
     await this.dispatch(message);
@@ -253,7 +258,7 @@ export class Dispatcher {
    * Tries the fallback chain in order; a message nobody takes ends in the dead-letter store,
    * so an accepted message is never lost.
    */
-  async #tryChain(message: Message, failedTarget: string, error: GatewayError, chain: TargetBinding[], snapshot: RoutingSnapshot): Promise<Settlement> {
+  async #tryChain(message: Message, failedTarget: string, error: GatewayError, chain: TargetBinding[]): Promise<Settlement> {
     for (let i = 0; i < chain.length; i++) {
       const binding = chain[i]!;
       try {
@@ -265,7 +270,7 @@ export class Dispatcher {
             await this.#publish(message, binding.key);
             return 'rerouted';
           case 'target':
-            this.#enqueue(message, binding.name, chain.slice(i + 1), snapshot);
+            this.#enqueue(message, binding.name, chain.slice(i + 1));
             return 'rerouted';
         }
       } catch (err) {
@@ -317,11 +322,11 @@ export class Dispatcher {
     const [replyBinding, ...others] = first!.targets;
     const timeoutMs = Math.min(callerTimeoutMs ?? Infinity, first!.route.timeout ?? snapshot.requestTimeoutMs);
     const extra = [{ ...first!, targets: others }, ...rest];
-    this.#checkCapacity(message, extra, snapshot);
+    this.#checkCapacity(message, extra);
     let reply: TargetReply;
     switch (replyBinding!.kind) {
       case 'target': {
-        const lane = this.#lane(replyBinding!.name, snapshot);
+        const lane = this.#lane(replyBinding!.name);
         try {
           reply = await lane.submit(message, { timeoutMs });
         } catch (err) {
@@ -339,7 +344,7 @@ export class Dispatcher {
         reply = { payload: Buffer.alloc(0) };
         break;
     }
-    await this.#deliverAll(message, extra, snapshot);
+    await this.#deliverAll(message, extra);
     return { id: message.id, reply };
   }
 

@@ -1,7 +1,7 @@
 import { Client, credentials, Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { loadSync, type MethodDefinition, type Options, type PackageDefinition } from '@grpc/proto-loader';
 import type { GrpcTargetConfig } from '../config/schema.js';
-import { GatewayError } from '../errors.js';
+import { GatewayError, SetupError } from '../errors.js';
 import type { Message } from '../message.js';
 import { requestFromJson, type FieldDescriptor } from './grpc-json.js';
 import type { DeliveryContext, Target, TargetDeps, TargetFactory, TargetReply } from './target.js';
@@ -54,15 +54,15 @@ function findMethod(config: GrpcTargetConfig, name: string): AnyMethod {
   try {
     definition = loadSync(config.proto, LOADER_OPTIONS);
   } catch (err) {
-    throw new Error(`targets.${name}.proto: cannot load ${config.proto}: ${(err as Error).message}`);
+    throw new SetupError(`targets.${name}.proto`, `cannot load ${config.proto}: ${(err as Error).message}`);
   }
   const service = definition[serviceName] as Record<string, AnyMethod> | undefined;
   const method = service && 'format' in service ? undefined : service?.[methodName];
   if (!method || typeof method.path !== 'string') {
-    throw new Error(`targets.${name}.method: ${config.method} is not a method in ${config.proto}`);
+    throw new SetupError(`targets.${name}.method`, `${config.method} is not a method in ${config.proto}`);
   }
   if (method.requestStream || method.responseStream) {
-    throw new Error(`targets.${name}.method: ${config.method} is a streaming method; a grpc target calls unary methods`);
+    throw new SetupError(`targets.${name}.method`, `${config.method} is a streaming method; a grpc target calls unary methods`);
   }
   return method;
 }

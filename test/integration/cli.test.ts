@@ -130,6 +130,18 @@ describe('junction CLI', () => {
     expect(result.stderr.trim()).toBe(`listeners.http: 127.0.0.1:${port} is already in use; change listeners.http.host/port in the config file`);
   });
 
+  it('start: a target that cannot be created is one line naming its key, exit 1', async () => {
+    const config = join(dir, 'bad-proto.yaml');
+    await writeFile(config, `listeners:\n  http: { host: 127.0.0.1, port: 0 }\ndeadletter: { path: dl.jsonl }
+targets:
+  billing: { type: grpc, address: 127.0.0.1:1, proto: missing.proto, method: billing.v1.Billing/Charge }
+`);
+    const result = await runCli(['start', '-c', config]);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim()).toMatch(/^targets\.billing\.proto: cannot load .*missing\.proto/);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it('start: serves, reloads on SIGHUP, and exits 0 on SIGTERM', async () => {
     const config = join(dir, 'running.yaml');
     await writeFile(config, CONFIG);

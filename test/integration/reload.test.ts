@@ -135,4 +135,50 @@ describe('hot reload', () => {
     expect(a.received.length).toBeGreaterThan(0);
     expect(b.received.length).toBeGreaterThan(0);
   });
+
+  it('refuses a reload whose target cannot be created, naming its key, and keeps every running target working', async () => {
+    const a = await startDownstream();
+    const b = await startDownstream();
+    downstreams.push(a, b);
+    const { http, admin, file } = await start(routesTo(a, b, 'a'));
+    await writeFile(file, `${routesTo(a, b, 'a')}
+  - { name: bill, match: { key: "bill/#" }, to: [billing] }
+`.replace('targets:\n', `targets:
+  billing: { type: grpc, address: 127.0.0.1:1, proto: missing.proto, method: billing.v1.Billing/Charge }
+`));
+    const refused = await fetch(`${admin}/admin/reload`, { method: 'POST' });
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { version: number; errors: { path: string; message: string }[] };
+    expect(body.version).toBe(1);
+    expect(body.errors).toEqual([expect.objectContaining({ path: 'targets.billing.proto', message: expect.stringContaining('cannot load') as unknown })]);
+    expect((await fetch(`${http}/v1/messages/orders/1`, { method: 'POST', body: 'x' })).status).toBe(202);
+    await eventually(() => expect(a.received).toHaveLength(1));
+  });
+
+  it('hands a fallback that comes after a reload to the new lane of a replaced target, never to the retired one', async () => {
+    const primary = await startDownstream();
+    const fallback = await startDownstream();
+    downstreams.push(primary, fallback);
+    const answers: (() => void)[] = [];
+    primary.handler = (_req, res) => answers.push(() => res.writeHead(500).end('no'));
+    const config = (timeout: string) => `${HEAD}
+targets:
+  primary: { type: http, url: "${primary.url}/p", timeout: 20s }
+  backup: { type: http, url: "${fallback.url}/b", timeout: ${timeout} }
+routes:
+  - { name: r, match: { key: "jobs/#" }, to: [primary], fallback: [backup] }
+`;
+    const { http, admin, file } = await start(config('2s'));
+    expect((await fetch(`${http}/v1/messages/jobs/1`, { method: 'POST', body: 'x' })).status).toBe(202);
+    await eventually(() => expect(answers).toHaveLength(1));
+    // The backup target is replaced while the message is still with the primary.
+    await writeFile(file, config('3s'));
+    expect((await fetch(`${admin}/admin/reload`, { method: 'POST' })).status).toBe(200);
+    // Past the second after which the gateway used to close a replaced target's connections.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    answers[0]!();
+    await eventually(() => expect(fallback.received).toHaveLength(1));
+    const stats = (await (await fetch(`${admin}/admin/stats`)).json()) as { messages: { deadLettered: number } };
+    expect(stats.messages.deadLettered).toBe(0);
+  });
 });
