@@ -113,6 +113,7 @@ async function route(key: string, options: { config: string; protocol: Protocol;
 interface DeadLetterOptions {
   config: string;
   admin?: string;
+  token?: string;
   target?: string;
   reason?: string;
   since?: string;
@@ -122,9 +123,19 @@ interface DeadLetterOptions {
   json?: boolean;
 }
 
-/** The admin API of a running gateway: --admin, else listeners.admin of the config file. */
-async function adminUrl(options: DeadLetterOptions): Promise<string> {
-  if (options.admin) return options.admin.replace(/\/$/, '');
+interface AdminApi {
+  base: string;
+  /** admin.token, when the gateway asks for one */
+  token: string | undefined;
+}
+
+/**
+ * The admin API of a running gateway: --admin, else listeners.admin of the config file; its
+ * token: --token, else JUNCTION_ADMIN_TOKEN, else admin.token of the config file.
+ */
+async function adminApi(options: DeadLetterOptions): Promise<AdminApi> {
+  const given = options.token ?? (process.env.JUNCTION_ADMIN_TOKEN || undefined);
+  if (options.admin) return { base: options.admin.replace(/\/$/, ''), token: given };
   const { config } = await loadOrExit(options.config);
   const admin = config.listeners.admin;
   if (!admin) {
@@ -132,13 +143,16 @@ async function adminUrl(options: DeadLetterOptions): Promise<string> {
     process.exit(1);
   }
   const host = admin.host === '0.0.0.0' || admin.host === '::' ? '127.0.0.1' : admin.host;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${admin.port}`;
+  return { base: `http://${host.includes(':') ? `[${host}]` : host}:${admin.port}`, token: given ?? config.admin.token };
 }
 
-async function adminCall(url: string, init?: RequestInit): Promise<unknown> {
+async function adminCall(api: AdminApi, path: string, init: RequestInit = {}): Promise<unknown> {
+  const url = `${api.base}${path}`;
+  const headers = new Headers(init.headers);
+  if (api.token !== undefined) headers.set('authorization', `Bearer ${api.token}`);
   let response: Response;
   try {
-    response = await fetch(url, init);
+    response = await fetch(url, { ...init, headers });
   } catch (err) {
     console.error(`cannot reach the gateway's admin API at ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`);
     process.exit(1);
@@ -172,8 +186,7 @@ interface ListedDeadLetter {
 }
 
 async function deadLetterList(options: DeadLetterOptions): Promise<void> {
-  const base = await adminUrl(options);
-  const body = await adminCall(`${base}/admin/deadletter?${deadLetterQuery(options)}`) as { records: ListedDeadLetter[] };
+  const body = await adminCall(await adminApi(options), `/admin/deadletter?${deadLetterQuery(options)}`) as { records: ListedDeadLetter[] };
   if (options.json) {
     console.log(JSON.stringify(body, null, 2));
     return;
@@ -185,10 +198,10 @@ async function deadLetterList(options: DeadLetterOptions): Promise<void> {
 }
 
 async function deadLetterReplay(options: DeadLetterOptions): Promise<void> {
-  const base = await adminUrl(options);
+  const api = await adminApi(options);
   const body: Record<string, unknown> = Object.fromEntries(deadLetterQuery(options));
   if (options.record && options.record.length > 0) body.recordIds = options.record;
-  const outcome = await adminCall(`${base}/admin/deadletter/replay`, {
+  const outcome = await adminCall(api, '/admin/deadletter/replay', {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
   }) as { replayed: number; failed: number; records: { failed: { recordId: string; error: string }[] } };
   if (options.json) {
@@ -251,6 +264,7 @@ const deadletter = program.command('deadletter').description('list and replay de
 const deadLetterOptions = (command: Command) => command
   .option('-c, --config <file>', 'configuration file (for listeners.admin)', DEFAULT_CONFIG)
   .option('--admin <url>', 'admin API base URL, e.g. http://127.0.0.1:9180')
+  .option('--token <token>', 'admin.token of the gateway (default: $JUNCTION_ADMIN_TOKEN, else admin.token of --config)')
   .option('--target <name>', 'only records of this target')
   .option('--reason <reason>', 'only records with this reason (failed, retries_exhausted, breaker_open, shed, shutdown, …)')
   .option('--since <time>', 'only records from this time on (ISO 8601 or ms)')

@@ -143,7 +143,7 @@ export class Dispatcher {
     if (decision.matches.length === 0) {
       if (decision.default === 'drop') throw new GatewayError('no_route', `no rule matches key ${message.key}`);
       if (options.expectReply) {
-        return this.#requestSubscriber(message, message.key, options.timeoutMs ?? snapshot.requestTimeoutMs).then((reply) => ({ id: message.id, reply }));
+        return this.#requestSubscriber(message, message.key, replyWait(options.timeoutMs, snapshot.requestTimeoutMs)).then((reply) => ({ id: message.id, reply }));
       }
       return this.#publish(message, message.key).then(() => ({ id: message.id }));
     }
@@ -320,7 +320,7 @@ export class Dispatcher {
   async #request(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, callerTimeoutMs?: number): Promise<DispatchResult> {
     const [first, ...rest] = matches;
     const [replyBinding, ...others] = first!.targets;
-    const timeoutMs = Math.min(callerTimeoutMs ?? Infinity, first!.route.timeout ?? snapshot.requestTimeoutMs);
+    const timeoutMs = replyWait(callerTimeoutMs, first!.route.timeout ?? snapshot.requestTimeoutMs);
     const extra = [{ ...first!, targets: others }, ...rest];
     this.#checkCapacity(message, extra);
     let reply: TargetReply;
@@ -386,6 +386,11 @@ export class Dispatcher {
     if (this.#pending === 0) return Promise.resolve();
     return new Promise((resolve) => this.#pendingWaiters.push(resolve));
   }
+}
+
+/** How long a request waits for its reply: the sender's own wait, capped by the rule's or requests.timeout. */
+function replyWait(senderMs: number | undefined, capMs: number): number {
+  return Math.min(senderMs ?? Infinity, capMs);
 }
 
 /** A `{N}` template can produce an invalid key (e.g. empty); refuse before anything is accepted. */

@@ -207,6 +207,18 @@ routes:
     await silent.close();
   });
 
+  it('caps a sender\'s request timeout by requests.timeout when no rule matches', async () => {
+    gw = await startGateway('defaultRoute: publish\nrequests: { timeout: 200ms }');
+    const silent = await gw.gateway.bus.subscribe('rpc/+', () => undefined, { responder: true });
+    // A 10 s wait asked for; the gateway's 200 ms cap answers long before the client gives up at 5 s.
+    const timedOut = await fetch(`${gw.http}/v1/requests/rpc/slow`, {
+      method: 'POST', body: 'hi', headers: { 'x-timeout-ms': '10000' }, signal: AbortSignal.timeout(5000),
+    });
+    expect(timedOut.status).toBe(504);
+    expect((await problem(timedOut)).detail).toContain('within 200 ms');
+    await silent.close();
+  });
+
   it('authenticates with Basic or Bearer credentials and enforces the ACL on publish and subscribe', async () => {
     const hash = await hashPassword('s3cret');
     gw = await startGateway(`

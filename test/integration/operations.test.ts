@@ -8,6 +8,7 @@ import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
 import type { Adapter, ProtocolRegistration } from '../../src/adapter.js';
 import { builtinProtocols } from '../../adapters/index.js';
+import { runCli } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -92,6 +93,18 @@ routes:
     expect((await fetch(`${gw.admin}/admin/routes`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(401);
     expect((await fetch(`${gw.admin}/admin/routes`, { headers: { authorization: 'Bearer s3cret-token-0123456789' } })).status).toBe(200);
     expect((await fetch(`${gw.admin}/dashboard?token=s3cret-token-0123456789`)).status).toBe(200);
+  });
+
+  it('junction deadletter sends the admin token: --token, else JUNCTION_ADMIN_TOKEN', async () => {
+    gw = await startGateway('admin: { token: "s3cret-token-0123456789" }');
+    const without = await runCli(['deadletter', 'list', '--admin', gw.admin], { env: { JUNCTION_ADMIN_TOKEN: '' } });
+    expect(without.code).toBe(1);
+    expect(without.stderr).toContain('401');
+    const flag = await runCli(['deadletter', 'list', '--admin', gw.admin, '--token', 's3cret-token-0123456789']);
+    expect(flag.code, flag.stderr).toBe(0);
+    expect(flag.stdout).toContain('0 record(s)');
+    const env = await runCli(['deadletter', 'list', '--admin', gw.admin], { env: { JUNCTION_ADMIN_TOKEN: 's3cret-token-0123456789' } });
+    expect(env.code, env.stderr).toBe(0);
   });
 
   it('is not ready while starting and while draining', async () => {
