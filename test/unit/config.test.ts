@@ -1,11 +1,11 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it, expect } from 'vitest';
 import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
 import { ConfigError, type ConfigIssue } from '../../src/config/types.js';
-import { gatewayJsonSchema } from '../../src/config/write-json-schema.js';
+import { gatewayJsonSchema, gatewayJsonSchemaText } from '../../src/config/write-json-schema.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FILE = '/etc/junction/gateway.yaml';
@@ -435,5 +435,9 @@ describe('gatewayJsonSchema', () => {
     expect(schema.$id).toBeUndefined();
     expect(Object.getOwnPropertySymbols(schema)).toEqual([]);
     expect(JSON.parse(JSON.stringify(schema))).toEqual(schema);
+  });
+
+  it('is what schema/gateway.schema.json holds (npm run build && npm run schema regenerates it)', async () => {
+    expect(await readFile(path.join(ROOT, 'schema/gateway.schema.json'), 'utf8')).toBe(gatewayJsonSchemaText());
   });
 });
