@@ -193,6 +193,9 @@ describe('cross-checks', () => {
       '  - name: c',
       '    match: { key: "fixed" }',
       '    to: [{ publish: "out/{1}" }]',
+      '  - name: d',
+      '    match: { key: "a/b+" }',
+      '    to: [publish]',
     ))).toEqual([
       '3:19 routes[0].match.key: # must be a whole level and the last one',
       '5:11 routes[1].name: duplicate route name "a"; routes[0] already uses it',
@@ -201,6 +204,7 @@ describe('cross-checks', () => {
       '7:45 routes[1].to[1].publish: a publish key must not contain the wildcards + or #; use {1}, {2}… to insert the levels the match captured',
       '7:71 routes[1].to[2].publish: {0} is out of range: match.key "devices/+/x" has 1 wildcard, so use {1}',
       '10:21 routes[2].to[0].publish: {1} has nothing to refer to: match.key "fixed" has no wildcards',
+      '12:19 routes[3].match.key: + must be a whole level',
     ]);
   });
 
