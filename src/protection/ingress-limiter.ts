@@ -39,10 +39,10 @@ export class IngressLimiter {
   }
 
   #map(route: string, scope: LimiterScope, limit: RateLimitConfig): BucketMap {
-    const id = `${route}\u0000${scope}\u0000${limit.rate}/${limit.per}/${limit.burst ?? limit.rate}`;
+    const id = `${route}\u0000${scope}\u0000${limit.rate}/${limit.per}/${limit.burst}`;
     let map = this.#buckets.get(id);
     if (!map) {
-      map = new BucketMap({ rate: limit.rate, perMs: limit.per, burst: limit.burst ?? limit.rate }, scope === 'client' ? this.#maxClients : 1);
+      map = new BucketMap({ rate: limit.rate, perMs: limit.per, burst: limit.burst }, scope === 'client' ? this.#maxClients : 1);
       this.#buckets.set(id, map);
     }
     return map;

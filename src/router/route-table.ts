@@ -161,9 +161,9 @@ function compileRule(config: RouteConfig, index: number): Rule {
     name: config.name,
     index,
     pattern: config.match.key,
-    priority: config.priority ?? 0,
-    mode: config.mode ?? 'deliver',
-    continue: config.continue ?? false,
+    priority: config.priority,
+    mode: config.mode,
+    continue: config.continue,
   };
   let protocolMask = ANY_PROTOCOL;
   if (config.match.protocols !== undefined) {

@@ -9,10 +9,10 @@ type RuleOptions = Partial<Omit<RouteConfig, 'name' | 'match'>> & {
   headers?: Record<string, string>;
 };
 
-/** One rule as it comes out of the config decoder. */
+/** One rule as it comes out of the config decoder, which gives every rule a priority, mode and continue. */
 function rule(name: string, key: string, options: RuleOptions = {}): RouteConfig {
   const { protocols, headers, ...rest } = options;
-  const config: RouteConfig = { name, match: { key }, to: ['publish'], ...rest };
+  const config: RouteConfig = { name, match: { key }, priority: 0, mode: 'deliver', continue: false, to: ['publish'], ...rest };
   if (protocols !== undefined) config.match.protocols = protocols;
   if (headers !== undefined) config.match.headers = headers;
   return config;
