@@ -1,6 +1,6 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import type { Node as YamlNode } from 'yaml';
-import { GatewayConfigSchema, GrpcTargetSchema, HttpTargetSchema, RouteSchema, TargetRefSchema } from './schema.js';
+import { GatewayConfigSchema, GrpcTargetSchema, HttpTargetSchema, RouteRateLimitSchema, RouteSchema, TargetRateLimitSchema, TargetRefSchema } from './schema.js';
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.js';
 import { isRecord, locate, type Reporter, type Segment } from './yaml-document.js';
 
@@ -39,6 +39,12 @@ const PATTERN_TEXT = new Map<string | undefined, string>([
 /** Unions whose generic wording ("a non-empty string, or …") would not tell an operator much. */
 const UNION_TEXT = new Map<unknown, string>([
   [TargetRefSchema, 'a target name (an entry under targets, publish or deadletter) or { publish: KEY }'],
+]);
+
+/** Keys whose other values belong elsewhere: where, said after what was expected. */
+const ELSEWHERE_TEXT = new Map<unknown, string>([
+  [RouteRateLimitSchema.properties.scope, 'a rule\'s bucket is per client or one for the rule; to pace the calls to a target, give the target a rateLimit'],
+  [TargetRateLimitSchema.properties.scope, 'a target\'s bucket paces every call to it; to limit each client or a rule, give the route a rateLimit'],
 ]);
 
 const VALUE_KEYWORDS = new Set(['type', 'const', 'enum', 'pattern', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength', 'maxLength', 'multipleOf']);
@@ -105,7 +111,7 @@ function reportSchemaErrors(errors: ErrorObject[], data: unknown, report: Report
       const items = e.data as unknown[];
       emit(e.instancePath, [index], `duplicate entry ${shown(items[index])}`);
     } else if (VALUE_KEYWORDS.has(e.keyword)) {
-      emit(e.instancePath, [], `expected ${describe(unionOf.get(e) ?? parent)}, got ${shown(e.data)}`);
+      emit(e.instancePath, [], expected(unionOf.get(e) ?? parent, e.data));
     } else {
       emit(e.instancePath, [], e.message ?? `fails the ${e.keyword} rule`);
     }
@@ -143,7 +149,12 @@ function unionMessage(union: ErrorObject): { segments: Segment[]; text: string }
     if (union.data.type === undefined) return { segments: [], text: `missing required key "type"; expected one of: ${options}` };
     return { segments: ['type'], text: `expected one of: ${options}, got ${shown(union.data.type)}` };
   }
-  return { segments: [], text: `expected ${describe(union.parentSchema as JsonSchema)}, got ${shown(union.data)}` };
+  return { segments: [], text: expected(union.parentSchema as JsonSchema, union.data) };
+}
+
+function expected(schema: JsonSchema, data: unknown): string {
+  const elsewhere = ELSEWHERE_TEXT.get(schema);
+  return `expected ${describe(schema)}, got ${shown(data)}${elsewhere ? `; ${elsewhere}` : ''}`;
 }
 
 /** What a value of this schema looks like, worded to follow "expected". */

@@ -102,9 +102,18 @@ const RateLimitFields = {
 /** A bucket without `burst` holds one period's worth of tokens. */
 const withBurst = <T extends { rate: number; burst?: number }>(limit: T): T & { burst: number } => ({ ...limit, burst: limit.burst ?? limit.rate });
 
-export const RateLimitSchema = Type.Transform(Type.Object({
+/** A rule's token bucket, checked when a message arrives. */
+export const RouteRateLimitSchema = Type.Transform(Type.Object({
   ...RateLimitFields,
-  scope: Type.Optional(Type.Union([Type.Literal('client'), Type.Literal('route'), Type.Literal('target')], { description: 'whose bucket: per client, per route (default on a route) or per target (default on a target)' })),
+  scope: Default(Type.Union([Type.Literal('client'), Type.Literal('route')], { description: 'whose bucket: one per client of the rule, or one for the whole rule' }), 'route'),
+}, strict))
+  .Decode((limit) => withBurst(limit))
+  .Encode((limit) => limit);
+
+/** A target's token bucket: it paces every call to the target, whichever rule sent it. */
+export const TargetRateLimitSchema = Type.Transform(Type.Object({
+  ...RateLimitFields,
+  scope: Type.Optional(Type.Literal('target', { description: 'a target\'s bucket is always its own; per client or per rule is a route\'s rateLimit' })),
 }, strict))
   .Decode((limit) => withBurst(limit))
   .Encode((limit) => limit);
@@ -112,7 +121,7 @@ export const RateLimitSchema = Type.Transform(Type.Object({
 const ProtectionFields = {
   timeout: Default(Duration('per-call timeout'), '5s'),
   breaker: Default(Type.String({ description: 'name of an entry under `breakers`; without it the entry named `default`, else a breaker with the defaults' }), DEFAULT_BREAKER),
-  rateLimit: Type.Optional(RateLimitSchema),
+  rateLimit: Type.Optional(TargetRateLimitSchema),
   concurrency: Default(Type.Integer({ minimum: 1, description: 'calls in flight at once' }), 64),
   queue: Default(Type.Object({
     maxSize: Type.Integer({ minimum: 1, description: 'messages waiting for a call slot, ordered by priority' }),
@@ -176,7 +185,7 @@ export const RouteSchema = Type.Object({
   to: Type.Array(TargetRefSchema, { minItems: 1 }),
   fallback: Type.Optional(Type.Array(TargetRefSchema, { minItems: 1, description: 'used when a target rejects: breaker open, queue full, retries spent' })),
   continue: Default(Type.Boolean({ description: 'keep matching lower-precedence rules after this one' }), false),
-  rateLimit: Type.Optional(RateLimitSchema),
+  rateLimit: Type.Optional(RouteRateLimitSchema),
 }, strict);
 
 /** Bounds in both units: whichever is reached first applies. */
@@ -313,7 +322,7 @@ export const GatewayConfigSchema = Type.Transform(Type.Object({
 
 export type ListenerConfig = StaticDecode<typeof ListenerSchema>;
 export type BreakerConfig = StaticDecode<typeof BreakerSchema>;
-export type RateLimitConfig = StaticDecode<typeof RateLimitSchema>;
+export type RouteRateLimitConfig = StaticDecode<typeof RouteRateLimitSchema>;
 export type HttpTargetConfig = StaticDecode<typeof HttpTargetSchema>;
 export type GrpcTargetConfig = StaticDecode<typeof GrpcTargetSchema>;
 export type TargetConfig = StaticDecode<typeof TargetSchema>;

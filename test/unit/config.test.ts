@@ -197,6 +197,32 @@ describe('schema errors', () => {
   });
 });
 
+describe('options that would do nothing', () => {
+  it('refuses a bucket scope its place cannot have, saying where it belongs', () => {
+    expect(issuesOf(yaml(
+      'targets:',
+      '  ingest: { type: http, url: "http://x", rateLimit: { rate: 5, per: 1s, scope: client } }',
+      'routes:',
+      '  - name: r',
+      '    match: { key: k }',
+      '    rateLimit: { rate: 5, per: 1s, scope: target }',
+      '    to: [ingest]',
+    ))).toEqual([
+      '2:80 targets.ingest.rateLimit.scope: expected "target", got "client"; a target\'s bucket paces every call to it; to limit each client or a rule, give the route a rateLimit',
+      '6:43 routes[0].rateLimit.scope: expected one of: client, route, got "target"; a rule\'s bucket is per client or one for the rule; to pace the calls to a target, give the target a rateLimit',
+    ]);
+  });
+
+  it('accepts the scope each place has', () => {
+    const { config } = loadConfigText(yaml(
+      'targets: { ingest: { type: http, url: "http://x", rateLimit: { rate: 5, per: 1s, scope: target } } }',
+      'routes: [{ name: r, match: { key: k }, rateLimit: { rate: 5, per: 1s, scope: client }, to: [ingest] }]',
+    ), FILE, {});
+    expect(config.targets.ingest!.rateLimit).toMatchObject({ scope: 'target' });
+    expect(config.routes[0]!.rateLimit).toMatchObject({ scope: 'client' });
+  });
+});
+
 describe('cross-checks', () => {
   it('reports unknown and reserved names', () => {
     expect(issuesOf(yaml(
