@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,15 @@ describe('shipped configs', () => {
     expect(Object.values(config.listeners).map((l) => l.host)).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1']);
     expect(config.targets).toEqual({});
     expect(config.deadletter.path).toBe(path.join(ROOT, 'data/deadletter.jsonl'));
+  });
+
+  it('loads every file in config/examples without a warning', async () => {
+    const files = (await readdir(path.join(ROOT, 'config/examples'))).filter((name) => name.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThan(1);
+    for (const name of files) {
+      const { warnings } = await loadConfigFile(path.join(ROOT, 'config/examples', name), {});
+      expect({ name, warnings }).toEqual({ name, warnings: [] });
+    }
   });
 });
 
