@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { BUILTIN_TARGETS } from './schema.js';
+import { BUILTIN_TARGETS, RouteSchema } from './schema.js';
 import { isRecord, type Reporter, type Segment } from './yaml-document.js';
 import { keyProblem, patternProblem } from '../topic/rules.js';
 import { authConfigIssues } from '../auth/config.js';
@@ -64,8 +64,8 @@ export function checkReferences(data: unknown, report: Reporter, baseDir: string
       rules.push({
         index: i,
         name: typeof route.name === 'string' ? route.name : `#${i}`,
-        precedence: typeof route.priority === 'number' ? route.priority : 0,
-        continues: route.continue === true,
+        precedence: typeof route.priority === 'number' ? route.priority : DEFAULT_PRECEDENCE,
+        continues: typeof route.continue === 'boolean' ? route.continue : DEFAULT_CONTINUE,
         match: matchSignature(key, match?.protocols, headers),
       });
     }
@@ -120,6 +120,10 @@ function checkTargetRef(ref: unknown, at: Segment[], targetNames: readonly strin
     if (problem) report.at([...at, 'publish'], problem);
   }
 }
+
+// The raw data has no defaults in it yet: a rule that leaves these out has the schema's.
+const DEFAULT_PRECEDENCE: number = RouteSchema.properties.priority.default;
+const DEFAULT_CONTINUE: boolean = RouteSchema.properties.continue.default;
 
 interface Rule {
   index: number;
