@@ -31,6 +31,9 @@ function prng(seed: number): () => number {
   };
 }
 
+/** The rules below that set no precedence, mode or continue, as the config loader would give them. */
+const PLAIN = { priority: 0, mode: 'deliver', continue: false } as const;
+
 interface Workload {
   routes: RouteConfig[];
   messages: RoutableMessage[];
@@ -43,8 +46,8 @@ interface Workload {
  */
 function workload(size: number): Workload {
   const fixed: RouteConfig[] = [
-    { name: 'audit', match: { key: '+/+/+/status/alarm' }, priority: 10, continue: true, to: ['audit'] },
-    { name: 'commands', match: { key: 'site0/+/device0/cmd/+', headers: { 'content-type': 'application/json' } }, priority: 5, to: ['commands'] },
+    { name: 'audit', match: { key: '+/+/+/status/alarm' }, priority: 10, mode: 'deliver', continue: true, to: ['audit'] },
+    { name: 'commands', match: { key: 'site0/+/device0/cmd/+', headers: { 'content-type': 'application/json' } }, priority: 5, mode: 'deliver', continue: false, to: ['commands'] },
   ];
   const rest = size - fixed.length;
   const sites = Math.max(1, Math.floor(rest * 0.4));
@@ -52,13 +55,13 @@ function workload(size: number): Workload {
   const exact = rest - sites - fleets;
   const routes: RouteConfig[] = [...fixed];
   for (let k = 0; k < sites; k++) {
-    routes.push({ name: `site-${k}`, match: { key: `site${k % 100}/+/device${Math.floor(k / 100)}/#` }, to: ['ingest', { publish: 'dash/{1}/{2}' }] });
+    routes.push({ name: `site-${k}`, match: { key: `site${k % 100}/+/device${Math.floor(k / 100)}/#` }, ...PLAIN, to: ['ingest', { publish: 'dash/{1}/{2}' }] });
   }
   for (let k = 0; k < fleets; k++) {
-    routes.push({ name: `fleet-${k}`, match: { key: `fleet/${k}/+/status/+` }, to: ['fleet', 'publish'] });
+    routes.push({ name: `fleet-${k}`, match: { key: `fleet/${k}/+/status/+` }, ...PLAIN, to: ['fleet', 'publish'] });
   }
   const exactKey = (k: number): string => `plant${k % 50}/line${Math.floor(k / 50)}/cell${k}/sensor/temp`;
-  for (let k = 0; k < exact; k++) routes.push({ name: `exact-${k}`, match: { key: exactKey(k) }, to: ['historian'] });
+  for (let k = 0; k < exact; k++) routes.push({ name: `exact-${k}`, match: { key: exactKey(k) }, ...PLAIN, to: ['historian'] });
 
   const random = prng(size);
   const int = (n: number): number => Math.floor(random() * n);

@@ -256,7 +256,7 @@ export class Gateway {
     try {
       for (const [name, targetConfig] of Object.entries(config.targets)) {
         const current = this.#targets.get(name);
-        const fingerprint = JSON.stringify([targetConfig, config.breakers[targetConfig.breaker ?? 'default']]);
+        const fingerprint = JSON.stringify([targetConfig, config.breakers[targetConfig.breaker]]);
         if (current && current.config === fingerprint) {
           targets.set(name, current);
           continue;
@@ -287,22 +287,22 @@ export class Gateway {
     const factory = this.#registry.get(config.type);
     if (!factory) throw new SetupError(`targets.${name}.type`, `no target type ${config.type} in this build (have: ${this.#registry.types.join(', ')})`);
     const target = factory.create(name, config, { logger: this.logger.child({ target: name }) });
-    // Every target has a breaker: the one `breaker:` names, else `breakers.default`, else built-in defaults.
-    const breaker = breakers[config.breaker ?? 'default'] ?? {};
-    const timeoutMs = Math.min(config.timeout ?? 5000, breaker.timeout ?? Infinity);
+    // The loader resolves every target's breaker to an entry (schema.ts, BreakersSchema).
+    const breaker = breakers[config.breaker]!;
+    // A breaker's timeout, when it has one, caps the target's.
+    const timeoutMs = Math.min(config.timeout, breaker.timeout ?? Infinity);
     return new TargetLane(target, {
-      concurrency: config.concurrency ?? 64,
-      maxQueue: config.queue?.maxSize ?? 10_000,
+      concurrency: config.concurrency,
+      maxQueue: config.queue.maxSize,
       timeoutMs,
-      ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff ?? 10_000 } } : {}),
-      ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst ?? config.rateLimit.rate } } : {}),
+      ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff } } : {}),
+      ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst } } : {}),
       breaker: {
-        errorThresholdPercentage: breaker.errorThresholdPercentage ?? 50,
-        resetTimeout: breaker.resetTimeout ?? 10_000,
-        // opossum's default of 0 would open on the very first failure of a quiet target.
-        volumeThreshold: breaker.volumeThreshold ?? 10,
-        rollingCountTimeout: breaker.rollingCountTimeout ?? 10_000,
-        halfOpenProbes: breaker.halfOpenProbes ?? 1,
+        errorThresholdPercentage: breaker.errorThresholdPercentage,
+        resetTimeout: breaker.resetTimeout,
+        volumeThreshold: breaker.volumeThreshold,
+        rollingCountTimeout: breaker.rollingCountTimeout,
+        halfOpenProbes: breaker.halfOpenProbes,
         ...(breaker.slowCallThreshold !== undefined ? { slowCallThreshold: breaker.slowCallThreshold } : {}),
       },
       onBreakerTransition: (targetName, t) => {

@@ -39,7 +39,7 @@ export class AccessControl {
 
   constructor(config: AuthConfig) {
     this.#config = config;
-    for (const user of config.users) this.#users.set(user.username, { hash: user.password, principal: user.principal ?? user.username });
+    for (const user of config.users) this.#users.set(user.username, { hash: user.password, principal: user.principal });
   }
 
   /**

@@ -15,12 +15,17 @@ export function gatewayJsonSchema(): object {
   };
 }
 
+/** The text of schema/gateway.schema.json, as committed. */
+export function gatewayJsonSchemaText(): string {
+  return `${JSON.stringify(gatewayJsonSchema(), null, 2)}\n`;
+}
+
 /** Runs from dist/src/config/, so the project root is three folders up. */
 const OUTPUT = fileURLToPath(new URL('../../../schema/gateway.schema.json', import.meta.url));
 
 async function main(): Promise<void> {
   await mkdir(path.dirname(OUTPUT), { recursive: true });
-  await writeFile(OUTPUT, `${JSON.stringify(gatewayJsonSchema(), null, 2)}\n`);
+  await writeFile(OUTPUT, gatewayJsonSchemaText());
   process.stdout.write(`wrote ${path.relative(process.cwd(), OUTPUT)}\n`);
 }
 

@@ -1,10 +1,10 @@
-import type { RateLimitConfig } from '../config/schema.js';
+import type { RouteRateLimitConfig } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
 import type { CompiledRoute, RouteMatch } from '../router/types.js';
 import { BucketMap } from './token-bucket.js';
 
-export type LimiterScope = 'client' | 'route';
+export type LimiterScope = RouteRateLimitConfig['scope'];
 
 /** Who "a client" is for rate limiting: the authenticated principal, else the connection. */
 export function clientKey(message: Message): string {
@@ -29,7 +29,7 @@ export class IngressLimiter {
   /** per compiled rule, so the hot path does not rebuild the key string */
   readonly #byRoute = new WeakMap<CompiledRoute, BucketMap>();
 
-  #mapFor(route: CompiledRoute, scope: LimiterScope, limit: RateLimitConfig): BucketMap {
+  #mapFor(route: CompiledRoute, scope: LimiterScope, limit: RouteRateLimitConfig): BucketMap {
     let map = this.#byRoute.get(route);
     if (!map) {
       map = this.#map(route.name, scope, limit);
@@ -38,11 +38,11 @@ export class IngressLimiter {
     return map;
   }
 
-  #map(route: string, scope: LimiterScope, limit: RateLimitConfig): BucketMap {
-    const id = `${route}\u0000${scope}\u0000${limit.rate}/${limit.per}/${limit.burst ?? limit.rate}`;
+  #map(route: string, scope: LimiterScope, limit: RouteRateLimitConfig): BucketMap {
+    const id = `${route}\u0000${scope}\u0000${limit.rate}/${limit.per}/${limit.burst}`;
     let map = this.#buckets.get(id);
     if (!map) {
-      map = new BucketMap({ rate: limit.rate, perMs: limit.per, burst: limit.burst ?? limit.rate }, scope === 'client' ? this.#maxClients : 1);
+      map = new BucketMap({ rate: limit.rate, perMs: limit.per, burst: limit.burst }, scope === 'client' ? this.#maxClients : 1);
       this.#buckets.set(id, map);
     }
     return map;
@@ -54,7 +54,7 @@ export class IngressLimiter {
     for (const { route } of matches) {
       const limit = route.rateLimit;
       if (!limit) continue;
-      const scope: LimiterScope = limit.scope === 'client' ? 'client' : 'route';
+      const scope = limit.scope;
       const wait = this.#mapFor(route, scope, limit).take(scope === 'client' ? clientKey(message) : '', now);
       if (wait > 0) {
         this.rejections[scope]++;

@@ -1,7 +1,6 @@
-import { ConfigError, type ConfigIssue, type DefaultRoute } from '../config/types.js';
+import type { DefaultRoute } from '../config/types.js';
 import type { RouteConfig, TargetRefConfig } from '../config/schema.js';
 import { PROTOCOLS, type Protocol } from '../message.js';
-import { patternProblem } from '../topic/rules.js';
 import { TopicTrie } from '../topic/trie.js';
 import type {
   CompiledRoute,
@@ -47,26 +46,11 @@ const SLOT = /\{([0-9]+)\}/g;
  * holding them already sorted by precedence (priority descending, then file order), so matching a
  * key costs a walk over its levels plus a merge of the few small sorted lists it reaches.
  * `routes` of the table lists the compiled rules in precedence order, the order they are tried.
- * Throws ConfigError (positions unknown, paths such as `routes[2].match.key`) for rules that cannot
- * be compiled.
+ * The routes come from loadConfigText, which has checked them (patterns, names, headers, `{N}`
+ * ranges) and reported what is wrong with its position; nothing is checked again here.
  */
 export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: DefaultRoute, version = 1): RouteTable {
-  const issues: ConfigIssue[] = [];
-  const report = (path: string, message: string): void => {
-    issues.push({ file: '', line: 0, column: 0, path, message });
-  };
-  const names = new Set<string>();
-  const rules: Rule[] = routes.map((config, index) => {
-    const path = `routes[${index}]`;
-    if (names.has(config.name)) report(`${path}.name`, `duplicate route name "${config.name}"`);
-    names.add(config.name);
-    const pattern = config.match.key;
-    const problem = patternProblem(pattern);
-    if (problem !== undefined) report(`${path}.match.key`, problem);
-    const wildcards = pattern.split('/').filter((level) => level === '+' || level === '#').length;
-    return compileRule(config, index, wildcards, (p, message) => report(`${path}.${p}`, message));
-  });
-  if (issues.length > 0) throw new ConfigError(issues);
+  const rules: Rule[] = routes.map(compileRule);
 
   rules.sort((a, b) => b.route.priority - a.route.priority || a.route.index - b.route.index);
   const byPattern = new Map<string, Rule[]>();
@@ -172,14 +156,14 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
   });
 }
 
-function compileRule(config: RouteConfig, index: number, wildcards: number, report: (path: string, message: string) => void): Rule {
+function compileRule(config: RouteConfig, index: number): Rule {
   const route: CompiledRoute = {
     name: config.name,
     index,
     pattern: config.match.key,
-    priority: config.priority ?? 0,
-    mode: config.mode ?? 'deliver',
-    continue: config.continue ?? false,
+    priority: config.priority,
+    mode: config.mode,
+    continue: config.continue,
   };
   let protocolMask = ANY_PROTOCOL;
   if (config.match.protocols !== undefined) {
@@ -192,9 +176,7 @@ function compileRule(config: RouteConfig, index: number, wildcards: number, repo
   if (config.match.headers !== undefined) {
     // Adapters lower-case header names, so rules compare in lower case too.
     for (const [name, value] of Object.entries(config.match.headers)) {
-      const lower = name.toLowerCase();
-      if (headerNames.includes(lower)) report(`match.headers.${name}`, `header "${lower}" is listed twice (names are case-insensitive)`);
-      headerNames.push(lower);
+      headerNames.push(name.toLowerCase());
       headerValues.push(value);
     }
     route.headers = Object.freeze(Object.fromEntries(headerNames.map((name, i) => [name, headerValues[i]!])));
@@ -202,8 +184,7 @@ function compileRule(config: RouteConfig, index: number, wildcards: number, repo
   if (config.set?.priority !== undefined) route.setPriority = config.set.priority;
   if (config.timeout !== undefined) route.timeout = config.timeout;
   if (config.rateLimit !== undefined) route.rateLimit = Object.freeze({ ...config.rateLimit });
-  const compileTargets = (refs: readonly TargetRefConfig[], field: string): readonly TargetTemplate[] =>
-    Object.freeze(refs.map((ref, i) => compileTarget(ref, wildcards, (message) => report(`${field}[${i}].publish`, message))));
+  const compileTargets = (refs: readonly TargetRefConfig[]): readonly TargetTemplate[] => Object.freeze(refs.map(compileTarget));
   return {
     route: Object.freeze(route),
     rank: 0,
@@ -211,13 +192,13 @@ function compileRule(config: RouteConfig, index: number, wildcards: number, repo
     headerCount: headerNames.length,
     headerNames,
     headerValues,
-    targets: compileTargets(config.to, 'to'),
-    fallback: config.fallback === undefined ? [] : compileTargets(config.fallback, 'fallback'),
+    targets: compileTargets(config.to),
+    fallback: config.fallback === undefined ? [] : compileTargets(config.fallback),
     continues: route.continue,
   };
 }
 
-function compileTarget(ref: TargetRefConfig, wildcards: number, report: (message: string) => void): TargetTemplate {
+function compileTarget(ref: TargetRefConfig): TargetTemplate {
   if (ref === 'publish') return { kind: 'key' };
   if (ref === 'deadletter') return { kind: 'fixed', binding: Object.freeze({ kind: 'deadletter' }) };
   if (typeof ref === 'string') return { kind: 'fixed', binding: Object.freeze({ kind: 'target', name: ref }) };
@@ -225,12 +206,8 @@ function compileTarget(ref: TargetRefConfig, wildcards: number, report: (message
   const slots: number[] = [];
   let from = 0;
   for (const m of ref.publish.matchAll(SLOT)) {
-    const n = Number(m[1]);
-    if (n < 1 || n > wildcards) {
-      report(`{${m[1]}} refers to wildcard level ${m[1]}, but the key pattern has ${wildcards} (they count from 1)`);
-    }
     literals.push(ref.publish.slice(from, m.index));
-    slots.push(n - 1);
+    slots.push(Number(m[1]) - 1);
     from = m.index + m[0].length;
   }
   literals.push(ref.publish.slice(from));

@@ -1,6 +1,6 @@
 import type { Protocol } from '../message.js';
 import type { DefaultRoute } from '../config/types.js';
-import type { RateLimitConfig } from '../config/schema.js';
+import type { RouteRateLimitConfig } from '../config/schema.js';
 
 /** Where a matched rule sends a message, with `{N}` already substituted. */
 export type TargetBinding =
@@ -23,7 +23,7 @@ export interface CompiledRoute {
   /** request mode: reply wait in ms, when the rule sets one */
   timeout?: number;
   continue: boolean;
-  rateLimit?: RateLimitConfig;
+  rateLimit?: RouteRateLimitConfig;
 }
 
 export interface RouteMatch {

@@ -26,10 +26,10 @@ export class HttpTarget implements Target {
     const url = new URL(config.url);
     this.#path = `${url.pathname}${url.search}`;
     this.#pool = new Pool(url.origin, {
-      connections: config.connections ?? 64,
+      connections: config.connections,
       pipelining: 1,
       keepAliveTimeout: 30_000,
-      connectTimeout: config.timeout ?? 5000,
+      connectTimeout: config.timeout,
     });
   }
 
@@ -53,7 +53,7 @@ export class HttpTarget implements Target {
     try {
       response = await this.#pool.request({
         path: this.#path,
-        method: this.#config.method ?? 'POST',
+        method: this.#config.method,
         headers,
         body: message.payload,
         signal,

@@ -56,7 +56,7 @@ describe('filterCovers', () => {
 describe('AccessControl', () => {
   it('lets users in by password, anonymous clients only when allowed, and applies allow rules', async () => {
     const password = await hashPassword('pw');
-    const users = [{ username: 'dev-1', password }, { username: 'ops', password, principal: 'operator' }];
+    const users = [{ username: 'dev-1', password, principal: 'dev-1' }, { username: 'ops', password, principal: 'operator' }];
     const acl = [
       { principal: '*', publish: ['devices/{principal}/#'], subscribe: ['commands/{principal}/+'] },
       { principal: 'operator', subscribe: ['#'] },

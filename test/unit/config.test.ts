@@ -1,11 +1,13 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it, expect } from 'vitest';
+import { Value } from '@sinclair/typebox/value';
 import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
+import { GatewayConfigSchema } from '../../src/config/schema.js';
 import { ConfigError, type ConfigIssue } from '../../src/config/types.js';
-import { gatewayJsonSchema } from '../../src/config/write-json-schema.js';
+import { gatewayJsonSchema, gatewayJsonSchemaText } from '../../src/config/write-json-schema.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FILE = '/etc/junction/gateway.yaml';
@@ -29,11 +31,46 @@ function warningsOf(text: string): string[] {
   return loadConfigText(text, FILE, {}).warnings.map(brief);
 }
 
+interface SchemaNode {
+  default?: unknown;
+  properties?: Record<string, SchemaNode>;
+  patternProperties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+  anyOf?: SchemaNode[];
+  const?: unknown;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/**
+ * Walks the schema beside a resolved config: for each key with a default, the default decoded
+ * and what the config holds there. Entries of a map are `*` in the path, list items `[]`, and a
+ * target's branch is named by its type.
+ */
+function collectDefaults(schema: SchemaNode, value: unknown, at: string, found: Map<string, { expected: unknown; actual: unknown }>): void {
+  const fallback = schema.default;
+  const startsEmpty = isRecord(fallback) ? Object.keys(fallback).length === 0 : Array.isArray(fallback) && fallback.length === 0;
+  if (fallback !== undefined && typeof fallback !== 'function' && !startsEmpty) {
+    found.set(at, { expected: Value.Decode(schema as Parameters<typeof Value.Decode>[0], fallback), actual: value });
+  }
+  if (schema.properties && isRecord(value)) {
+    for (const [key, property] of Object.entries(schema.properties)) collectDefaults(property, value[key], `${at}.${key}`, found);
+  } else if (schema.patternProperties && isRecord(value)) {
+    const entry = Object.values(schema.patternProperties)[0]!;
+    for (const item of Object.values(value)) collectDefaults(entry, item, `${at}.*`, found);
+  } else if (schema.items && Array.isArray(value)) {
+    for (const item of value) collectDefaults(schema.items, item, `${at}[]`, found);
+  } else if (schema.anyOf && isRecord(value)) {
+    const branch = schema.anyOf.find((b) => b.properties?.type?.const === value.type);
+    if (branch) collectDefaults(branch, value, `${at}<${String(value.type)}>`, found);
+  }
+}
+
 describe('shipped configs', () => {
   it('accepts the DESIGN.md sample and decodes it', async () => {
     const { config, warnings } = await loadConfigFile(path.join(ROOT, 'config/examples/design-sample.yaml'), {});
     expect(config.listeners.admin).toEqual({ host: '127.0.0.1', port: 9180 });
-    expect(config.breakers.default).toEqual({ timeout: 2000, errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10 });
+    expect(config.breakers.default).toEqual({ timeout: 2000, errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10, rollingCountTimeout: 10_000, halfOpenProbes: 1 });
     expect(config.targets.ingest).toMatchObject({ type: 'http', timeout: 2000, rateLimit: { rate: 500, per: 1000, burst: 1000 }, retry: { attempts: 3, backoff: 100 } });
     expect(config.targets.billing).toMatchObject({ type: 'grpc', method: 'billing.v1.Billing/Charge' });
     expect(config.routes.map((r) => r.name)).toEqual(['alarms', 'telemetry', 'charge']);
@@ -52,6 +89,15 @@ describe('shipped configs', () => {
     expect(Object.values(config.listeners).map((l) => l.host)).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1']);
     expect(config.targets).toEqual({});
     expect(config.deadletter.path).toBe(path.join(ROOT, 'data/deadletter.jsonl'));
+  });
+
+  it('loads every file in config/examples without a warning', async () => {
+    const files = (await readdir(path.join(ROOT, 'config/examples'))).filter((name) => name.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThan(1);
+    for (const name of files) {
+      const { warnings } = await loadConfigFile(path.join(ROOT, 'config/examples', name), {});
+      expect({ name, warnings }).toEqual({ name, warnings: [] });
+    }
   });
 });
 
@@ -160,6 +206,32 @@ describe('schema errors', () => {
   });
 });
 
+describe('options that would do nothing', () => {
+  it('refuses a bucket scope its place cannot have, saying where it belongs', () => {
+    expect(issuesOf(yaml(
+      'targets:',
+      '  ingest: { type: http, url: "http://x", rateLimit: { rate: 5, per: 1s, scope: client } }',
+      'routes:',
+      '  - name: r',
+      '    match: { key: k }',
+      '    rateLimit: { rate: 5, per: 1s, scope: target }',
+      '    to: [ingest]',
+    ))).toEqual([
+      '2:80 targets.ingest.rateLimit.scope: expected "target", got "client"; a target\'s bucket paces every call to it; to limit each client or a rule, give the route a rateLimit',
+      '6:43 routes[0].rateLimit.scope: expected one of: client, route, got "target"; a rule\'s bucket is per client or one for the rule; to pace the calls to a target, give the target a rateLimit',
+    ]);
+  });
+
+  it('accepts the scope each place has', () => {
+    const { config } = loadConfigText(yaml(
+      'targets: { ingest: { type: http, url: "http://x", rateLimit: { rate: 5, per: 1s, scope: target } } }',
+      'routes: [{ name: r, match: { key: k }, rateLimit: { rate: 5, per: 1s, scope: client }, to: [ingest] }]',
+    ), FILE, {});
+    expect(config.targets.ingest!.rateLimit).toMatchObject({ scope: 'target' });
+    expect(config.routes[0]!.rateLimit).toMatchObject({ scope: 'client' });
+  });
+});
+
 describe('cross-checks', () => {
   it('reports unknown and reserved names', () => {
     expect(issuesOf(yaml(
@@ -193,6 +265,9 @@ describe('cross-checks', () => {
       '  - name: c',
       '    match: { key: "fixed" }',
       '    to: [{ publish: "out/{1}" }]',
+      '  - name: d',
+      '    match: { key: "a/b+" }',
+      '    to: [publish]',
     ))).toEqual([
       '3:19 routes[0].match.key: # must be a whole level and the last one',
       '5:11 routes[1].name: duplicate route name "a"; routes[0] already uses it',
@@ -201,6 +276,7 @@ describe('cross-checks', () => {
       '7:45 routes[1].to[1].publish: a publish key must not contain the wildcards + or #; use {1}, {2}… to insert the levels the match captured',
       '7:71 routes[1].to[2].publish: {0} is out of range: match.key "devices/+/x" has 1 wildcard, so use {1}',
       '10:21 routes[2].to[0].publish: {1} has nothing to refer to: match.key "fixed" has no wildcards',
+      '12:19 routes[3].match.key: + must be a whole level',
     ]);
   });
 
@@ -351,11 +427,64 @@ describe('the resolved config', () => {
         handshakeTimeout: 10_000,
         perMessageDeflate: false,
       },
-      breakers: {},
+      breakers: {
+        default: { errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10, rollingCountTimeout: 10_000, halfOpenProbes: 1 },
+      },
       targets: {},
       routes: [],
       defaultRoute: 'publish',
     });
+  });
+
+  it('holds every default of the schema where the file leaves the key out', () => {
+    const { config } = loadConfigText(yaml(
+      'breakers: { quick: {} }',
+      'targets:',
+      '  h: { type: http, url: "http://x", retry: { attempts: 2, backoff: 1s }, rateLimit: { rate: 5, per: 1s } }',
+      '  g: { type: grpc, address: "x:1", proto: /dev/null, method: a.B/C, retry: { attempts: 2, backoff: 1s } }',
+      'routes: [{ name: r, match: { key: k }, to: [publish], rateLimit: { rate: 5, per: 1s } }]',
+    ), FILE, {});
+    const found = new Map<string, { expected: unknown; actual: unknown }>();
+    collectDefaults(GatewayConfigSchema, config, '', found);
+    // Relative paths are resolved against the config file's folder.
+    found.get('.deadletter.path')!.expected = path.join(path.dirname(FILE), 'data/deadletter.jsonl');
+    const side = (which: 'expected' | 'actual') => Object.fromEntries([...found].map(([at, values]) => [at, values[which]]));
+    expect(side('actual')).toEqual(side('expected'));
+    // Every default the JSON Schema file shows, sections that merely start empty aside, was looked at.
+    expect(found.size).toBe(gatewayJsonSchemaText().match(/"default": (?!\{\}|\[\])/g)!.length);
+  });
+
+  it('derives the defaults that depend on other values from them', () => {
+    const derived = loadConfigText(yaml(
+      'limits: { maxPayloadSize: 3kb }',
+      'auth: { users: [{ username: ann, password: "scrypt:16384:8:1:c2FsdA==:a2V5a2V5a2V5a2V5a2V5a2V5" }] }',
+      'routes: [{ name: r, match: { key: k }, to: [publish], rateLimit: { rate: 5, per: 1s } }]',
+    ), FILE, {}).config;
+    expect(derived.grpc.maxReceiveMessageSize).toBe(3 * 1024 + 64 * 1024);
+    expect(derived.mqtt.maxPacketSize).toBe(3 * 1024 + 64 * 1024);
+    expect(derived.websocket.maxFrameSize).toBe(4 * 1024 + 64 * 1024);
+    expect(derived.auth.users[0]!.principal).toBe('ann');
+    expect(derived.routes[0]!.rateLimit!.burst).toBe(5);
+    const given = loadConfigText(yaml(
+      'limits: { maxPayloadSize: 3kb }',
+      'grpc: { maxReceiveMessageSize: 5kb }',
+      'mqtt: { maxPacketSize: 6kb }',
+      'websocket: { maxFrameSize: 7kb }',
+      'auth: { users: [{ username: ann, principal: anna, password: "scrypt:16384:8:1:c2FsdA==:a2V5a2V5a2V5a2V5a2V5a2V5" }] }',
+      'routes: [{ name: r, match: { key: k }, to: [publish], rateLimit: { rate: 5, per: 1s, burst: 9 } }]',
+    ), FILE, {}).config;
+    expect([given.grpc.maxReceiveMessageSize, given.mqtt.maxPacketSize, given.websocket.maxFrameSize]).toEqual([5 * 1024, 6 * 1024, 7 * 1024]);
+    expect(given.auth.users[0]!.principal).toBe('anna');
+    expect(given.routes[0]!.rateLimit!.burst).toBe(9);
+  });
+
+  it('gives a target without breaker: the entry named default, else one with the defaults', () => {
+    const target = 'targets: { h: { type: http, url: "http://x" } }';
+    const builtIn = loadConfigText(yaml('breakers: { slow: { timeout: 9s } }', target), FILE, {}).config;
+    expect(builtIn.targets.h!.breaker).toBe('default');
+    expect(builtIn.breakers.default).toEqual({ errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10, rollingCountTimeout: 10_000, halfOpenProbes: 1 });
+    const named = loadConfigText(yaml('breakers: { default: { timeout: 1s, volumeThreshold: 3 } }', target), FILE, {}).config;
+    expect(named.breakers.default).toMatchObject({ timeout: 1000, volumeThreshold: 3 });
   });
 
   it('decodes the units operators write', () => {
@@ -370,7 +499,7 @@ describe('the resolved config', () => {
     expect(config.requests.timeout).toBe(1500);
     expect(config.shutdown.drainTimeout).toBe(60_000);
     expect(config.deadletter.maxFileSize).toBe(4096);
-    expect(config.breakers.slow).toEqual({ timeout: 250, resetTimeout: 3_600_000 });
+    expect(config.breakers.slow).toMatchObject({ timeout: 250, resetTimeout: 3_600_000 });
   });
 
   it('resolves relative paths against the config file folder and keeps absolute ones', () => {
@@ -435,5 +564,9 @@ describe('gatewayJsonSchema', () => {
     expect(schema.$id).toBeUndefined();
     expect(Object.getOwnPropertySymbols(schema)).toEqual([]);
     expect(JSON.parse(JSON.stringify(schema))).toEqual(schema);
+  });
+
+  it('is what schema/gateway.schema.json holds (npm run build && npm run schema regenerates it)', async () => {
+    expect(await readFile(path.join(ROOT, 'schema/gateway.schema.json'), 'utf8')).toBe(gatewayJsonSchemaText());
   });
 });

@@ -1,0 +1,219 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import type { Node as YamlNode } from 'yaml';
+import { GatewayConfigSchema, GrpcTargetSchema, HttpTargetSchema, RouteRateLimitSchema, RouteSchema, TargetRateLimitSchema, TargetRefSchema } from './schema.js';
+import { DURATION_PATTERN, SIZE_PATTERN } from './units.js';
+import { isRecord, locate, type Reporter, type Segment } from './yaml-document.js';
+
+/** The JSON Schema keywords the messages below read, as Ajv hands schemas back. */
+interface JsonSchema {
+  type?: string;
+  const?: unknown;
+  pattern?: string;
+  minimum?: number;
+  maximum?: number;
+  minLength?: number;
+  anyOf?: JsonSchema[];
+  properties?: Record<string, JsonSchema>;
+  patternProperties?: Record<string, JsonSchema>;
+  required?: string[];
+}
+
+const validateSchema = new Ajv({ allErrors: true, verbose: true, strict: false }).compile(GatewayConfigSchema);
+
+/**
+ * Checks `data` against the schema and reports what fails, worded for operators. Values left
+ * `unresolved` by ${VAR} substitution were already reported and get no schema error on top.
+ */
+export function checkSchema(data: unknown, report: Reporter, unresolved: Set<YamlNode>): void {
+  if (!validateSchema(data)) reportSchemaErrors(validateSchema.errors ?? [], data, report, unresolved);
+}
+
+const PATTERN_TEXT = new Map<string | undefined, string>([
+  [DURATION_PATTERN, 'a duration such as 250ms, 2s, 1m'],
+  [SIZE_PATTERN, 'a size such as 256kb, 1mb'],
+  [HttpTargetSchema.properties.url.pattern, 'an http:// or https:// URL'],
+  [GrpcTargetSchema.properties.method.pattern, 'a method such as package.Service/Method'],
+  [RouteSchema.properties.name.pattern, 'a name made of letters, digits, _ . and -'],
+]);
+
+/** Unions whose generic wording ("a non-empty string, or …") would not tell an operator much. */
+const UNION_TEXT = new Map<unknown, string>([
+  [TargetRefSchema, 'a target name (an entry under targets, publish or deadletter) or { publish: KEY }'],
+]);
+
+/** Keys whose other values belong elsewhere: where, said after what was expected. */
+const ELSEWHERE_TEXT = new Map<unknown, string>([
+  [RouteRateLimitSchema.properties.scope, 'a rule\'s bucket is per client or one for the rule; to pace the calls to a target, give the target a rateLimit'],
+  [TargetRateLimitSchema.properties.scope, 'a target\'s bucket paces every call to it; to limit each client or a rule, give the route a rateLimit'],
+]);
+
+const VALUE_KEYWORDS = new Set(['type', 'const', 'enum', 'pattern', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength', 'maxLength', 'multipleOf']);
+
+/**
+ * Ajv reports a failed anyOf as the errors of every branch plus the anyOf itself. An operator
+ * needs the errors of the branch they meant, so unions are settled outermost first: a branch is
+ * picked by the `type:` discriminator or by the JSON type of the value, its errors are kept and
+ * the others dropped; when no branch fits, one message says what would.
+ */
+function reportSchemaErrors(errors: ErrorObject[], data: unknown, report: Reporter, unresolved: Set<YamlNode>): void {
+  const dropped = new Set<ErrorObject>();
+  const unionOf = new Map<ErrorObject, JsonSchema>();
+  const unions = errors
+    .filter((e) => e.keyword === 'anyOf')
+    .sort((a, b) => a.schemaPath.length - b.schemaPath.length || a.instancePath.length - b.instancePath.length);
+  const unionIssues: ErrorObject[] = [];
+  for (const union of unions) {
+    if (dropped.has(union)) continue;
+    dropped.add(union);
+    const inner = errors.filter((e) => e !== union && isWithin(e, union));
+    const branch = chooseBranch(union.schema as JsonSchema[], union.data);
+    if (branch === undefined) {
+      for (const e of inner) dropped.add(e);
+      unionIssues.push(union);
+      continue;
+    }
+    for (const e of inner) {
+      if (!e.schemaPath.startsWith(`${union.schemaPath}/${branch}/`)) dropped.add(e);
+      else if (e.instancePath === union.instancePath) unionOf.set(e, union.parentSchema as JsonSchema);
+    }
+  }
+
+  const emit = (pointer: string, extra: Segment[], message: string, onKey = false): void => {
+    const segments = [...pointerSegments(pointer, data), ...extra];
+    const place = locate(report.doc, segments);
+    if (place.complete && place.value !== undefined && unresolved.has(place.value)) return;
+    report.at(segments, message, { onKey });
+  };
+
+  for (const union of unionIssues) {
+    const message = unionMessage(union);
+    emit(union.instancePath, message.segments, message.text);
+  }
+  for (const e of errors) {
+    if (dropped.has(e)) continue;
+    const parent = e.parentSchema as JsonSchema;
+    if (e.keyword === 'required') {
+      const missing = errors.filter((o) => o.keyword === 'required' && o.instancePath === e.instancePath && !dropped.has(o));
+      if (missing[0] !== e) continue;
+      const names = missing.map((o) => `"${String(o.params.missingProperty)}"`);
+      emit(e.instancePath, [], `missing required key${names.length > 1 ? 's' : ''} ${names.join(', ')}`);
+    } else if (e.keyword === 'additionalProperties') {
+      const name = String(e.params.additionalProperty);
+      const message = parent.properties
+        ? `unknown key "${name}"; expected one of: ${Object.keys(parent.properties).join(', ')}`
+        : `invalid name "${name}"; expected ${describePattern(Object.keys(parent.patternProperties ?? {})[0])}`;
+      emit(e.instancePath, [name], message, true);
+    } else if (e.keyword === 'minItems') {
+      const limit = Number(e.params.limit);
+      emit(e.instancePath, [], limit === 1 ? 'expected a non-empty list' : `expected at least ${limit} items`);
+    } else if (e.keyword === 'uniqueItems') {
+      const index = Math.max(Number(e.params.i), Number(e.params.j));
+      const items = e.data as unknown[];
+      emit(e.instancePath, [index], `duplicate entry ${shown(items[index])}`);
+    } else if (VALUE_KEYWORDS.has(e.keyword)) {
+      emit(e.instancePath, [], expected(unionOf.get(e) ?? parent, e.data));
+    } else {
+      emit(e.instancePath, [], e.message ?? `fails the ${e.keyword} rule`);
+    }
+  }
+}
+
+function isWithin(e: ErrorObject, union: ErrorObject): boolean {
+  return e.schemaPath.startsWith(`${union.schemaPath}/`)
+    && (e.instancePath === union.instancePath || e.instancePath.startsWith(`${union.instancePath}/`));
+}
+
+/** Branch values of `type:` when every branch is an object told apart by it, as targets are. */
+function discriminators(branches: JsonSchema[]): string[] | undefined {
+  const tags = branches.map((b) => b.properties?.type?.const);
+  return tags.every((t): t is string => typeof t === 'string') ? tags : undefined;
+}
+
+function chooseBranch(branches: JsonSchema[], data: unknown): number | undefined {
+  if (branches.every((b) => b.const !== undefined)) return undefined;
+  const tags = discriminators(branches);
+  if (tags) {
+    const index = isRecord(data) ? tags.indexOf(data.type as string) : -1;
+    return index >= 0 ? index : undefined;
+  }
+  const fitting = branches.flatMap((b, i) => (b.type === undefined || b.type === jsonType(data) || (b.type === 'number' && jsonType(data) === 'integer') ? [i] : []));
+  return fitting.length === 1 ? fitting[0] : undefined;
+}
+
+function unionMessage(union: ErrorObject): { segments: Segment[]; text: string } {
+  const branches = union.schema as JsonSchema[];
+  const tags = discriminators(branches);
+  if (tags) {
+    const options = tags.join(', ');
+    if (!isRecord(union.data)) return { segments: [], text: `expected a mapping whose type is one of: ${options}, got ${shown(union.data)}` };
+    if (union.data.type === undefined) return { segments: [], text: `missing required key "type"; expected one of: ${options}` };
+    return { segments: ['type'], text: `expected one of: ${options}, got ${shown(union.data.type)}` };
+  }
+  return { segments: [], text: expected(union.parentSchema as JsonSchema, union.data) };
+}
+
+function expected(schema: JsonSchema, data: unknown): string {
+  const elsewhere = ELSEWHERE_TEXT.get(schema);
+  return `expected ${describe(schema)}, got ${shown(data)}${elsewhere ? `; ${elsewhere}` : ''}`;
+}
+
+/** What a value of this schema looks like, worded to follow "expected". */
+function describe(schema: JsonSchema): string {
+  const known = UNION_TEXT.get(schema);
+  if (known) return known;
+  if (schema.anyOf) {
+    if (schema.anyOf.every((b) => b.const !== undefined)) return `one of: ${schema.anyOf.map((b) => String(b.const)).join(', ')}`;
+    if (schema.anyOf.some((b) => b.pattern === SIZE_PATTERN)) return 'a size such as 256kb, 1mb, or a number of bytes';
+    return schema.anyOf.map(describe).join(', or ');
+  }
+  if (schema.const !== undefined) return JSON.stringify(schema.const);
+  if (schema.pattern !== undefined) return describePattern(schema.pattern);
+  switch (schema.type) {
+    case 'integer': return describeRange('an integer', schema);
+    case 'number': return describeRange('a number', schema);
+    case 'string': return schema.minLength ? 'a non-empty string' : 'a string';
+    case 'boolean': return 'true or false';
+    case 'array': return 'a list';
+    case 'object': return schema.required?.length ? `a mapping { ${schema.required.map((k) => `${k}: …`).join(', ')} }` : 'a mapping';
+    default: return 'a valid value';
+  }
+}
+
+function describePattern(pattern: string | undefined): string {
+  return PATTERN_TEXT.get(pattern) ?? `a string matching ${pattern}`;
+}
+
+function describeRange(noun: string, { minimum, maximum }: JsonSchema): string {
+  if (minimum !== undefined && maximum !== undefined) return `${noun} from ${minimum} to ${maximum}`;
+  if (minimum !== undefined) return `${noun} of at least ${minimum}`;
+  if (maximum !== undefined) return `${noun} of at most ${maximum}`;
+  return noun;
+}
+
+function jsonType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'number') return Number.isInteger(value) ? 'integer' : 'number';
+  return typeof value;
+}
+
+/** The offending value, short enough for one line. */
+function shown(value: unknown): string {
+  if (value === null || value === undefined) return 'an empty value';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  return String(value);
+}
+
+/** Ajv's instancePath as segments, with array indices as numbers (for `[1]` in paths). */
+function pointerSegments(pointer: string, data: unknown): Segment[] {
+  if (pointer === '') return [];
+  let current = data;
+  return pointer.slice(1).split('/').map((raw) => {
+    const segment = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    const index = Array.isArray(current) ? Number(segment) : undefined;
+    current = index === undefined ? (isRecord(current) ? current[segment] : undefined) : (current as unknown[])[index];
+    return index ?? segment;
+  });
+}
