@@ -1,6 +1,6 @@
 import { crc32 } from 'node:zlib';
-import { MAX_PRIORITY, PROTOCOLS, type Message, type MessageSource, type QoS } from '../message.js';
-import { QUEUE_OUTCOMES, type QueueOutcome } from './store.js';
+import { MAX_PRIORITY, type Message, type MessageSource, type Protocol, type QoS } from '../message.js';
+import type { QueueOutcome } from './store.js';
 
 /**
  * The records of a segment file. Every frame is
@@ -30,6 +30,22 @@ const SEQ_BYTES = 6;
 const APPEND_FIXED_BYTES = 1 + SEQ_BYTES + 4 + 1 + 1 + 1 + 2 + 8;
 const ATTEMPT_BODY_BYTES = 1 + SEQ_BYTES + 4;
 const SETTLE_BODY_BYTES = 1 + SEQ_BYTES + 1;
+
+/**
+ * The numbers files store for protocols and outcomes. They are part of the file format: never
+ * renumber one; a new protocol or outcome gets the next free number (the Record type makes
+ * forgetting one a compile error).
+ */
+const PROTOCOL_CODES: Readonly<Record<Protocol, number>> = { mqtt: 0, ws: 1, http: 2, grpc: 3, internal: 4 };
+const OUTCOME_CODES: Readonly<Record<QueueOutcome, number>> = { delivered: 0, expired: 1, deadLettered: 2, rerouted: 3, returned: 4 };
+const PROTOCOL_OF = inverse(PROTOCOL_CODES);
+const OUTCOME_OF = inverse(OUTCOME_CODES);
+
+function inverse<T extends string>(codes: Readonly<Record<T, number>>): (T | undefined)[] {
+  const names: (T | undefined)[] = [];
+  for (const [name, code] of Object.entries(codes) as [T, number][]) names[code] = name;
+  return names;
+}
 
 /** Which optional message fields an append frame carries. */
 const HAS_CONTENT_TYPE = 1 << 0;
@@ -142,7 +158,7 @@ export function writeAppendFrame(out: FrameBuffer, seq: number, attempts: number
   b.writeUInt32LE(attempts, body + 7);
   b[body + 11] = message.priority;
   b[body + 12] = message.qos;
-  b[body + 13] = PROTOCOLS.indexOf(message.source.protocol);
+  b[body + 13] = PROTOCOL_CODES[message.source.protocol];
   b.writeUInt16LE(flags, body + 14);
   b.writeDoubleLE(message.timestamp, body + 16);
   let at = body + APPEND_FIXED_BYTES;
@@ -184,7 +200,7 @@ export function writeSettleFrame(out: FrameBuffer, seq: number, outcome: QueueOu
   const body = beginFrame(out, SETTLE_BODY_BYTES);
   out.bytes[body] = SETTLE;
   out.bytes.writeUIntLE(seq, body + 1, SEQ_BYTES);
-  out.bytes[body + 7] = QUEUE_OUTCOMES.indexOf(outcome);
+  out.bytes[body + 7] = OUTCOME_CODES[outcome];
   endFrame(out, body);
 }
 
@@ -249,7 +265,7 @@ function decodeBody(data: Buffer, start: number, end: number): Frame | undefined
         ? { type: 'attempt', seq: data.readUIntLE(start + 1, SEQ_BYTES), attempts: data.readUInt32LE(start + 7) }
         : undefined;
     case SETTLE: {
-      const outcome = QUEUE_OUTCOMES[data[start + 7]!];
+      const outcome = OUTCOME_OF[data[start + 7]!];
       return length === SETTLE_BODY_BYTES && outcome ? { type: 'settle', seq: data.readUIntLE(start + 1, SEQ_BYTES), outcome } : undefined;
     }
     case APPEND:
@@ -309,7 +325,7 @@ class Reader {
 function decodeAppend(data: Buffer, start: number, end: number): Frame | undefined {
   const priority = data[start + 11]!;
   const qos = data[start + 12]!;
-  const protocol = PROTOCOLS[data[start + 13]!];
+  const protocol = PROTOCOL_OF[data[start + 13]!];
   if (priority > MAX_PRIORITY || qos > 2 || protocol === undefined) return undefined;
   const flags = data.readUInt16LE(start + 14);
   const timestamp = data.readDoubleLE(start + 16);

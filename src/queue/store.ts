@@ -108,7 +108,6 @@ export interface QueueLimits {
 
 /** How a record's stay ended. */
 export type QueueOutcome = 'delivered' | 'expired' | 'deadLettered' | 'rerouted' | 'returned';
-export const QUEUE_OUTCOMES: readonly QueueOutcome[] = ['delivered', 'expired', 'deadLettered', 'rerouted', 'returned'];
 
 /**
  * `none`: memory only, as before stores existed; `os`: each record is handed to the operating

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createMessage } from '../../src/message.js';
 import { appendFrameBytes, FrameBuffer, scanFrames, writeAppendFrame, writeAttemptFrame, writeSegmentFrame, writeSettleFrame, type Frame } from '../../src/queue/codec.js';
-import { QUEUE_OUTCOMES } from '../../src/queue/store.js';
+import type { QueueOutcome } from '../../src/queue/store.js';
 import { fullMessage, testMessage } from '../queue/messages.js';
 
 /** The frame magic as docs/durability.md gives it. */
@@ -56,13 +56,25 @@ describe('queue segment frames', () => {
     expect(second!.message.headers.__proto__).toBe('x');
   });
 
+  it('round-trips the source of every protocol', () => {
+    const protocols = ['mqtt', 'ws', 'http', 'grpc', 'internal'] as const;
+    const out = new FrameBuffer();
+    for (const protocol of protocols) {
+      const message = testMessage({ source: { protocol } });
+      writeAppendFrame(out, 1, 0, 't', message, appendFrameBytes('t', message));
+    }
+    const frames = scan(out.bytes.subarray(0, out.length)).frames as Extract<Frame, { type: 'append' }>[];
+    expect(frames.map((frame) => frame.message.source.protocol)).toEqual(protocols);
+  });
+
   it('round-trips attempt and settlement frames for every outcome', () => {
+    const outcomes: QueueOutcome[] = ['delivered', 'expired', 'deadLettered', 'rerouted', 'returned'];
     const out = new FrameBuffer();
     writeAttemptFrame(out, 9, 3);
-    for (const outcome of QUEUE_OUTCOMES) writeSettleFrame(out, 9, outcome);
+    for (const outcome of outcomes) writeSettleFrame(out, 9, outcome);
     expect(scan(out.bytes.subarray(0, out.length)).frames).toEqual([
       { type: 'attempt', seq: 9, attempts: 3 },
-      ...QUEUE_OUTCOMES.map((outcome) => ({ type: 'settle', seq: 9, outcome })),
+      ...outcomes.map((outcome) => ({ type: 'settle', seq: 9, outcome })),
     ]);
   });
 
