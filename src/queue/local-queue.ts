@@ -191,6 +191,7 @@ export abstract class LocalQueueStore implements QueueStore {
   abstract readonly recovery: RecoveryReport;
   readonly #journal: Journal | undefined;
   readonly #queues = new Map<string, LocalTargetQueue>();
+  #closed = false;
 
   constructor(journal: Journal | undefined) {
     this.#journal = journal;
@@ -200,6 +201,7 @@ export abstract class LocalQueueStore implements QueueStore {
     let queue = this.#queues.get(target);
     if (!queue) {
       queue = new LocalTargetQueue(target, this.#journal);
+      if (this.#closed) queue.close();
       this.#queues.set(target, queue);
     }
     if (limits) queue.limit(limits);
@@ -207,6 +209,7 @@ export abstract class LocalQueueStore implements QueueStore {
   }
 
   protected closeQueues(): void {
+    this.#closed = true;
     for (const queue of this.#queues.values()) queue.close();
   }
 

@@ -266,6 +266,7 @@ export function describeQueueStore(options: StoreSuiteOptions): void {
       await store.close();
       expectOverloaded(() => queue.append(testMessage()));
       expect(queue.canAccept(testMessage())).toBe(false);
+      expectOverloaded(() => store.queue('created-after-close').append(testMessage()));
     });
 
     if (!options.persistent) return;
