@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import type { TObject } from '@sinclair/typebox';
 import type { FastifyPluginCallback } from 'fastify';
 import type { AccessControl } from './auth/index.js';
 import type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
@@ -96,10 +97,29 @@ export interface Adapter {
   stats(): AdapterStats;
 }
 
-/** A protocol, registered by name: the gateway runs one adapter per registration. */
+/** What a protocol's section may size its defaults from, outside the section. */
+export interface SharedSettings {
+  limits: { maxPayloadSize: number };
+}
+
+/** A protocol's own section of gateway.yaml, handed to its adapter as `settings()`. */
+export interface ConfigSection<Settings = unknown> {
+  /** its top-level key (`mqtt`, `websocket`) */
+  readonly key: string;
+  /** a TypeBox object with its defaults (see the helpers src/index.ts exports) */
+  readonly schema: TObject;
+  /** Defaults that follow a value outside the section, applied once by the loader after the schema's own. */
+  resolve?(section: Settings, shared: SharedSettings): Settings;
+}
+
+/**
+ * A protocol, registered by name (src/registry.ts): its config section, whether it has a
+ * listener of its own (`listeners.<protocol>`), and its adapter. The gateway runs one adapter per
+ * registration.
+ */
 export interface ProtocolRegistration<Settings = unknown> {
   readonly protocol: Protocol;
-  /** the key of its own section in gateway.yaml (e.g. `mqtt`, `websocket`), handed to it as `settings()` */
-  readonly section?: string;
+  readonly section?: ConfigSection<Settings>;
+  readonly listener?: boolean;
   create(ctx: AdapterContext<Settings>): Adapter;
 }

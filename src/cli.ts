@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { builtinProtocols } from '../adapters/index.js';
+import { builtins } from './builtins.js';
 import { loadConfigFile } from './config/load.js';
 import { ConfigError, formatIssue, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { SetupError } from './errors.js';
@@ -7,7 +7,7 @@ import { Gateway } from './gateway.js';
 import { createLogger } from './log.js';
 import { stopTracing } from './tracing.js';
 import { hashPassword } from './auth/password.js';
-import { PROTOCOLS, type Protocol } from './message.js';
+import type { Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
 import { registerBenchCommand } from './bench/command.js';
 import type { LossReason, TargetBinding } from './router/types.js';
@@ -37,7 +37,7 @@ async function start(options: { config: string }): Promise<void> {
   for (const warning of warnings) logger.warn({ warning: formatIssue(warning) }, 'config warning');
   let gateway: Gateway;
   try {
-    gateway = await Gateway.start(config, { logger, protocols: builtinProtocols, watchConfig: true });
+    gateway = await Gateway.start(config, { logger, registry: builtins, watchConfig: true });
   } catch (err) {
     if (err instanceof SetupError) {
       console.error(err.message);
@@ -250,7 +250,7 @@ program.command('route')
   .description('show which rule and targets a key gets, and why the other matching rules lost')
   .argument('<key>')
   .option('-c, --config <file>', 'configuration file', DEFAULT_CONFIG)
-  .addOption(new Option('-p, --protocol <protocol>', 'protocol the message arrives on').choices(PROTOCOLS).default('http'))
+  .addOption(new Option('-p, --protocol <protocol>', 'protocol the message arrives on').choices(builtins.protocolNames).default('http'))
   .option('-H, --header <name=value...>', 'a message header (repeatable)', [])
   .action(route);
 

@@ -15,10 +15,9 @@ import { TargetLane } from './delivery/target-lane.js';
 import { GatewayError, ListenerError, SetupError, type ListenerName } from './errors.js';
 import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
-import { TargetRegistry, type TargetFactory } from './targets/target.js';
-import { grpcTargetFactory } from './targets/grpc.js';
-import { httpTargetFactory } from './targets/http.js';
-import type { TargetConfig } from './config/schema.js';
+import { builtins } from './builtins.js';
+import type { Registry } from './registry.js';
+import type { TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
 import { GatewayMetrics } from './metrics.js';
@@ -28,10 +27,8 @@ import type { Protocol } from './message.js';
 
 export interface GatewayOptions {
   logger: Logger;
-  /** the protocols to run: one adapter each */
-  protocols: readonly ProtocolRegistration[];
-  /** target types beyond the built-in ones */
-  targetTypes?: TargetFactory[];
+  /** the protocols to run (one adapter each) and the target types to call; the config was loaded with it. Default: builtins */
+  registry?: Registry;
   /** reload when the config file changes */
   watchConfig?: boolean;
 }
@@ -55,8 +52,6 @@ export interface ReloadOutcome {
   version: number;
   issues: ConfigIssue[];
 }
-
-const DEFAULT_TARGET_TYPES: TargetFactory[] = [httpTargetFactory as TargetFactory, grpcTargetFactory as TargetFactory];
 
 interface RunningTarget {
   config: string;
@@ -83,7 +78,7 @@ export class Gateway {
   readonly #adapters = new Map<Protocol, Adapter>();
   #config: GatewayConfig;
   #version = 1;
-  readonly #registry = new TargetRegistry();
+  readonly #registry: Registry;
   #targets = new Map<string, RunningTarget>();
   /** replaced lanes finishing what they had before a reload */
   readonly #retiring = new Set<TargetLane>();
@@ -104,7 +99,7 @@ export class Gateway {
   private constructor(config: GatewayConfig, options: GatewayOptions) {
     this.#config = config;
     this.logger = options.logger;
-    for (const factory of [...DEFAULT_TARGET_TYPES, ...(options.targetTypes ?? [])]) this.#registry.register(factory);
+    this.#registry = options.registry ?? builtins;
     this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
     this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
     this.archive = new DeadLetterArchive(config.deadletter.path);
@@ -158,8 +153,7 @@ export class Gateway {
       this.#admin = admin;
       await this.#listen('admin', admin, listeners.admin.host, listeners.admin.port);
     }
-    for (const registration of options.protocols) {
-      if (this.#adapters.has(registration.protocol)) throw new Error(`protocol ${registration.protocol} is registered twice`);
+    for (const registration of this.#registry.protocols) {
       this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
     }
     for (const adapter of this.#adapters.values()) await adapter.register?.();
@@ -201,15 +195,15 @@ export class Gateway {
 
   /** What one adapter gets of the core: see AdapterContext. */
   #context(registration: ProtocolRegistration, http: HttpMount | undefined): AdapterContext {
-    const { protocol, section } = registration;
+    const { protocol, section, listener } = registration;
     return {
       protocol,
       logger: this.logger,
       dispatch: (message, options) => this.dispatcher.dispatch(message, options),
       subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
-      settings: () => (section === undefined ? undefined : (this.#config as unknown as Record<string, unknown>)[section]),
-      listener: () => this.#config.listeners[protocol as ListenerName],
+      settings: () => (section === undefined ? undefined : this.#config[section.key]),
+      listener: () => (listener ? this.#config.listeners[protocol] : undefined),
       maxPayloadSize: () => this.#config.limits.maxPayloadSize,
       access: () => accessControl(this.#config.auth),
       http,
@@ -283,10 +277,10 @@ export class Gateway {
     void lane.target.close().catch(() => undefined);
   }
 
-  #createLane(name: string, config: TargetConfig, breakers: GatewayConfig['breakers']): TargetLane {
-    const factory = this.#registry.get(config.type);
-    if (!factory) throw new SetupError(`targets.${name}.type`, `no target type ${config.type} in this build (have: ${this.#registry.types.join(', ')})`);
-    const target = factory.create(name, config, { logger: this.logger.child({ target: name }) });
+  #createLane(name: string, config: TargetSettings, breakers: GatewayConfig['breakers']): TargetLane {
+    const type = this.#registry.targetType(config.type);
+    if (!type) throw new SetupError(`targets.${name}.type`, `no target type ${config.type} in this build (have: ${this.#registry.targetTypes.map((t) => t.type).join(', ')})`);
+    const target = type.create(name, config, { logger: this.logger.child({ target: name }) });
     // The loader resolves every target's breaker to an entry (schema.ts, BreakersSchema).
     const breaker = breakers[config.breaker]!;
     // A breaker's timeout, when it has one, caps the target's.

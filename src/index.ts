@@ -1,7 +1,11 @@
 /** The core's public surface: adapters and targets import from here, never from internals. */
 export type {
-  Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, ProtocolRegistration, WebSocketServerNeeds,
+  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SharedSettings, WebSocketServerNeeds,
 } from './adapter.js';
+/** Building blocks of config sections: durations, sizes and defaults as the loader reads them. */
+export { Default, Duration, Empty, Size, strict } from './config/schema.js';
+export { parseDuration, parseSize } from './config/units.js';
+export { Registry } from './registry.js';
 export { tokenFromAuthorization, type AccessControl, type Identity } from './auth/index.js';
 export type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
 export type { GatewayConfig } from './config/types.js';
@@ -15,7 +19,7 @@ export {
   type Message, type MessageInit, type MessageSource, type Protocol, type QoS,
 } from './message.js';
 export { filterMatches, keyProblem, patternProblem, MAX_KEY_BYTES } from './topic/rules.js';
-export type { DeliveryContext, Target, TargetDeps, TargetFactory, TargetReply } from './targets/target.js';
+export type { DeliveryContext, Target, TargetDeps, TargetReply, TargetType } from './targets/target.js';
 export { INBOX_PREFIX, ReplyGrants } from './delivery/inbox.js';
 export { CONTROL_PRIORITY, SubscriberBuffer, type AddOutcome, type BufferLimits, type Buffered } from './delivery/subscriber-buffer.js';
 export { problemOf, sendProblem, type Problem } from './problem.js';

@@ -2,8 +2,8 @@ import { randomFillSync } from 'node:crypto';
 import { GatewayError } from './errors.js';
 import { keyProblem } from './topic/rules.js';
 
-export type Protocol = 'mqtt' | 'ws' | 'http' | 'grpc' | 'internal';
-export const PROTOCOLS: readonly Protocol[] = ['mqtt', 'ws', 'http', 'grpc', 'internal'];
+/** A registered protocol's name (src/registry.ts: mqtt, ws, http, grpc built in), or `internal` for messages the gateway makes. */
+export type Protocol = string;
 
 /** MQTT QoS 2 is carried so the embedded broker can honour it; routing treats it like 1. */
 export type QoS = 0 | 1 | 2;

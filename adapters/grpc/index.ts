@@ -7,17 +7,16 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
   GatewayError, ListenerError, newMessageId, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type GatewayConfig, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
+import { grpcSection, type GrpcSettings } from './config.js';
 import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
 import { loadGatewayProto, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
 import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
-
-export type GrpcSettings = GatewayConfig['grpc'];
 
 /** grpc-js server options from the `grpc:` config section. */
 export function serverOptions(config: GrpcSettings): Record<string, number> {
@@ -296,6 +295,7 @@ function bindCause(err: unknown): NodeJS.ErrnoException {
 
 export const grpcProtocol: ProtocolRegistration<GrpcSettings> = {
   protocol: 'grpc',
-  section: 'grpc',
+  section: grpcSection,
+  listener: true,
   create: (ctx) => new GrpcAdapter(ctx),
 };

@@ -7,9 +7,10 @@ import { createWebSocketStream, type WebSocket } from 'ws';
 import {
   filterMatches, GatewayError, ListenerError, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo,
-  type GatewayConfig, type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
+  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
 import { GatewayBroker } from './broker.js';
+import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
 import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
 
@@ -27,7 +28,6 @@ interface Session {
   source: MessageSource;
 }
 
-export type MqttSettings = GatewayConfig['mqtt'];
 
 /** What the adapter counts beyond refusals; docs/mqtt.md says what each means. */
 interface MqttCounters {
@@ -503,6 +503,7 @@ function grantedQos(subscriptions: Record<string, { qos: number }>, topic: strin
 
 export const mqttProtocol: ProtocolRegistration<MqttSettings> = {
   protocol: 'mqtt',
-  section: 'mqtt',
+  section: mqttSection,
+  listener: true,
   create: (ctx) => new MqttAdapter(ctx),
 };

@@ -1,14 +1,15 @@
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES, CONTROL_PRIORITY, GatewayError, ReplyGrants, SubscriberBuffer, toGatewayError,
-  type AdapterContext, type BusSubscription, type ErrorCode, type GatewayConfig, type Identity, type Message, type MessageSource,
+  type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
 } from '../../src/index.js';
+import type { WebSocketSettings } from './config.js';
 import { errorFrame, frameIdOf, messageFrame, parseFrame, replyFrame, toMessage } from './frames.js';
 
 /** What every connection shares with the adapter: counters and the adapter's view of the config. */
 export interface ConnectionHost {
-  readonly ctx: AdapterContext<GatewayConfig['websocket']>;
+  readonly ctx: AdapterContext<WebSocketSettings>;
   readonly counters: WebSocketCounters;
   peakOutboundBytes: number;
   forget(connection: Connection): void;
@@ -128,7 +129,7 @@ export class Connection {
     return this.#waitingDrain ? this.#stalledSince : 0;
   }
 
-  get #settings(): GatewayConfig['websocket'] {
+  get #settings(): WebSocketSettings {
     return this.#host.ctx.settings();
   }
 

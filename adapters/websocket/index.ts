@@ -3,11 +3,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES, GatewayError, sendProblem, settledBy, shuttingDown, SHUTTING_DOWN, toGatewayError, withTimeout, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
-  type Adapter, type AdapterContext, type AdapterStats, type GatewayConfig, type Identity, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type Identity, type ProtocolRegistration,
 } from '../../src/index.js';
+import { webSocketSection, type WebSocketSettings } from './config.js';
 import { Connection, type ConnectionHost, type WebSocketCounters } from './connection.js';
-
-export type WebSocketSettings = GatewayConfig['websocket'];
 
 export const WS_PATH = '/ws';
 /** The heartbeat timer never ticks slower than this, so idle and drain limits are checked in time. */
@@ -215,6 +214,6 @@ export function tokenOf(request: FastifyRequest): string | undefined {
 
 export const webSocketProtocol: ProtocolRegistration<WebSocketSettings> = {
   protocol: 'ws',
-  section: 'websocket',
+  section: webSocketSection,
   create: (ctx) => new WebSocketAdapter(ctx),
 };

@@ -4,12 +4,13 @@ import { BUILTIN_TARGETS, RouteSchema } from './schema.js';
 import { isRecord, type Reporter, type Segment } from './yaml-document.js';
 import { keyProblem, patternProblem } from '../topic/rules.js';
 import { authConfigIssues } from '../auth/config.js';
+import type { Registry } from '../registry.js';
 
 /**
  * Cross-references and rule sanity: what the schema cannot say. Runs on the raw data even when
  * the schema failed, so one run reports everything; every access is guarded for that reason.
  */
-export function checkReferences(data: unknown, report: Reporter, baseDir: string): void {
+export function checkReferences(data: unknown, report: Reporter, baseDir: string, registry: Registry): void {
   if (!isRecord(data)) return;
   const targets = isRecord(data.targets) ? data.targets : {};
   const breakers = isRecord(data.breakers) ? data.breakers : {};
@@ -26,8 +27,12 @@ export function checkReferences(data: unknown, report: Reporter, baseDir: string
         ? `unknown breaker "${target.breaker}"; expected one of: ${names.join(', ')}`
         : `unknown breaker "${target.breaker}"; no breakers are defined under breakers`);
     }
-    if (target.type === 'grpc' && typeof target.proto === 'string' && target.proto !== '' && !existsSync(path.resolve(baseDir, target.proto))) {
-      report.at(['targets', name, 'proto'], `file not found: ${path.resolve(baseDir, target.proto)}`, { warning: true });
+    const type = typeof target.type === 'string' ? registry.targetType(target.type) : undefined;
+    for (const key of type?.paths ?? []) {
+      const file = target[key];
+      if (typeof file === 'string' && file !== '' && !existsSync(path.resolve(baseDir, file))) {
+        report.at(['targets', name, key], `file not found: ${path.resolve(baseDir, file)}`, { warning: true });
+      }
     }
   }
 

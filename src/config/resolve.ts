@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
-import { GatewayConfigSchema, type RouteConfig } from './schema.js';
+import type { Registry } from '../registry.js';
+import { gatewayConfigSchema, type RouteConfig, type TargetSettings } from './schema.js';
 import type { GatewayConfig } from './types.js';
 
 /**
@@ -8,16 +9,25 @@ import type { GatewayConfig } from './types.js';
  * schema applied, then decoded, which runs the schema's resolvers for defaults that depend on
  * other values; paths made absolute against `baseDir`. Frozen: a reload builds a new one.
  */
-export function resolveConfig(data: unknown, file: string, baseDir: string): GatewayConfig {
-  const config = Value.Decode(GatewayConfigSchema, Value.Default(GatewayConfigSchema, data));
+export function resolveConfig(data: unknown, file: string, baseDir: string, registry: Registry): GatewayConfig {
+  const schema = gatewayConfigSchema(registry);
+  const config = Value.Decode(schema, Value.Default(schema, data)) as GatewayConfig;
   return deepFreeze({
     ...config,
     file: file === '' ? '' : path.resolve(file),
     deadletter: { ...config.deadletter, path: path.resolve(baseDir, config.deadletter.path) },
-    targets: Object.fromEntries(Object.entries(config.targets).map(([name, target]) =>
-      [name, target.type === 'grpc' ? { ...target, proto: path.resolve(baseDir, target.proto) } : target])),
+    targets: Object.fromEntries(Object.entries(config.targets).map(([name, target]) => [name, withPaths(target, registry, baseDir)])),
     routes: config.routes.map(lowerCaseHeaders),
   });
+}
+
+/** A target's file-path keys (its type's `paths`) made absolute against the config file's folder. */
+function withPaths(target: TargetSettings, registry: Registry, baseDir: string): TargetSettings {
+  const resolved: Record<string, unknown> = { ...target };
+  for (const key of registry.targetType(target.type)?.paths ?? []) {
+    if (typeof resolved[key] === 'string') resolved[key] = path.resolve(baseDir, resolved[key]);
+  }
+  return resolved as TargetSettings;
 }
 
 function lowerCaseHeaders(route: RouteConfig): RouteConfig {

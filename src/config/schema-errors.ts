@@ -1,7 +1,7 @@
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { Node as YamlNode } from 'yaml';
-import { GatewayConfigSchema, GrpcTargetSchema, HttpTargetSchema, RouteRateLimitSchema, RouteSchema, TargetRateLimitSchema, TargetRefSchema } from './schema.js';
-import { DURATION_PATTERN, SIZE_PATTERN } from './units.js';
+import type { Registry } from '../registry.js';
+import { gatewayConfigSchema } from './schema.js';
 import { isRecord, locate, type Reporter, type Segment } from './yaml-document.js';
 
 /** The JSON Schema keywords the messages below read, as Ajv hands schemas back. */
@@ -13,39 +13,38 @@ interface JsonSchema {
   maximum?: number;
   minLength?: number;
   anyOf?: JsonSchema[];
+  /** what a valid value looks like, in words (src/config/schema.ts) */
+  expected?: string;
+  /** what a valid name of a map's entries looks like */
+  expectedKey?: string;
+  /** where the values this key refuses belong instead */
+  elsewhere?: string;
   properties?: Record<string, JsonSchema>;
   patternProperties?: Record<string, JsonSchema>;
   required?: string[];
 }
 
-const validateSchema = new Ajv({ allErrors: true, verbose: true, strict: false }).compile(GatewayConfigSchema);
+// strict: false lets the schema carry its wording keywords (`expected`, `elsewhere`).
+const ajv = new Ajv({ allErrors: true, verbose: true, strict: false });
+const validators = new WeakMap<Registry, ValidateFunction>();
+
+function validatorOf(registry: Registry): ValidateFunction {
+  let validate = validators.get(registry);
+  if (!validate) {
+    validate = ajv.compile(gatewayConfigSchema(registry));
+    validators.set(registry, validate);
+  }
+  return validate;
+}
 
 /**
  * Checks `data` against the schema and reports what fails, worded for operators. Values left
  * `unresolved` by ${VAR} substitution were already reported and get no schema error on top.
  */
-export function checkSchema(data: unknown, report: Reporter, unresolved: Set<YamlNode>): void {
-  if (!validateSchema(data)) reportSchemaErrors(validateSchema.errors ?? [], data, report, unresolved);
+export function checkSchema(data: unknown, report: Reporter, unresolved: Set<YamlNode>, registry: Registry): void {
+  const validate = validatorOf(registry);
+  if (!validate(data)) reportSchemaErrors(validate.errors ?? [], data, report, unresolved);
 }
-
-const PATTERN_TEXT = new Map<string | undefined, string>([
-  [DURATION_PATTERN, 'a duration such as 250ms, 2s, 1m'],
-  [SIZE_PATTERN, 'a size such as 256kb, 1mb'],
-  [HttpTargetSchema.properties.url.pattern, 'an http:// or https:// URL'],
-  [GrpcTargetSchema.properties.method.pattern, 'a method such as package.Service/Method'],
-  [RouteSchema.properties.name.pattern, 'a name made of letters, digits, _ . and -'],
-]);
-
-/** Unions whose generic wording ("a non-empty string, or …") would not tell an operator much. */
-const UNION_TEXT = new Map<unknown, string>([
-  [TargetRefSchema, 'a target name (an entry under targets, publish or deadletter) or { publish: KEY }'],
-]);
-
-/** Keys whose other values belong elsewhere: where, said after what was expected. */
-const ELSEWHERE_TEXT = new Map<unknown, string>([
-  [RouteRateLimitSchema.properties.scope, 'a rule\'s bucket is per client or one for the rule; to pace the calls to a target, give the target a rateLimit'],
-  [TargetRateLimitSchema.properties.scope, 'a target\'s bucket paces every call to it; to limit each client or a rule, give the route a rateLimit'],
-]);
 
 const VALUE_KEYWORDS = new Set(['type', 'const', 'enum', 'pattern', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength', 'maxLength', 'multipleOf']);
 
@@ -101,7 +100,7 @@ function reportSchemaErrors(errors: ErrorObject[], data: unknown, report: Report
       const name = String(e.params.additionalProperty);
       const message = parent.properties
         ? `unknown key "${name}"; expected one of: ${Object.keys(parent.properties).join(', ')}`
-        : `invalid name "${name}"; expected ${describePattern(Object.keys(parent.patternProperties ?? {})[0])}`;
+        : `invalid name "${name}"; expected ${parent.expectedKey ?? `a name matching ${Object.keys(parent.patternProperties ?? {})[0]}`}`;
       emit(e.instancePath, [name], message, true);
     } else if (e.keyword === 'minItems') {
       const limit = Number(e.params.limit);
@@ -153,21 +152,18 @@ function unionMessage(union: ErrorObject): { segments: Segment[]; text: string }
 }
 
 function expected(schema: JsonSchema, data: unknown): string {
-  const elsewhere = ELSEWHERE_TEXT.get(schema);
-  return `expected ${describe(schema)}, got ${shown(data)}${elsewhere ? `; ${elsewhere}` : ''}`;
+  return `expected ${describe(schema)}, got ${shown(data)}${schema.elsewhere ? `; ${schema.elsewhere}` : ''}`;
 }
 
 /** What a value of this schema looks like, worded to follow "expected". */
 function describe(schema: JsonSchema): string {
-  const known = UNION_TEXT.get(schema);
-  if (known) return known;
+  if (schema.expected !== undefined) return schema.expected;
   if (schema.anyOf) {
     if (schema.anyOf.every((b) => b.const !== undefined)) return `one of: ${schema.anyOf.map((b) => String(b.const)).join(', ')}`;
-    if (schema.anyOf.some((b) => b.pattern === SIZE_PATTERN)) return 'a size such as 256kb, 1mb, or a number of bytes';
     return schema.anyOf.map(describe).join(', or ');
   }
   if (schema.const !== undefined) return JSON.stringify(schema.const);
-  if (schema.pattern !== undefined) return describePattern(schema.pattern);
+  if (schema.pattern !== undefined) return `a string matching ${schema.pattern}`;
   switch (schema.type) {
     case 'integer': return describeRange('an integer', schema);
     case 'number': return describeRange('a number', schema);
@@ -177,10 +173,6 @@ function describe(schema: JsonSchema): string {
     case 'object': return schema.required?.length ? `a mapping { ${schema.required.map((k) => `${k}: …`).join(', ')} }` : 'a mapping';
     default: return 'a valid value';
   }
-}
-
-function describePattern(pattern: string | undefined): string {
-  return PATTERN_TEXT.get(pattern) ?? `a string matching ${pattern}`;
 }
 
 function describeRange(noun: string, { minimum, maximum }: JsonSchema): string {

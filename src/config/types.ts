@@ -1,13 +1,18 @@
 import type { StaticDecode } from '@sinclair/typebox';
-import type { GatewayConfigSchema } from './schema.js';
+import type { CoreConfigSchema } from './schema.js';
 
 /**
  * A loaded, validated gateway.yaml: decoded (durations in ms, sizes in bytes), every default of
- * the schema applied and paths absolute. Frozen: a reload builds a new one.
+ * the schema applied and paths absolute. Frozen: a reload builds a new one. The core's keys are
+ * typed here; each protocol's section is its adapter's to read (AdapterContext.settings), and
+ * each target's own keys its type's (TargetType.create).
  */
-export type GatewayConfig = StaticDecode<typeof GatewayConfigSchema> & {
+export type GatewayConfig = StaticDecode<typeof CoreConfigSchema> & {
   /** absolute path of the file it came from ('' when loaded from text without a file) */
   file: string;
+  /** listeners of the protocols that have their own, beside http and admin */
+  listeners: Readonly<Record<string, { host: string; port: number } | undefined>>;
+  readonly [section: string]: unknown;
 };
 
 export type AclRule = NonNullable<GatewayConfig['auth']['acl']>[number];

@@ -1,17 +1,18 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { GatewayConfigSchema } from './schema.js';
+import { builtins } from '../builtins.js';
+import { gatewayConfigSchema } from './schema.js';
 
 /**
- * gateway.yaml's schema as plain JSON Schema for editors (yaml-language-server and the like).
- * TypeBox schemas already are JSON Schema; the JSON round trip drops TypeBox's symbol keys and
- * transform functions.
+ * gateway.yaml's schema, for what `junction` ships with, as plain JSON Schema for editors
+ * (yaml-language-server and the like). TypeBox schemas already are JSON Schema; the JSON round
+ * trip drops TypeBox's symbol keys and transform functions.
  */
 export function gatewayJsonSchema(): object {
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
-    ...(JSON.parse(JSON.stringify(GatewayConfigSchema)) as object),
+    ...(JSON.parse(JSON.stringify(gatewayConfigSchema(builtins))) as object),
   };
 }
 

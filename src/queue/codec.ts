@@ -1,5 +1,5 @@
 import { crc32 } from 'node:zlib';
-import { MAX_PRIORITY, type Message, type MessageSource, type Protocol, type QoS } from '../message.js';
+import { MAX_PRIORITY, type Message, type MessageSource, type QoS } from '../message.js';
 import type { QueueOutcome } from './store.js';
 
 /**
@@ -27,18 +27,16 @@ const ATTEMPT = 2;
 const SETTLE = 3;
 
 const SEQ_BYTES = 6;
-const APPEND_FIXED_BYTES = 1 + SEQ_BYTES + 4 + 1 + 1 + 1 + 2 + 8;
+const APPEND_FIXED_BYTES = 1 + SEQ_BYTES + 4 + 1 + 1 + 2 + 8;
 const ATTEMPT_BODY_BYTES = 1 + SEQ_BYTES + 4;
 const SETTLE_BODY_BYTES = 1 + SEQ_BYTES + 1;
 
 /**
- * The numbers files store for protocols and outcomes. They are part of the file format: never
- * renumber one; a new protocol or outcome gets the next free number (the Record type makes
- * forgetting one a compile error).
+ * The numbers files store for outcomes. They are part of the file format: never renumber one; a
+ * new outcome gets the next free number (the Record type makes forgetting one a compile error).
+ * Protocols are registered by name, so a record stores its protocol's name.
  */
-const PROTOCOL_CODES: Readonly<Record<Protocol, number>> = { mqtt: 0, ws: 1, http: 2, grpc: 3, internal: 4 };
 const OUTCOME_CODES: Readonly<Record<QueueOutcome, number>> = { delivered: 0, expired: 1, deadLettered: 2, rerouted: 3, returned: 4 };
-const PROTOCOL_OF = inverse(PROTOCOL_CODES);
 const OUTCOME_OF = inverse(OUTCOME_CODES);
 
 function inverse<T extends string>(codes: Readonly<Record<T, number>>): (T | undefined)[] {
@@ -95,7 +93,7 @@ function stringBytes(value: string): number {
 
 /** The size of the append frame for this message: what the byte bounds of every local store count. */
 export function appendFrameBytes(target: string, message: Message): number {
-  let size = HEADER_BYTES + APPEND_FIXED_BYTES + stringBytes(target) + stringBytes(message.id) + stringBytes(message.key)
+  let size = HEADER_BYTES + APPEND_FIXED_BYTES + stringBytes(target) + stringBytes(message.source.protocol) + stringBytes(message.id) + stringBytes(message.key)
     + stringBytes(message.traceparent) + 4 + 4 + message.payload.length;
   if (message.expiresAt !== undefined) size += 8;
   if (message.contentType !== undefined) size += stringBytes(message.contentType);
@@ -158,12 +156,12 @@ export function writeAppendFrame(out: FrameBuffer, seq: number, attempts: number
   b.writeUInt32LE(attempts, body + 7);
   b[body + 11] = message.priority;
   b[body + 12] = message.qos;
-  b[body + 13] = PROTOCOL_CODES[message.source.protocol];
-  b.writeUInt16LE(flags, body + 14);
-  b.writeDoubleLE(message.timestamp, body + 16);
+  b.writeUInt16LE(flags, body + 13);
+  b.writeDoubleLE(message.timestamp, body + 15);
   let at = body + APPEND_FIXED_BYTES;
   if (flags & HAS_EXPIRES_AT) at = b.writeDoubleLE(message.expiresAt!, at);
   at = writeString(b, at, target);
+  at = writeString(b, at, message.source.protocol);
   at = writeString(b, at, message.id);
   at = writeString(b, at, message.key);
   at = writeString(b, at, message.traceparent);
@@ -325,14 +323,14 @@ class Reader {
 function decodeAppend(data: Buffer, start: number, end: number): Frame | undefined {
   const priority = data[start + 11]!;
   const qos = data[start + 12]!;
-  const protocol = PROTOCOL_OF[data[start + 13]!];
-  if (priority > MAX_PRIORITY || qos > 2 || protocol === undefined) return undefined;
-  const flags = data.readUInt16LE(start + 14);
-  const timestamp = data.readDoubleLE(start + 16);
+  if (priority > MAX_PRIORITY || qos > 2) return undefined;
+  const flags = data.readUInt16LE(start + 13);
+  const timestamp = data.readDoubleLE(start + 15);
   const read = new Reader(data, start + APPEND_FIXED_BYTES, end);
   try {
     const expiresAt = flags & HAS_EXPIRES_AT ? read.double() : undefined;
     const target = read.string();
+    const protocol = read.string();
     const id = read.string();
     const key = read.string();
     const traceparent = read.string();

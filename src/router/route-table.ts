@@ -1,6 +1,6 @@
 import type { DefaultRoute } from '../config/types.js';
 import type { RouteConfig, TargetRefConfig } from '../config/schema.js';
-import { PROTOCOLS, type Protocol } from '../message.js';
+import type { Protocol } from '../message.js';
 import { TopicTrie } from '../topic/trie.js';
 import type {
   CompiledRoute,
@@ -26,7 +26,7 @@ interface Rule {
   route: CompiledRoute;
   /** position in precedence order: lower wins */
   rank: number;
-  /** bit per allowed protocol (PROTOCOL_BIT) */
+  /** a bit per allowed protocol (protocolBits) */
   protocolMask: number;
   /** lower-cased header names and the values they must have, as parallel arrays */
   headerCount: number;
@@ -37,8 +37,23 @@ interface Rule {
   continues: boolean;
 }
 
-const PROTOCOL_BIT = Object.fromEntries(PROTOCOLS.map((p, i) => [p, 1 << i])) as Record<Protocol, number>;
-const ANY_PROTOCOL = (1 << PROTOCOLS.length) - 1;
+/** The bit of every protocol no rule names; a rule without `protocols` admits it with all the others. */
+const OTHER_PROTOCOL = 1 << 30;
+const ANY_PROTOCOL = 0x7fffffff;
+
+/** A bit for each protocol the rules name, so a rule's protocols are one mask to test. */
+function protocolBits(routes: readonly RouteConfig[]): Map<Protocol, number> {
+  const bits = new Map<Protocol, number>();
+  for (const route of routes) {
+    if (route.match.protocols === undefined) continue;
+    for (const protocol of route.match.protocols) {
+      if (bits.has(protocol)) continue;
+      if (bits.size === 30) throw new Error('rules name more than 30 protocols');
+      bits.set(protocol, 1 << bits.size);
+    }
+  }
+  return bits;
+}
 const SLOT = /\{([0-9]+)\}/g;
 
 /**
@@ -50,7 +65,8 @@ const SLOT = /\{([0-9]+)\}/g;
  * ranges) and reported what is wrong with its position; nothing is checked again here.
  */
 export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: DefaultRoute, version = 1): RouteTable {
-  const rules: Rule[] = routes.map(compileRule);
+  const bits = protocolBits(routes);
+  const rules: Rule[] = routes.map((config, index) => compileRule(config, index, bits));
 
   rules.sort((a, b) => b.route.priority - a.route.priority || a.route.index - b.route.index);
   const byPattern = new Map<string, Rule[]>();
@@ -91,13 +107,14 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
     reachedCount = 0;
     capCount = 0;
     trie.match(message.key, collect);
+    const protocolBit = bits.get(message.protocol) ?? OTHER_PROTOCOL;
     const matches: RouteMatch[] = [];
     if (reachedCount === 1) {
       // The common case: one pattern matched, usually with one rule that wins at once.
       const list = reached[0]!;
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
-        if (!admits(rule, message)) continue;
+        if (!admits(rule, message, protocolBit)) continue;
         matches.push(matchOf(rule, 0, message.key));
         if (!rule.continues) break;
       }
@@ -118,7 +135,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
         if (best < 0) break;
         const rule = reached[best]![cursor[best]!]!;
         cursor[best]!++;
-        if (!admits(rule, message)) continue;
+        if (!admits(rule, message, protocolBit)) continue;
         matches.push(matchOf(rule, best, message.key));
         if (!rule.continues) break;
       }
@@ -156,7 +173,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
   });
 }
 
-function compileRule(config: RouteConfig, index: number): Rule {
+function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Protocol, number>): Rule {
   const route: CompiledRoute = {
     name: config.name,
     index,
@@ -169,7 +186,7 @@ function compileRule(config: RouteConfig, index: number): Rule {
   if (config.match.protocols !== undefined) {
     route.protocols = Object.freeze([...config.match.protocols]);
     protocolMask = 0;
-    for (const p of config.match.protocols) protocolMask |= PROTOCOL_BIT[p];
+    for (const p of config.match.protocols) protocolMask |= bits.get(p)!;
   }
   const headerNames: string[] = [];
   const headerValues: string[] = [];
@@ -234,8 +251,8 @@ function headerOf(headers: Readonly<Record<string, string>>, name: string): stri
   return Object.hasOwn(headers, name) ? headers[name] : undefined;
 }
 
-function admits(rule: Rule, message: RoutableMessage): boolean {
-  if ((rule.protocolMask & PROTOCOL_BIT[message.protocol]) === 0) return false;
+function admits(rule: Rule, message: RoutableMessage, protocolBit: number): boolean {
+  if ((rule.protocolMask & protocolBit) === 0) return false;
   // headerCount rather than headerNames.length: most rules have no header condition, and this
   // spares them a read of another object.
   for (let i = 0; i < rule.headerCount; i++) {

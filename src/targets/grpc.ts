@@ -1,10 +1,21 @@
 import { Client, credentials, Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { loadSync, type MethodDefinition, type Options, type PackageDefinition } from '@grpc/proto-loader';
-import type { GrpcTargetConfig } from '../config/schema.js';
+import { Type, type StaticDecode } from '@sinclair/typebox';
+import { Default, type TargetSettings } from '../config/schema.js';
 import { GatewayError, SetupError } from '../errors.js';
 import type { Message } from '../message.js';
 import { requestFromJson, type FieldDescriptor } from './grpc-json.js';
-import type { DeliveryContext, Target, TargetDeps, TargetFactory, TargetReply } from './target.js';
+import type { DeliveryContext, Target, TargetDeps, TargetReply, TargetType } from './target.js';
+
+/** A grpc target's own keys, beside the protection keys every target has. */
+const Fields = Type.Object({
+  address: Type.String({ minLength: 1, description: 'host:port of the gRPC server' }),
+  proto: Type.String({ minLength: 1, description: '.proto file, relative to this config file' }),
+  method: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_.]*/[A-Za-z_][A-Za-z0-9_]*$', expected: 'a method such as package.Service/Method', description: 'package.Service/Method' }),
+  tls: Default(Type.Boolean(), false),
+});
+
+export type GrpcTargetConfig = TargetSettings & StaticDecode<typeof Fields>;
 
 /**
  * camelCase names (proto3's JSON names), 64-bit integers as strings and enums by name (as the
@@ -154,7 +165,9 @@ export class GrpcTarget implements Target {
   }
 }
 
-export const grpcTargetFactory: TargetFactory<GrpcTargetConfig> = {
+export const grpcTargetType: TargetType<GrpcTargetConfig> = {
   type: 'grpc',
+  fields: Fields.properties,
+  paths: ['proto'],
   create: (name, config, deps) => new GrpcTarget(name, config, deps),
 };

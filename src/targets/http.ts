@@ -1,8 +1,19 @@
+import { Type, type StaticDecode } from '@sinclair/typebox';
 import { Pool, errors as undiciErrors } from 'undici';
-import type { HttpTargetConfig } from '../config/schema.js';
+import { Default, type TargetSettings } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
-import type { DeliveryContext, Target, TargetDeps, TargetFactory, TargetReply } from './target.js';
+import type { DeliveryContext, Target, TargetDeps, TargetReply, TargetType } from './target.js';
+
+/** An http target's own keys, beside the protection keys every target has. */
+const Fields = Type.Object({
+  url: Type.String({ pattern: '^https?://', expected: 'an http:// or https:// URL', description: 'URL the message is sent to' }),
+  method: Default(Type.Union([Type.Literal('POST'), Type.Literal('PUT'), Type.Literal('PATCH')]), 'POST'),
+  headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'extra request headers, e.g. authorization: "Bearer ${TOKEN}"' })),
+  connections: Default(Type.Integer({ minimum: 1, description: 'keep-alive connections in the pool' }), 64),
+});
+
+export type HttpTargetConfig = TargetSettings & StaticDecode<typeof Fields>;
 
 /** Message headers that must not be forwarded: hop-by-hop (RFC 9110 §7.6.1) or set by us. */
 const NOT_FORWARDED = new Set([
@@ -97,7 +108,8 @@ export class HttpTarget implements Target {
   }
 }
 
-export const httpTargetFactory: TargetFactory<HttpTargetConfig> = {
+export const httpTargetType: TargetType<HttpTargetConfig> = {
   type: 'http',
+  fields: Fields.properties,
   create: (name, config, deps) => new HttpTarget(name, config, deps),
 };

@@ -1,3 +1,4 @@
+import type { TProperties } from '@sinclair/typebox';
 import type { Message } from '../message.js';
 import type { Logger } from '../log.js';
 
@@ -35,26 +36,20 @@ export interface TargetDeps {
   logger: Logger;
 }
 
-/** A target type, registered by name so new types drop in without touching the router. */
-export interface TargetFactory<Config = unknown> {
+/**
+ * A target type, registered by name (src/registry.ts): its own config keys, beside `type` and
+ * the protection keys every target has (src/config/schema.ts, ProtectionFields), and how to
+ * create one. A new type is one module and one registration; the router never names types.
+ */
+export interface TargetType<Config = unknown> {
   readonly type: string;
+  /** its own keys, as TypeBox properties with their defaults (src/config/schema.ts helpers) */
+  readonly fields: TProperties;
+  /** keys holding file paths: resolved against the config file's folder, and a missing file is warned of */
+  readonly paths?: readonly string[];
+  /**
+   * `config` is the target's entry as loaded (every key of `fields` and of the protection keys
+   * decoded, defaults applied). Throws SetupError naming the key when it cannot be created.
+   */
   create(name: string, config: Config, deps: TargetDeps): Target;
-}
-
-export class TargetRegistry {
-  readonly #factories = new Map<string, TargetFactory>();
-
-  register<Config>(factory: TargetFactory<Config>): this {
-    if (this.#factories.has(factory.type)) throw new Error(`target type ${factory.type} is already registered`);
-    this.#factories.set(factory.type, factory as TargetFactory);
-    return this;
-  }
-
-  get(type: string): TargetFactory | undefined {
-    return this.#factories.get(type);
-  }
-
-  get types(): string[] {
-    return [...this.#factories.keys()];
-  }
 }

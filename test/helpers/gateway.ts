@@ -1,8 +1,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { builtinProtocols } from '../../adapters/index.js';
-import type { ProtocolRegistration } from '../../src/adapter.js';
+import { builtins } from '../../src/builtins.js';
+import type { Registry } from '../../src/registry.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
@@ -42,7 +42,7 @@ export interface TestGatewayOptions {
   httpPort?: number;
 }
 
-export async function startGateway(yaml: string, protocols: readonly ProtocolRegistration[] = builtinProtocols, options: TestGatewayOptions = {}): Promise<TestGateway> {
+export async function startGateway(yaml: string, registry: Registry = builtins, options: TestGatewayOptions = {}): Promise<TestGateway> {
   const base = options.httpPort === undefined ? LISTENERS : LISTENERS.replace('http: { host: 127.0.0.1, port: 0 }', `http: { host: 127.0.0.1, port: ${options.httpPort} }`);
   const listeners = `${base.trimEnd()}\n${(options.listeners ?? []).map((name) => `  ${name}: { host: 127.0.0.1, port: 0 }\n`).join('')}`;
   const dir = await mkdtemp(join(tmpdir(), 'junction-test-'));
@@ -50,8 +50,8 @@ export async function startGateway(yaml: string, protocols: readonly ProtocolReg
   const withDeadletter = /^deadletter:/m.test(yaml) ? yaml : `${yaml}\ndeadletter: { path: deadletter.jsonl }\n`;
   const withDefaults = withAnonymous(withDeadletter);
   await writeFile(configPath, `${listeners}\n${withDefaults}`);
-  const { config } = await loadConfigFile(configPath);
-  const gateway = await Gateway.start(config, { logger: silentLogger(), protocols });
+  const { config } = await loadConfigFile(configPath, process.env, registry);
+  const gateway = await Gateway.start(config, { logger: silentLogger(), registry });
   const http = gateway.address('http');
   const admin = gateway.address('admin');
   const grpc = gateway.address('grpc');

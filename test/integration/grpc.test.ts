@@ -7,6 +7,7 @@ import { loadSync } from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { grpcProtocol } from '../../adapters/grpc/index.js';
+import { Registry } from '../../src/registry.js';
 import { hashPassword } from '../../src/auth/password.js';
 import { loadConfigText } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
@@ -477,7 +478,7 @@ grpc: { subscriberBuffer: { messages: 4, bytes: 1mb } }
     const { port } = blocker.address() as AddressInfo;
     try {
       const { config } = loadConfigText(`listeners: { grpc: { host: 127.0.0.1, port: ${port} } }`, '');
-      await expect(Gateway.start(config, { logger: silentLogger(), protocols: [grpcProtocol] }))
+      await expect(Gateway.start(config, { logger: silentLogger(), registry: new Registry({ protocols: [grpcProtocol] }) }))
         .rejects.toThrow(`listeners.grpc: 127.0.0.1:${port} is already in use; change listeners.grpc.host/port in the config file`);
     } finally {
       await new Promise((resolve) => blocker.close(resolve));

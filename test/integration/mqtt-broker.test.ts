@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { builtinProtocols } from '../../adapters/index.js';
+import { builtins } from '../../src/builtins.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { closeClients, connectMqtt, mqttStats, runMosquitto, startMosquittoSub } from '../helpers/mqtt.js';
@@ -12,7 +12,7 @@ describe('MQTT broker semantics through the router', () => {
   let gw: TestGateway;
 
   beforeAll(async () => {
-    gw = await startGateway('defaultRoute: publish', builtinProtocols, { listeners: ['mqtt'] });
+    gw = await startGateway('defaultRoute: publish', builtins, { listeners: ['mqtt'] });
   });
   afterEach(closeClients);
   afterAll(async () => {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { builtinProtocols } from '../../adapters/index.js';
+import { builtins } from '../../src/builtins.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -24,7 +24,7 @@ describe('MQTT across protocols', () => {
   });
 
   it('delivers an MQTT publish to SSE and MQTT subscribers once each, bytes unchanged', async () => {
-    gw = await startGateway('defaultRoute: publish', builtinProtocols, { listeners: ['mqtt'] });
+    gw = await startGateway('defaultRoute: publish', builtins, { listeners: ['mqtt'] });
     sse = await subscribeSse(gw.http, 'sensors/#');
     const mqttSubscriber = await connectMqtt(gw.mqtt);
     await mqttSubscriber.client.subscribeAsync('sensors/#', { qos: 1 });
@@ -48,7 +48,7 @@ routes:
   - { name: telemetry, match: { key: "devices/+/telemetry", protocols: [mqtt] }, to: [ingest] }
   - { name: dashboards, match: { key: "devices/+/status" }, to: [{ publish: "dash/{1}" }] }
 defaultRoute: publish
-`, builtinProtocols, { listeners: ['mqtt'] });
+`, builtins, { listeners: ['mqtt'] });
     const everything = await connectMqtt(gw.mqtt);
     await everything.client.subscribeAsync('#', { qos: 1 });
     const device = await connectMqtt(gw.mqtt, { clientId: 'd1' });
@@ -65,7 +65,7 @@ defaultRoute: publish
   });
 
   it('delivers an HTTP POST to MQTT subscribers at the QoS it was sent with', async () => {
-    gw = await startGateway('defaultRoute: publish', builtinProtocols, { listeners: ['mqtt'] });
+    gw = await startGateway('defaultRoute: publish', builtins, { listeners: ['mqtt'] });
     const subscriber = await connectMqtt(gw.mqtt);
     await subscriber.client.subscribeAsync('from-http/+', { qos: 2 });
     const body = randomBytes(64);
@@ -76,7 +76,7 @@ defaultRoute: publish
   });
 
   it('carries MQTT over WebSocket at /mqtt to and from MQTT over TCP', async () => {
-    gw = await startGateway('defaultRoute: publish', builtinProtocols, { listeners: ['mqtt'] });
+    gw = await startGateway('defaultRoute: publish', builtins, { listeners: ['mqtt'] });
     const tcp = await connectMqtt(gw.mqtt);
     await tcp.client.subscribeAsync('ws/#', { qos: 1 });
     const ws = await connectMqtt(gw.mqttWs);

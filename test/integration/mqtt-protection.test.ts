@@ -3,7 +3,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { builtinProtocols } from '../../adapters/index.js';
+import { builtins } from '../../src/builtins.js';
 import { hashPassword } from '../../src/auth/password.js';
 import { loadConfigText } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
@@ -23,7 +23,7 @@ afterEach(async () => {
 });
 
 async function start(yaml: string): Promise<TestGateway> {
-  gw = await startGateway(yaml, builtinProtocols, { listeners: ['mqtt'] });
+  gw = await startGateway(yaml, builtins, { listeners: ['mqtt'] });
   return gw;
 }
 
@@ -227,7 +227,7 @@ describe('MQTT listener', () => {
     const port = (taken.address() as AddressInfo).port;
     try {
       const { config } = loadConfigText(`listeners: { mqtt: { host: 127.0.0.1, port: ${port} } }\nauth: { anonymous: true }\n`, join(tmpdir(), 'junction-mqtt-port.yaml'), {});
-      await expect(Gateway.start(config, { logger: silentLogger(), protocols: builtinProtocols }))
+      await expect(Gateway.start(config, { logger: silentLogger(), registry: builtins }))
         .rejects.toThrow(`listeners.mqtt: 127.0.0.1:${port} is already in use; change listeners.mqtt.host/port in the config file`);
     } finally {
       await new Promise<void>((resolve) => taken.close(() => resolve()));

@@ -7,7 +7,7 @@ import { loadConfigFile } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
 import type { Adapter, ProtocolRegistration } from '../../src/adapter.js';
-import { builtinProtocols } from '../../adapters/index.js';
+import { builtins } from '../../src/builtins.js';
 import { runCli } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
@@ -127,11 +127,11 @@ routes:
     let release!: () => void;
     const adaptersStarted = new Promise<void>((resolve) => { release = resolve; });
     const slow: ProtocolRegistration = {
-      protocol: 'internal',
+      protocol: 'slow-to-start',
       create: (): Adapter => ({ start: () => adaptersStarted, stop: async () => undefined, connections: () => 0, stats: () => ({ counters: {} }) }),
     };
     const { config } = await loadConfigFile(file);
-    const starting = Gateway.start(config, { logger: silentLogger(), protocols: [...builtinProtocols, slow] });
+    const starting = Gateway.start(config, { logger: silentLogger(), registry: builtins.with({ protocols: [slow] }) });
     const admin = `http://127.0.0.1:${port}`;
     await eventually(async () => {
       const response = await fetch(`${admin}/readyz`);

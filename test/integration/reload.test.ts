@@ -2,7 +2,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { builtinProtocols } from '../../adapters/index.js';
+import { builtins } from '../../src/builtins.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
@@ -56,7 +56,7 @@ describe('hot reload', () => {
     const file = join(dir, 'gateway.yaml');
     await writeFile(file, yaml);
     const { config } = await loadConfigFile(file);
-    gateway = await Gateway.start(config, { logger: silentLogger(), protocols: builtinProtocols, watchConfig: true });
+    gateway = await Gateway.start(config, { logger: silentLogger(), registry: builtins, watchConfig: true });
     return { http: `http://127.0.0.1:${gateway.address('http')!.port}`, admin: `http://127.0.0.1:${gateway.address('admin')!.port}`, file };
   }
 

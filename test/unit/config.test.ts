@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, it, expect } from 'vitest';
 import { Value } from '@sinclair/typebox/value';
 import { loadConfigFile, loadConfigText } from '../../src/config/load.js';
-import { GatewayConfigSchema } from '../../src/config/schema.js';
+import { builtins } from '../../src/builtins.js';
+import { gatewayConfigSchema } from '../../src/config/schema.js';
 import { ConfigError, type ConfigIssue } from '../../src/config/types.js';
 import { gatewayJsonSchema, gatewayJsonSchemaText } from '../../src/config/write-json-schema.js';
 
@@ -13,6 +14,13 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FILE = '/etc/junction/gateway.yaml';
 
 const yaml = (...lines: string[]): string => `${lines.join('\n')}\n`;
+
+/** The protocol sections' sizes that follow limits.maxPayloadSize (each adapter types its own section). */
+interface Sizes {
+  grpc: { maxReceiveMessageSize: number };
+  mqtt: { maxPacketSize: number };
+  websocket: { maxFrameSize: number };
+}
 
 /** `LINE:COL PATH: MESSAGE`, so a failing assertion shows everything at once. */
 const brief = (issue: ConfigIssue): string => `${issue.line}:${issue.column} ${issue.path}: ${issue.message}`;
@@ -127,7 +135,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls: unknown key "tls"; expected one of: host, port',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, grpc, mqtt, auth, websocket, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -194,7 +202,7 @@ describe('schema errors', () => {
       '  - match: { key: k }',
     ))).toEqual([
       '3:56 routes[0].match.protocols[1]: duplicate entry "mqtt"',
-      '3:62 routes[0].match.protocols[2]: expected one of: mqtt, ws, http, grpc, internal, got "smtp"',
+      '3:62 routes[0].match.protocols[2]: expected one of: http, grpc, mqtt, ws, internal, got "smtp"',
       '4:22 routes[0].set.priority: expected an integer from 0 to 9, got 12',
       '5:11 routes[0].mode: expected one of: deliver, request, got "ask"',
       '6:19 routes[0].to[1]: expected a target name (an entry under targets, publish or deadletter) or { publish: KEY }, got 5',
@@ -445,7 +453,7 @@ describe('the resolved config', () => {
       'routes: [{ name: r, match: { key: k }, to: [publish], rateLimit: { rate: 5, per: 1s } }]',
     ), FILE, {});
     const found = new Map<string, { expected: unknown; actual: unknown }>();
-    collectDefaults(GatewayConfigSchema, config, '', found);
+    collectDefaults(gatewayConfigSchema(builtins), config, '', found);
     // Relative paths are resolved against the config file's folder.
     found.get('.deadletter.path')!.expected = path.join(path.dirname(FILE), 'data/deadletter.jsonl');
     const side = (which: 'expected' | 'actual') => Object.fromEntries([...found].map(([at, values]) => [at, values[which]]));
@@ -460,9 +468,10 @@ describe('the resolved config', () => {
       'auth: { users: [{ username: ann, password: "scrypt:16384:8:1:c2FsdA==:a2V5a2V5a2V5a2V5a2V5a2V5" }] }',
       'routes: [{ name: r, match: { key: k }, to: [publish], rateLimit: { rate: 5, per: 1s } }]',
     ), FILE, {}).config;
-    expect(derived.grpc.maxReceiveMessageSize).toBe(3 * 1024 + 64 * 1024);
-    expect(derived.mqtt.maxPacketSize).toBe(3 * 1024 + 64 * 1024);
-    expect(derived.websocket.maxFrameSize).toBe(4 * 1024 + 64 * 1024);
+    const sections = derived as unknown as Sizes;
+    expect(sections.grpc.maxReceiveMessageSize).toBe(3 * 1024 + 64 * 1024);
+    expect(sections.mqtt.maxPacketSize).toBe(3 * 1024 + 64 * 1024);
+    expect(sections.websocket.maxFrameSize).toBe(4 * 1024 + 64 * 1024);
     expect(derived.auth.users[0]!.principal).toBe('ann');
     expect(derived.routes[0]!.rateLimit!.burst).toBe(5);
     const given = loadConfigText(yaml(
@@ -473,7 +482,8 @@ describe('the resolved config', () => {
       'auth: { users: [{ username: ann, principal: anna, password: "scrypt:16384:8:1:c2FsdA==:a2V5a2V5a2V5a2V5a2V5a2V5" }] }',
       'routes: [{ name: r, match: { key: k }, to: [publish], rateLimit: { rate: 5, per: 1s, burst: 9 } }]',
     ), FILE, {}).config;
-    expect([given.grpc.maxReceiveMessageSize, given.mqtt.maxPacketSize, given.websocket.maxFrameSize]).toEqual([5 * 1024, 6 * 1024, 7 * 1024]);
+    const sized = given as unknown as Sizes;
+    expect([sized.grpc.maxReceiveMessageSize, sized.mqtt.maxPacketSize, sized.websocket.maxFrameSize]).toEqual([5 * 1024, 6 * 1024, 7 * 1024]);
     expect(given.auth.users[0]!.principal).toBe('anna');
     expect(given.routes[0]!.rateLimit!.burst).toBe(9);
   });
