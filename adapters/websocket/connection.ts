@@ -327,6 +327,7 @@ export class Connection {
 
   #respondError(err: GatewayError, frameId: FrameId | undefined): void {
     if (err.code === 'internal') this.#host.ctx.logger.error({ err, clientId: this.id }, 'WebSocket frame failed');
+    this.#host.ctx.countRejection('ws', err.code);
     this.#respond(errorFrame(err, frameId));
   }
 
