@@ -235,6 +235,7 @@ const mqtt: Driver = {
 const DRIVERS: readonly Driver[] = [http, websocket, grpc, mqtt];
 
 const ALICE_WRONG: Credentials = { username: 'alice', password: 'not her password' };
+const ALICE_HASH = await hashPassword('alice');
 
 /** A session of the driver under test on the gateway under test, anonymous unless given credentials. */
 type Connect = (credentials?: Credentials) => Promise<Session>;
@@ -289,7 +290,7 @@ shutdown: { drainTimeout: 100ms }
 mqtt: { maxHold: 300ms }
 auth:
   anonymous: true
-  users: [ { username: alice, password: "${await hashPassword('alice')}" } ]
+  users: [ { username: alice, password: "${ALICE_HASH}" } ]
   acl:
     - { principal: anonymous, publish: ["conf/#"], subscribe: ["conf/#"] }
 targets:
