@@ -1,3 +1,4 @@
+import { realClock, type Clock, type Timer } from '../clock.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import { isExpired, type Message } from '../message.js';
 import { TargetBreaker, type BreakerSettings, type BreakerTransition } from '../protection/breaker.js';
@@ -27,6 +28,10 @@ export interface LaneOptions {
   onCall?: (target: string, ok: boolean, seconds: number) => void;
   /** called when shedding starts (a queued message was evicted) or stops (queue below 90 %) */
   onShedding?: (target: string, shedding: boolean) => void;
+  /** time for backoff, pacing, expiry and the breaker; the real clock unless a test fakes it */
+  clock?: Clock;
+  /** the jitter source for backoff: uniform in [0, 1), Math.random unless a test fixes it */
+  random?: () => number;
 }
 
 /** How a message this target gave up on ended, once the dispatcher has dealt with it. */
@@ -72,9 +77,9 @@ function copy(error: GatewayError): GatewayError {
 }
 
 /** Full jitter (random in [0, cap]) so retrying clients do not synchronise. */
-function backoff(policy: RetryPolicy, attempt: number): number {
+function backoff(policy: RetryPolicy, attempt: number, random: () => number): number {
   const cap = Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** (attempt - 1));
-  return Math.random() * cap;
+  return random() * cap;
 }
 
 /**
@@ -87,6 +92,8 @@ export class TargetLane {
   readonly target: Target;
   readonly breaker: TargetBreaker | undefined;
   readonly #options: LaneOptions;
+  readonly #clock: Clock;
+  readonly #random: () => number;
   readonly #queue = new PriorityQueue<Job>();
   readonly #bucket: TokenBucket | undefined;
   #running = 0;
@@ -94,8 +101,8 @@ export class TargetLane {
   #stats = { accepted: 0, delivered: 0, expired: 0, shed: 0, retries: 0, deadLettered: 0, rerouted: 0, returned: 0, lost: 0 };
   #settling = 0;
   #idleWaiters: (() => void)[] = [];
-  #paceTimer: NodeJS.Timeout | undefined;
-  readonly #retryTimers = new Set<NodeJS.Timeout>();
+  #paceTimer: Timer | undefined;
+  readonly #retryTimers = new Set<Timer>();
   readonly #retryJobs = new Set<Job>();
   #shedding = false;
   #closed: GatewayError | undefined;
@@ -105,9 +112,11 @@ export class TargetLane {
   constructor(target: Target, options: LaneOptions) {
     this.target = target;
     this.#options = options;
-    if (options.rateLimit) this.#bucket = new TokenBucket(options.rateLimit, Date.now());
+    this.#clock = options.clock ?? realClock;
+    this.#random = options.random ?? Math.random;
+    if (options.rateLimit) this.#bucket = new TokenBucket(options.rateLimit, this.#clock.now());
     if (options.breaker) {
-      this.breaker = new TargetBreaker(options.breaker, (t) => options.onBreakerTransition?.(target.name, t));
+      this.breaker = new TargetBreaker(options.breaker, (t) => options.onBreakerTransition?.(target.name, t), this.#clock);
     }
   }
 
@@ -158,7 +167,7 @@ export class TargetLane {
       this.#queue.push(message.priority, {
         message,
         timeoutMs,
-        deadline: opts.timeoutMs !== undefined ? Date.now() + opts.timeoutMs : Infinity,
+        deadline: opts.timeoutMs !== undefined ? this.#clock.now() + opts.timeoutMs : Infinity,
         signal: opts.signal,
         attempts: 0,
         resolve,
@@ -177,9 +186,9 @@ export class TargetLane {
   #pump(): void {
     while (this.#running < this.#options.concurrency && this.#queue.size > 0 && this.#paceTimer === undefined) {
       if (this.#bucket) {
-        const wait = this.#bucket.take(Date.now());
+        const wait = this.#bucket.take(this.#clock.now());
         if (wait > 0) {
-          this.#paceTimer = setTimeout(() => {
+          this.#paceTimer = this.#clock.setTimeout(() => {
             this.#paceTimer = undefined;
             this.#pump();
           }, wait);
@@ -187,7 +196,7 @@ export class TargetLane {
         }
       }
       const job = this.#queue.shift()!;
-      if (isExpired(job.message)) {
+      if (isExpired(job.message, this.#clock.now())) {
         // Expired is a final state of its own: counted, not dead-lettered (DESIGN: dropped and counted).
         this.#stats.expired++;
         job.reject(new GatewayError('upstream_timeout', 'the message expired while queued', { expired: true }));
@@ -241,23 +250,24 @@ export class TargetLane {
 
   #shouldRetry(job: Job, error: GatewayError): boolean {
     const policy = this.#options.retry;
+    const now = this.#clock.now();
     return !this.#closed && policy !== undefined && job.attempts < policy.attempts
       && error.details.retryable === true && !error.details.breakerOpen
-      && !isExpired(job.message) && Date.now() < job.deadline;
+      && !isExpired(job.message, now) && now < job.deadline;
   }
 
   #retry(job: Job): void {
     this.#retrying++;
     this.#stats.retries++;
     this.#retryJobs.add(job);
-    const timer = setTimeout(() => {
+    const timer = this.#clock.setTimeout(() => {
       this.#retryTimers.delete(timer);
       this.#retryJobs.delete(job);
       this.#retrying--;
       // Already accepted, so a retry goes back in even past maxQueue.
       this.#queue.push(job.message.priority, job);
       this.#pump();
-    }, backoff(this.#options.retry!, job.attempts));
+    }, backoff(this.#options.retry!, job.attempts, this.#random));
     this.#retryTimers.add(timer);
   }
 
@@ -283,9 +293,9 @@ export class TargetLane {
   /** Stops accepting; queued messages and pending retries are handed back with the given error. */
   close(reason: GatewayError): void {
     this.#closed = reason;
-    clearTimeout(this.#paceTimer);
+    if (this.#paceTimer) this.#clock.clearTimeout(this.#paceTimer);
     this.#paceTimer = undefined;
-    for (const timer of this.#retryTimers) clearTimeout(timer);
+    for (const timer of this.#retryTimers) this.#clock.clearTimeout(timer);
     this.#retryTimers.clear();
     this.#retrying = 0;
     for (const job of this.#retryJobs) this.#giveUp(job, copy(reason));

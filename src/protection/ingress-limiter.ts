@@ -1,3 +1,4 @@
+import { realClock, type Clock } from '../clock.js';
 import type { RouteRateLimitConfig } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
@@ -21,9 +22,11 @@ export class IngressLimiter {
   readonly #buckets = new Map<string, BucketMap>();
   readonly rejections: Record<LimiterScope, number> = { client: 0, route: 0 };
   readonly #maxClients: number;
+  readonly #clock: Clock;
 
-  constructor(maxClientsPerRule = 100_000) {
-    this.#maxClients = maxClientsPerRule;
+  constructor(options: { maxClientsPerRule?: number; clock?: Clock } = {}) {
+    this.#maxClients = options.maxClientsPerRule ?? 100_000;
+    this.#clock = options.clock ?? realClock;
   }
 
   /** per compiled rule, so the hot path does not rebuild the key string */
@@ -42,7 +45,7 @@ export class IngressLimiter {
     const id = `${route}\u0000${scope}\u0000${limit.rate}/${limit.per}/${limit.burst}`;
     let map = this.#buckets.get(id);
     if (!map) {
-      map = new BucketMap({ rate: limit.rate, perMs: limit.per, burst: limit.burst }, scope === 'client' ? this.#maxClients : 1);
+      map = new BucketMap({ rate: limit.rate, perMs: limit.per, burst: limit.burst }, scope === 'client' ? this.#maxClients : 1, this.#clock.now());
       this.#buckets.set(id, map);
     }
     return map;
@@ -50,7 +53,7 @@ export class IngressLimiter {
 
   /** Takes a token from every bucket the winning rules name, or throws `rate_limited`. */
   admit(message: Message, matches: readonly RouteMatch[]): void {
-    const now = Date.now();
+    const now = this.#clock.now();
     for (const { route } of matches) {
       const limit = route.rateLimit;
       if (!limit) continue;

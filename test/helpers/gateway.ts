@@ -89,6 +89,18 @@ export function adapterStats(gateway: Gateway, protocol: Protocol): Record<strin
   return { ...stats.counters, ...stats.gauges };
 }
 
+/** Named counters and levels of a protocol adapter; a name the adapter does not report is an error. */
+export function adapterCounts<K extends string>(gateway: Gateway, protocol: Protocol, names: readonly K[]): Record<K, number> {
+  const stats = adapterStats(gateway, protocol);
+  const out = {} as Record<K, number>;
+  for (const name of names) {
+    const value = stats[name];
+    if (value === undefined) throw new Error(`the ${protocol} adapter reports no ${name}`);
+    out[name] = value;
+  }
+  return out;
+}
+
 /** Refusals of one protocol by error code, as junction_rejections_total counts them. */
 export function refusals(gateway: Gateway, protocol: Protocol): Record<string, number> {
   return gateway.metrics.rejections()[protocol] ?? {};

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createConnection, type Socket } from 'node:net';
 import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Gateway } from '../../src/gateway.js';
-import { adapterStats, refusals } from './gateway.js';
+import { adapterCounts, refusals } from './gateway.js';
 
 export interface Received {
   topic: string;
@@ -96,9 +96,15 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
   return Buffer.concat([Buffer.from([0x10, body.length]), body]);
 }
 
+/** What the MQTT adapter counts (docs/mqtt.md, Counters). */
+const MQTT_COUNTERS = [
+  'connectionsRefused', 'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
+  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'qos0Dropped', 'forwardFailed',
+] as const;
+
 /** The MQTT adapter's counters now, with its refusals by code. */
-export function mqttStats(gateway: Gateway): Record<string, number> & { refused: Record<string, number> } {
-  return { ...adapterStats(gateway, 'mqtt'), refused: refusals(gateway, 'mqtt') };
+export function mqttStats(gateway: Gateway): Record<(typeof MQTT_COUNTERS)[number], number> & { refused: Record<string, number> } {
+  return { ...adapterCounts(gateway, 'mqtt', MQTT_COUNTERS), refused: refusals(gateway, 'mqtt') };
 }
 
 export interface ProcessResult {

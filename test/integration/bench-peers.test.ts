@@ -86,7 +86,7 @@ describe('junction bench reports what went wrong', { timeout: 120_000 }, () => {
       [['http-publish', '--duration', '-1'], /--duration: expected a number ≥ 0.1/],
     ];
     for (const [args, message] of cases) {
-      const run = await runCli(['bench', ...args], 20_000);
+      const run = await runCli(['bench', ...args], { timeoutMs: 20_000 });
       expect(run.code, args.join(' ')).toBe(1);
       expect(run.stderr).toMatch(message);
     }

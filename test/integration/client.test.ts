@@ -150,7 +150,8 @@ auth:
   });
 
   it('goes idle when the gateway closes it for idling, and reconnects on the next call', async () => {
-    gw = await startGateway('defaultRoute: publish\nwebsocket: { idleTimeout: 100ms }');
+    // The reconnected socket must publish within idleTimeout: long enough for a busy machine.
+    gw = await startGateway('defaultRoute: publish\nwebsocket: { idleTimeout: 500ms }');
     const c = await client();
     await eventually(() => expect(c.state).toBe('idle'));
     const ack = await c.publish('wake/up', 'x');

@@ -5,6 +5,9 @@ import { launchChromium } from '../helpers/browser.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 
+/** What page functions (run in the browser) see; the project's TypeScript has no DOM library. */
+declare const document: { getElementById(id: string): { textContent: string | null } | null };
+
 describe('dashboard in headless Chromium', () => {
   let gw: TestGateway | undefined;
   let downstream: Downstream | undefined;

@@ -14,15 +14,16 @@ import { Gateway } from '../../src/gateway.js';
 import { silentLogger } from '../../src/log.js';
 import { startDownstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
-import { adapterStats, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterCounts, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { ended, failure, GatewayClient, rawCall, service, subscribed, type Ack, type Delivery } from '../helpers/grpc.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 const REFLECTION_PROTO = createRequire(import.meta.url).resolve('@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto');
 
-function grpcStats(gw: TestGateway): Record<string, number> {
-  return adapterStats(gw.gateway, 'grpc');
+/** The gRPC adapter's counters and levels now (docs/grpc.md). */
+function grpcStats(gw: TestGateway) {
+  return adapterCounts(gw.gateway, 'grpc', ['dropped', 'slowClosed', 'expired', 'pastDeadline', 'peakBytes', 'subscribers', 'publishStreams']);
 }
 
 /** Collects a stream's messages as they come. */

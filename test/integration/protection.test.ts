@@ -56,50 +56,69 @@ describe('protection of downstream calls', () => {
     downstream = undefined;
   });
 
-  it('opens the breaker at the error percentage after volumeThreshold, fails fast without calling, probes, then closes', async () => {
+  /** the breaker state the admin API reports for a target */
+  async function breakerState(target: string): Promise<string | undefined> {
+    const { breakers } = await json<BreakerListing>(`${gw!.admin}/admin/breakers`);
+    return breakers[target]?.state;
+  }
+
+  // Exact counts that depend on when resetTimeout passes are the unit tests' (breaker.test.ts,
+  // on a fake clock); here each phase is one the breaker cannot leave while the test looks.
+  it('opens the breaker at the error percentage after volumeThreshold and then fails fast without calling the downstream', async () => {
     downstream = await startDownstream((_req, res) => res.writeHead(500).end('boom'));
     gw = await startGateway(`
 breakers:
-  strict: { errorThresholdPercentage: 50, volumeThreshold: 4, resetTimeout: 300ms, halfOpenProbes: 2 }
+  strict: { errorThresholdPercentage: 50, volumeThreshold: 4, resetTimeout: 1h }
 targets:
   ingest: { type: http, url: "${downstream.url}/in", breaker: strict, concurrency: 4 }
 routes:
   - { name: r, match: { key: "t/#" }, to: [ingest] }
 `);
     for (let i = 0; i < 4; i++) expect((await post(gw, `t/${i}`, 'x')).status).toBe(202);
-    await eventually(async () => {
-      const { breakers } = await json<BreakerListing>(`${gw!.admin}/admin/breakers`);
-      expect(breakers.ingest!.state).toBe('open');
-    });
+    await eventually(async () => expect(await breakerState('ingest')).toBe('open'));
     expect(downstream.received).toHaveLength(4);
 
-    // Open: refused without a call, dead-lettered with the reason.
+    // Open: refused without a call, dead-lettered with the reason; a request gets 502 at once.
     for (let i = 4; i < 10; i++) expect((await post(gw, `t/${i}`, 'x')).status).toBe(202);
     await eventually(async () => {
       const dl = await json<DeadLetterListing>(`${gw!.admin}/admin/deadletter?reason=breaker_open`);
       expect(dl.count).toBe(6);
     });
-    expect(downstream.received).toHaveLength(4);
     const request = await fetch(`${gw.http}/v1/requests/t/x`, { method: 'POST', body: 'x' });
     expect(request.status).toBe(502);
     expect(downstream.received).toHaveLength(4);
+  });
 
-    // Half-open after resetTimeout: exactly halfOpenProbes calls reach the recovered downstream.
+  it('after resetTimeout lets halfOpenProbes probes through to the recovered downstream, and closes when they succeed', async () => {
+    downstream = await startDownstream((_req, res) => res.writeHead(500).end('boom'));
+    gw = await startGateway(`
+breakers:
+  strict: { errorThresholdPercentage: 50, volumeThreshold: 4, resetTimeout: 200ms, halfOpenProbes: 2 }
+targets:
+  ingest: { type: http, url: "${downstream.url}/in", breaker: strict, concurrency: 4 }
+routes:
+  - { name: r, match: { key: "t/#" }, to: [ingest] }
+`);
+    for (let i = 0; i < 4; i++) await post(gw, `t/${i}`, 'x');
+    // Without traffic nothing probes, so open or already half-open, no call reached the downstream since.
+    await eventually(async () => expect(['open', 'half_open']).toContain(await breakerState('ingest')));
     const gate = holding(downstream);
-    await eventually(async () => {
-      const { breakers } = await json<BreakerListing>(`${gw!.admin}/admin/breakers`);
-      expect(breakers.ingest!.state).toBe('half_open');
-    });
-    for (let i = 0; i < 5; i++) await post(gw, `t/probe/${i}`, "x");
+    await eventually(async () => expect(await breakerState('ingest')).toBe('half_open'));
+    expect(downstream.received).toHaveLength(4);
+
+    // Probes held by the downstream keep the breaker half-open: the rest are refused.
+    for (let i = 0; i < 5; i++) await post(gw, `t/probe/${i}`, 'x');
     await eventually(() => expect(downstream!.received).toHaveLength(6));
-    gate.release();
     await eventually(async () => {
-      const { breakers } = await json<BreakerListing>(`${gw!.admin}/admin/breakers`);
-      expect(breakers.ingest!.state).toBe('closed');
+      const dl = await json<DeadLetterListing>(`${gw!.admin}/admin/deadletter?reason=breaker_open`);
+      expect(dl.count).toBe(3);
     });
     expect(downstream.received).toHaveLength(6);
+    gate.release();
+    await eventually(async () => expect(await breakerState('ingest')).toBe('closed'));
     await post(gw, 't/after', 'x');
     await eventually(() => expect(downstream!.received).toHaveLength(7));
+    expect(gw.gateway.recentChanges.filter((c) => c.kind === 'breaker').map((c) => c.text.split(':')[0])).toEqual(['breaker open', 'breaker half-open', 'breaker closed']);
   });
 
   it('counts calls slower than slowCallThreshold as failures, yet delivers them', async () => {

@@ -6,7 +6,8 @@ import { runCli, startCli, type RunningGateway } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 
-describe('graceful shutdown and dead-letter replay from the CLI', () => {
+// Five node processes start one after the other here: on a busy machine that alone can take 20 s.
+describe('graceful shutdown and dead-letter replay from the CLI', { timeout: 60_000 }, () => {
   let dir: string;
   let downstream: Downstream | undefined;
   let running: RunningGateway | undefined;

@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MessageFrame } from '../../src/client/protocol.js';
 import { eventually } from '../helpers/eventually.js';
-import { adapterStats, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterCounts, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
-function wsStats(gw: TestGateway): Record<string, number> {
-  return adapterStats(gw.gateway, 'ws');
+/** The WebSocket adapter's counters and levels now (docs/websocket.md). */
+function wsStats(gw: TestGateway) {
+  return adapterCounts(gw.gateway, 'ws', ['dropped', 'slowClosed', 'peakOutboundBytes']);
 }
 
 const MB = 1024 * 1024;

@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
-import { adapterStats, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterCounts, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
-function wsStats(gw: TestGateway): Record<string, number> {
-  return adapterStats(gw.gateway, 'ws');
+/** The WebSocket adapter's counters and levels now (docs/websocket.md). */
+function wsStats(gw: TestGateway) {
+  return adapterCounts(gw.gateway, 'ws', ['reaped', 'idleClosed']);
 }
 
 describe('WebSocket liveness', () => {
@@ -24,7 +25,8 @@ describe('WebSocket liveness', () => {
   }
 
   it('pings quiet sockets and terminates one that stops answering, leaving live ones alone', async () => {
-    gw = await startGateway('defaultRoute: publish\nwebsocket: { pingInterval: 100ms }');
+    // A live socket must answer within one interval; long enough that a busy machine's pause is not a missed pong.
+    gw = await startGateway('defaultRoute: publish\nwebsocket: { pingInterval: 500ms }');
     const live = await client();
     let pings = 0;
     live.socket.on('ping', () => pings++);
@@ -39,13 +41,14 @@ describe('WebSocket liveness', () => {
   });
 
   it('closes a socket without subscriptions that sends nothing for idleTimeout with 4408', async () => {
-    gw = await startGateway('defaultRoute: publish\nwebsocket: { idleTimeout: 200ms }');
+    // The listening socket must subscribe within idleTimeout of connecting: long enough for a busy machine.
+    gw = await startGateway('defaultRoute: publish\nwebsocket: { idleTimeout: 1s }');
     const listening = await client();
     listening.send({ op: 'subscribe', id: 's', key: 'news/#' });
     await listening.next((f) => f.op === 'ack');
     const idle = await client();
 
-    expect(await idle.closed).toMatchObject({ code: 4408, reason: 'idle for 200 ms (websocket.idleTimeout)' });
+    expect(await idle.closed).toMatchObject({ code: 4408, reason: 'idle for 1000 ms (websocket.idleTimeout)' });
     expect(listening.socket.readyState).toBe(listening.socket.OPEN);
     expect(wsStats(gw).idleClosed).toBe(1);
   });

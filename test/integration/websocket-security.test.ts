@@ -3,14 +3,15 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
 import type { ErrorFrame, MessageFrame } from '../../src/client/protocol.js';
 import { eventually } from '../helpers/eventually.js';
-import { adapterStats, refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterCounts, refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { connectWs, refusedStatus, type WsTestClient } from '../helpers/ws.js';
 
 const isAck = (id: unknown) => (f: { op: string; id?: unknown }) => f.op === 'ack' && f.id === id;
 const isError = (id: unknown) => (f: { op: string; id?: unknown }) => f.op === 'error' && f.id === id;
 
-function wsStats(gw: TestGateway): Record<string, number> {
-  return adapterStats(gw.gateway, 'ws');
+/** The WebSocket adapter's counters and levels now (docs/websocket.md). */
+function wsStats(gw: TestGateway) {
+  return adapterCounts(gw.gateway, 'ws', ['handshakesRefused']);
 }
 
 describe('WebSocket authentication, ACL and limits', () => {

@@ -94,7 +94,7 @@ describe('shipped configs', () => {
   it('accepts config/gateway.yaml as a self-contained local demo', async () => {
     const { config, warnings } = await loadConfigFile(path.join(ROOT, 'config/gateway.yaml'), {});
     expect(warnings).toEqual([]);
-    expect(Object.values(config.listeners).map((l) => l.host)).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1']);
+    expect(Object.values(config.listeners).map((l) => l?.host)).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1']);
     expect(config.targets).toEqual({});
     expect(config.deadletter.path).toBe(path.join(ROOT, 'data/deadletter.jsonl'));
   });

@@ -279,7 +279,7 @@ describe('compiled table', () => {
           mode: 'request',
           timeout: 1500,
           continue: true,
-          rateLimit: { rate: 10, per: 1000 },
+          rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' },
           protocols: ['http'],
           headers: { 'X-Tenant': 't1' },
         }),
@@ -290,7 +290,7 @@ describe('compiled table', () => {
     expect(table.version).toBe(7);
     expect(table.loadedAt).toBeInstanceOf(Date);
     expect(table.routes).toEqual([
-      { name: 'full', index: 1, pattern: 'b/+', priority: 20, setPriority: 9, mode: 'request', timeout: 1500, continue: true, rateLimit: { rate: 10, per: 1000 }, protocols: ['http'], headers: { 'x-tenant': 't1' } },
+      { name: 'full', index: 1, pattern: 'b/+', priority: 20, setPriority: 9, mode: 'request', timeout: 1500, continue: true, rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' }, protocols: ['http'], headers: { 'x-tenant': 't1' } },
       { name: 'plain', index: 0, pattern: 'a', priority: 0, mode: 'deliver', continue: false },
     ]);
     expect(compileRouteTable([], 'drop').version).toBe(1);
