@@ -57,7 +57,7 @@ class TimedTarget implements Target {
   async close(): Promise<void> {}
 }
 
-const ROUTES: RouteConfig[] = [{ name: 'r', match: { key: 'bench/#' }, priority: 0, mode: 'deliver', continue: false, to: ['sink'], rateLimit: { rate: 10_000_000, per: 1000, burst: 10_000_000, scope: 'route' } }];
+const ROUTES: RouteConfig[] = [{ name: 'r', match: { key: 'bench/#' }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to: ['sink'], rateLimit: { rate: 10_000_000, per: 1000, burst: 10_000_000, scope: 'route' } }];
 
 function dispatcher(target: Target, lane: LaneOptions, limited: boolean, store: DeadLetterStore): { dispatcher: Dispatcher; lane: TargetLane } {
   const targetLane = new TargetLane(target, lane);

@@ -62,9 +62,6 @@ export function checkReferences(data: unknown, report: Reporter, baseDir: string
     if (route.mode === 'request' && Array.isArray(to) && to[0] === 'deadletter') {
       report.at(['routes', i, 'to', 0], 'mode: request answers with the first target\'s reply, but deadletter never replies: every request will time out', { warning: true });
     }
-    if (route.timeout !== undefined && route.mode !== 'request') {
-      report.at(['routes', i, 'timeout'], 'timeout only applies with mode: request; it is ignored here', { warning: true });
-    }
     if (key !== undefined && headers !== undefined) {
       rules.push({
         index: i,

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import type { Registry } from '../registry.js';
-import { gatewayConfigSchema, type RouteConfig, type TargetSettings } from './schema.js';
+import { gatewayConfigSchema, resolveRoute, type RouteConfig, type TargetSettings } from './schema.js';
 import type { GatewayConfig } from './types.js';
 
 /**
@@ -17,7 +17,7 @@ export function resolveConfig(data: unknown, file: string, baseDir: string, regi
     file: file === '' ? '' : path.resolve(file),
     deadletter: { ...config.deadletter, path: path.resolve(baseDir, config.deadletter.path) },
     targets: Object.fromEntries(Object.entries(config.targets).map(([name, target]) => [name, withPaths(target, registry, baseDir)])),
-    routes: config.routes.map(lowerCaseHeaders),
+    routes: config.routes.map((route) => lowerCaseHeaders(resolveRoute(route, config.requests))),
   });
 }
 

@@ -159,7 +159,7 @@ const routeSchema = <P extends TSchema>(protocol: P) => Type.Object({
     priority: Type.Optional(Type.Integer({ minimum: MIN_PRIORITY, maximum: MAX_PRIORITY, description: 'message priority from here on' })),
   }, strict)),
   mode: Default(Type.Union([Type.Literal('deliver'), Type.Literal('request')], { description: 'request: the first target\'s reply goes back to the sender' }), 'deliver'),
-  timeout: Type.Optional(Duration('request mode: how long to wait for the reply')),
+  timeout: Type.Optional(Duration('how long a request this rule answers waits for the reply (mode: request, or a sender waiting for one); the sender may ask for less. Default: requests.timeout')),
   to: Type.Array(TargetRefSchema, { minItems: 1 }),
   fallback: Type.Optional(Type.Array(TargetRefSchema, { minItems: 1, description: 'used when a target rejects: breaker open, queue full, retries spent' })),
   continue: Default(Type.Boolean({ description: 'keep matching lower-precedence rules after this one' }), false),
@@ -168,6 +168,11 @@ const routeSchema = <P extends TSchema>(protocol: P) => Type.Object({
 
 /** A rule as the core reads it, whatever protocol names the registry allows in `match.protocols`. */
 export const RouteSchema = routeSchema(Type.String());
+
+/** A rule with its `timeout` given its default, which follows requests.timeout. */
+export function resolveRoute(route: StaticDecode<typeof RouteSchema>, requests: { timeout: number }): RouteConfig {
+  return { ...route, timeout: route.timeout ?? requests.timeout };
+}
 
 const KeyPatterns = (description: string) => Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description }));
 
@@ -299,4 +304,5 @@ export type RouteRateLimitConfig = StaticDecode<typeof RouteRateLimitSchema>;
 /** The keys every target has, decoded: type-specific keys come with each TargetType's own config type. */
 export type TargetSettings = StaticDecode<typeof AnyTargetSchema>;
 export type TargetRefConfig = StaticDecode<typeof TargetRefSchema>;
-export type RouteConfig = StaticDecode<typeof RouteSchema>;
+/** A rule as loaded: its `timeout` given, requests.timeout when the file has none. */
+export type RouteConfig = StaticDecode<typeof RouteSchema> & { timeout: number };

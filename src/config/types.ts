@@ -1,5 +1,5 @@
 import type { StaticDecode } from '@sinclair/typebox';
-import type { CoreConfigSchema } from './schema.js';
+import type { CoreConfigSchema, RouteConfig } from './schema.js';
 
 /**
  * A loaded, validated gateway.yaml: decoded (durations in ms, sizes in bytes), every default of
@@ -7,11 +7,12 @@ import type { CoreConfigSchema } from './schema.js';
  * typed here; each protocol's section is its adapter's to read (AdapterContext.settings), and
  * each target's own keys its type's (TargetType.create).
  */
-export type GatewayConfig = StaticDecode<typeof CoreConfigSchema> & {
+export type GatewayConfig = Omit<StaticDecode<typeof CoreConfigSchema>, 'routes'> & {
   /** absolute path of the file it came from ('' when loaded from text without a file) */
   file: string;
   /** listeners of the protocols that have their own, beside http and admin */
   listeners: Readonly<Record<string, { host: string; port: number } | undefined>>;
+  routes: RouteConfig[];
   readonly [section: string]: unknown;
 };
 

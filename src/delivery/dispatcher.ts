@@ -320,7 +320,7 @@ export class Dispatcher {
   async #request(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, callerTimeoutMs?: number): Promise<DispatchResult> {
     const [first, ...rest] = matches;
     const [replyBinding, ...others] = first!.targets;
-    const timeoutMs = replyWait(callerTimeoutMs, first!.route.timeout ?? snapshot.requestTimeoutMs);
+    const timeoutMs = replyWait(callerTimeoutMs, first!.route.timeout);
     const extra = [{ ...first!, targets: others }, ...rest];
     this.#checkCapacity(message, extra);
     let reply: TargetReply;

@@ -180,6 +180,7 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     pattern: config.match.key,
     priority: config.priority,
     mode: config.mode,
+    timeout: config.timeout,
     continue: config.continue,
   };
   let protocolMask = ANY_PROTOCOL;
@@ -199,7 +200,6 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     route.headers = Object.freeze(Object.fromEntries(headerNames.map((name, i) => [name, headerValues[i]!])));
   }
   if (config.set?.priority !== undefined) route.setPriority = config.set.priority;
-  if (config.timeout !== undefined) route.timeout = config.timeout;
   if (config.rateLimit !== undefined) route.rateLimit = Object.freeze({ ...config.rateLimit });
   const compileTargets = (refs: readonly TargetRefConfig[]): readonly TargetTemplate[] => Object.freeze(refs.map(compileTarget));
   return {

@@ -20,8 +20,8 @@ export interface CompiledRoute {
   headers?: Readonly<Record<string, string>>;
   setPriority?: number;
   mode: 'deliver' | 'request';
-  /** request mode: reply wait in ms, when the rule sets one */
-  timeout?: number;
+  /** how long a request this rule answers waits for the reply, in ms (requests.timeout unless the rule sets one) */
+  timeout: number;
   continue: boolean;
   rateLimit?: RouteRateLimitConfig;
 }
