@@ -21,7 +21,8 @@ export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.Pro
       child.kill('SIGKILL');
       reject(new Error(`junction ${args.join(' ')} did not exit within ${options.timeoutMs ?? 15000} ms\n${stdout}\n${stderr}`));
     }, options.timeoutMs ?? 15000);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': only then has everything the process wrote been read.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });

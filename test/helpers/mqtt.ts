@@ -144,7 +144,8 @@ export async function startMosquittoSub(args: string[]): Promise<MosquittoSub> {
     }
   });
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
-  const exited = new Promise<ProcessResult>((resolve) => child.on('exit', (code) => resolve({ code, stdout: lines.join('\n'), stderr })));
+  // 'close', not 'exit': only then has everything the process wrote been read.
+  const exited = new Promise<ProcessResult>((resolve) => child.on('close', (code) => resolve({ code, stdout: lines.join('\n'), stderr })));
   await Promise.race([ready, exited.then((r) => { throw new Error(`mosquitto_sub exited before subscribing: ${r.code} ${r.stderr}`); })]);
   return { lines, publishes, exited };
 }
@@ -162,7 +163,8 @@ export function runMosquitto(command: 'mosquitto_pub' | 'mosquitto_sub', args: s
       reject(new Error(`${command} ${args.join(' ')} did not exit within ${timeoutMs} ms\n${stdout}\n${stderr}`));
     }, timeoutMs);
     child.on('error', reject);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': only then has everything the process wrote been read.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
