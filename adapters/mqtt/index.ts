@@ -15,7 +15,6 @@ import { GuardedConnection, type Violation } from './guard.js';
 import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
 
 export const WEBSOCKET_PATH = '/mqtt';
-const SYS_PREFIX = '$SYS/';
 
 /** aedes 1.2 state read here (lib/client.js): the client's topic filters with their granted QoS. */
 interface ClientSubscriptions {
@@ -277,17 +276,14 @@ export class MqttAdapter implements Adapter {
    * duplicate check [MQTT-4.3.3-2] and before its PUBREC. An error closes the connection.
    */
   readonly #authorizePublish = (client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void => {
-    if (packet.topic.startsWith(SYS_PREFIX)) {
-      // aedes's default hook refuses $SYS/ (aedes #597); replacing the hook means repeating it.
-      callback(new Error(`${SYS_PREFIX} topics are reserved for the broker`));
-      return;
-    }
     // No client: aedes's will sweeper publishing for a broker of the cluster that died.
     if (!client) {
       callback(null);
       return;
     }
     const session = this.#sessions.get(client);
+    // The ACL refuses reserved keys ($SYS/, inboxes) too: aedes's default hook refused $SYS/
+    // (aedes #597), and replacing it must not open them.
     if (!session || !this.#ctx.access().canPublish(session.identity, packet.topic)) {
       // [MQTT-3.3.5-2]: 3.1.1 cannot say no; acknowledge as usual and drop, as Mosquitto does.
       this.#ctx.refused('forbidden');

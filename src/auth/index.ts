@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { AclRule, GatewayConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
 import { PRINCIPAL_PLACEHOLDER } from './acl.js';
-import { filterCovers, filterMatches } from '../topic/rules.js';
+import { filterCovers, filterMatches, reservedKeyProblem } from '../topic/rules.js';
 import { ANONYMOUS, ANY_PRINCIPAL } from './config.js';
 import { verifyPassword } from './password.js';
 
@@ -75,7 +75,9 @@ export class AccessControl {
     return this.authenticate(token.slice(0, colon), token.slice(colon + 1));
   }
 
+  /** Reserved keys (`$SYS/`, inboxes) first: no rule grants them, on any protocol. */
   canPublish(identity: Identity, key: string): boolean {
+    if (reservedKeyProblem(key) !== undefined) return false;
     const grants = this.#grantsOf(identity);
     return grants === undefined || grants.publish.some((pattern) => filterMatches(pattern, key));
   }
