@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
+  GatewayError, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
@@ -60,12 +60,17 @@ export class HttpAdapter implements Adapter {
   }
 
   /**
-   * Credentials per request: `Authorization: Basic` (username and password) or `Bearer
-   * username:password`, checked by the shared auth layer; none means anonymous when allowed.
+   * Credentials per request: `Authorization: Bearer` with an API key, a JWT or
+   * `username:password`, or `Basic`; on a mutual-TLS listener the client certificate when the
+   * request has no Authorization; none means anonymous when allowed. The shared auth layer
+   * decides (docs/security.md).
    */
-  #identity(request: FastifyRequest): Promise<Identity> {
+  async #identity(request: FastifyRequest): Promise<Identity> {
     const header = request.headers.authorization;
-    return this.#ctx.access().authenticateToken(header === undefined ? undefined : tokenFromAuthorization(header));
+    return this.#ctx.access().authenticate(
+      { token: header === undefined ? undefined : tokenFromAuthorization(header) },
+      { listener: 'http', address: request.ip, certificate: this.#ctx.http?.clientCertificate(request.raw.socket) },
+    );
   }
 
   async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {
@@ -117,6 +122,8 @@ export class HttpAdapter implements Adapter {
     });
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
+    // A stream does not outlive the credential it was opened with (a JWT's exp).
+    stream.onClose(onExpiry(identity, () => void stream.end()));
     try {
       stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
     } catch (err) {

@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import {
-  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, ReplyGrants, SubscriberBuffer, toGatewayError,
+  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, onExpiry, ReplyGrants, SubscriberBuffer, toGatewayError,
   type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
 } from '../../src/index.js';
@@ -87,6 +87,7 @@ export class Connection {
   awaitingPong = false;
   /** in-flight operations, so a shutdown can wait for them */
   readonly #work = new Set<Promise<void>>();
+  readonly #cancelExpiry: () => void;
 
   constructor(socket: WebSocket, host: ConnectionHost, identity: Identity, remoteAddress: string) {
     this.socket = socket;
@@ -105,6 +106,8 @@ export class Connection {
       this.awaitingPong = false;
     });
     socket.once('close', () => this.#onClose());
+    // A socket does not outlive the credential it opened with (a JWT's exp): 4401, as a handshake 401.
+    this.#cancelExpiry = onExpiry(identity, () => this.close(CLOSE_CODES.unauthenticated, 'the credential expired'));
   }
 
   get closed(): boolean {
@@ -266,8 +269,13 @@ export class Connection {
 
   async #subscribe(frame: SubscribeFrame): Promise<void> {
     try {
-      if (!this.#host.ctx.access().canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
-      const responder = frame.responder ?? true;
+      const access = this.#host.ctx.access();
+      if (!access.canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
+      // Answering requests is a permission of its own (the ACL's `respond`): asked for, it is
+      // refused without it; left to the default, a subscription answers only where allowed.
+      const mayRespond = access.canRespond(this.#identity, frame.key);
+      if (frame.responder === true && !mayRespond) throw forbidden('answer requests on', frame.key);
+      const responder = frame.responder ?? mayRespond;
       const existing = this.#subscriptions.get(frame.key);
       if (existing && existing.responder === responder) {
         // Subscribing again to the same pattern replaces the subscription (as in MQTT): no duplicates.
@@ -409,6 +417,7 @@ export class Connection {
   }
 
   #onClose(): void {
+    this.#cancelExpiry();
     this.#markClosed();
     this.#queue = undefined;
     this.#host.forget(this);

@@ -116,3 +116,22 @@ export function filterCovers(pattern: string, filter: string): boolean {
     if (fl === '+' || pl !== fl) return false;
   }
 }
+
+/**
+ * Whether some key is matched by both filters: a subscription to `filter` could then deliver a
+ * key `pattern` names. `a/#` and `+/b` intersect (on `a/b`); `a/+` and `a/b/c` do not.
+ */
+export function filtersIntersect(pattern: string, filter: string): boolean {
+  // [MQTT-4.7.2-1]: a leading wildcard matches no `$` key, and a `$` first level matches only `$` keys.
+  const dollar = (f: string) => f.startsWith('$');
+  if ((dollar(pattern) && startsWithWildcard(filter)) || (dollar(filter) && startsWithWildcard(pattern))) return false;
+  const p = pattern.split('/');
+  const f = filter.split('/');
+  for (let i = 0; ; i++) {
+    const pl = p[i];
+    const fl = f[i];
+    if (pl === '#' || fl === '#') return true;
+    if (pl === undefined || fl === undefined) return pl === fl;
+    if (pl !== '+' && fl !== '+' && pl !== fl) return false;
+  }
+}

@@ -49,7 +49,7 @@ auth:
     - { username: alice, password: "${hash}" }
     - { username: bob, password: "${hash}" }
   acl:
-    - { principal: "*", publish: ["{principal}/#"], subscribe: ["{principal}/#"] }
+    - { principal: "*", publish: ["{principal}/#"], subscribe: ["{principal}/#"], respond: ["{principal}/#"] }
     - { principal: anonymous, publish: ["#", "$SYS/#"], subscribe: ["#", "$SYS/#"] }
 `;
   }
