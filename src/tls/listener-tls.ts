@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { createSecureContext, TLSSocket, type Server as TlsServer, type TlsOptions } from 'node:tls';
@@ -128,20 +129,17 @@ export class ListenerTls {
       }
     };
     const material: Material = { cert: read('cert', this.config.cert), key: read('key', this.config.key), ca: this.config.ca !== undefined ? read('ca', this.config.ca) : undefined };
-    try {
-      createSecureContext({ cert: material.cert, key: material.key });
-    } catch (err) {
-      const reason = (err as Error).message;
-      const which = /key/i.test(reason) && !/values mismatch/i.test(reason) ? 'key' : 'cert';
-      throw new SetupError(`${at}.${which}`, `${which === 'key' ? this.config.key : this.config.cert} cannot be used with ${which === 'key' ? this.config.cert : this.config.key}: ${reason}`);
-    }
-    if (material.ca !== undefined) {
+    const check = (key: 'cert' | 'key' | 'ca', what: string, use: () => unknown) => {
       try {
-        createSecureContext({ ca: material.ca });
+        use();
       } catch (err) {
-        throw new SetupError(`${at}.ca`, `${this.config.ca} holds no usable CA certificate: ${(err as Error).message}`);
+        throw new SetupError(`${at}.${key}`, `${what}: ${(err as Error).message}`);
       }
-    }
+    };
+    check('cert', `${this.config.cert} holds no PEM certificate`, () => new X509Certificate(material.cert));
+    check('key', `${this.config.key} holds no PEM private key`, () => createPrivateKey(material.key));
+    check('key', `${this.config.key} is not the key of ${this.config.cert}`, () => createSecureContext({ cert: material.cert, key: material.key }));
+    if (material.ca !== undefined) check('ca', `${this.config.ca} holds no usable CA certificate`, () => createSecureContext({ ca: material.ca }));
     return material;
   }
 
