@@ -62,7 +62,9 @@ export function substitute(pattern: string, subject: Subject): string | undefine
   let out = pattern;
   if (out.includes(PRINCIPAL_PLACEHOLDER)) {
     if (subject.principal === undefined || levelProblem(subject.principal)) return undefined;
-    out = out.replaceAll(PRINCIPAL_PLACEHOLDER, subject.principal);
+    const principal = subject.principal;
+    // A function, not the string: `$&` or `$$` in a name would be read as replacement patterns.
+    out = out.replaceAll(PRINCIPAL_PLACEHOLDER, () => principal);
   }
   out = out.replace(CLAIM_PLACEHOLDER, (_whole, name: string) => {
     const value = subject.claims[name];

@@ -130,7 +130,12 @@ export function filtersIntersect(pattern: string, filter: string): boolean {
   for (let i = 0; ; i++) {
     const pl = p[i];
     const fl = f[i];
-    if (pl === '#' || fl === '#') return true;
+    if (pl === '#' || fl === '#') {
+      // `#` also matches its parent level: when the other filter ends there with one level, the
+      // shared key is that level alone, which must not be empty (an empty key is no key).
+      const other = pl === '#' ? fl : pl;
+      return !(other === undefined && i === 1 && (p[0] === '' || f[0] === ''));
+    }
     if (pl === undefined || fl === undefined) return pl === fl;
     if (pl !== '+' && fl !== '+' && pl !== fl) return false;
   }
