@@ -112,7 +112,7 @@ export function decide(rules: readonly AclRuleConfig[], subject: Subject, action
     for (const written of patterns) {
       const pattern = substitute(written, subject);
       if (pattern === undefined || !concerns(action, effect, pattern, target)) continue;
-      return { allowed: effect === 'allow', rule: i, pattern, reason: `auth.acl[${i}] ${effect}s ${action} ${pattern}` };
+      return { allowed: effect === 'allow', rule: i, pattern, reason: `auth.acl[${i}] ${effect === 'allow' ? 'allows' : 'denies'} ${action} ${pattern}` };
     }
   }
   return { allowed: false, reason: `no rule of auth.acl allows ${action} ${target}` };
