@@ -197,7 +197,7 @@ export class GrpcAdapter implements Adapter {
   /** Whether `identity` may publish `message`: an ACL grant, or the answer to a request it was handed. */
   #mayPublish(identity: Identity, message: Message): boolean {
     return this.#replyGrants.take(message.key, message.correlationId, identity.principal)
-      || this.#ctx.access().canPublish(identity, message.key);
+      || this.#ctx.access().canSend(identity, message);
   }
 
   readonly #publish: handleUnaryCall<MessageIn, PublishAckOut> = (call, callback) => {
@@ -212,7 +212,7 @@ export class GrpcAdapter implements Adapter {
   readonly #request: handleUnaryCall<MessageIn, ReplyOut> = (call, callback) => {
     this.#unary(call, callback, async (identity, context) => {
       const message = this.#message(call.request, context);
-      if (!this.#ctx.access().canPublish(identity, message.key)) throw forbidden('send requests to', message.key);
+      if (!this.#ctx.access().canSend(identity, message)) throw forbidden('send requests to', message.key);
       // The caller's deadline bounds the wait, so a reply never arrives after the caller gave up.
       const timeoutMs = msUntil(call.getDeadline());
       const result = await this.#ctx.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });

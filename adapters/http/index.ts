@@ -81,8 +81,8 @@ export class HttpAdapter implements Adapter {
     const message = messageFromRequest(key, body, request.headers, {
       protocol: 'http', remoteAddress: request.ip, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
     });
-    if (!this.#ctx.access().canPublish(identity, message.key)) {
-      throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}`);
+    if (!this.#ctx.access().canSend(identity, message)) {
+      throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}${message.replyTo !== undefined ? ` with x-reply-to ${message.replyTo}` : ''}`);
     }
     return message;
   }

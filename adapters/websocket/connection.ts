@@ -237,15 +237,15 @@ export class Connection {
     while (this.#work.size > 0) await Promise.allSettled([...this.#work]);
   }
 
-  #mayPublish(key: string, correlationId: string | undefined): boolean {
+  #mayPublish(frame: PublishFrame): boolean {
     // A responder answering a request it was handed needs no ACL grant for the inbox key.
-    if (this.#replyGrants.take(key, correlationId, this.#identity.principal)) return true;
-    return this.#host.ctx.access().canPublish(this.#identity, key);
+    if (this.#replyGrants.take(frame.key, frame.correlationId, this.#identity.principal)) return true;
+    return this.#host.ctx.access().canSend(this.#identity, frame);
   }
 
   async #publish(frame: PublishFrame): Promise<void> {
     try {
-      if (!this.#mayPublish(frame.key, frame.correlationId)) throw forbidden('publish to', frame.key);
+      if (!this.#mayPublish(frame)) throw forbidden('publish to', frame.key);
       const message = toMessage(frame, this.#source, this.#host.ctx.maxPayloadSize());
       const result = await this.#host.ctx.dispatch(message);
       if (frame.qos === 1) {

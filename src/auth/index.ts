@@ -204,6 +204,15 @@ export class AccessControl {
     return this.decide(identity, 'publish', key).allowed;
   }
 
+  /**
+   * Whether a message may be sent: its key may be published to, and so may its `replyTo`, where
+   * a request-mode rule publishes the reply for a sender that cannot wait (else naming someone
+   * else's key there would publish to it).
+   */
+  canSend(identity: Subject, message: { key: string; replyTo?: string | undefined }): boolean {
+    return this.canPublish(identity, message.key) && (message.replyTo === undefined || this.canPublish(identity, message.replyTo));
+  }
+
   /** A subscription is allowed when the first rule concerning it allows it: see src/auth/acl.ts. */
   canSubscribe(identity: Subject, filter: string): boolean {
     return this.decide(identity, 'subscribe', filter).allowed;

@@ -108,6 +108,18 @@ auth:
     watcher.close();
   });
 
+  it('refuses a replyTo the sender may not publish to: a request-mode rule would publish the reply there', async () => {
+    gw = await startGateway(config().replace('acl:', `acl:
+    - { principal: "*", effect: deny, publish: ["bob/#"] }`));
+    const http = await fetch(`${gw.http}/v1/messages/alice/svc`, { method: 'POST', body: 'q', headers: { authorization: 'Bearer alice:pw', 'x-reply-to': 'bob/inbox' } });
+    expect(http.status).toBe(403);
+    const alice = await ws('alice');
+    alice.send({ op: 'publish', id: 'p', key: 'alice/svc', replyTo: 'bob/inbox', payload: 'q', qos: 1 });
+    expect(await alice.next<ErrorFrame>(isError('p'))).toMatchObject({ code: 'forbidden' });
+    alice.send({ op: 'publish', id: 'own', key: 'alice/svc', replyTo: 'alice/inbox', payload: 'q', qos: 1 });
+    await alice.next(isAck('own'));
+  });
+
   it('refuses message ids and correlation ids with wildcards or NUL at once, as bad_request', async () => {
     gw = await startGateway(config(), undefined, { listeners: ['grpc'] });
     for (const id of ['a#b', 'a+b']) {
