@@ -2,14 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { filterCovers } from '../../src/topic/rules.js';
 import { authConfigIssues } from '../../src/auth/config.js';
 import { pino } from 'pino';
-import { SignJWT } from 'jose';
+import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AccessControl, AuthGuard, certificatePrincipal } from '../../src/auth/index.js';
 import { apiKeyHashProblem, newApiKey } from '../../src/auth/api-key.js';
 import { fakeClock } from '../helpers/clock.js';
 import { hashPassword, passwordHashProblem, verifyPassword } from '../../src/auth/password.js';
 import { loadConfigText } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/types.js';
-import { isGatewayError } from '../../src/errors.js';
+import { isGatewayError, SetupError } from '../../src/errors.js';
 
 /** bcrypt of "bcrypt-secret" at cost 4 (made with bcryptjs), to show foreign hashes are accepted. */
 const BCRYPT_HASH = '$2b$04$sd6hifncloS.fwVsCzORC.DspSXvrMT7DaD1B55Nllthu.1ijDjlu';
@@ -186,6 +189,31 @@ describe('AccessControl', () => {
     expect(lines.map((line) => line.reason)).toEqual(refusals.map(([, reason]) => `JWT refused: ${reason}`));
     expect(JSON.stringify(logged)).not.toContain(good.slice(good.indexOf('.') + 1, good.lastIndexOf('.')));
     for (const [token] of refusals) expect(JSON.stringify(logged)).not.toContain(token);
+  });
+
+  it('verifies EdDSA and RS256 tokens with a public key file; a file that holds no key is a SetupError naming auth.jwt.publicKey', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'junction-jwt-key-'));
+    try {
+      for (const alg of ['EdDSA', 'RS256'] as const) {
+        const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+        const file = join(dir, `${alg}.pem`);
+        writeFileSync(file, await exportSPKI(publicKey));
+        const jwt = { publicKey: file, clockTolerance: 0, jwksCacheMaxAge: 1, jwksCooldown: 1, principalClaim: 'sub', rolesClaim: 'roles' };
+        const control = new AccessControl({ auth: { ...authDefaults, anonymous: false, users: [], jwt }, listeners });
+        const token = await new SignJWT({}).setProtectedHeader({ alg }).setSubject(`by-${alg}`).setExpirationTime('1m').sign(privateKey);
+        expect(await control.authenticate({ token }, peer)).toMatchObject({ principal: `by-${alg}`, method: 'jwt' });
+        // A token signed with the shared-secret algorithm and the public key as secret is refused.
+        const confused = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('x').sign(new TextEncoder().encode(readFileSync(file, 'utf8')));
+        await expect(control.authenticate({ token: confused }, { ...peer, address: alg })).rejects.toMatchObject({ code: 'unauthenticated' });
+      }
+      const garbage = join(dir, 'garbage.pem');
+      writeFileSync(garbage, 'no key here\n');
+      const jwt = { publicKey: garbage, clockTolerance: 0, jwksCacheMaxAge: 1, jwksCooldown: 1, principalClaim: 'sub', rolesClaim: 'roles' };
+      expect(() => new AccessControl({ auth: { ...authDefaults, anonymous: false, users: [], jwt }, listeners })).toThrow(SetupError);
+      expect(() => new AccessControl({ auth: { ...authDefaults, anonymous: false, users: [], jwt }, listeners })).toThrow(/^auth\.jwt\.publicKey: /);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names a client by its verified certificate, and takes only the credentials its listener lists', async () => {
