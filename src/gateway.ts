@@ -5,6 +5,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, ProtocolRegistration, WebSocketServerNeeds } from './adapter.js';
 import { accessControl } from './auth/index.js';
 import { LocalBus, type Bus } from './bus/index.js';
+import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
 import type { ConfigIssue, GatewayConfig } from './config/types.js';
 import { ConfigError } from './config/types.js';
@@ -92,6 +93,7 @@ export class Gateway {
   /** the last state changes (breaker transitions, shedding, reloads), newest last, for the dashboard */
   readonly recentChanges: StateChange[] = [];
   readonly limiter = new IngressLimiter();
+  readonly groups: GroupManager;
   readonly metrics: GatewayMetrics;
   readonly archive: DeadLetterArchive;
   #replays: Promise<unknown> = Promise.resolve();
@@ -110,6 +112,16 @@ export class Gateway {
       reloads: () => this.reloads,
       subscriptions: () => this.bus.subscriptionCount,
       adapters: () => this.adapterStats(),
+      groups: () => this.groups.stats(),
+    });
+    this.groups = new GroupManager({
+      bus: this.bus,
+      settings: () => this.#config.groups,
+      deadLetter: async (entry) => {
+        await this.deadletter.append(entry);
+        this.metrics.deadLettered(entry.target, entry.reason);
+      },
+      logger: this.logger,
     });
     const plan = this.#plan(config, this.#version);
     this.#targets = plan.targets;
@@ -202,6 +214,7 @@ export class Gateway {
       dispatch: (message, options) => this.dispatcher.dispatch(message, options),
       subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
+      joinGroup: (group, pattern, member) => this.groups.join(group, pattern, member),
       settings: () => (section === undefined ? undefined : this.#config[section.key]),
       listener: () => (listener ? this.#config.listeners[protocol] : undefined),
       maxPayloadSize: () => this.#config.limits.maxPayloadSize,
@@ -443,6 +456,7 @@ export class Gateway {
     const shutdown = new GatewayError('overloaded', 'the gateway stopped before this message was delivered', { shutdown: true });
     for (const lane of lanes) lane.close(shutdown);
     await this.dispatcher.settled();
+    await this.groups.close();
     await Promise.all(lanes.map((lane) => lane.target.close().catch(() => undefined)));
     await this.deadletter.close();
     await this.bus.close();

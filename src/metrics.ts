@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
 import type { AdapterStats } from './adapter.js';
+import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
@@ -11,6 +12,7 @@ export interface MetricsSource {
   reloads(): { ok: number; refused: number };
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
+  groups(): GroupStats[];
 }
 
 /** Per-message events, recorded into plain maps on the hot path and exported at scrape time. */
@@ -199,6 +201,27 @@ export class GatewayMetrics implements DispatchObserver {
         }
       },
     });
+    const perGroup = (name: string, help: string, pick: (group: GroupStats) => number, kind: 'counter' | 'gauge') => {
+      const options = {
+        name, help, labelNames: ['group', 'pattern'] as const, registers,
+        collect(this: Counter<'group' | 'pattern'> | Gauge<'group' | 'pattern'>) {
+          this.reset();
+          for (const group of source.groups()) {
+            const labels = { group: group.name, pattern: group.pattern };
+            if (this instanceof Counter) this.inc(labels, pick(group));
+            else this.set(labels, pick(group));
+          }
+        },
+      };
+      return kind === 'counter' ? new Counter(options) : new Gauge(options);
+    };
+    perGroup('junction_group_members', 'Members of a group of competing consumers', (g) => g.members, 'gauge');
+    perGroup('junction_group_queued', 'Messages waiting in a group for a member with room', (g) => g.queued, 'gauge');
+    perGroup('junction_group_in_flight', 'Group deliveries members have not acknowledged yet', (g) => g.inFlight, 'gauge');
+    perGroup('junction_group_delivered_total', 'Group deliveries members acknowledged', (g) => g.delivered, 'counter');
+    perGroup('junction_group_redelivered_total', 'Group deliveries handed to another member (the first went away, refused or timed out)', (g) => g.redelivered, 'counter');
+    perGroup('junction_group_dead_lettered_total', 'Group messages shed from a full queue or held when the group closed', (g) => g.deadLettered, 'counter');
+    perGroup('junction_group_expired_total', 'Group messages that expired while waiting for a member', (g) => g.expired, 'counter');
     new Counter({
       name: 'junction_limiter_rejections_total', help: 'Messages refused by a token bucket, by scope', labelNames: ['scope'], registers,
       collect() {

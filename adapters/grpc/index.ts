@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import {
   Metadata, Server, ServerCredentials,
@@ -6,13 +7,13 @@ import {
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
-  GatewayError, ListenerError, newMessageId, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
+  GatewayError, groupProblem, ListenerError, newMessageId, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
 import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
-import { loadGatewayProto, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
+import { loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
 import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
@@ -47,6 +48,8 @@ export class GrpcAdapter implements Adapter {
   #address: AddressInfo | undefined;
   /** answers gRPC responders may publish: each arrives in a separate Publish call, so the grants are the adapter's, by principal */
   readonly #replyGrants = new ReplyGrants();
+  /** group subscriptions by their id (the `junction-subscription` header), for Ack */
+  readonly #groupStreams = new Map<string, { subscriber: SubscriberStream; principal: string | undefined }>();
   #stopping = false;
   #stopped: Promise<void> | undefined;
 
@@ -85,6 +88,7 @@ export class GrpcAdapter implements Adapter {
         this.#subscribe(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
       },
       Request: this.#request,
+      Ack: this.#ack,
     });
     this.#health = new HealthImplementation({ '': 'SERVING', [SERVICE]: 'SERVING' });
     this.#health.addToServer(server);
@@ -242,9 +246,11 @@ export class GrpcAdapter implements Adapter {
       call.emit('error', refused);
       return;
     }
-    const { pattern, responder } = call.request;
+    const { pattern, responder, group } = call.request;
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const groupIssue = group === '' ? undefined : groupProblem(group);
+    if (groupIssue) throw new GatewayError('bad_request', groupIssue, { field: 'group' });
     const { identity } = await this.#admit(call);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
     if (this.#stopping) throw shuttingDown();
@@ -252,6 +258,10 @@ export class GrpcAdapter implements Adapter {
     this.#subscribers.add(subscriber);
     call.on('cancelled', () => subscriber.close());
     call.on('close', () => subscriber.close());
+    if (group !== '') {
+      await this.#joinGroup(call, subscriber, group, pattern, identity);
+      return;
+    }
     const deliver = responder
       ? (message: Message) => {
         // A responder is handed requests; its answer to one needs no ACL grant for the inbox key.
@@ -279,6 +289,48 @@ export class GrpcAdapter implements Adapter {
     call.sendMetadata(headers);
     subscriber.start();
   }
+
+  /** The stream as a member of a group; acknowledged through `Ack` under a subscription id of its own. */
+  async #joinGroup(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, subscriber: SubscriberStream, group: string, pattern: string, identity: Identity): Promise<void> {
+    let membership;
+    try {
+      membership = await this.#ctx.joinGroup(group, pattern, subscriber);
+    } catch (err) {
+      subscriber.end(this.#reject(err));
+      return;
+    }
+    subscriber.membership = membership;
+    if (subscriber.closed || call.cancelled) {
+      subscriber.close();
+      membership.leave();
+      return;
+    }
+    const id = randomUUID();
+    this.#groupStreams.set(id, { subscriber, principal: identity.principal });
+    call.on('close', () => this.#groupStreams.delete(id));
+    call.on('cancelled', () => this.#groupStreams.delete(id));
+    const headers = new Metadata();
+    headers.set('junction-subscribed', pattern);
+    headers.set('junction-subscription', id);
+    call.sendMetadata(headers);
+    subscriber.start();
+  }
+
+  readonly #ack: handleUnaryCall<AckRequestIn, AckReplyOut> = (call, callback) => {
+    const refused = this.#refused(call);
+    if (refused) return callback(refused);
+    this.#trackUnary(this.#admit(call).then(({ identity }) => {
+      const stream = this.#groupStreams.get(call.request.subscription);
+      // Another principal's subscription is as unknown as one that does not exist.
+      if (!stream || stream.principal !== identity.principal) {
+        throw new GatewayError('no_route', `no group subscription ${call.request.subscription} of this caller`, { field: 'subscription' });
+      }
+      return { acked: stream.subscriber.acknowledge(call.request.ids) };
+    }).then(
+      (reply) => callback(null, reply),
+      (err: unknown) => callback(this.#statusFor(err)),
+    ));
+  };
 }
 
 /** A call whose deadline passed while the gateway checked its credentials. */

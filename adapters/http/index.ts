@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
+  GatewayError, groupProblem, patternProblem, sendProblem, shuttingDown, toGatewayError,
+  type GroupDelivery, type GroupMember, type GroupMembership, tokenFromAuthorization,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
@@ -109,6 +110,11 @@ export class HttpAdapter implements Adapter {
     const pattern = keyFromUrl(request.url, SUBSCRIBE);
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const group = (request.query as Record<string, unknown> | undefined)?.group;
+    if (group !== undefined) {
+      const groupIssue = typeof group === 'string' ? groupProblem(group) : 'group must be given once';
+      if (groupIssue) throw new GatewayError('bad_request', groupIssue, { field: 'group' });
+    }
     const identity = await this.#identity(request);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
     const stream = new SseStream(reply, () => {
@@ -118,7 +124,8 @@ export class HttpAdapter implements Adapter {
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
     try {
-      stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
+      if (typeof group === 'string') stream.membership = await this.#ctx.joinGroup(group, pattern, stream);
+      else stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
     } catch (err) {
       stream.end();
       throw toGatewayError(err);
@@ -141,9 +148,16 @@ export class HttpAdapter implements Adapter {
   }
 }
 
-/** One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. */
-class SseStream {
+/**
+ * One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. As a
+ * group member (`?group=`) it takes a delivery only while its connection keeps up, and a delivery
+ * counts as handled once written: SSE has no way to acknowledge, so a group's messages reach SSE
+ * members at most once.
+ */
+class SseStream implements GroupMember {
   subscription: BusSubscription | undefined;
+  membership: GroupMembership | undefined;
+  #groupWaiting = false;
   readonly #reply: FastifyReply;
   readonly #onSlow: () => void;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -171,6 +185,31 @@ class SseStream {
     raw.write(': subscribed\n\n');
     this.#heartbeat = setInterval(() => raw.write(': ping\n\n'), SSE_HEARTBEAT_MS);
     this.#heartbeat.unref();
+    if (this.#groupWaiting) {
+      this.#groupWaiting = false;
+      this.membership?.ready();
+    }
+  }
+
+  offer(delivery: GroupDelivery): boolean {
+    if (this.#closed) return false;
+    const raw = this.#reply.raw;
+    // Not open yet (the response head is not sent): told when it is.
+    if (this.#heartbeat === undefined) {
+      this.#groupWaiting = true;
+      return false;
+    }
+    if (raw.writableNeedDrain) {
+      if (!this.#groupWaiting) raw.once('drain', () => {
+        this.#groupWaiting = false;
+        this.membership?.ready();
+      });
+      this.#groupWaiting = true;
+      return false;
+    }
+    this.send(delivery.message);
+    delivery.settle();
+    return true;
   }
 
   send(message: Message): void {
@@ -201,6 +240,7 @@ class SseStream {
     clearInterval(this.#heartbeat);
     for (const handler of this.#closeHandlers) handler();
     if (!this.#reply.raw.destroyed) this.#reply.raw.end();
+    this.membership?.leave();
     await this.subscription?.close();
   }
 }

@@ -6,10 +6,11 @@ import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, Publ
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
   filterMatches, GatewayError, ListenerError, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
 import { GatewayBroker } from './broker.js';
+import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
 import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
@@ -73,6 +74,7 @@ export class MqttAdapter implements Adapter {
   readonly #settings: MqttSettings;
   #broker: GatewayBroker | undefined;
   #feed: BusSubscription | undefined;
+  readonly #shares = new SharedSubscriptions();
   #server: net.Server | undefined;
   /** open connections, CONNECT or not, with the aedes client handling each and when it came */
   readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
@@ -123,6 +125,12 @@ export class MqttAdapter implements Adapter {
     };
     broker.on('clientError', clientError);
     broker.on('connectionError', clientError);
+    broker.on('subscribe', (subscriptions: Subscription[], client: Client) => this.#shares.activate(client, subscriptions.map((s) => s.topic)));
+    broker.on('clientReady', (client: Client) => this.#shares.activate(client));
+    broker.on('unsubscribe', (topics: string[], client: Client) => {
+      for (const topic of topics) if (topic.startsWith(SHARE_PREFIX)) this.#shares.remove(client, topic);
+    });
+    broker.on('clientDisconnect', (client: Client) => this.#shares.removeAll(client));
     // aedes emits persistence and will-sweeper failures here; unhandled, they would throw.
     (broker as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
@@ -327,14 +335,52 @@ export class MqttAdapter implements Adapter {
     const session = this.#sessions.get(client);
     const existing = (client as Client & ClientSubscriptions).subscriptions;
     const full = !(subscription.topic in existing) && Object.keys(existing).length >= this.#settings.maxSubscriptions;
-    if (full || !session || !this.#ctx.access().canSubscribe(session.identity, subscription.topic)) {
-      this.#counters.subscriptionsRefused++;
-      this.#ctx.refused('forbidden');
-      callback(null, null);
+    const share = subscription.topic.startsWith(SHARE_PREFIX) ? parseShare(subscription.topic) : undefined;
+    if (share && 'problem' in share) {
+      this.#refuseSubscription('bad_request', callback);
+      return;
+    }
+    if (full || !session || !this.#ctx.access().canSubscribe(session.identity, share ? share.filter : subscription.topic)) {
+      this.#refuseSubscription('forbidden', callback);
+      return;
+    }
+    if (share) {
+      this.#joinShare(client, subscription, share, callback);
       return;
     }
     callback(null, subscription);
   };
+
+  #refuseSubscription(code: ErrorCode, callback: (error: Error | null, subscription?: Subscription | null) => void): void {
+    this.#counters.subscriptionsRefused++;
+    this.#ctx.refused(code);
+    callback(null, null);
+  }
+
+  /**
+   * `$share/<group>/<filter>` makes the client a member of a core group, at most QoS 1. aedes keeps
+   * the subscription as it is (no topic starts with `$share/`, so it never matches itself) and
+   * restores it with a persistent session, which joins the group again.
+   */
+  #joinShare(client: Client, subscription: Subscription, share: { group: string; filter: string }, callback: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const qos = Math.min(subscription.qos, 1) as QoS;
+    const current = this.#shares.get(client, subscription.topic);
+    if (current) {
+      current.qos = qos;
+      callback(null, { ...subscription, qos });
+      return;
+    }
+    const member = new ShareMember(client, qos, () => this.#settings.maxOutboundBuffer);
+    this.#ctx.joinGroup(share.group, share.filter, member).then((membership) => {
+      member.membership = membership;
+      if (client.closed) {
+        membership.leave();
+        return;
+      }
+      this.#shares.add(client, subscription.topic, member);
+      callback(null, { ...subscription, qos });
+    }, (err: unknown) => this.#refuseSubscription(toGatewayError(err).code, callback));
+  }
 
   /**
    * Runs for every delivery (the hot path), on a packet aedes made for this delivery alone.

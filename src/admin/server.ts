@@ -52,6 +52,7 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     limiter: { rejections: gateway.limiter.rejections },
     rejections: gateway.metrics.rejections(),
     adapters: Object.fromEntries(gateway.adapterStats()),
+    groups: gateway.groups.stats(),
     deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
     targets,
   };

@@ -134,7 +134,7 @@ describe('hot reload', () => {
     expect(new Set(delivered)).toEqual(new Set(accepted));
     expect(a.received.length).toBeGreaterThan(0);
     expect(b.received.length).toBeGreaterThan(0);
-  });
+  }, 60_000);
 
   it('refuses a reload whose target cannot be created, naming its key, and keeps every running target working', async () => {
     const a = await startDownstream();

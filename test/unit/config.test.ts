@@ -135,7 +135,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls: unknown key "tls"; expected one of: host, port',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -401,6 +401,7 @@ describe('the resolved config', () => {
       shutdown: { drainTimeout: 10_000 },
       deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024 },
       admin: {},
+      groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000 },
       grpc: {
         maxReceiveMessageSize: 1024 * 1024 + 64 * 1024,
         keepalive: { time: 60_000, timeout: 20_000 },
