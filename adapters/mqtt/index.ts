@@ -9,11 +9,11 @@ import {
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
-import { GatewayBroker } from './broker.js';
+import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
-import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
+import { messageFromPublish, publishProperties, refusalFor, type InboundPublish } from './mapping.js';
 
 export const WEBSOCKET_PATH = '/mqtt';
 const SYS_PREFIX = '$SYS/';
@@ -72,7 +72,8 @@ export class MqttAdapter implements Adapter {
   readonly #ctx: AdapterContext<MqttSettings>;
   /** read once: the mqtt section applies after a restart */
   readonly #settings: MqttSettings;
-  #broker: GatewayBroker | undefined;
+  #broker: MqttEngine | undefined;
+  readonly #engine: MqttEngineFactory;
   #feed: BusSubscription | undefined;
   readonly #shares = new SharedSubscriptions();
   #server: net.Server | undefined;
@@ -89,9 +90,10 @@ export class MqttAdapter implements Adapter {
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
 
-  constructor(ctx: AdapterContext<MqttSettings>) {
+  constructor(ctx: AdapterContext<MqttSettings>, engine: MqttEngineFactory) {
     this.#ctx = ctx;
     this.#settings = ctx.settings();
+    this.#engine = engine;
   }
 
   stats(): AdapterStats {
@@ -105,7 +107,7 @@ export class MqttAdapter implements Adapter {
   async register(): Promise<void> {
     if (!this.#ctx.listener() || this.#broker) return;
     const s = this.#settings;
-    const broker = new GatewayBroker({
+    const broker = this.#engine({
       // Unbounded as the bus is: a subscriber's backlog is bounded by maxOutboundBuffer and drainTimeout.
       concurrency: 0,
       connectTimeout: s.connectTimeout,
@@ -132,7 +134,7 @@ export class MqttAdapter implements Adapter {
     });
     broker.on('clientDisconnect', (client: Client) => this.#shares.removeAll(client));
     // aedes emits persistence and will-sweeper failures here; unhandled, they would throw.
-    (broker as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
+    (broker as unknown as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
     this.#broker = broker;
     this.#feed = await this.#ctx.subscribeAll(this.#forward);
@@ -515,6 +517,8 @@ export class MqttAdapter implements Adapter {
       qos: message.qos,
       retain: message.retain === true,
       dup: false,
+      // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
+      ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
     }, this.#forwarded);
   };
 
@@ -547,9 +551,9 @@ function grantedQos(subscriptions: Record<string, { qos: number }>, topic: strin
   return best;
 }
 
-export const mqttProtocol: ProtocolRegistration<MqttSettings> = {
-  protocol: 'mqtt',
-  section: mqttSection,
-  listener: true,
-  create: (ctx) => new MqttAdapter(ctx),
-};
+/** The MQTT protocol on an engine of choice (tests, and aedes 2 when it is released). */
+export function mqttProtocolOn(engine: MqttEngineFactory): ProtocolRegistration<MqttSettings> {
+  return { protocol: 'mqtt', section: mqttSection, listener: true, create: (ctx) => new MqttAdapter(ctx, engine) };
+}
+
+export const mqttProtocol = mqttProtocolOn(aedesEngine);
