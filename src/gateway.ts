@@ -24,6 +24,14 @@ import { GatewayMetrics } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import type { Protocol } from './message.js';
+import { clientErrorAnswer } from './problem.js';
+import { MAX_KEY_BYTES } from './topic/rules.js';
+
+/**
+ * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
+ * percent-encoded (3 characters a byte) in the URL, plus Node's default 16 KiB for the rest.
+ */
+const HTTP_MAX_HEAD_BYTES = 3 * MAX_KEY_BYTES + 16 * 1024;
 
 export interface GatewayOptions {
   logger: Logger;
@@ -180,7 +188,18 @@ export class Gateway {
    */
   #httpListener(): HttpMount {
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
-    const app = Fastify({ logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false });
+    const app = Fastify({
+      logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false,
+      http: { maxHeaderSize: HTTP_MAX_HEAD_BYTES },
+      clientErrorHandler: (err, socket) => {
+        const answer = clientErrorAnswer(err, HTTP_MAX_HEAD_BYTES);
+        if (answer) {
+          this.metrics.rejected('http', answer.code);
+          if (socket.writable) socket.write(answer.response);
+        }
+        socket.destroy();
+      },
+    });
     this.#http = app;
     const needs: WebSocketServerNeeds = { maxPayload: 1, perMessageDeflate: false };
     void app.register(fastifyWebsocket, () => ({ options: { maxPayload: needs.maxPayload, perMessageDeflate: needs.perMessageDeflate } }));

@@ -8,6 +8,12 @@ import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 const MESSAGES = '/v1/messages/';
 const REQUESTS = '/v1/requests/';
 const SUBSCRIBE = '/v1/subscribe/';
+/** The API's paths and the one method each takes, for 404 and 405 answers. */
+const ENDPOINTS = [
+  { prefix: MESSAGES, method: 'POST', names: 'key' },
+  { prefix: REQUESTS, method: 'POST', names: 'key' },
+  { prefix: SUBSCRIBE, method: 'GET', names: 'pattern' },
+] as const;
 /** An SSE client whose socket holds more than this unsent is a slow consumer and is closed. */
 const SSE_MAX_BUFFERED = 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
@@ -50,8 +56,17 @@ export class HttpAdapter implements Adapter {
       sendProblem(reply, gatewayError, request.url);
     });
     app.setNotFoundHandler((request, reply) => {
-      this.#ctx.refused('bad_request');
-      sendProblem(reply, new GatewayError('bad_request', `no such endpoint: ${request.method} ${request.url.split('?')[0]}; use POST ${MESSAGES}<key>, POST ${REQUESTS}<key> or GET ${SUBSCRIBE}<pattern>`), request.url);
+      const path = request.url.split('?')[0]!;
+      const endpoint = ENDPOINTS.find((e) => path.startsWith(e.prefix));
+      let err: GatewayError;
+      if (endpoint) {
+        reply.header('allow', endpoint.method);
+        err = new GatewayError('method_not_allowed', `${endpoint.prefix}<…> takes ${endpoint.method}, not ${request.method}`);
+      } else {
+        err = new GatewayError('not_found', `no such endpoint: ${request.method} ${path}; use ${ENDPOINTS.map((e) => `${e.method} ${e.prefix}<${e.names}>`).join(', ')}`);
+      }
+      this.#ctx.refused(err.code);
+      sendProblem(reply, err, request.url);
     });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
     app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
