@@ -9,6 +9,7 @@ import { stopTracing } from './tracing.js';
 import { hashPassword } from './auth/password.js';
 import type { Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
+import { keyProblem } from './topic/rules.js';
 import { registerBenchCommand } from './bench/command.js';
 import type { LossReason, TargetBinding } from './router/types.js';
 
@@ -83,6 +84,12 @@ function describeLoss(reason: LossReason): string {
 }
 
 async function route(key: string, options: { config: string; protocol: Protocol; header: string[] }): Promise<void> {
+  // Rules match keys as messages carry them; a pattern here would be matched as if it were one.
+  const problem = keyProblem(key);
+  if (problem) {
+    console.error(`route ${key}: ${problem}; give a key a message would carry, e.g. devices/d1/alarm`);
+    process.exit(1);
+  }
   const { config } = await loadOrExit(options.config);
   const headers: Record<string, string> = {};
   for (const pair of options.header) {

@@ -57,6 +57,8 @@ export interface ReplayOutcome {
 
 export interface ReloadOutcome {
   ok: boolean;
+  /** false when the file loads to the config in force: nothing was swapped and the version stays */
+  changed: boolean;
   version: number;
   issues: ConfigIssue[];
 }
@@ -96,7 +98,7 @@ export class Gateway {
   #ready = false;
   #draining = false;
   #stopped: Promise<void> | undefined;
-  readonly reloads = { ok: 0, refused: 0 };
+  readonly reloads = { ok: 0, unchanged: 0, refused: 0 };
   /** the last state changes (breaker transitions, shedding, reloads), newest last, for the dashboard */
   readonly recentChanges: StateChange[] = [];
   readonly limiter = new IngressLimiter();
@@ -411,7 +413,13 @@ export class Gateway {
       this.reloads.refused++;
       this.logger.error({ trigger, version: this.#version, errors: issues.map((i) => `${i.line}:${i.column} ${i.path}: ${i.message}`) }, 'reload refused; the running table stays');
       this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issues.length} error(s); version ${this.#version} stays` });
-      return { ok: false, version: this.#version, issues };
+      return { ok: false, changed: false, version: this.#version, issues };
+    }
+    // Saving a file untouched, a second SIGHUP: the table in force is this one already.
+    if (JSON.stringify(config) === JSON.stringify(this.#config)) {
+      this.reloads.unchanged++;
+      this.logger.info({ trigger, version: this.#version }, 'reload: nothing changed');
+      return { ok: true, changed: false, version: this.#version, issues: [] };
     }
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
@@ -426,7 +434,7 @@ export class Gateway {
         : { file, line: 0, column: 0, path: '', message: `the routing state could not be built: ${(err as Error).message}` };
       this.logger.error({ trigger, err }, 'reload refused; the running table stays');
       this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issue.message}; version ${this.#version} stays` });
-      return { ok: false, version: this.#version, issues: [issue] };
+      return { ok: false, changed: false, version: this.#version, issues: [issue] };
     }
     const levelChanged = config.log.level !== this.#config.log.level;
     this.#version++;
@@ -438,7 +446,7 @@ export class Gateway {
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
     this.#record({ kind: 'reload', at: Date.now(), text: `reload ok (${trigger}): version ${this.#version}` });
-    return { ok: true, version: this.#version, issues: [] };
+    return { ok: true, changed: true, version: this.#version, issues: [] };
   }
 
   /**
@@ -451,9 +459,12 @@ export class Gateway {
   }
 
   async #stop(): Promise<void> {
+    // A gateway that never got ready (a listener failed to bind) has served nothing: it releases
+    // what it bound without announcing a drain, and its caller reports why it could not start.
+    const served = this.#ready;
     this.#draining = true;
     const deadline = Date.now() + this.#config.shutdown.drainTimeout;
-    this.logger.info({ drainTimeoutMs: this.#config.shutdown.drainTimeout }, 'draining');
+    if (served) this.logger.info({ drainTimeoutMs: this.#config.shutdown.drainTimeout }, 'draining');
     await this.#watcher?.close();
     await Promise.all([...this.#adapters.values()].map((adapter) => adapter.stop(deadline)));
     await this.#http?.close();
@@ -466,6 +477,6 @@ export class Gateway {
     await this.deadletter.close();
     await this.bus.close();
     await this.#admin?.close();
-    this.logger.info('stopped');
+    if (served) this.logger.info('stopped');
   }
 }

@@ -8,7 +8,7 @@ export interface MetricsSource {
   lanes(): ReadonlyMap<string, TargetLane>;
   connections(): Partial<Record<Protocol, number>>;
   limiterRejections(): Record<string, number>;
-  reloads(): { ok: number; refused: number };
+  reloads(): { ok: number; unchanged: number; refused: number };
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
 }
@@ -210,8 +210,9 @@ export class GatewayMetrics implements DispatchObserver {
       name: 'junction_reloads_total', help: 'Config reloads by outcome', labelNames: ['outcome'], registers,
       collect() {
         this.reset();
-        const { ok, refused } = source.reloads();
+        const { ok, unchanged, refused } = source.reloads();
         this.inc({ outcome: 'ok' }, ok);
+        this.inc({ outcome: 'unchanged' }, unchanged);
         this.inc({ outcome: 'refused' }, refused);
       },
     });

@@ -176,7 +176,7 @@ export async function startAdminServer(gateway: Gateway): Promise<FastifyInstanc
 
   app.post('/admin/reload', async (_request, reply) => {
     const outcome = await gateway.reload('admin');
-    if (outcome.ok) return reply.send({ status: 'reloaded', version: outcome.version });
+    if (outcome.ok) return reply.send({ status: outcome.changed ? 'reloaded' : 'unchanged', version: outcome.version });
     return reply.code(400).send({ status: 'refused', version: outcome.version, errors: outcome.issues });
   });
 

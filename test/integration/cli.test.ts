@@ -117,17 +117,27 @@ describe('junction CLI', () => {
     expect(none.stdout).toContain('no rule matched: defaultRoute publish -> other/key');
   });
 
+  it('route: refuses a pattern in place of a key, exit 1', async () => {
+    const result = await runCli(['route', 'devices/+/alarm', '-c', good]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.trim()).toBe('route devices/+/alarm: key must not contain the wildcards + or #; give a key a message would carry, e.g. devices/d1/alarm');
+  });
+
   it('start: a port in use is one line naming the key to change, exit 1', async () => {
     const blocker = createServer();
     blocker.listen(0, '127.0.0.1');
     await once(blocker, 'listening');
     const port = (blocker.address() as AddressInfo).port;
     const config = join(dir, 'busy.yaml');
-    await writeFile(config, `listeners:\n  http: { host: 127.0.0.1, port: ${port} }\ndeadletter: { path: dl.jsonl }\n`);
+    await writeFile(config, `listeners:\n  admin: { host: 127.0.0.1, port: 0 }\n  http: { host: 127.0.0.1, port: ${port} }\ndeadletter: { path: dl.jsonl }\n`);
     const result = await runCli(['start', '-c', config]);
     blocker.close();
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe(`listeners.http: 127.0.0.1:${port} is already in use; change listeners.http.host/port in the config file`);
+    // It never served, so there was nothing to drain: the admin listener it had bound is released quietly.
+    const logged = result.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { msg: string }).msg);
+    expect(logged).toEqual(['listener up']);
   });
 
   it('start: a target that cannot be created is one line naming its key, exit 1', async () => {

@@ -74,10 +74,12 @@ routes:
     const sse = await subscribeSse(gw.http, 'a/#');
     await gw.writeConfig('defaultRoute: [nope]');
     expect((await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).status).toBe(400);
-    await gw.writeConfig('defaultRoute: publish\ndeadletter: { path: deadletter.jsonl }');
-    expect((await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).status).toBe(200);
+    await gw.writeConfig('defaultRoute: drop\ndeadletter: { path: deadletter.jsonl }');
+    expect(await (await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).json()).toEqual({ status: 'reloaded', version: 2 });
+    expect(await (await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).json()).toEqual({ status: 'unchanged', version: 2 });
     const metrics = await scrape(gw.admin);
     expect(sample(metrics, 'junction_reloads_total', { outcome: 'ok' })).toBe(1);
+    expect(sample(metrics, 'junction_reloads_total', { outcome: 'unchanged' })).toBe(1);
     expect(sample(metrics, 'junction_reloads_total', { outcome: 'refused' })).toBe(1);
     expect(sample(metrics, 'junction_connections', { protocol: 'http' })).toBe(1);
     const connections = (await (await fetch(`${gw.admin}/admin/connections`)).json()) as { counts: Record<string, number> };
