@@ -7,7 +7,7 @@ import { accessControl } from './auth/index.js';
 import { LocalBus, type Bus } from './bus/index.js';
 import { loadConfigFile } from './config/load.js';
 import type { ConfigIssue, GatewayConfig } from './config/types.js';
-import { ConfigError } from './config/types.js';
+import { ConfigError, formatIssue } from './config/types.js';
 import { DeadLetterStore } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
@@ -411,7 +411,7 @@ export class Gateway {
     } catch (err) {
       const issues = err instanceof ConfigError ? err.issues : [{ file, line: 0, column: 0, path: '', message: (err as Error).message }];
       this.reloads.refused++;
-      this.logger.error({ trigger, version: this.#version, errors: issues.map((i) => `${i.line}:${i.column} ${i.path}: ${i.message}`) }, 'reload refused; the running table stays');
+      this.logger.error({ trigger, version: this.#version, errors: issues.map(formatIssue) }, 'reload refused; the running table stays');
       this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issues.length} error(s); version ${this.#version} stays` });
       return { ok: false, changed: false, version: this.#version, issues };
     }
