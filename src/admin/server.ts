@@ -4,6 +4,7 @@ import type { Gateway } from '../gateway.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
 import type { DeadLetterReason } from '../deadletter/store.js';
+import { formatDuration } from '../config/units.js';
 
 const REASONS: readonly DeadLetterReason[] = ['failed', 'retries_exhausted', 'breaker_open', 'overloaded', 'shed', 'expired', 'timeout', 'shutdown', 'routed'];
 
@@ -115,6 +116,8 @@ export async function startAdminServer(gateway: Gateway): Promise<FastifyInstanc
         mode: route.mode,
         continue: route.continue,
         ...(route.setPriority !== undefined ? { set: { priority: route.setPriority } } : {}),
+        timeout: formatDuration(route.timeout),
+        rateLimit: route.rateLimit ? { ...route.rateLimit, per: formatDuration(route.rateLimit.per) } : null,
         to: gateway.config().routes[route.index]?.to,
         ...(gateway.config().routes[route.index]?.fallback ? { fallback: gateway.config().routes[route.index]?.fallback } : {}),
       })),

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -115,6 +115,32 @@ describe('junction CLI', () => {
 
     const none = await runCli(['route', 'other/key', '-c', good]);
     expect(none.stdout).toContain('no rule matched: defaultRoute publish -> other/key');
+  });
+
+  it('route: shows the winner\'s reply timeout and rate limit', async () => {
+    const limited = join(dir, 'limited.yaml');
+    await writeFile(limited, `${CONFIG}  - name: paced
+    match: { key: "paced/+" }
+    priority: 50
+    timeout: 2s
+    rateLimit: { rate: 100, per: 1s, burst: 200, scope: client }
+    to: [publish]
+`);
+    const paced = await runCli(['route', 'paced/a', '-c', limited]);
+    expect(paced.stdout).toContain('         reply timeout 2s; rate limit 100 per 1s, burst 200, a bucket per client\n');
+    const plain = await runCli(['route', 'devices/d7/alarm', '-c', limited]);
+    expect(plain.stdout).toContain('         reply timeout 5s; rate limit none\n');
+  });
+
+  it('--version prints the package version; no arguments print the first steps and exit 1', async () => {
+    const { version } = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
+    const printed = await runCli(['--version']);
+    expect(printed).toMatchObject({ code: 0, stdout: `${version}\n` });
+    const bare = await runCli([]);
+    expect(bare.code).toBe(1);
+    expect(bare.stdout).toMatch(new RegExp(`^junction ${version.replaceAll('.', '\\.')}: `));
+    for (const command of ['junction start', 'junction validate FILE', 'junction route KEY', 'junction --help']) expect(bare.stdout).toContain(command);
+    expect(bare.stdout.split('\n').length).toBeLessThan(12);
   });
 
   it('route: refuses a pattern in place of a key, exit 1', async () => {

@@ -87,6 +87,20 @@ routes:
     sse.close();
   });
 
+  it('shows each rule\'s reply timeout and rate limit on /admin/routes', async () => {
+    gw = await startGateway(`
+requests: { timeout: 3s }
+routes:
+  - { name: paced, match: { key: "a/#" }, timeout: 250ms, rateLimit: { rate: 10, per: 1s, burst: 20, scope: client }, to: [publish] }
+  - { name: open, match: { key: "b/#" }, to: [publish] }
+`);
+    const { routes } = (await (await fetch(`${gw.admin}/admin/routes`)).json()) as { routes: { name: string; timeout: string; rateLimit: unknown }[] };
+    expect(routes.map(({ name, timeout, rateLimit }) => ({ name, timeout, rateLimit }))).toEqual([
+      { name: 'paced', timeout: '250ms', rateLimit: { rate: 10, per: '1s', burst: 20, scope: 'client' } },
+      { name: 'open', timeout: '3s', rateLimit: null },
+    ]);
+  });
+
   it('guards /metrics and /admin with the admin token, keeps probes open', async () => {
     gw = await startGateway('admin: { token: "s3cret-token-0123456789" }');
     expect((await fetch(`${gw.admin}/healthz`)).status).toBe(200);
