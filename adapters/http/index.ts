@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   GatewayError, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
-  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 
@@ -29,6 +29,7 @@ export class HttpAdapter implements Adapter {
   #stopping = false;
   /** SSE streams closed because their client fell more than SSE_MAX_BUFFERED behind */
   #sseSlowClosed = 0;
+  #streamSequence = 0;
 
   constructor(ctx: AdapterContext) {
     this.#ctx = ctx;
@@ -126,7 +127,11 @@ export class HttpAdapter implements Adapter {
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const identity = await this.#identity(request);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
-    const stream = new SseStream(reply, () => {
+    const caller: ConnectionInfo = {
+      protocol: 'http', id: `sse-${(++this.#streamSequence).toString(36)}`, remoteAddress: request.ip, since: Date.now(), subscriptions: 1,
+      ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    };
+    const stream = new SseStream(reply, caller, () => {
       this.#sseSlowClosed++;
       this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
     });
@@ -154,6 +159,10 @@ export class HttpAdapter implements Adapter {
   connections(): number {
     return this.#streams.size;
   }
+
+  listConnections(limit: number): ConnectionInfo[] {
+    return [...this.#streams].slice(0, limit).map((stream) => stream.caller);
+  }
 }
 
 /** One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. */
@@ -165,7 +174,7 @@ class SseStream {
   #closed = false;
   #closeHandlers: (() => void)[] = [];
 
-  constructor(reply: FastifyReply, onSlow: () => void) {
+  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, onSlow: () => void) {
     this.#reply = reply;
     this.#onSlow = onSlow;
     reply.raw.on('close', () => void this.end());
