@@ -73,6 +73,8 @@ export interface ConnectionInfo {
   principal?: string;
   /** ms since epoch */
   since: number;
+  /** the patterns it is subscribed to */
+  subscriptions: number;
 }
 
 /**

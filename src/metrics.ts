@@ -3,13 +3,14 @@ import type { TargetLane } from './delivery/target-lane.js';
 import type { AdapterStats } from './adapter.js';
 import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
+import { LatencyWindow } from './latency-window.js';
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
 export interface MetricsSource {
   lanes(): ReadonlyMap<string, TargetLane>;
   connections(): Partial<Record<Protocol, number>>;
   limiterRejections(): Record<string, number>;
-  reloads(): { ok: number; refused: number };
+  reloads(): { ok: number; unchanged: number; refused: number };
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
   groups(): GroupStats[];
@@ -107,6 +108,8 @@ class BucketHistogram {
 /** Latency buckets in seconds, from 100 µs to 10 s. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BREAKER_STATES = ['closed', 'half_open', 'open'] as const;
+/** How far back the dashboard's latency percentiles look. */
+const RECENT_SECONDS = 10;
 
 /**
  * The gateway's Prometheus metrics, in a registry of its own (several gateways can live in one
@@ -233,14 +236,18 @@ export class GatewayMetrics implements DispatchObserver {
       name: 'junction_reloads_total', help: 'Config reloads by outcome', labelNames: ['outcome'], registers,
       collect() {
         this.reset();
-        const { ok, refused } = source.reloads();
+        const { ok, unchanged, refused } = source.reloads();
         this.inc({ outcome: 'ok' }, ok);
+        this.inc({ outcome: 'unchanged' }, unchanged);
         this.inc({ outcome: 'refused' }, refused);
       },
     });
     this.#accepted = new BucketHistogram('junction_ingress_ack_seconds', 'From a message entering the router to its acceptance (the ack), by protocol', LATENCY_BUCKETS, registers);
     this.#calls = new BucketHistogram('junction_target_call_seconds', 'Duration of calls to a target, by outcome', LATENCY_BUCKETS, registers);
   }
+
+  /** Latencies of the last 10 s, for the dashboard: percentiles from HDR histograms rather than bucket bounds. */
+  readonly recent = { ingress: new LatencyWindow(RECENT_SECONDS), targets: new LatencyWindow(RECENT_SECONDS) };
 
   received(protocol: Protocol, route: string): void {
     this.#received.add(protocol, route);
@@ -257,6 +264,7 @@ export class GatewayMetrics implements DispatchObserver {
       this.#acceptedByProtocol.set(protocol, observe);
     }
     observe(seconds);
+    this.recent.ingress.record(protocol, seconds);
   }
 
   deadLettered(target: string, reason: string): void {
@@ -270,11 +278,14 @@ export class GatewayMetrics implements DispatchObserver {
       this.#callsByTarget.set(target, children);
     }
     children[ok ? 1 : 0]!(seconds);
+    this.recent.targets.record(target, seconds);
   }
 
-  /** Cumulative bucket counts of the two latency histograms, by label value, for windowed quantiles. */
-  latencyBuckets(): LatencyBuckets {
-    return { ingress: bucketsOf(this.#accepted.get(), 'protocol'), targets: bucketsOf(this.#calls.get(), 'target') };
+  /** dead-lettered messages by target, then reason */
+  deadLetters(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const [target, reason, n] of this.#deadLettered.entries()) (out[target] ??= {})[reason] = n;
+    return out;
   }
 
   /** refusals by protocol, then code */
@@ -284,8 +295,8 @@ export class GatewayMetrics implements DispatchObserver {
     return out;
   }
 
-  /** totals by protocol, for the dashboard's rates */
-  totals(): { received: Record<string, number>; rejected: Record<string, number> } {
+  /** totals for the dashboard's rates: received by protocol and by rule, rejected by protocol */
+  totals(): { received: Record<string, number>; routes: Record<string, number>; rejected: Record<string, number> } {
     const sum = (tally: Tally, field: 0 | 1) => {
       const out: Record<string, number> = {};
       for (const entry of tally.entries()) {
@@ -294,54 +305,10 @@ export class GatewayMetrics implements DispatchObserver {
       }
       return out;
     };
-    return { received: sum(this.#received, 0), rejected: sum(this.#rejected, 1) };
+    return { received: sum(this.#received, 0), routes: sum(this.#received, 1), rejected: sum(this.#rejected, 1) };
   }
 
   text(): Promise<string> {
     return this.registry.metrics();
   }
-}
-
-export interface Quantiles {
-  count: number;
-  p50: number;
-  p99: number;
-}
-
-/** label value → bucket upper bound (s) → cumulative count */
-export type BucketCounts = Record<string, Map<number, number>>;
-
-export interface LatencyBuckets {
-  ingress: BucketCounts;
-  targets: BucketCounts;
-}
-
-/** Cumulative bucket counts, merged over the other labels. */
-function bucketsOf(data: HistogramData, label: string): BucketCounts {
-  const out: BucketCounts = {};
-  for (const value of data.values) {
-    if (value.metricName !== `${data.name}_bucket`) continue;
-    const key = String(value.labels[label]);
-    const le = value.labels.le === '+Inf' ? Infinity : Number(value.labels.le);
-    const byLe = out[key] ??= new Map<number, number>();
-    byLe.set(le, (byLe.get(le) ?? 0) + value.value);
-  }
-  return out;
-}
-
-/**
- * Upper-bound quantiles of what was observed between two bucket snapshots (`before` may be
- * empty: then since start).
- */
-export function quantilesBetween(now: BucketCounts, before: BucketCounts): Record<string, Quantiles> {
-  const out: Record<string, Quantiles> = {};
-  for (const [key, byLe] of Object.entries(now)) {
-    const earlier = before[key];
-    const sorted = [...byLe.entries()].map(([le, n]): [number, number] => [le, n - (earlier?.get(le) ?? 0)]).sort((a, b) => a[0] - b[0]);
-    const count = sorted.at(-1)?.[1] ?? 0;
-    if (count === 0) continue;
-    const at = (q: number) => sorted.find(([, n]) => n >= q * count)?.[0] ?? Infinity;
-    out[key] = { count, p50: at(0.5), p99: at(0.99) };
-  }
-  return out;
 }

@@ -8,7 +8,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
   GatewayError, groupProblem, ListenerError, newMessageId, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
@@ -39,6 +39,9 @@ export class GrpcAdapter implements Adapter {
   readonly #ctx: AdapterContext<GrpcSettings>;
   readonly #subscribers = new Set<SubscriberStream>();
   readonly #publishStreams = new Set<PublishStreamSession>();
+  /** who opened each long-lived call, for /admin/connections */
+  readonly #callers = new WeakMap<SubscriberStream | PublishStreamSession, ConnectionInfo>();
+  #callSequence = 0;
   /** unary calls whose dispatch has not settled */
   readonly #unaryCalls = new Set<Promise<void>>();
   /** docs/grpc.md says what each counts; pastDeadline: calls refused because their deadline passed before they were read */
@@ -72,6 +75,17 @@ export class GrpcAdapter implements Adapter {
    */
   connections(): number {
     return this.#subscribers.size + this.#publishStreams.size;
+  }
+
+  listConnections(limit: number): ConnectionInfo[] {
+    return [...this.#subscribers, ...this.#publishStreams].slice(0, limit).flatMap((call) => this.#callers.get(call) ?? []);
+  }
+
+  #describe(call: SubscriberStream | PublishStreamSession, kind: 'subscribe' | 'publish-stream', peer: string, identity: Identity): void {
+    this.#callers.set(call, {
+      protocol: 'grpc', id: `grpc-${kind}-${(++this.#callSequence).toString(36)}`, remoteAddress: peer, since: Date.now(),
+      subscriptions: kind === 'subscribe' ? 1 : 0, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    });
   }
 
   async start(): Promise<void> {
@@ -236,6 +250,7 @@ export class GrpcAdapter implements Adapter {
       rejected: (code) => this.#ctx.refused(code),
     });
     this.#publishStreams.add(session);
+    this.#describe(session, 'publish-stream', call.getPeer(), identity);
     call.on('close', () => this.#publishStreams.delete(session));
     call.on('cancelled', () => this.#publishStreams.delete(session));
   }
@@ -256,6 +271,7 @@ export class GrpcAdapter implements Adapter {
     if (this.#stopping) throw shuttingDown();
     const subscriber = new SubscriberStream(call, this.#ctx.settings().subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
+    this.#describe(subscriber, 'subscribe', call.getPeer(), identity);
     call.on('cancelled', () => subscriber.close());
     call.on('close', () => subscriber.close());
     if (group !== '') {

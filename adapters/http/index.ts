@@ -1,14 +1,20 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, groupProblem, patternProblem, sendProblem, shuttingDown, toGatewayError,
-  type GroupDelivery, type GroupMember, type GroupMembership, tokenFromAuthorization,
-  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
+  GatewayError, groupProblem, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
+  type GroupDelivery, type GroupMember, type GroupMembership,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 
 const MESSAGES = '/v1/messages/';
 const REQUESTS = '/v1/requests/';
 const SUBSCRIBE = '/v1/subscribe/';
+/** The API's paths and the one method each takes, for 404 and 405 answers. */
+const ENDPOINTS = [
+  { prefix: MESSAGES, method: 'POST', names: 'key' },
+  { prefix: REQUESTS, method: 'POST', names: 'key' },
+  { prefix: SUBSCRIBE, method: 'GET', names: 'pattern' },
+] as const;
 /** An SSE client whose socket holds more than this unsent is a slow consumer and is closed. */
 const SSE_MAX_BUFFERED = 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
@@ -24,6 +30,7 @@ export class HttpAdapter implements Adapter {
   #stopping = false;
   /** SSE streams closed because their client fell more than SSE_MAX_BUFFERED behind */
   #sseSlowClosed = 0;
+  #streamSequence = 0;
 
   constructor(ctx: AdapterContext) {
     this.#ctx = ctx;
@@ -51,8 +58,17 @@ export class HttpAdapter implements Adapter {
       sendProblem(reply, gatewayError, request.url);
     });
     app.setNotFoundHandler((request, reply) => {
-      this.#ctx.refused('bad_request');
-      sendProblem(reply, new GatewayError('bad_request', `no such endpoint: ${request.method} ${request.url.split('?')[0]}; use POST ${MESSAGES}<key>, POST ${REQUESTS}<key> or GET ${SUBSCRIBE}<pattern>`), request.url);
+      const path = request.url.split('?')[0]!;
+      const endpoint = ENDPOINTS.find((e) => path.startsWith(e.prefix));
+      let err: GatewayError;
+      if (endpoint) {
+        reply.header('allow', endpoint.method);
+        err = new GatewayError('method_not_allowed', `${endpoint.prefix}<…> takes ${endpoint.method}, not ${request.method}`);
+      } else {
+        err = new GatewayError('not_found', `no such endpoint: ${request.method} ${path}; use ${ENDPOINTS.map((e) => `${e.method} ${e.prefix}<${e.names}>`).join(', ')}`);
+      }
+      this.#ctx.refused(err.code);
+      sendProblem(reply, err, request.url);
     });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
     app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
@@ -117,7 +133,11 @@ export class HttpAdapter implements Adapter {
     }
     const identity = await this.#identity(request);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
-    const stream = new SseStream(reply, () => {
+    const caller: ConnectionInfo = {
+      protocol: 'http', id: `sse-${(++this.#streamSequence).toString(36)}`, remoteAddress: request.ip, since: Date.now(), subscriptions: 1,
+      ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    };
+    const stream = new SseStream(reply, caller, () => {
       this.#sseSlowClosed++;
       this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
     });
@@ -146,6 +166,10 @@ export class HttpAdapter implements Adapter {
   connections(): number {
     return this.#streams.size;
   }
+
+  listConnections(limit: number): ConnectionInfo[] {
+    return [...this.#streams].slice(0, limit).map((stream) => stream.caller);
+  }
 }
 
 /**
@@ -164,7 +188,7 @@ class SseStream implements GroupMember {
   #closed = false;
   #closeHandlers: (() => void)[] = [];
 
-  constructor(reply: FastifyReply, onSlow: () => void) {
+  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, onSlow: () => void) {
     this.#reply = reply;
     this.#onSlow = onSlow;
     reply.raw.on('close', () => void this.end());

@@ -177,7 +177,7 @@ export class MqttAdapter implements Adapter {
       if (list.length >= limit) break;
       const session = this.#sessions.get(client);
       if (!session) continue;
-      const info: ConnectionInfo = { protocol: 'mqtt', id: client.id, since };
+      const info: ConnectionInfo = { protocol: 'mqtt', id: client.id, since, subscriptions: filterCount(client) };
       if (connection.remoteAddress !== undefined) info.remoteAddress = connection.remoteAddress;
       if (session.identity.principal !== undefined) info.principal = session.identity.principal;
       list.push(info);
@@ -557,3 +557,12 @@ export function mqttProtocolOn(engine: MqttEngineFactory): ProtocolRegistration<
 }
 
 export const mqttProtocol = mqttProtocolOn(aedesEngine);
+
+/**
+ * The filters a client holds, restored persistent sessions included. aedes keeps them on the
+ * client (lib/client.js) without typing it; its subscribe events miss the restored ones.
+ */
+function filterCount(client: Client): number {
+  const filters = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
+  return filters ? Object.keys(filters).length : 0;
+}

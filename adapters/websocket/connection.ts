@@ -72,6 +72,8 @@ export class Connection {
   readonly id = `ws-${(++nextConnection).toString(36)}`;
   readonly socket: WebSocket;
   readonly remoteAddress: string;
+  /** ms since epoch */
+  readonly since = Date.now();
   readonly #host: ConnectionHost;
   readonly #identity: Identity;
   readonly #source: MessageSource;
@@ -121,6 +123,10 @@ export class Connection {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  get principal(): string | undefined {
+    return this.#identity.principal;
   }
 
   get subscriptionCount(): number {

@@ -4,6 +4,7 @@ import type { Gateway } from '../gateway.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
 import type { DeadLetterReason } from '../deadletter/store.js';
+import { formatDuration } from '../config/units.js';
 
 const REASONS: readonly DeadLetterReason[] = ['failed', 'retries_exhausted', 'breaker_open', 'overloaded', 'shed', 'expired', 'timeout', 'shutdown', 'routed'];
 
@@ -116,6 +117,8 @@ export async function startAdminServer(gateway: Gateway): Promise<FastifyInstanc
         mode: route.mode,
         continue: route.continue,
         ...(route.setPriority !== undefined ? { set: { priority: route.setPriority } } : {}),
+        timeout: formatDuration(route.timeout),
+        rateLimit: route.rateLimit ? { ...route.rateLimit, per: formatDuration(route.rateLimit.per) } : null,
         to: gateway.config().routes[route.index]?.to,
         ...(gateway.config().routes[route.index]?.fallback ? { fallback: gateway.config().routes[route.index]?.fallback } : {}),
       })),
@@ -177,7 +180,7 @@ export async function startAdminServer(gateway: Gateway): Promise<FastifyInstanc
 
   app.post('/admin/reload', async (_request, reply) => {
     const outcome = await gateway.reload('admin');
-    if (outcome.ok) return reply.send({ status: 'reloaded', version: outcome.version });
+    if (outcome.ok) return reply.send({ status: outcome.changed ? 'reloaded' : 'unchanged', version: outcome.version });
     return reply.code(400).send({ status: 'refused', version: outcome.version, errors: outcome.issues });
   });
 
