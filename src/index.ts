@@ -14,7 +14,7 @@ export { ERRORS, GatewayError, isGatewayError, ListenerError, SetupError, shutti
 export type { Logger } from './log.js';
 export { settledBy, withTimeout } from './timeouts.js';
 export {
-  createMessage, isValidTraceparent, newMessageId, newTraceparent, parsePriority,
+  createMessage, isExpired, isValidTraceparent, newMessageId, newTraceparent, parsePriority,
   DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY,
   type Message, type MessageInit, type MessageSource, type Protocol, type QoS,
 } from './message.js';

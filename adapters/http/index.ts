@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, groupProblem, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
+  GatewayError, groupProblem, isExpired, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type GroupDelivery, type GroupMember, type GroupMembership,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
@@ -30,6 +30,8 @@ export class HttpAdapter implements Adapter {
   #stopping = false;
   /** SSE streams closed because their client fell more than SSE_MAX_BUFFERED behind */
   #sseSlowClosed = 0;
+  /** SSE deliveries that had expired by the time they came to be written, never written */
+  #sseExpired = 0;
   #streamSequence = 0;
 
   constructor(ctx: AdapterContext) {
@@ -37,7 +39,7 @@ export class HttpAdapter implements Adapter {
   }
 
   stats(): AdapterStats {
-    return { counters: { sseSlowClosed: this.#sseSlowClosed } };
+    return { counters: { sseSlowClosed: this.#sseSlowClosed, sseExpired: this.#sseExpired } };
   }
 
   register(): void {
@@ -140,6 +142,8 @@ export class HttpAdapter implements Adapter {
     const stream = new SseStream(reply, caller, () => {
       this.#sseSlowClosed++;
       this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
+    }, () => {
+      this.#sseExpired++;
     });
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
@@ -184,11 +188,13 @@ class SseStream implements GroupMember {
   #groupWaiting = false;
   readonly #reply: FastifyReply;
   readonly #onSlow: () => void;
+  readonly #onExpired: () => void;
   #heartbeat: NodeJS.Timeout | undefined;
   #closed = false;
   #closeHandlers: (() => void)[] = [];
 
-  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, onSlow: () => void) {
+  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, onSlow: () => void, onExpired: () => void) {
+    this.#onExpired = onExpired;
     this.#reply = reply;
     this.#onSlow = onSlow;
     reply.raw.on('close', () => void this.end());
@@ -238,6 +244,10 @@ class SseStream implements GroupMember {
 
   send(message: Message): void {
     if (this.#closed) return;
+    if (isExpired(message)) {
+      this.#onExpired();
+      return;
+    }
     const raw = this.#reply.raw;
     if (raw.writableLength > SSE_MAX_BUFFERED) {
       this.#onSlow();

@@ -18,6 +18,11 @@ import { messageFromPublish, publishProperties, refusalFor, type InboundPublish 
 export const WEBSOCKET_PATH = '/mqtt';
 const SYS_PREFIX = '$SYS/';
 
+/** A broker packet with the Message's expiry (ms since the epoch), which aedes-packet keeps on copies. */
+interface ExpiringPacket {
+  messageExpiry?: number;
+}
+
 /** aedes 1.2 state read here (lib/client.js): the client's topic filters with their granted QoS. */
 interface ClientSubscriptions {
   subscriptions: Record<string, { qos: number }>;
@@ -54,6 +59,8 @@ interface MqttCounters {
   qos0Dropped: number;
   /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
   forwardFailed: number;
+  /** deliveries that had expired by the time the broker came to send them (offline queues too), never sent */
+  expired: number;
 }
 
 /**
@@ -66,7 +73,7 @@ interface MqttCounters {
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0,
   };
 
   readonly #ctx: AdapterContext<MqttSettings>;
@@ -390,6 +397,10 @@ export class MqttAdapter implements Adapter {
    * for a subscription equal to the topic, so a wildcard subscription got the publish QoS.
    */
   readonly #authorizeForward = (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null => {
+    if ((packet as ExpiringPacket).messageExpiry !== undefined && (packet as ExpiringPacket).messageExpiry! <= Date.now()) {
+      this.#counters.expired++;
+      return null;
+    }
     const subscriptions = (client as Client & ClientSubscriptions).subscriptions;
     const connection = client.conn as GuardedConnection;
     if (connection.outboundBytes > this.#settings.maxOutboundBuffer && (packet.qos === 0 || grantedQos(subscriptions, packet.topic, 1) === 0)) {
@@ -519,6 +530,8 @@ export class MqttAdapter implements Adapter {
       dup: false,
       // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
       ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
+      // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
+      ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
     }, this.#forwarded);
   };
 

@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import {
-  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, ReplyGrants, SubscriberBuffer, toGatewayError,
+  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, isExpired, ReplyGrants, SubscriberBuffer, toGatewayError,
   type DeliveryAckFrame, type GroupDelivery, type GroupMembership,
   type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
@@ -28,6 +28,8 @@ export interface WebSocketCounters {
   idleClosed: number;
   /** handshakes refused (credentials, limits, draining); each is also a refusal by its code */
   handshakesRefused: number;
+  /** deliveries that expired before they could be sent, never sent */
+  expired: number;
 }
 
 interface Subscription {
@@ -57,6 +59,8 @@ interface Outbound {
   bytes: number;
   priority: number;
   droppable: boolean;
+  /** a delivery's expiry: past it, it is dropped (and counted) rather than sent */
+  expiresAt?: number;
 }
 
 let nextConnection = 0;
@@ -394,6 +398,11 @@ export class Connection {
       return false;
     }
     const { message } = delivery;
+    if (isExpired(message)) {
+      this.#host.counters.expired++;
+      delivery.settle();
+      return true;
+    }
     this.#write(messageFrame(message, entry.sub), message.payload.length + message.key.length + FRAME_OVERHEAD);
     if (message.qos === 0) delivery.settle();
     else entry.group!.pending.set(message.id, delivery);
@@ -402,6 +411,10 @@ export class Connection {
 
   #deliver(message: Message, entry: Subscription): void {
     if (this.#closed || entry.closed) return;
+    if (isExpired(message)) {
+      this.#host.counters.expired++;
+      return;
+    }
     if (entry.responder) this.#replyGrants.grant(message, this.#identity.principal);
     const bytes = message.payload.length + message.key.length + FRAME_OVERHEAD;
     // The common case, a socket keeping up, allocates nothing per delivery.
@@ -409,7 +422,10 @@ export class Connection {
       this.#write(messageFrame(message, entry.sub), bytes);
       return;
     }
-    this.#send({ data: () => messageFrame(message, entry.sub), bytes, priority: message.priority, droppable: message.qos === 0 });
+    this.#send({
+      data: () => messageFrame(message, entry.sub), bytes, priority: message.priority, droppable: message.qos === 0,
+      ...(message.expiresAt !== undefined ? { expiresAt: message.expiresAt } : {}),
+    });
   }
 
   #respond(data: string): void {
@@ -462,6 +478,10 @@ export class Connection {
     while (queue && !this.#waitingDrain) {
       const item = queue.shift();
       if (item === undefined) break;
+      if (item.expiresAt !== undefined && item.expiresAt <= Date.now()) {
+        this.#host.counters.expired++;
+        continue;
+      }
       this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
     }
     if (this.#waitingDrain || this.#groupsWaiting.size === 0) return;

@@ -159,6 +159,13 @@ function tooLarge(limit: number): GatewayError {
   return new GatewayError('too_large', `payload exceeds the limit of ${limit} bytes (limits.maxPayloadSize)`, { field: 'payload' });
 }
 
+/** Header names in lower case, as every protocol carries them (route matching compares them so). */
+function lowerCased(headers: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) out[name.toLowerCase()] = value;
+  return out;
+}
+
 /** The Message a publish or request frame stands for. */
 export function toMessage(frame: PublishFrame | RequestFrame, source: MessageSource, maxPayloadSize: number): Message {
   const { bytes, contentType } = payloadOf(frame, maxPayloadSize);
@@ -169,7 +176,7 @@ export function toMessage(frame: PublishFrame | RequestFrame, source: MessageSou
     source,
     // A request waits for its reply, which is an acknowledgement: at least once, like HTTP.
     qos: publish ? publish.qos ?? 0 : 1,
-    ...(frame.headers !== undefined ? { headers: { ...frame.headers } } : {}),
+    ...(frame.headers !== undefined ? { headers: lowerCased(frame.headers) } : {}),
     ...(frame.priority !== undefined ? { priority: frame.priority } : {}),
     ...(contentType !== undefined ? { contentType } : {}),
     ...(frame.traceparent !== undefined ? { traceparent: frame.traceparent } : {}),

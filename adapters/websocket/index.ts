@@ -21,7 +21,7 @@ const MIN_TICK_MS = 10;
  */
 export class WebSocketAdapter implements Adapter, ConnectionHost {
   readonly ctx: AdapterContext<WebSocketSettings>;
-  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0 };
+  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0, expired: 0 };
   /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
   peakOutboundBytes = 0;
   readonly #connections = new Set<Connection>();
