@@ -15,7 +15,7 @@ export default tseslint.config(
   },
   {
     files: ['src/admin/public/**/*.js'],
-    languageOptions: { sourceType: 'script', globals: { document: 'readonly', location: 'readonly', EventSource: 'readonly', uPlot: 'readonly', URLSearchParams: 'readonly' } },
+    languageOptions: { sourceType: 'script', globals: { document: 'readonly', location: 'readonly', EventSource: 'readonly', uPlot: 'readonly', URLSearchParams: 'readonly', Node: 'readonly' } },
   },
   {
     // An adapter reaches the core only through its public module, and no adapter reaches into another's folder.

@@ -7,6 +7,7 @@ import type { ListenerConfig } from './config/schema.js';
 import type { AcceptedConnection, BoundListener, ListenOptions } from './listener.js';
 import type { ClientCertificate } from './tls/listener-tls.js';
 import type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
+import type { GroupMember, GroupMembership } from './groups/group-manager.js';
 import type { ErrorCode } from './errors.js';
 import type { Logger } from './log.js';
 import type { Message, Protocol } from './message.js';
@@ -45,6 +46,12 @@ export interface AdapterContext<Settings = unknown> {
   subscribe(pattern: string, handler: BusHandler, options?: SubscribeOptions): Promise<BusSubscription>;
   /** Every message published on the bus, for an engine that matches subscriptions itself (the MQTT broker). */
   subscribeAll(handler: BusHandler): Promise<BusSubscription>;
+  /**
+   * Joins a subscriber to a group of competing consumers (docs/groups.md): each message matching
+   * `pattern` goes to one member of the group `group`. The caller checked the name
+   * (groupProblem) and the ACL; refused with `overloaded` past groups.maxGroups.
+   */
+  joinGroup(group: string, pattern: string, member: GroupMember): Promise<GroupMembership>;
   /** The adapter's own section of the configuration in force; a reload may change it. */
   settings(): Settings;
   /** `listeners.<protocol>` in force, when the adapter has a listener of its own and it is configured. */
@@ -76,6 +83,8 @@ export interface ConnectionInfo {
   principal?: string;
   /** ms since epoch */
   since: number;
+  /** the patterns it is subscribed to */
+  subscriptions: number;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { builtins } from './builtins.js';
 import { loadConfigFile } from './config/load.js';
@@ -12,6 +13,9 @@ import { ANONYMOUS } from './auth/acl.js';
 import { AccessControl } from './auth/index.js';
 import type { Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
+import { keyProblem } from './topic/rules.js';
+import { formatDuration } from './config/units.js';
+import type { RouteRateLimitConfig } from './config/schema.js';
 import { registerBenchCommand } from './bench/command.js';
 import type { LossReason, TargetBinding } from './router/types.js';
 
@@ -75,6 +79,10 @@ function describeBinding(binding: TargetBinding): string {
   }
 }
 
+function describeRateLimit(limit: RouteRateLimitConfig): string {
+  return `${limit.rate} per ${formatDuration(limit.per)}, burst ${limit.burst}, ${limit.scope === 'client' ? 'a bucket per client' : 'one bucket for the rule'}`;
+}
+
 function describeLoss(reason: LossReason): string {
   switch (reason.kind) {
     case 'protocol': return `protocol not in [${reason.expected.join(', ')}]`;
@@ -86,6 +94,12 @@ function describeLoss(reason: LossReason): string {
 }
 
 async function route(key: string, options: { config: string; protocol: Protocol; header: string[] }): Promise<void> {
+  // Rules match keys as messages carry them; a pattern here would be matched as if it were one.
+  const problem = keyProblem(key);
+  if (problem) {
+    console.error(`route ${key}: ${problem}; give a key a message would carry, e.g. devices/d1/alarm`);
+    process.exit(1);
+  }
   const { config } = await loadOrExit(options.config);
   const headers: Record<string, string> = {};
   for (const pair of options.header) {
@@ -105,6 +119,7 @@ async function route(key: string, options: { config: string; protocol: Protocol;
   decision.matches.forEach((match, i) => {
     const r = match.route;
     console.log(`  ${i === 0 ? 'winner' : 'then  '} ${r.name} (priority ${r.priority}, rule #${r.index + 1}, match ${r.pattern}${r.continue ? ', continue' : ''}${r.mode === 'request' ? ', mode request' : ''}${r.setPriority !== undefined ? `, sets priority ${r.setPriority}` : ''})`);
+    console.log(`         reply timeout ${formatDuration(r.timeout)}; rate limit ${r.rateLimit ? describeRateLimit(r.rateLimit) : 'none'}`);
     console.log(`         to: ${match.targets.map(describeBinding).join(', ')}`);
     if (match.fallback.length > 0) console.log(`         fallback: ${match.fallback.map(describeBinding).join(', ')}`);
   });
@@ -235,6 +250,18 @@ async function hashPasswordCommand(): Promise<void> {
   console.log(await hashPassword(password));
 }
 
+/** package.json of the installed package: the CLI runs from dist/src/. */
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+/** What `junction` alone prints: the commands a first run needs, and where the rest is. */
+const FIRST_STEPS = `junction ${version}: a multi-protocol message gateway
+
+  junction start [-c config/gateway.yaml]   run the gateway (admin and dashboard on listeners.admin)
+  junction validate FILE                    check a config file, every error as FILE:LINE:COL
+  junction route KEY [-c FILE]              which rule and targets a key gets, and why
+
+junction --help lists every command; docs/operations.md tells how to run it in production.`;
+
 /** Prints a new API key (once: only its hash is kept) and the config entry that holds its hash. */
 async function apiKeyCommand(options: { principal: string }): Promise<void> {
   const { key, hash } = await newApiKey();
@@ -282,6 +309,7 @@ async function aclCheck(options: AclCheckOptions): Promise<void> {
 
 const program = new Command('junction')
   .description('Junction: a multi-protocol message gateway')
+  .version(version, '-V, --version', 'print the version')
   .showHelpAfterError();
 
 program.command('start')
@@ -341,6 +369,11 @@ deadLetterOptions(deadletter.command('list').description('list dead-lettered mes
 deadLetterOptions(deadletter.command('replay').description('re-inject dead-lettered messages not replayed yet (each record at most once)'))
   .option('--record <id...>', 'only these record ids')
   .action(deadLetterReplay);
+
+if (process.argv.length <= 2) {
+  console.log(FIRST_STEPS);
+  process.exit(1);
+}
 
 program.parseAsync().catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

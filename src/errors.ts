@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'overloaded'
   | 'upstream_unavailable'
   | 'upstream_timeout'
+  | 'not_found'
+  | 'method_not_allowed'
   | 'internal';
 
 export interface ErrorSpec {
@@ -33,6 +35,9 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = Object.freeze({
   overloaded: { title: 'Overloaded', http: 503, grpc: 14, mqtt: 0x97 },
   upstream_unavailable: { title: 'Upstream unavailable', http: 502, grpc: 14 },
   upstream_timeout: { title: 'Upstream timed out', http: 504, grpc: 4 },
+  // HTTP only: a path or method the API does not have (gRPC answers unknown methods UNIMPLEMENTED itself).
+  not_found: { title: 'No such endpoint', http: 404, grpc: 12 },
+  method_not_allowed: { title: 'Method not allowed', http: 405, grpc: 12 },
   internal: { title: 'Internal error', http: 500, grpc: 13, mqtt: 0x80 },
 });
 

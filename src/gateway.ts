@@ -10,9 +10,10 @@ import { Admission, type AdmissionLimit } from './admission.js';
 import { bindListener } from './listener.js';
 import { ListenerTls } from './tls/listener-tls.js';
 import { LocalBus, type Bus } from './bus/index.js';
+import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
 import { clientListener, type ConfigIssue, type GatewayConfig } from './config/types.js';
-import { ConfigError } from './config/types.js';
+import { ConfigError, formatIssue } from './config/types.js';
 import { DeadLetterStore } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
@@ -29,6 +30,14 @@ import { GatewayMetrics } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import type { Protocol } from './message.js';
+import { clientErrorAnswer } from './problem.js';
+import { MAX_KEY_BYTES } from './topic/rules.js';
+
+/**
+ * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
+ * percent-encoded (3 characters a byte) in the URL, plus Node's default 16 KiB for the rest.
+ */
+const HTTP_MAX_HEAD_BYTES = 3 * MAX_KEY_BYTES + 16 * 1024;
 
 export interface GatewayOptions {
   logger: Logger;
@@ -61,6 +70,8 @@ export interface SecurityStats {
 
 export interface ReloadOutcome {
   ok: boolean;
+  /** false when the file loads to the config in force: nothing was swapped and the version stays */
+  changed: boolean;
   version: number;
   issues: ConfigIssue[];
 }
@@ -109,10 +120,11 @@ export class Gateway {
   #ready = false;
   #draining = false;
   #stopped: Promise<void> | undefined;
-  readonly reloads = { ok: 0, refused: 0 };
+  readonly reloads = { ok: 0, unchanged: 0, refused: 0 };
   /** the last state changes (breaker transitions, shedding, reloads), newest last, for the dashboard */
   readonly recentChanges: StateChange[] = [];
   readonly limiter = new IngressLimiter();
+  readonly groups: GroupManager;
   readonly metrics: GatewayMetrics;
   readonly archive: DeadLetterArchive;
   #replays: Promise<unknown> = Promise.resolve();
@@ -137,6 +149,16 @@ export class Gateway {
       subscriptions: () => this.bus.subscriptionCount,
       adapters: () => this.adapterStats(),
       security: () => this.securityStats(),
+      groups: () => this.groups.stats(),
+    });
+    this.groups = new GroupManager({
+      bus: this.bus,
+      settings: () => this.#config.groups,
+      deadLetter: async (entry) => {
+        await this.deadletter.append(entry);
+        this.metrics.deadLettered(entry.target, entry.reason);
+      },
+      logger: this.logger,
     });
     const plan = this.#plan(config, this.#version);
     this.#targets = plan.targets;
@@ -209,7 +231,19 @@ export class Gateway {
   #httpListener(): HttpMount {
     const tls = this.#tls.get('http');
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
-    const app = Fastify({ logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false, ...(tls ? { https: tls.serverOptions() } : {}) });
+    const app = Fastify({
+      logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false,
+      // Node's https server takes the http server's options too; Fastify reads `http` only without TLS.
+      ...(tls ? { https: { ...tls.serverOptions(), maxHeaderSize: HTTP_MAX_HEAD_BYTES } } : { http: { maxHeaderSize: HTTP_MAX_HEAD_BYTES } }),
+      clientErrorHandler: (err, socket) => {
+        const answer = clientErrorAnswer(err, HTTP_MAX_HEAD_BYTES);
+        if (answer) {
+          this.metrics.rejected('http', answer.code);
+          if (socket.writable) socket.write(answer.response);
+        }
+        socket.destroy();
+      },
+    });
     this.#http = app;
     const needs: WebSocketServerNeeds = { maxPayload: 1, perMessageDeflate: false };
     void app.register(fastifyWebsocket, () => ({ options: { maxPayload: needs.maxPayload, perMessageDeflate: needs.perMessageDeflate } }));
@@ -232,6 +266,7 @@ export class Gateway {
       dispatch: (message, options) => this.dispatcher.dispatch(message, options),
       subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
+      joinGroup: (group, pattern, member) => this.groups.join(group, pattern, member),
       settings: () => (section === undefined ? undefined : this.#config[section.key]),
       listener: () => (listener ? clientListener(this.#config, protocol) : undefined),
       listen: (accept, options) => {
@@ -463,9 +498,17 @@ export class Gateway {
     } catch (err) {
       const issues = err instanceof ConfigError ? err.issues : [{ file, line: 0, column: 0, path: '', message: (err as Error).message }];
       this.reloads.refused++;
-      this.logger.error({ trigger, version: this.#version, errors: issues.map((i) => `${i.line}:${i.column} ${i.path}: ${i.message}`) }, 'reload refused; the running table stays');
+      this.logger.error({ trigger, version: this.#version, errors: issues.map(formatIssue) }, 'reload refused; the running table stays');
       this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issues.length} error(s); version ${this.#version} stays` });
-      return { ok: false, version: this.#version, issues };
+      return { ok: false, changed: false, version: this.#version, issues };
+    }
+    // Certificates are read again whatever the config says: a SIGHUP after replacing them renews them.
+    this.renewCertificates(trigger);
+    // Saving a file untouched, a second SIGHUP: the table in force is this one already.
+    if (JSON.stringify(config) === JSON.stringify(this.#config)) {
+      this.reloads.unchanged++;
+      this.logger.info({ trigger, version: this.#version }, 'reload: nothing changed');
+      return { ok: true, changed: false, version: this.#version, issues: [] };
     }
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
@@ -483,9 +526,8 @@ export class Gateway {
         : { file, line: 0, column: 0, path: '', message: `the routing state could not be built: ${(err as Error).message}` };
       this.logger.error({ trigger, err }, 'reload refused; the running table stays');
       this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issue.path ? `${issue.path}: ` : ''}${issue.message}; version ${this.#version} stays` });
-      return { ok: false, version: this.#version, issues: [issue] };
+      return { ok: false, changed: false, version: this.#version, issues: [issue] };
     }
-    this.renewCertificates(trigger);
     const levelChanged = config.log.level !== this.#config.log.level;
     this.#version++;
     this.#config = config;
@@ -497,7 +539,7 @@ export class Gateway {
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
     this.#record({ kind: 'reload', at: Date.now(), text: `reload ok (${trigger}): version ${this.#version}` });
-    return { ok: true, version: this.#version, issues: [] };
+    return { ok: true, changed: true, version: this.#version, issues: [] };
   }
 
   /**
@@ -510,9 +552,12 @@ export class Gateway {
   }
 
   async #stop(): Promise<void> {
+    // A gateway that never got ready (a listener failed to bind) has served nothing: it releases
+    // what it bound without announcing a drain, and its caller reports why it could not start.
+    const served = this.#ready;
     this.#draining = true;
     const deadline = Date.now() + this.#config.shutdown.drainTimeout;
-    this.logger.info({ drainTimeoutMs: this.#config.shutdown.drainTimeout }, 'draining');
+    if (served) this.logger.info({ drainTimeoutMs: this.#config.shutdown.drainTimeout }, 'draining');
     await this.#watcher?.close();
     await this.#tlsWatcher?.close();
     await Promise.all([...this.#adapters.values()].map((adapter) => adapter.stop(deadline)));
@@ -522,10 +567,11 @@ export class Gateway {
     const shutdown = new GatewayError('overloaded', 'the gateway stopped before this message was delivered', { shutdown: true });
     for (const lane of lanes) lane.close(shutdown);
     await this.dispatcher.settled();
+    await this.groups.close();
     await Promise.all(lanes.map((lane) => lane.target.close().catch(() => undefined)));
     await this.deadletter.close();
     await this.bus.close();
     await this.#admin?.close();
-    this.logger.info('stopped');
+    if (served) this.logger.info('stopped');
   }
 }

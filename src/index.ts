@@ -15,11 +15,12 @@ export { ERRORS, GatewayError, isGatewayError, ListenerError, SetupError, shutti
 export type { Logger } from './log.js';
 export { settledBy, withTimeout } from './timeouts.js';
 export {
-  createMessage, isValidTraceparent, newMessageId, newTraceparent, parsePriority,
+  createMessage, isExpired, isValidTraceparent, newMessageId, newTraceparent, parsePriority,
   DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY,
   type Message, type MessageInit, type MessageSource, type Protocol, type QoS,
 } from './message.js';
-export { filterMatches, keyProblem, patternProblem, MAX_KEY_BYTES } from './topic/rules.js';
+export { filterMatches, groupProblem, keyProblem, patternProblem, MAX_KEY_BYTES } from './topic/rules.js';
+export type { GroupDelivery, GroupMember, GroupMembership, GroupStats } from './groups/group-manager.js';
 export type { DeliveryContext, Target, TargetDeps, TargetReply, TargetType } from './targets/target.js';
 export { INBOX_PREFIX, ReplyGrants } from './delivery/inbox.js';
 export { CONTROL_PRIORITY, SubscriberBuffer, type AddOutcome, type BufferLimits, type Buffered } from './delivery/subscriber-buffer.js';

@@ -1,7 +1,9 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
 import type { AdapterStats } from './adapter.js';
+import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
+import { LatencyWindow } from './latency-window.js';
 import type { SecurityStats } from './gateway.js';
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
@@ -9,9 +11,10 @@ export interface MetricsSource {
   lanes(): ReadonlyMap<string, TargetLane>;
   connections(): Partial<Record<Protocol, number>>;
   limiterRejections(): Record<string, number>;
-  reloads(): { ok: number; refused: number };
+  reloads(): { ok: number; unchanged: number; refused: number };
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
+  groups(): GroupStats[];
   security(): SecurityStats;
 }
 
@@ -107,6 +110,8 @@ class BucketHistogram {
 /** Latency buckets in seconds, from 100 µs to 10 s. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const BREAKER_STATES = ['closed', 'half_open', 'open'] as const;
+/** How far back the dashboard's latency percentiles look. */
+const RECENT_SECONDS = 10;
 
 /**
  * The gateway's Prometheus metrics, in a registry of its own (several gateways can live in one
@@ -201,6 +206,27 @@ export class GatewayMetrics implements DispatchObserver {
         }
       },
     });
+    const perGroup = (name: string, help: string, pick: (group: GroupStats) => number, kind: 'counter' | 'gauge') => {
+      const options = {
+        name, help, labelNames: ['group', 'pattern'] as const, registers,
+        collect(this: Counter<'group' | 'pattern'> | Gauge<'group' | 'pattern'>) {
+          this.reset();
+          for (const group of source.groups()) {
+            const labels = { group: group.name, pattern: group.pattern };
+            if (this instanceof Counter) this.inc(labels, pick(group));
+            else this.set(labels, pick(group));
+          }
+        },
+      };
+      return kind === 'counter' ? new Counter(options) : new Gauge(options);
+    };
+    perGroup('junction_group_members', 'Members of a group of competing consumers', (g) => g.members, 'gauge');
+    perGroup('junction_group_queued', 'Messages waiting in a group for a member with room', (g) => g.queued, 'gauge');
+    perGroup('junction_group_in_flight', 'Group deliveries members have not acknowledged yet', (g) => g.inFlight, 'gauge');
+    perGroup('junction_group_delivered_total', 'Group deliveries members acknowledged', (g) => g.delivered, 'counter');
+    perGroup('junction_group_redelivered_total', 'Group deliveries handed to another member (the first went away, refused or timed out)', (g) => g.redelivered, 'counter');
+    perGroup('junction_group_dead_lettered_total', 'Group messages shed from a full queue or held when the group closed', (g) => g.deadLettered, 'counter');
+    perGroup('junction_group_expired_total', 'Group messages that expired while waiting for a member', (g) => g.expired, 'counter');
     new Counter({
       name: 'junction_limiter_rejections_total', help: 'Messages refused by a token bucket, by scope', labelNames: ['scope'], registers,
       collect() {
@@ -212,8 +238,9 @@ export class GatewayMetrics implements DispatchObserver {
       name: 'junction_reloads_total', help: 'Config reloads by outcome', labelNames: ['outcome'], registers,
       collect() {
         this.reset();
-        const { ok, refused } = source.reloads();
+        const { ok, unchanged, refused } = source.reloads();
         this.inc({ outcome: 'ok' }, ok);
+        this.inc({ outcome: 'unchanged' }, unchanged);
         this.inc({ outcome: 'refused' }, refused);
       },
     });
@@ -257,6 +284,9 @@ export class GatewayMetrics implements DispatchObserver {
     this.#calls = new BucketHistogram('junction_target_call_seconds', 'Duration of calls to a target, by outcome', LATENCY_BUCKETS, registers);
   }
 
+  /** Latencies of the last 10 s, for the dashboard: percentiles from HDR histograms rather than bucket bounds. */
+  readonly recent = { ingress: new LatencyWindow(RECENT_SECONDS), targets: new LatencyWindow(RECENT_SECONDS) };
+
   received(protocol: Protocol, route: string): void {
     this.#received.add(protocol, route);
   }
@@ -272,6 +302,7 @@ export class GatewayMetrics implements DispatchObserver {
       this.#acceptedByProtocol.set(protocol, observe);
     }
     observe(seconds);
+    this.recent.ingress.record(protocol, seconds);
   }
 
   deadLettered(target: string, reason: string): void {
@@ -285,11 +316,14 @@ export class GatewayMetrics implements DispatchObserver {
       this.#callsByTarget.set(target, children);
     }
     children[ok ? 1 : 0]!(seconds);
+    this.recent.targets.record(target, seconds);
   }
 
-  /** Cumulative bucket counts of the two latency histograms, by label value, for windowed quantiles. */
-  latencyBuckets(): LatencyBuckets {
-    return { ingress: bucketsOf(this.#accepted.get(), 'protocol'), targets: bucketsOf(this.#calls.get(), 'target') };
+  /** dead-lettered messages by target, then reason */
+  deadLetters(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const [target, reason, n] of this.#deadLettered.entries()) (out[target] ??= {})[reason] = n;
+    return out;
   }
 
   /** refusals by protocol, then code */
@@ -299,8 +333,8 @@ export class GatewayMetrics implements DispatchObserver {
     return out;
   }
 
-  /** totals by protocol, for the dashboard's rates */
-  totals(): { received: Record<string, number>; rejected: Record<string, number> } {
+  /** totals for the dashboard's rates: received by protocol and by rule, rejected by protocol */
+  totals(): { received: Record<string, number>; routes: Record<string, number>; rejected: Record<string, number> } {
     const sum = (tally: Tally, field: 0 | 1) => {
       const out: Record<string, number> = {};
       for (const entry of tally.entries()) {
@@ -309,54 +343,10 @@ export class GatewayMetrics implements DispatchObserver {
       }
       return out;
     };
-    return { received: sum(this.#received, 0), rejected: sum(this.#rejected, 1) };
+    return { received: sum(this.#received, 0), routes: sum(this.#received, 1), rejected: sum(this.#rejected, 1) };
   }
 
   text(): Promise<string> {
     return this.registry.metrics();
   }
-}
-
-export interface Quantiles {
-  count: number;
-  p50: number;
-  p99: number;
-}
-
-/** label value → bucket upper bound (s) → cumulative count */
-export type BucketCounts = Record<string, Map<number, number>>;
-
-export interface LatencyBuckets {
-  ingress: BucketCounts;
-  targets: BucketCounts;
-}
-
-/** Cumulative bucket counts, merged over the other labels. */
-function bucketsOf(data: HistogramData, label: string): BucketCounts {
-  const out: BucketCounts = {};
-  for (const value of data.values) {
-    if (value.metricName !== `${data.name}_bucket`) continue;
-    const key = String(value.labels[label]);
-    const le = value.labels.le === '+Inf' ? Infinity : Number(value.labels.le);
-    const byLe = out[key] ??= new Map<number, number>();
-    byLe.set(le, (byLe.get(le) ?? 0) + value.value);
-  }
-  return out;
-}
-
-/**
- * Upper-bound quantiles of what was observed between two bucket snapshots (`before` may be
- * empty: then since start).
- */
-export function quantilesBetween(now: BucketCounts, before: BucketCounts): Record<string, Quantiles> {
-  const out: Record<string, Quantiles> = {};
-  for (const [key, byLe] of Object.entries(now)) {
-    const earlier = before[key];
-    const sorted = [...byLe.entries()].map(([le, n]): [number, number] => [le, n - (earlier?.get(le) ?? 0)]).sort((a, b) => a[0] - b[0]);
-    const count = sorted.at(-1)?.[1] ?? 0;
-    if (count === 0) continue;
-    const at = (q: number) => sorted.find(([, n]) => n >= q * count)?.[0] ?? Infinity;
-    out[key] = { count, p50: at(0.5), p99: at(0.99) };
-  }
-  return out;
 }

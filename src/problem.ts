@@ -1,5 +1,7 @@
+import { STATUS_CODES } from 'node:http';
 import type { FastifyReply } from 'fastify';
-import { ERRORS, type GatewayError } from './errors.js';
+import { ERRORS, GatewayError, type ErrorCode } from './errors.js';
+import { MAX_KEY_BYTES } from './topic/rules.js';
 
 /** RFC 9457 problem details for a GatewayError: how every error of the HTTP listener is answered. */
 export interface Problem {
@@ -38,4 +40,28 @@ export function sendProblem(reply: FastifyReply, err: GatewayError, instance?: s
     reply.header('retry-after', String(Math.max(1, Math.ceil(err.details.retryAfterMs / 1000))));
   }
   return reply.code(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+}
+
+/** A request Node's HTTP parser refused before any route saw it, as the bytes to answer it with. */
+export interface ClientErrorAnswer {
+  code: ErrorCode;
+  /** a whole HTTP/1.1 response */
+  response: string;
+}
+
+/**
+ * The answer to an HTTP server's 'clientError' (there is no reply object, only the socket), or
+ * undefined when the client is gone. Its status is HTTP's own rather than the code's: 431 for a
+ * request head over `maxHeadBytes`, 408 for one that did not arrive in time, 400 otherwise.
+ */
+export function clientErrorAnswer(err: NodeJS.ErrnoException, maxHeadBytes: number): ClientErrorAnswer | undefined {
+  if (err.code === 'ECONNRESET') return undefined;
+  const [error, status] = err.code === 'HPE_HEADER_OVERFLOW'
+    ? [new GatewayError('too_large', `the request line and headers exceed ${maxHeadBytes} bytes (a key is at most ${MAX_KEY_BYTES} bytes)`), 431]
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [new GatewayError('bad_request', 'the request did not arrive in time'), 408]
+      : [new GatewayError('bad_request', `malformed HTTP request (${err.code ?? err.message})`), 400];
+  const body = JSON.stringify({ ...problemOf(error), status });
+  const response = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return { code: error.code, response };
 }

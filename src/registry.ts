@@ -5,7 +5,7 @@ import type { TargetType } from './targets/target.js';
 const RESERVED_PROTOCOLS = new Set(['internal']);
 /** Keys of gateway.yaml the core owns; a protocol's section takes another. */
 export const CORE_SECTIONS = new Set([
-  '$schema', 'listeners', 'log', 'limits', 'requests', 'shutdown', 'admin', 'deadletter', 'auth',
+  '$schema', 'listeners', 'log', 'limits', 'requests', 'shutdown', 'admin', 'deadletter', 'groups', 'auth',
   'breakers', 'targets', 'routes', 'defaultRoute',
 ]);
 /** Listeners the core runs itself: the HTTP listener adapters mount paths on, and the admin one. */

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import {
   Metadata, Server, ServerCredentials,
@@ -6,13 +7,13 @@ import {
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
-  GatewayError, newMessageId, onExpiry, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type Identity, type Message, type ProtocolRegistration,
+  GatewayError, groupProblem, newMessageId, onExpiry, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
 import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
-import { loadGatewayProto, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
+import { loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
 import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
@@ -38,6 +39,9 @@ export class GrpcAdapter implements Adapter {
   readonly #ctx: AdapterContext<GrpcSettings>;
   readonly #subscribers = new Set<SubscriberStream>();
   readonly #publishStreams = new Set<PublishStreamSession>();
+  /** who opened each long-lived call, for /admin/connections */
+  readonly #callers = new WeakMap<SubscriberStream | PublishStreamSession, ConnectionInfo>();
+  #callSequence = 0;
   /** unary calls whose dispatch has not settled */
   readonly #unaryCalls = new Set<Promise<void>>();
   /** docs/grpc.md says what each counts; pastDeadline: calls refused because their deadline passed before they were read */
@@ -49,6 +53,8 @@ export class GrpcAdapter implements Adapter {
   readonly #certificates = new Map<string, ClientCertificate>();
   /** answers gRPC responders may publish: each arrives in a separate Publish call, so the grants are the adapter's, by principal */
   readonly #replyGrants = new ReplyGrants();
+  /** group subscriptions by their id (the `junction-subscription` header), for Ack */
+  readonly #groupStreams = new Map<string, { subscriber: SubscriberStream; principal: string | undefined }>();
   #stopping = false;
   #stopped: Promise<void> | undefined;
 
@@ -73,6 +79,17 @@ export class GrpcAdapter implements Adapter {
     return this.#subscribers.size + this.#publishStreams.size;
   }
 
+  listConnections(limit: number): ConnectionInfo[] {
+    return [...this.#subscribers, ...this.#publishStreams].slice(0, limit).flatMap((call) => this.#callers.get(call) ?? []);
+  }
+
+  #describe(call: SubscriberStream | PublishStreamSession, kind: 'subscribe' | 'publish-stream', peer: string, identity: Identity): void {
+    this.#callers.set(call, {
+      protocol: 'grpc', id: `grpc-${kind}-${(++this.#callSequence).toString(36)}`, remoteAddress: peer, since: Date.now(),
+      subscriptions: kind === 'subscribe' ? 1 : 0, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    });
+  }
+
   async start(): Promise<void> {
     const listener = this.#ctx.listener();
     if (!listener || this.#server) return;
@@ -87,6 +104,7 @@ export class GrpcAdapter implements Adapter {
         this.#subscribe(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
       },
       Request: this.#request,
+      Ack: this.#ack,
     });
     this.#health = new HealthImplementation({ '': 'SERVING', [SERVICE]: 'SERVING' });
     this.#health.addToServer(server);
@@ -246,6 +264,7 @@ export class GrpcAdapter implements Adapter {
       rejected: (code) => this.#ctx.refused(code),
     });
     this.#publishStreams.add(session);
+    this.#describe(session, 'publish-stream', call.getPeer(), identity);
     // A stream does not outlive the credential it was opened with (a JWT's exp).
     const cancelExpiry = onExpiry(identity, () => session.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));
     const closed = () => {
@@ -262,20 +281,27 @@ export class GrpcAdapter implements Adapter {
       call.emit('error', refused);
       return;
     }
-    const { pattern, responder } = call.request;
+    const { pattern, responder, group } = call.request;
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const groupIssue = group === '' ? undefined : groupProblem(group);
+    if (groupIssue) throw new GatewayError('bad_request', groupIssue, { field: 'group' });
     const { identity } = await this.#admit(call);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
     if (responder && !this.#ctx.access().canRespond(identity, pattern)) throw forbidden('answer requests on', pattern);
     if (this.#stopping) throw shuttingDown();
     const subscriber = new SubscriberStream(call, this.#ctx.settings().subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
+    this.#describe(subscriber, 'subscribe', call.getPeer(), identity);
     const cancelExpiry = onExpiry(identity, () => subscriber.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));
     call.on('cancelled', () => subscriber.close());
     call.on('close', () => subscriber.close());
     call.on('close', cancelExpiry);
     call.on('cancelled', cancelExpiry);
+    if (group !== '') {
+      await this.#joinGroup(call, subscriber, group, pattern, identity);
+      return;
+    }
     const deliver = responder
       ? (message: Message) => {
         // A responder is handed requests; its answer to one needs no ACL grant for the inbox key.
@@ -303,6 +329,48 @@ export class GrpcAdapter implements Adapter {
     call.sendMetadata(headers);
     subscriber.start();
   }
+
+  /** The stream as a member of a group; acknowledged through `Ack` under a subscription id of its own. */
+  async #joinGroup(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, subscriber: SubscriberStream, group: string, pattern: string, identity: Identity): Promise<void> {
+    let membership;
+    try {
+      membership = await this.#ctx.joinGroup(group, pattern, subscriber);
+    } catch (err) {
+      subscriber.end(this.#reject(err));
+      return;
+    }
+    subscriber.membership = membership;
+    if (subscriber.closed || call.cancelled) {
+      subscriber.close();
+      membership.leave();
+      return;
+    }
+    const id = randomUUID();
+    this.#groupStreams.set(id, { subscriber, principal: identity.principal });
+    call.on('close', () => this.#groupStreams.delete(id));
+    call.on('cancelled', () => this.#groupStreams.delete(id));
+    const headers = new Metadata();
+    headers.set('junction-subscribed', pattern);
+    headers.set('junction-subscription', id);
+    call.sendMetadata(headers);
+    subscriber.start();
+  }
+
+  readonly #ack: handleUnaryCall<AckRequestIn, AckReplyOut> = (call, callback) => {
+    const refused = this.#refused(call);
+    if (refused) return callback(refused);
+    this.#trackUnary(this.#admit(call).then(({ identity }) => {
+      const stream = this.#groupStreams.get(call.request.subscription);
+      // Another principal's subscription is as unknown as one that does not exist.
+      if (!stream || stream.principal !== identity.principal) {
+        throw new GatewayError('no_route', `no group subscription ${call.request.subscription} of this caller`, { field: 'subscription' });
+      }
+      return { acked: stream.subscriber.acknowledge(call.request.ids) };
+    }).then(
+      (reply) => callback(null, reply),
+      (err: unknown) => callback(this.#statusFor(err)),
+    ));
+  };
 }
 
 /** The remote address in grpc-js's peer string `ADDRESS:PORT` (IPv6 addresses unbracketed). */

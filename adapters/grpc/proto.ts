@@ -74,6 +74,16 @@ export interface PublishAckOut {
 export interface SubscribeRequestIn {
   pattern: string;
   responder: boolean;
+  group: string;
+}
+
+export interface AckRequestIn {
+  subscription: string;
+  ids: string[];
+}
+
+export interface AckReplyOut {
+  acked: number;
 }
 
 export interface DeliveryOut {

@@ -1,5 +1,8 @@
 import { Metadata, status as Status, type ServerWritableStream, type StatusObject } from '@grpc/grpc-js';
-import { SubscriberBuffer, type BufferLimits, type BusSubscription, type Message } from '../../src/index.js';
+import {
+  SubscriberBuffer,
+  type BufferLimits, type BusSubscription, type GroupDelivery, type GroupMember, type GroupMembership, type Message,
+} from '../../src/index.js';
 import { deliveryOf } from './mapping.js';
 import type { DeliveryOut, SubscribeRequestIn } from './proto.js';
 
@@ -29,8 +32,14 @@ interface Waiting {
  * wait in a bounded SubscriberBuffer (the slow-consumer policy of every protocol). A subscriber
  * that falls too far behind loses qos 0 deliveries, then its stream (RESOURCE_EXHAUSTED).
  */
-export class SubscriberStream {
+export class SubscriberStream implements GroupMember {
   subscription: BusSubscription | undefined;
+  /** set when the stream is a group member: its share of the group's messages comes through `offer` */
+  membership: GroupMembership | undefined;
+  /** qos 1 group deliveries written and not yet acknowledged (Ack), by message id */
+  readonly #pending = new Map<string, GroupDelivery>();
+  /** declined a group delivery: the group is told once the stream has room */
+  #groupWaiting = false;
   readonly #call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>;
   readonly #buffer: SubscriberBuffer<Waiting>;
   readonly #limits: BufferLimits;
@@ -97,6 +106,35 @@ export class SubscriberStream {
     else this.#call.end(this.#trailers());
   }
 
+  /**
+   * A group delivery is written only while the stream keeps up: a backed-up member declines and
+   * the group hands the message to another (this one is told when it has room again).
+   */
+  offer(delivery: GroupDelivery): boolean {
+    if (this.#closed) return false;
+    if (this.#buffer.size > 0 || !this.#canWrite()) {
+      this.#groupWaiting = true;
+      return false;
+    }
+    const { message } = delivery;
+    if (this.#write(message) && message.qos > 0) this.#pending.set(message.id, delivery);
+    else delivery.settle();
+    return true;
+  }
+
+  /** The client acknowledged these group deliveries; returns how many were still held. */
+  acknowledge(ids: readonly string[]): number {
+    let acked = 0;
+    for (const id of ids) {
+      const delivery = this.#pending.get(id);
+      if (delivery === undefined) continue;
+      this.#pending.delete(id);
+      delivery.settle();
+      acked++;
+    }
+    return acked;
+  }
+
   /** Stops delivering and releases the buffer and the bus subscription; the call is left as it is. */
   close(): void {
     if (this.#closed) return;
@@ -104,6 +142,9 @@ export class SubscriberStream {
     this.#buffer.clear();
     this.#call.removeListener('drain', this.#onDrain);
     void this.subscription?.close();
+    this.#pending.clear();
+    // Leaving hands what the client did not acknowledge to the other members.
+    this.membership?.leave();
     this.#onClose();
   }
 
@@ -128,11 +169,12 @@ export class SubscriberStream {
     return this.#started && !this.#awaitingDrain && this.#unsentBytes < this.#unsentLimit;
   }
 
-  #write(message: Message): void {
+  /** Writes a delivery; false when it had expired and was dropped (counted) instead. */
+  #write(message: Message): boolean {
     const now = Date.now();
     if (message.expiresAt !== undefined && message.expiresAt <= now) {
       this.#counters.expired++;
-      return;
+      return false;
     }
     const size = message.payload.length;
     this.#unsentBytes += size;
@@ -146,6 +188,7 @@ export class SubscriberStream {
       this.#awaitingDrain = true;
       this.#call.once('drain', this.#onDrain);
     }
+    return true;
   }
 
   readonly #onDrain = (): void => {
@@ -156,8 +199,12 @@ export class SubscriberStream {
   #flush(): void {
     while (!this.#closed && this.#canWrite()) {
       const next = this.#buffer.shift();
-      if (next === undefined) return;
+      if (next === undefined) break;
       this.#write(next.message);
+    }
+    if (this.#groupWaiting && !this.#closed && this.#buffer.size === 0 && this.#canWrite()) {
+      this.#groupWaiting = false;
+      this.membership?.ready();
     }
   }
 }

@@ -1,13 +1,20 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
-  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type Identity, type Message, type ProtocolRegistration,
+  GatewayError, groupProblem, isExpired, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
+  type GroupDelivery, type GroupMember, type GroupMembership,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 
 const MESSAGES = '/v1/messages/';
 const REQUESTS = '/v1/requests/';
 const SUBSCRIBE = '/v1/subscribe/';
+/** The API's paths and the one method each takes, for 404 and 405 answers. */
+const ENDPOINTS = [
+  { prefix: MESSAGES, method: 'POST', names: 'key' },
+  { prefix: REQUESTS, method: 'POST', names: 'key' },
+  { prefix: SUBSCRIBE, method: 'GET', names: 'pattern' },
+] as const;
 /** An SSE client whose socket holds more than this unsent is a slow consumer and is closed. */
 const SSE_MAX_BUFFERED = 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
@@ -23,13 +30,16 @@ export class HttpAdapter implements Adapter {
   #stopping = false;
   /** SSE streams closed because their client fell more than SSE_MAX_BUFFERED behind */
   #sseSlowClosed = 0;
+  /** SSE deliveries that had expired by the time they came to be written, never written */
+  #sseExpired = 0;
+  #streamSequence = 0;
 
   constructor(ctx: AdapterContext) {
     this.#ctx = ctx;
   }
 
   stats(): AdapterStats {
-    return { counters: { sseSlowClosed: this.#sseSlowClosed } };
+    return { counters: { sseSlowClosed: this.#sseSlowClosed, sseExpired: this.#sseExpired } };
   }
 
   register(): void {
@@ -50,8 +60,17 @@ export class HttpAdapter implements Adapter {
       sendProblem(reply, gatewayError, request.url);
     });
     app.setNotFoundHandler((request, reply) => {
-      this.#ctx.refused('bad_request');
-      sendProblem(reply, new GatewayError('bad_request', `no such endpoint: ${request.method} ${request.url.split('?')[0]}; use POST ${MESSAGES}<key>, POST ${REQUESTS}<key> or GET ${SUBSCRIBE}<pattern>`), request.url);
+      const path = request.url.split('?')[0]!;
+      const endpoint = ENDPOINTS.find((e) => path.startsWith(e.prefix));
+      let err: GatewayError;
+      if (endpoint) {
+        reply.header('allow', endpoint.method);
+        err = new GatewayError('method_not_allowed', `${endpoint.prefix}<…> takes ${endpoint.method}, not ${request.method}`);
+      } else {
+        err = new GatewayError('not_found', `no such endpoint: ${request.method} ${path}; use ${ENDPOINTS.map((e) => `${e.method} ${e.prefix}<${e.names}>`).join(', ')}`);
+      }
+      this.#ctx.refused(err.code);
+      sendProblem(reply, err, request.url);
     });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
     app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
@@ -114,18 +133,30 @@ export class HttpAdapter implements Adapter {
     const pattern = keyFromUrl(request.url, SUBSCRIBE);
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
+    const group = (request.query as Record<string, unknown> | undefined)?.group;
+    if (group !== undefined) {
+      const groupIssue = typeof group === 'string' ? groupProblem(group) : 'group must be given once';
+      if (groupIssue) throw new GatewayError('bad_request', groupIssue, { field: 'group' });
+    }
     const identity = await this.#identity(request);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
-    const stream = new SseStream(reply, () => {
+    const caller: ConnectionInfo = {
+      protocol: 'http', id: `sse-${(++this.#streamSequence).toString(36)}`, remoteAddress: request.ip, since: Date.now(), subscriptions: 1,
+      ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
+    };
+    const stream = new SseStream(reply, caller, () => {
       this.#sseSlowClosed++;
       this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
+    }, () => {
+      this.#sseExpired++;
     });
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
     // A stream does not outlive the credential it was opened with (a JWT's exp).
     stream.onClose(onExpiry(identity, () => void stream.end()));
     try {
-      stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
+      if (typeof group === 'string') stream.membership = await this.#ctx.joinGroup(group, pattern, stream);
+      else stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
     } catch (err) {
       stream.end();
       throw toGatewayError(err);
@@ -146,18 +177,31 @@ export class HttpAdapter implements Adapter {
   connections(): number {
     return this.#streams.size;
   }
+
+  listConnections(limit: number): ConnectionInfo[] {
+    return [...this.#streams].slice(0, limit).map((stream) => stream.caller);
+  }
 }
 
-/** One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. */
-class SseStream {
+/**
+ * One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. As a
+ * group member (`?group=`) it takes a delivery only while its connection keeps up, and a delivery
+ * counts as handled once written: SSE has no way to acknowledge, so a group's messages reach SSE
+ * members at most once.
+ */
+class SseStream implements GroupMember {
   subscription: BusSubscription | undefined;
+  membership: GroupMembership | undefined;
+  #groupWaiting = false;
   readonly #reply: FastifyReply;
   readonly #onSlow: () => void;
+  readonly #onExpired: () => void;
   #heartbeat: NodeJS.Timeout | undefined;
   #closed = false;
   #closeHandlers: (() => void)[] = [];
 
-  constructor(reply: FastifyReply, onSlow: () => void) {
+  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, onSlow: () => void, onExpired: () => void) {
+    this.#onExpired = onExpired;
     this.#reply = reply;
     this.#onSlow = onSlow;
     reply.raw.on('close', () => void this.end());
@@ -178,10 +222,39 @@ class SseStream {
     raw.write(': subscribed\n\n');
     this.#heartbeat = setInterval(() => raw.write(': ping\n\n'), SSE_HEARTBEAT_MS);
     this.#heartbeat.unref();
+    if (this.#groupWaiting) {
+      this.#groupWaiting = false;
+      this.membership?.ready();
+    }
+  }
+
+  offer(delivery: GroupDelivery): boolean {
+    if (this.#closed) return false;
+    const raw = this.#reply.raw;
+    // Not open yet (the response head is not sent): told when it is.
+    if (this.#heartbeat === undefined) {
+      this.#groupWaiting = true;
+      return false;
+    }
+    if (raw.writableNeedDrain) {
+      if (!this.#groupWaiting) raw.once('drain', () => {
+        this.#groupWaiting = false;
+        this.membership?.ready();
+      });
+      this.#groupWaiting = true;
+      return false;
+    }
+    this.send(delivery.message);
+    delivery.settle();
+    return true;
   }
 
   send(message: Message): void {
     if (this.#closed) return;
+    if (isExpired(message)) {
+      this.#onExpired();
+      return;
+    }
     const raw = this.#reply.raw;
     if (raw.writableLength > SSE_MAX_BUFFERED) {
       this.#onSlow();
@@ -208,6 +281,7 @@ class SseStream {
     clearInterval(this.#heartbeat);
     for (const handler of this.#closeHandlers) handler();
     if (!this.#reply.raw.destroyed) this.#reply.raw.end();
+    this.membership?.leave();
     await this.subscription?.close();
   }
 }

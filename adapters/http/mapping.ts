@@ -42,7 +42,12 @@ export function messageFromRequest(key: string, payload: Buffer, headers: Incomi
     messageHeaders[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   const expiresIn = integerHeader(headers, 'x-expires-in');
+  if (expiresIn !== undefined && expiresIn <= 0) {
+    throw new GatewayError('bad_request', 'x-expires-in must be a positive number of seconds', { field: 'x-expires-in' });
+  }
   const qos = integerHeader(headers, 'x-qos');
+  // QoS 2 is MQTT's exactly-once handshake; an HTTP 202 can only be at-least-once.
+  if (qos !== undefined && qos !== 0 && qos !== 1) throw new GatewayError('bad_request', 'x-qos must be 0 or 1', { field: 'x-qos' });
   const priority = integerHeader(headers, 'x-priority');
   const contentType = header(headers, 'content-type');
   const id = header(headers, 'x-message-id');

@@ -6,6 +6,26 @@ type Done = (error?: Error) => void;
 export type Ingress = (client: Client, packet: PublishPacket, done: Done) => void;
 
 /**
+ * The MQTT engine the adapter runs on, and all it uses of it: the seam where aedes 2 (MQTT 5)
+ * drops in when it is released (../shared LIBRARIES.md §2c: not the 2.0.0 beta). The adapter's
+ * hooks (authenticate, authorizePublish, …) and its `Client` objects are aedes's, which aedes 2
+ * keeps.
+ */
+export interface MqttEngine extends Pick<Aedes, 'on' | 'listen' | 'handle' | 'close'> {
+  /** it speaks MQTT 5: deliveries carry the Message's properties (mapping.ts publishProperties) */
+  readonly mqtt5: boolean;
+  readonly persistence: {
+    incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
+    destroy(): Promise<void>;
+  };
+  /** Publishes as the broker (no client): retained storage, offline queues, each subscription's QoS. */
+  forward(packet: PublishPacket, done: Done): void;
+}
+
+/** Makes the engine; the adapter calls it once, with its hooks. */
+export type MqttEngineFactory = (options: AedesOptions, ingress: Ingress) => MqttEngine;
+
+/**
  * aedes 1.2 with one change: it is not its clients' bus. Every PUBLISH aedes receives from a
  * client reaches `broker.publish(packet, client, done)` (lib/handlers/publish.js, and
  * lib/client.js for wills); here that call goes to the gateway's ingress (the router) instead of
@@ -14,7 +34,9 @@ export type Ingress = (client: Client, packet: PublishPacket, done: Done) => voi
  * retained storage, offline queues of persistent sessions, delivery at each subscription's QoS.
  * aedes's own `$SYS/` announcements (no client) go to its clients as before.
  */
-export class GatewayBroker extends Aedes {
+export class GatewayBroker extends Aedes implements MqttEngine {
+  /** aedes 1.2 speaks MQTT 3.1.1 only */
+  readonly mqtt5: boolean = false;
   /** the aedes-persistence instance aedes set up in listen() (memory by default) */
   declare persistence: {
     incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
@@ -44,3 +66,6 @@ export class GatewayBroker extends Aedes {
 }
 
 function noop(): void {}
+
+/** aedes 1.2: the engine junction ships with. */
+export const aedesEngine: MqttEngineFactory = (options, ingress) => new GatewayBroker(options, ingress);

@@ -6,15 +6,21 @@ import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, Publ
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
   filterMatches, GatewayError, onExpiry, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
-import { GatewayBroker } from './broker.js';
+import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
+import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
-import { messageFromPublish, refusalFor, type InboundPublish } from './mapping.js';
+import { messageFromPublish, publishProperties, refusalFor, type InboundPublish } from './mapping.js';
 
 export const WEBSOCKET_PATH = '/mqtt';
+
+/** A broker packet with the Message's expiry (ms since the epoch), which aedes-packet keeps on copies. */
+interface ExpiringPacket {
+  messageExpiry?: number;
+}
 
 /** aedes 1.2 state read here (lib/client.js): the client's topic filters with their granted QoS. */
 interface ClientSubscriptions {
@@ -54,6 +60,8 @@ interface MqttCounters {
   credentialsExpired: number;
   /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
   forwardFailed: number;
+  /** deliveries that had expired by the time the broker came to send them (offline queues too), never sent */
+  expired: number;
 }
 
 /**
@@ -66,14 +74,16 @@ interface MqttCounters {
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, credentialsExpired: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
   };
 
   readonly #ctx: AdapterContext<MqttSettings>;
   /** read once: the mqtt section applies after a restart */
   readonly #settings: MqttSettings;
-  #broker: GatewayBroker | undefined;
+  #broker: MqttEngine | undefined;
+  readonly #engine: MqttEngineFactory;
   #feed: BusSubscription | undefined;
+  readonly #shares = new SharedSubscriptions();
   #listener: BoundListener | undefined;
   /** open connections, CONNECT or not, with the aedes client handling each and when it came */
   readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
@@ -88,9 +98,10 @@ export class MqttAdapter implements Adapter {
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
 
-  constructor(ctx: AdapterContext<MqttSettings>) {
+  constructor(ctx: AdapterContext<MqttSettings>, engine: MqttEngineFactory) {
     this.#ctx = ctx;
     this.#settings = ctx.settings();
+    this.#engine = engine;
   }
 
   stats(): AdapterStats {
@@ -104,7 +115,7 @@ export class MqttAdapter implements Adapter {
   async register(): Promise<void> {
     if (!this.#ctx.listener() || this.#broker) return;
     const s = this.#settings;
-    const broker = new GatewayBroker({
+    const broker = this.#engine({
       // Unbounded as the bus is: a subscriber's backlog is bounded by maxOutboundBuffer and drainTimeout.
       concurrency: 0,
       connectTimeout: s.connectTimeout,
@@ -124,8 +135,14 @@ export class MqttAdapter implements Adapter {
     };
     broker.on('clientError', clientError);
     broker.on('connectionError', clientError);
+    broker.on('subscribe', (subscriptions: Subscription[], client: Client) => this.#shares.activate(client, subscriptions.map((s) => s.topic)));
+    broker.on('clientReady', (client: Client) => this.#shares.activate(client));
+    broker.on('unsubscribe', (topics: string[], client: Client) => {
+      for (const topic of topics) if (topic.startsWith(SHARE_PREFIX)) this.#shares.remove(client, topic);
+    });
+    broker.on('clientDisconnect', (client: Client) => this.#shares.removeAll(client));
     // aedes emits persistence and will-sweeper failures here; unhandled, they would throw.
-    (broker as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
+    (broker as unknown as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
     this.#broker = broker;
     this.#feed = await this.#ctx.subscribeAll(this.#forward);
@@ -161,7 +178,7 @@ export class MqttAdapter implements Adapter {
       if (list.length >= limit) break;
       const session = this.#sessions.get(client);
       if (!session) continue;
-      const info: ConnectionInfo = { protocol: 'mqtt', id: client.id, since };
+      const info: ConnectionInfo = { protocol: 'mqtt', id: client.id, since, subscriptions: filterCount(client) };
       if (connection.remoteAddress !== undefined) info.remoteAddress = connection.remoteAddress;
       if (session.identity.principal !== undefined) info.principal = session.identity.principal;
       list.push(info);
@@ -329,14 +346,52 @@ export class MqttAdapter implements Adapter {
     const session = this.#sessions.get(client);
     const existing = (client as Client & ClientSubscriptions).subscriptions;
     const full = !(subscription.topic in existing) && Object.keys(existing).length >= this.#settings.maxSubscriptions;
-    if (full || !session || !this.#ctx.access().canSubscribe(session.identity, subscription.topic)) {
-      this.#counters.subscriptionsRefused++;
-      this.#ctx.refused('forbidden');
-      callback(null, null);
+    const share = subscription.topic.startsWith(SHARE_PREFIX) ? parseShare(subscription.topic) : undefined;
+    if (share && 'problem' in share) {
+      this.#refuseSubscription('bad_request', callback);
+      return;
+    }
+    if (full || !session || !this.#ctx.access().canSubscribe(session.identity, share ? share.filter : subscription.topic)) {
+      this.#refuseSubscription('forbidden', callback);
+      return;
+    }
+    if (share) {
+      this.#joinShare(client, subscription, share, callback);
       return;
     }
     callback(null, subscription);
   };
+
+  #refuseSubscription(code: ErrorCode, callback: (error: Error | null, subscription?: Subscription | null) => void): void {
+    this.#counters.subscriptionsRefused++;
+    this.#ctx.refused(code);
+    callback(null, null);
+  }
+
+  /**
+   * `$share/<group>/<filter>` makes the client a member of a core group, at most QoS 1. aedes keeps
+   * the subscription as it is (no topic starts with `$share/`, so it never matches itself) and
+   * restores it with a persistent session, which joins the group again.
+   */
+  #joinShare(client: Client, subscription: Subscription, share: { group: string; filter: string }, callback: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const qos = Math.min(subscription.qos, 1) as QoS;
+    const current = this.#shares.get(client, subscription.topic);
+    if (current) {
+      current.qos = qos;
+      callback(null, { ...subscription, qos });
+      return;
+    }
+    const member = new ShareMember(client, qos, () => this.#settings.maxOutboundBuffer);
+    this.#ctx.joinGroup(share.group, share.filter, member).then((membership) => {
+      member.membership = membership;
+      if (client.closed) {
+        membership.leave();
+        return;
+      }
+      this.#shares.add(client, subscription.topic, member);
+      callback(null, { ...subscription, qos });
+    }, (err: unknown) => this.#refuseSubscription(toGatewayError(err).code, callback));
+  }
 
   /**
    * Runs for every delivery (the hot path), on a packet aedes made for this delivery alone.
@@ -344,6 +399,10 @@ export class MqttAdapter implements Adapter {
    * for a subscription equal to the topic, so a wildcard subscription got the publish QoS.
    */
   readonly #authorizeForward = (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null => {
+    if ((packet as ExpiringPacket).messageExpiry !== undefined && (packet as ExpiringPacket).messageExpiry! <= Date.now()) {
+      this.#counters.expired++;
+      return null;
+    }
     const subscriptions = (client as Client & ClientSubscriptions).subscriptions;
     const connection = client.conn as GuardedConnection;
     if (connection.outboundBytes > this.#settings.maxOutboundBuffer && (packet.qos === 0 || grantedQos(subscriptions, packet.topic, 1) === 0)) {
@@ -471,6 +530,10 @@ export class MqttAdapter implements Adapter {
       qos: message.qos,
       retain: message.retain === true,
       dup: false,
+      // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
+      ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
+      // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
+      ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
     }, this.#forwarded);
   };
 
@@ -503,9 +566,18 @@ function grantedQos(subscriptions: Record<string, { qos: number }>, topic: strin
   return best;
 }
 
-export const mqttProtocol: ProtocolRegistration<MqttSettings> = {
-  protocol: 'mqtt',
-  section: mqttSection,
-  listener: true,
-  create: (ctx) => new MqttAdapter(ctx),
-};
+/** The MQTT protocol on an engine of choice (tests, and aedes 2 when it is released). */
+export function mqttProtocolOn(engine: MqttEngineFactory): ProtocolRegistration<MqttSettings> {
+  return { protocol: 'mqtt', section: mqttSection, listener: true, create: (ctx) => new MqttAdapter(ctx, engine) };
+}
+
+export const mqttProtocol = mqttProtocolOn(aedesEngine);
+
+/**
+ * The filters a client holds, restored persistent sessions included. aedes keeps them on the
+ * client (lib/client.js) without typing it; its subscribe events miss the restored ones.
+ */
+function filterCount(client: Client): number {
+  const filters = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
+  return filters ? Object.keys(filters).length : 0;
+}

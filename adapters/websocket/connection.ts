@@ -1,6 +1,7 @@
 import type { WebSocket } from 'ws';
 import {
-  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, onExpiry, ReplyGrants, SubscriberBuffer, toGatewayError,
+  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, isExpired, onExpiry, ReplyGrants, SubscriberBuffer, toGatewayError,
+  type DeliveryAckFrame, type GroupDelivery, type GroupMembership,
   type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
 } from '../../src/index.js';
@@ -27,6 +28,8 @@ export interface WebSocketCounters {
   idleClosed: number;
   /** handshakes refused (credentials, limits, draining); each is also a refusal by its code */
   handshakesRefused: number;
+  /** deliveries that expired before they could be sent, never sent */
+  expired: number;
 }
 
 interface Subscription {
@@ -34,6 +37,13 @@ interface Subscription {
   responder: boolean;
   bus: BusSubscription | undefined;
   closed: boolean;
+  /** set on a group subscription: its membership and the qos 1 deliveries awaiting the client's ack */
+  group?: { membership: GroupMembership | undefined; pending: Map<string, GroupDelivery> };
+}
+
+/** Subscriptions by pattern; a group's by group and pattern (neither can hold NUL). */
+function subscriptionKey(key: string, group: string | undefined): string {
+  return group === undefined ? key : `${group}\u0000${key}`;
 }
 
 /** ws's options for a text frame; one object for every send */
@@ -49,6 +59,8 @@ interface Outbound {
   bytes: number;
   priority: number;
   droppable: boolean;
+  /** a delivery's expiry: past it, it is dropped (and counted) rather than sent */
+  expiresAt?: number;
 }
 
 let nextConnection = 0;
@@ -64,10 +76,16 @@ export class Connection {
   readonly id = `ws-${(++nextConnection).toString(36)}`;
   readonly socket: WebSocket;
   readonly remoteAddress: string;
+  /** ms since epoch */
+  readonly since = Date.now();
   readonly #host: ConnectionHost;
   readonly #identity: Identity;
   readonly #source: MessageSource;
   readonly #subscriptions = new Map<string, Subscription>();
+  /** group subscriptions by their `sub`, for the client's acks */
+  readonly #groupSubs = new Map<FrameId, Subscription>();
+  /** group subscriptions that declined a delivery while the socket was full: told when it drains */
+  readonly #groupsWaiting = new Set<Subscription>();
   /** requests handed to this socket, whose reply key it may publish to whatever the ACL says */
   readonly #replyGrants = new ReplyGrants();
   #queue: SubscriberBuffer<Outbound> | undefined;
@@ -112,6 +130,10 @@ export class Connection {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  get principal(): string | undefined {
+    return this.#identity.principal;
   }
 
   get subscriptionCount(): number {
@@ -202,6 +224,9 @@ export class Connection {
       case 'unsubscribe':
         this.#track(this.#unsubscribe(frame));
         return;
+      case 'ack':
+        this.#acknowledge(frame);
+        return;
     }
   }
 
@@ -271,6 +296,10 @@ export class Connection {
     try {
       const access = this.#host.ctx.access();
       if (!access.canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
+      if (frame.group !== undefined) {
+        await this.#joinGroup(frame, frame.group);
+        return;
+      }
       // Answering requests is a permission of its own (the ACL's `respond`): asked for, it is
       // refused without it; left to the default, a subscription answers only where allowed.
       const mayRespond = access.canRespond(this.#identity, frame.key);
@@ -303,10 +332,40 @@ export class Connection {
     }
   }
 
+  /** A group subscription: one share of the group's messages; the same group and pattern again renames it. */
+  async #joinGroup(frame: SubscribeFrame, group: string): Promise<void> {
+    const mapKey = subscriptionKey(frame.key, group);
+    const existing = this.#subscriptions.get(mapKey);
+    if (existing) {
+      this.#groupSubs.delete(existing.sub);
+      existing.sub = frame.id;
+      this.#groupSubs.set(frame.id, existing);
+      this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
+      return;
+    }
+    const limit = this.#settings.maxSubscriptions;
+    if (this.#subscriptions.size >= limit) {
+      throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
+    }
+    const entry: Subscription = { sub: frame.id, responder: false, bus: undefined, closed: false, group: { membership: undefined, pending: new Map() } };
+    this.#subscriptions.set(mapKey, entry);
+    this.#groupSubs.set(frame.id, entry);
+    const membership = await this.#host.ctx.joinGroup(group, frame.key, { offer: (delivery) => this.#offerGroup(entry, delivery) });
+    // Unsubscribed or disconnected while joining.
+    if (entry.closed) {
+      membership.leave();
+      if (this.#closed) return;
+    } else {
+      entry.group!.membership = membership;
+    }
+    this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
+  }
+
   async #unsubscribe(frame: UnsubscribeFrame): Promise<void> {
-    const entry = this.#subscriptions.get(frame.key);
+    const mapKey = subscriptionKey(frame.key, frame.group);
+    const entry = this.#subscriptions.get(mapKey);
     if (entry) {
-      this.#subscriptions.delete(frame.key);
+      this.#subscriptions.delete(mapKey);
       await this.#closeSubscription(entry);
     }
     this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
@@ -314,14 +373,56 @@ export class Connection {
 
   async #closeSubscription(entry: Subscription): Promise<void> {
     entry.closed = true;
+    if (entry.group) {
+      if (this.#groupSubs.get(entry.sub) === entry) this.#groupSubs.delete(entry.sub);
+      this.#groupsWaiting.delete(entry);
+      entry.group.pending.clear();
+      // Leaving hands what this socket did not acknowledge to the other members.
+      entry.group.membership?.leave();
+    }
     await entry.bus?.close();
+  }
+
+  /** The client acknowledged a qos 1 group delivery; one it no longer holds (handed elsewhere) is ignored. */
+  #acknowledge(frame: DeliveryAckFrame): void {
+    const pending = this.#groupSubs.get(frame.sub)?.group?.pending;
+    const delivery = pending?.get(frame.id);
+    if (delivery === undefined) return;
+    pending!.delete(frame.id);
+    delivery.settle();
   }
 
   // -------------------------------------------------------------------------------------------
   // Outbound
 
+  /**
+   * A group delivery is taken only while the socket keeps up: a socket that is backed up declines,
+   * and the group gives the message to a member with room (this one is told when it drains).
+   */
+  #offerGroup(entry: Subscription, delivery: GroupDelivery): boolean {
+    if (this.#closed || entry.closed) return false;
+    if (this.#waitingDrain) {
+      this.#groupsWaiting.add(entry);
+      return false;
+    }
+    const { message } = delivery;
+    if (isExpired(message)) {
+      this.#host.counters.expired++;
+      delivery.settle();
+      return true;
+    }
+    this.#write(messageFrame(message, entry.sub), message.payload.length + message.key.length + FRAME_OVERHEAD);
+    if (message.qos === 0) delivery.settle();
+    else entry.group!.pending.set(message.id, delivery);
+    return true;
+  }
+
   #deliver(message: Message, entry: Subscription): void {
     if (this.#closed || entry.closed) return;
+    if (isExpired(message)) {
+      this.#host.counters.expired++;
+      return;
+    }
     if (entry.responder) this.#replyGrants.grant(message, this.#identity.principal);
     const bytes = message.payload.length + message.key.length + FRAME_OVERHEAD;
     // The common case, a socket keeping up, allocates nothing per delivery.
@@ -329,7 +430,10 @@ export class Connection {
       this.#write(messageFrame(message, entry.sub), bytes);
       return;
     }
-    this.#send({ data: () => messageFrame(message, entry.sub), bytes, priority: message.priority, droppable: message.qos === 0 });
+    this.#send({
+      data: () => messageFrame(message, entry.sub), bytes, priority: message.priority, droppable: message.qos === 0,
+      ...(message.expiresAt !== undefined ? { expiresAt: message.expiresAt } : {}),
+    });
   }
 
   #respond(data: string): void {
@@ -379,12 +483,19 @@ export class Connection {
     this.#waitingDrain = false;
     if (err || this.#closed) return;
     const queue = this.#queue;
-    if (!queue) return;
-    while (!this.#waitingDrain) {
+    while (queue && !this.#waitingDrain) {
       const item = queue.shift();
       if (item === undefined) break;
+      if (item.expiresAt !== undefined && item.expiresAt <= Date.now()) {
+        this.#host.counters.expired++;
+        continue;
+      }
       this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
     }
+    if (this.#waitingDrain || this.#groupsWaiting.size === 0) return;
+    const waiting = [...this.#groupsWaiting];
+    this.#groupsWaiting.clear();
+    for (const entry of waiting) entry.group?.membership?.ready();
   };
 
   // -------------------------------------------------------------------------------------------
@@ -413,6 +524,8 @@ export class Connection {
     this.#held = undefined;
     for (const entry of this.#subscriptions.values()) void this.#closeSubscription(entry);
     this.#subscriptions.clear();
+    this.#groupSubs.clear();
+    this.#groupsWaiting.clear();
     this.#replyGrants.clear();
   }
 

@@ -1,10 +1,10 @@
 import { isUtf8 } from 'node:buffer';
 import {
-  createMessage, GatewayError, isJsonContentType, keyProblem, patternProblem,
+  createMessage, GatewayError, groupProblem, isJsonContentType, keyProblem, patternProblem,
   type ClientFrame, type FrameId, type JsonValue, type Message, type MessageSource, type PublishFrame, type RequestFrame, type TargetReply,
 } from '../../src/index.js';
 
-const OPS = ['publish', 'subscribe', 'unsubscribe', 'request', 'ping'] as const;
+const OPS = ['publish', 'subscribe', 'unsubscribe', 'request', 'ping', 'ack'] as const;
 const MAX_ID_LENGTH = 128;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -54,6 +54,15 @@ function key(frame: Record<string, unknown>, pattern: boolean): string {
   return value;
 }
 
+function group(frame: Record<string, unknown>): string | undefined {
+  const value = frame.group;
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw bad('group', 'group must be a string');
+  const problem = groupProblem(value);
+  if (problem) throw bad('group', problem);
+  return value;
+}
+
 function headers(frame: Record<string, unknown>): Record<string, string> | undefined {
   const value = frame.headers;
   if (value === undefined) return undefined;
@@ -82,10 +91,18 @@ export function parseFrame(frame: unknown): ClientFrame {
     case 'subscribe': {
       const responder = frame.responder;
       if (responder !== undefined && typeof responder !== 'boolean') throw bad('responder', 'responder must be true or false');
-      return { op: 'subscribe', id: id(frame, true)!, key: key(frame, true), ...(responder !== undefined ? { responder } : {}) };
+      const name = group(frame);
+      return { op: 'subscribe', id: id(frame, true)!, key: key(frame, true), ...(responder !== undefined ? { responder } : {}), ...(name !== undefined ? { group: name } : {}) };
     }
-    case 'unsubscribe':
-      return { op: 'unsubscribe', id: id(frame, true)!, key: key(frame, true) };
+    case 'unsubscribe': {
+      const name = group(frame);
+      return { op: 'unsubscribe', id: id(frame, true)!, key: key(frame, true), ...(name !== undefined ? { group: name } : {}) };
+    }
+    case 'ack': {
+      if (!isFrameId(frame.sub)) throw bad('sub', 'sub must be the id of the subscription the delivery came on');
+      if (typeof frame.id !== 'string' || frame.id === '') throw bad('id', 'id must be the id of the delivered message');
+      return { op: 'ack', sub: frame.sub, id: frame.id };
+    }
     case 'request': {
       positiveInteger(frame, 'timeout');
       return { ...(frame as unknown as RequestFrame), id: id(frame, true)!, key: key(frame, false), ...checkMessageFields(frame) };
@@ -142,6 +159,13 @@ function tooLarge(limit: number): GatewayError {
   return new GatewayError('too_large', `payload exceeds the limit of ${limit} bytes (limits.maxPayloadSize)`, { field: 'payload' });
 }
 
+/** Header names in lower case, as every protocol carries them (route matching compares them so). */
+function lowerCased(headers: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) out[name.toLowerCase()] = value;
+  return out;
+}
+
 /** The Message a publish or request frame stands for. */
 export function toMessage(frame: PublishFrame | RequestFrame, source: MessageSource, maxPayloadSize: number): Message {
   const { bytes, contentType } = payloadOf(frame, maxPayloadSize);
@@ -152,7 +176,7 @@ export function toMessage(frame: PublishFrame | RequestFrame, source: MessageSou
     source,
     // A request waits for its reply, which is an acknowledgement: at least once, like HTTP.
     qos: publish ? publish.qos ?? 0 : 1,
-    ...(frame.headers !== undefined ? { headers: { ...frame.headers } } : {}),
+    ...(frame.headers !== undefined ? { headers: lowerCased(frame.headers) } : {}),
     ...(frame.priority !== undefined ? { priority: frame.priority } : {}),
     ...(contentType !== undefined ? { contentType } : {}),
     ...(frame.traceparent !== undefined ? { traceparent: frame.traceparent } : {}),

@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES, GatewayError, sendProblem, settledBy, shuttingDown, SHUTTING_DOWN, toGatewayError, withTimeout, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
-  type Adapter, type AdapterContext, type AdapterStats, type Identity, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type ProtocolRegistration,
 } from '../../src/index.js';
 import { webSocketSection, type WebSocketSettings } from './config.js';
 import { Connection, type ConnectionHost, type WebSocketCounters } from './connection.js';
@@ -21,7 +21,7 @@ const MIN_TICK_MS = 10;
  */
 export class WebSocketAdapter implements Adapter, ConnectionHost {
   readonly ctx: AdapterContext<WebSocketSettings>;
-  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0 };
+  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0, expired: 0 };
   /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
   peakOutboundBytes = 0;
   readonly #connections = new Set<Connection>();
@@ -64,6 +64,13 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
 
   connections(): number {
     return this.#connections.size;
+  }
+
+  listConnections(limit: number): ConnectionInfo[] {
+    return [...this.#connections].slice(0, limit).map((c) => ({
+      protocol: 'ws', id: c.id, remoteAddress: c.remoteAddress, since: c.since, subscriptions: c.subscriptionCount,
+      ...(c.principal !== undefined ? { principal: c.principal } : {}),
+    }));
   }
 
   forget(connection: Connection): void {

@@ -70,6 +70,7 @@ function plans(): Plan[] {
       goal: ratioGoal('MQTT QoS 0 1→1 through the router ≥ 0.8× bare aedes; ratio to Mosquitto stated', 'aedes', 0.8) },
     { label: 'MQTT QoS 0, 10 → 10 (10 topics)', scenario: 'mqtt-pubsub', args: [...long, '--max', '--inflight', '100', '--publishers', '10', '--subscribers', '10'], servers: ['junction', 'aedes', 'mosquitto', 'nats'] },
     { label: 'MQTT QoS 1, 1 → 1', scenario: 'mqtt-pubsub', args: [...long, '--max', '--inflight', '100', '--qos', '1'], servers: ['junction', 'aedes', 'mosquitto', 'nats'] },
+    { label: 'MQTT work queue QoS 1, 1 → group of 4', scenario: 'work-queue', args: [...long, '--max', '--inflight', '100'], servers: ['junction', 'mosquitto'] },
     { label: 'MQTT 19,000 connections, 30 s', scenario: 'mqtt-connections', args: ['--connections', '19000', '--duration', '30', '--keepalive', '10', '--workers', '4'], servers: ['junction', 'aedes', 'mosquitto', 'nats'] },
     { label: 'MQTT 19,000 connections held 5 minutes', scenario: 'mqtt-connections', args: ['--connections', '19000', '--duration', '300', '--keepalive', '30', '--workers', '4'], servers: ['junction'], runs: 1,
       goal: holdGoal('19,000 MQTT connections held with heartbeats for 5 minutes: none dropped, ≤ 20 KB RSS per idle connection') },

@@ -5,10 +5,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Gateway } from '../gateway.js';
-import { quantilesBetween, type LatencyBuckets, type Quantiles } from '../metrics.js';
+import { History, type Tallies } from './history.js';
 
-/** How often the dashboard's event stream sends a snapshot. */
+/** How often the history is sampled, the latency window moves on and the event stream sends a snapshot. */
 const SNAPSHOT_INTERVAL_MS = 1000;
+/** The history the charts open with: five minutes of one-second intervals. */
+const HISTORY_INTERVALS = 300;
+/** Rule match rates cover the last ten intervals. */
+const ROUTE_RATE_INTERVALS = 10;
+/** The most connections one page of /dashboard/connections (and the subscriptions tile) reads. */
+const CONNECTIONS_SHOWN = 10_000;
 
 /** The page's files live in src/admin/public, found from here whether running from src/ or dist/. */
 function publicDir(): string {
@@ -24,33 +30,34 @@ function publicDir(): string {
 const require = createRequire(import.meta.url);
 const UPLOT_DIR = dirname(require.resolve('uplot/dist/uPlot.iife.min.js'));
 
+const HTML = 'text/html; charset=utf-8';
+const JS = 'text/javascript; charset=utf-8';
+const CSS = 'text/css; charset=utf-8';
 const FILES: Record<string, { path: () => string; type: string }> = {
-  '/dashboard': { path: () => join(publicDir(), 'index.html'), type: 'text/html; charset=utf-8' },
-  '/dashboard/app.js': { path: () => join(publicDir(), 'app.js'), type: 'text/javascript; charset=utf-8' },
-  '/dashboard/app.css': { path: () => join(publicDir(), 'app.css'), type: 'text/css; charset=utf-8' },
-  '/dashboard/uplot.js': { path: () => join(UPLOT_DIR, 'uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
-  '/dashboard/uplot.css': { path: () => join(UPLOT_DIR, 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
+  '/dashboard': { path: () => join(publicDir(), 'index.html'), type: HTML },
+  '/dashboard/connections': { path: () => join(publicDir(), 'connections.html'), type: HTML },
+  '/dashboard/app.js': { path: () => join(publicDir(), 'app.js'), type: JS },
+  '/dashboard/connections.js': { path: () => join(publicDir(), 'connections.js'), type: JS },
+  '/dashboard/app.css': { path: () => join(publicDir(), 'app.css'), type: CSS },
+  '/dashboard/uplot.js': { path: () => join(UPLOT_DIR, 'uPlot.iife.min.js'), type: JS },
+  '/dashboard/uplot.css': { path: () => join(UPLOT_DIR, 'uPlot.min.css'), type: CSS },
 };
 
-/** Latency quantiles cover this much recent time: what matters during an incident is now. */
-const LATENCY_WINDOW_MS = 10_000;
+function tallies(gateway: Gateway): Tallies {
+  const { received, routes, rejected } = gateway.metrics.totals();
+  let delivered = gateway.dispatcher.counters.published;
+  for (const lane of gateway.lanes().values()) delivered += lane.stats.delivered;
+  return { received, routes, rejected: Object.values(rejected).reduce((a, b) => a + b, 0), delivered };
+}
 
-/** Bucket snapshots of the last LATENCY_WINDOW_MS, oldest first, shared by every open dashboard. */
-const history = new WeakMap<Gateway, { at: number; buckets: LatencyBuckets }[]>();
-
-function recentLatency(gateway: Gateway): { ingress: Record<string, Quantiles>; targets: Record<string, Quantiles> } {
-  const now = Date.now();
-  const buckets = gateway.metrics.latencyBuckets();
-  const ring = history.get(gateway) ?? [];
-  history.set(gateway, ring);
-  while (ring.length > 1 && ring[1]!.at <= now - LATENCY_WINDOW_MS) ring.shift();
-  const before = ring[0]?.at !== undefined && ring[0].at <= now - LATENCY_WINDOW_MS / 2 ? ring[0].buckets : { ingress: {}, targets: {} };
-  if (ring.length === 0 || now - ring.at(-1)!.at >= SNAPSHOT_INTERVAL_MS / 2) ring.push({ at: now, buckets });
-  return { ingress: quantilesBetween(buckets.ingress, before.ingress), targets: quantilesBetween(buckets.targets, before.targets) };
+/** The rules in force in precedence order, then `default`, then rules a reload removed that still have counts. */
+function ruleNames(gateway: Gateway, counted: Record<string, number>): string[] {
+  const names = [...gateway.dispatcher.snapshot.table.routes.map((r) => r.name), 'default'];
+  return [...names, ...Object.keys(counted).filter((name) => !names.includes(name))];
 }
 
 /** One picture of the gateway, as the dashboard draws it. */
-export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string, unknown>> {
+export function dashboardSnapshot(gateway: Gateway, history: History): Record<string, unknown> {
   const targets: Record<string, unknown> = {};
   for (const [name, lane] of gateway.lanes()) {
     const s = lane.stats;
@@ -59,38 +66,58 @@ export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string
       shed: s.shed, breaker: lane.breaker?.state ?? 'none',
     };
   }
+  const totals = gateway.metrics.totals();
+  const rates = history.routeRates(ROUTE_RATE_INTERVALS);
+  const connections = gateway.listConnections(CONNECTIONS_SHOWN);
   return {
     t: Date.now(),
     version: gateway.version,
     status: gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting',
-    totals: gateway.metrics.totals(),
-    latency: recentLatency(gateway),
+    point: history.points().at(-1) ?? null,
+    delivered: tallies(gateway).delivered,
+    latency: { ingress: gateway.metrics.recent.ingress.percentiles(), targets: gateway.metrics.recent.targets.percentiles() },
     targets,
+    rejections: gateway.metrics.rejections(),
+    deadLetters: gateway.metrics.deadLetters(),
+    routes: ruleNames(gateway, totals.routes).map((name) => ({ name, total: totals.routes[name] ?? 0, perSecond: rates[name] ?? 0 })),
     limiter: gateway.limiter.rejections,
     connections: gateway.connections(),
+    subscriptions: connections.reduce((sum, c) => sum + c.subscriptions, 0),
     changes: gateway.recentChanges.slice(-20).reverse(),
   };
 }
 
 /**
- * `/dashboard`: a static page (uPlot for the charts, no framework) fed by a Server-Sent Events
- * stream from this same admin listener.
+ * `/dashboard`: static pages (uPlot for the charts, no framework) fed by a Server-Sent Events
+ * stream and the history of the last minutes, both from this admin listener. The history is
+ * sampled whether a page is open or not, so a page opened during an incident shows its start.
  */
 export function registerDashboard(app: FastifyInstance, gateway: Gateway): void {
+  const history = new History(HISTORY_INTERVALS);
+  history.sample(Date.now(), tallies(gateway));
+  const sampler = setInterval(() => {
+    history.sample(Date.now(), tallies(gateway));
+    gateway.metrics.recent.ingress.rotate();
+    gateway.metrics.recent.targets.rotate();
+  }, SNAPSHOT_INTERVAL_MS);
+  sampler.unref();
+  app.addHook('onClose', async () => clearInterval(sampler));
+
   for (const [url, file] of Object.entries(FILES)) {
     app.get(url, async (_request, reply) => reply.type(file.type).header('cache-control', 'no-cache').send(await readFile(file.path())));
   }
+  app.get('/dashboard/history', async () => ({ intervalMs: SNAPSHOT_INTERVAL_MS, points: history.points() }));
   app.get('/dashboard/events', (request, reply) => {
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    const send = async () => {
+    const send = () => {
       // A dashboard tab that stops reading must not grow the gateway's memory.
       if (raw.writableLength > 1024 * 1024) return;
-      raw.write(`data: ${JSON.stringify(await dashboardSnapshot(gateway))}\n\n`);
+      raw.write(`data: ${JSON.stringify(dashboardSnapshot(gateway, history))}\n\n`);
     };
-    void send();
-    const timer = setInterval(() => void send(), SNAPSHOT_INTERVAL_MS);
+    send();
+    const timer = setInterval(send, SNAPSHOT_INTERVAL_MS);
     timer.unref();
     request.raw.on('close', () => clearInterval(timer));
   });

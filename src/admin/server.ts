@@ -5,6 +5,7 @@ import type { ListenerTls } from '../tls/listener-tls.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
 import type { DeadLetterReason } from '../deadletter/store.js';
+import { formatDuration } from '../config/units.js';
 
 const REASONS: readonly DeadLetterReason[] = ['failed', 'retries_exhausted', 'breaker_open', 'overloaded', 'shed', 'expired', 'timeout', 'shutdown', 'routed'];
 
@@ -54,6 +55,7 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     rejections: gateway.metrics.rejections(),
     adapters: Object.fromEntries(gateway.adapterStats()),
     security: gateway.securityStats(),
+    groups: gateway.groups.stats(),
     deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
     targets,
   };
@@ -117,6 +119,8 @@ export async function startAdminServer(gateway: Gateway, tls: ListenerTls | unde
         mode: route.mode,
         continue: route.continue,
         ...(route.setPriority !== undefined ? { set: { priority: route.setPriority } } : {}),
+        timeout: formatDuration(route.timeout),
+        rateLimit: route.rateLimit ? { ...route.rateLimit, per: formatDuration(route.rateLimit.per) } : null,
         to: gateway.config().routes[route.index]?.to,
         ...(gateway.config().routes[route.index]?.fallback ? { fallback: gateway.config().routes[route.index]?.fallback } : {}),
       })),
@@ -178,7 +182,7 @@ export async function startAdminServer(gateway: Gateway, tls: ListenerTls | unde
 
   app.post('/admin/reload', async (_request, reply) => {
     const outcome = await gateway.reload('admin');
-    if (outcome.ok) return reply.send({ status: 'reloaded', version: outcome.version });
+    if (outcome.ok) return reply.send({ status: outcome.changed ? 'reloaded' : 'unchanged', version: outcome.version });
     return reply.code(400).send({ status: 'refused', version: outcome.version, errors: outcome.issues });
   });
 

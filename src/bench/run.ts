@@ -70,10 +70,22 @@ function total(workers: Worker[], pick: (c: WorkerCounts) => number): number {
   return workers.reduce((sum, w) => sum + pick(w.counts), 0);
 }
 
-/** Deliveries the subscribers should get: every accepted send times the subscribers of its key. */
+/**
+ * Deliveries the subscribers should get: every accepted send times the subscribers of its key,
+ * a group of competing consumers counting once.
+ */
 function expectedDeliveries(counts: WorkerCounts[], topology: Topology): number {
   const subscribersOf = new Map<string, number>();
-  for (const s of topology.subscribers) subscribersOf.set(s.key, (subscribersOf.get(s.key) ?? 0) + 1);
+  const groups = new Set<string>();
+  for (const s of topology.subscribers) {
+    if (s.member) {
+      const group = `${s.member.group}\u0000${s.member.key}`;
+      if (groups.has(group)) continue;
+      groups.add(group);
+    }
+    const key = s.member?.key ?? s.key;
+    subscribersOf.set(key, (subscribersOf.get(key) ?? 0) + 1);
+  }
   let expected = 0;
   for (const c of counts) for (const [key, n] of Object.entries(c.acceptedByKey)) expected += n * (subscribersOf.get(key) ?? 0);
   return expected;

@@ -42,7 +42,10 @@ export interface PublisherPlan {
 
 export interface SubscriberPlan {
   protocol: BenchProtocol;
+  /** what the subscriber subscribes to */
   key: string;
+  /** a member of a group of competing consumers of `key`: the group gets each message once */
+  member?: { group: string; key: string };
 }
 
 export interface Topology {
@@ -144,6 +147,17 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
     topology: (o) => ({
       publishers: publishers(o, 'grpc', o.connections, () => 'bench/grpc-stream'),
       subscribers: [], idle: undefined, latencyKind: 'ack',
+    }),
+  },
+  'work-queue': {
+    summary: 'N MQTT publishers → a group of M competing MQTT consumers ($share/bench/bench/work): each message to one of them',
+    servers: ['junction', 'mosquitto', 'external'],
+    defaults: { qos: 1, inflight: 100, subscribers: 4 },
+    topology: (o) => ({
+      publishers: publishers(o, 'mqtt', o.publishers, () => 'bench/work'),
+      subscribers: Array.from({ length: o.subscribers }, () => ({ protocol: 'mqtt' as const, key: '$share/bench/bench/work', member: { group: 'bench', key: 'bench/work' } })),
+      idle: undefined,
+      latencyKind: 'delivery',
     }),
   },
   mixed: {

@@ -109,6 +109,12 @@ export interface Delivery extends Body {
   readonly correlationId: string | undefined;
   /** answers a request (a delivery with replyTo and correlationId) */
   reply(payload: Payload, options?: Omit<PublishOptions, 'correlationId' | 'replyTo'>): Promise<PublishResult>;
+  /**
+   * A group delivery of qos 1 is handled: the gateway gives it to no other member. A subscription
+   * with a handler does this when the handler returns (or its promise resolves); a `for await`
+   * loop calls it itself. Nothing to do otherwise; calling it twice does nothing.
+   */
+  ack(): void;
 }
 
 export interface Reply extends Body {
@@ -119,8 +125,10 @@ export interface Reply extends Body {
 }
 
 export interface SubscribeOptions {
-  /** whether requests may be handed to this subscription (default true) */
+  /** whether requests may be handed to this subscription (default true); not for group members */
   responder?: boolean;
+  /** join the group of this name on the pattern (competing consumers): each message goes to one member */
+  group?: string;
 }
 
 /**
@@ -172,24 +180,31 @@ function deferred(): Deferred {
 
 class LocalSubscription implements Subscription {
   readonly pattern: string;
+  readonly group: string | undefined;
   readonly #client: JunctionClient;
-  readonly #handler: ((delivery: Delivery) => void) | undefined;
+  readonly #handler: DeliveryHandler | undefined;
   readonly #iterators = new Set<DeliveryIterator>();
   /** without a handler, deliveries wait here for the first loop, so none is lost before it starts */
   #backlog: Delivery[] | undefined;
   ready: Promise<void>;
   closed = false;
 
-  constructor(client: JunctionClient, pattern: string, handler: ((delivery: Delivery) => void) | undefined, ready: Promise<void>) {
+  constructor(client: JunctionClient, pattern: string, group: string | undefined, handler: DeliveryHandler | undefined, ready: Promise<void>) {
     this.#client = client;
     this.pattern = pattern;
+    this.group = group;
     this.#handler = handler;
     this.#backlog = handler ? undefined : [];
     this.ready = ready;
   }
 
   deliver(delivery: Delivery): void {
-    this.#handler?.(delivery);
+    if (this.#handler) {
+      // A group delivery is acknowledged once its handler is done; one that fails is left to the gateway to hand elsewhere.
+      const done = this.#handler(delivery);
+      if (done instanceof Promise) done.then(() => delivery.ack(), () => undefined);
+      else delivery.ack();
+    }
     this.#backlog?.push(delivery);
     for (const iterator of this.#iterators) iterator.push(delivery);
   }
@@ -255,10 +270,14 @@ class DeliveryIterator implements AsyncIterator<Delivery> {
   }
 }
 
-/** One subscription on the wire per pattern; local subscriptions to it share it. */
+/** What a subscription calls with each delivery; a promise it returns is awaited before a group delivery is acknowledged. */
+export type DeliveryHandler = (delivery: Delivery) => unknown;
+
+/** One subscription on the wire per pattern (and group); local subscriptions to it share it. */
 interface PatternEntry {
   sub: string;
   pattern: string;
+  group: string | undefined;
   responder: boolean;
   locals: Set<LocalSubscription>;
   /** settles when the gateway acknowledges the subscribe on the current connection */
@@ -268,6 +287,11 @@ interface PatternEntry {
 }
 
 const OPEN = 1;
+
+/** Subscriptions by pattern, a group's by group and pattern (neither holds NUL). */
+function entryKey(pattern: string, group: string | undefined): string {
+  return group === undefined ? pattern : `${group}\u0000${pattern}`;
+}
 
 /**
  * A connection to Junction's /ws that survives flaky networks: when it drops, the client
@@ -434,6 +458,7 @@ export class JunctionClient {
   #onMessage(frame: MessageFrame): void {
     const entry = this.#bySub.get(String(frame.sub));
     if (!entry) return;
+    let acked = false;
     const delivery: Delivery = {
       ...bodyOf(frame),
       id: frame.id,
@@ -450,6 +475,12 @@ export class JunctionClient {
           return Promise.reject(new JunctionError('bad_request', 'this delivery is not a request: it has no replyTo and correlationId'));
         }
         return this.publish(frame.replyTo, payload, { ...options, correlationId: frame.correlationId });
+      },
+      ack: () => {
+        if (acked || entry.group === undefined || frame.qos === 0) return;
+        acked = true;
+        // Unacknowledged after a reconnect, it went to another member already: nothing to send.
+        if (this.#isOpen) this.#write({ op: 'ack', sub: frame.sub, id: frame.id });
       },
     };
     for (const local of entry.locals) local.deliver(delivery);
@@ -526,29 +557,33 @@ export class JunctionClient {
    * Subscribes to a pattern (MQTT wildcards). Deliveries go to `handler`, and to every
    * `for await (const delivery of subscription)` loop running over the subscription.
    */
-  subscribe(pattern: string, handler?: (delivery: Delivery) => void, options: SubscribeOptions = {}): Subscription {
-    const responder = options.responder ?? true;
-    let entry = this.#patterns.get(pattern);
+  subscribe(pattern: string, handler?: DeliveryHandler, options: SubscribeOptions = {}): Subscription {
+    const { group } = options;
+    const responder = group === undefined && (options.responder ?? true);
+    let entry = this.#patterns.get(entryKey(pattern, group));
     if (entry && entry.responder !== responder) {
       throw new JunctionError('bad_request', `${pattern} is already subscribed with responder: ${entry.responder}`, { field: 'responder' });
     }
     if (!entry) {
       const sub = this.#id('s');
-      entry = { sub, pattern, responder, locals: new Set(), confirmed: deferred(), active: false };
-      this.#patterns.set(pattern, entry);
+      entry = { sub, pattern, group, responder, locals: new Set(), confirmed: deferred(), active: false };
+      this.#patterns.set(entryKey(pattern, group), entry);
       this.#bySub.set(sub, entry);
       // While subscriptions are being restored the socket is open too: a new one joins them.
       if (this.#socket?.readyState === OPEN) this.#resubscribe(entry);
       else this.#wake();
     }
-    const local = new LocalSubscription(this, pattern, handler, entry.confirmed.promise);
+    const local = new LocalSubscription(this, pattern, group, handler, entry.confirmed.promise);
     entry.locals.add(local);
     return local;
   }
 
   /** Sends an entry's subscribe on the connection just opened; `confirmed` settles with the answer. */
   #resubscribe(entry: PatternEntry): void {
-    const frame = { op: 'subscribe' as const, id: entry.sub, key: entry.pattern, ...(entry.responder ? {} : { responder: false }) };
+    const frame = {
+      op: 'subscribe' as const, id: entry.sub, key: entry.pattern,
+      ...(entry.group !== undefined ? { group: entry.group } : entry.responder ? {} : { responder: false }),
+    };
     const confirmed = entry.confirmed;
     this.#pending.set(entry.sub, {
       frame,
@@ -560,7 +595,7 @@ export class JunctionClient {
       },
       reject: (error) => {
         // Refused (e.g. forbidden after a reload): the subscription ends with the error.
-        this.#patterns.delete(entry.pattern);
+        this.#patterns.delete(entryKey(entry.pattern, entry.group));
         this.#bySub.delete(entry.sub);
         for (const local of entry.locals) local.end(error);
         if (this.#state !== 'closed') this.#options.onError?.(error);
@@ -572,14 +607,15 @@ export class JunctionClient {
 
   async unsubscribe(subscription: Subscription): Promise<void> {
     const local = subscription as LocalSubscription;
-    const entry = this.#patterns.get(local.pattern);
+    const entry = this.#patterns.get(entryKey(local.pattern, local.group));
     local.end();
     if (!entry || !entry.locals.delete(local) || entry.locals.size > 0) return;
-    this.#patterns.delete(entry.pattern);
+    this.#patterns.delete(entryKey(entry.pattern, entry.group));
     this.#bySub.delete(entry.sub);
     this.#pending.delete(entry.sub);
     if (this.#state !== 'open') return;
-    await this.#call({ op: 'unsubscribe', id: this.#id('u'), key: entry.pattern }, false).catch(() => undefined);
+    const frame = { op: 'unsubscribe' as const, id: this.#id('u'), key: entry.pattern, ...(entry.group !== undefined ? { group: entry.group } : {}) };
+    await this.#call(frame, false).catch(() => undefined);
   }
 
   /** Closes for good: pending calls fail with `closed`, subscriptions end. */

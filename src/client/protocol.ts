@@ -43,12 +43,28 @@ export interface SubscribeFrame {
   key: string;
   /** whether requests may be handed to this subscription (default true) */
   responder?: boolean;
+  /**
+   * Join the group of this name on `key` (competing consumers): each message goes to one member.
+   * Deliveries of qos 1 must be acknowledged with a `DeliveryAckFrame`.
+   */
+  group?: string;
 }
 
 export interface UnsubscribeFrame {
   op: 'unsubscribe';
   id: FrameId;
   key: string;
+  /** leave this group's subscription on `key` rather than the plain one */
+  group?: string;
+}
+
+/** Acknowledges a qos 1 delivery of a group subscription; unacknowledged, it goes to another member. */
+export interface DeliveryAckFrame {
+  op: 'ack';
+  /** the `sub` of the delivery */
+  sub: FrameId;
+  /** the `id` (message id) of the delivery */
+  id: string;
 }
 
 export interface RequestFrame extends PayloadFields {
@@ -67,7 +83,7 @@ export interface PingFrame {
   id?: FrameId;
 }
 
-export type ClientFrame = PublishFrame | SubscribeFrame | UnsubscribeFrame | RequestFrame | PingFrame;
+export type ClientFrame = PublishFrame | SubscribeFrame | UnsubscribeFrame | RequestFrame | PingFrame | DeliveryAckFrame;
 
 export interface AckFrame {
   op: 'ack';

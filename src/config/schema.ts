@@ -312,6 +312,13 @@ function gatewaySchema<T extends TSchema, P extends TSchema>(parts: Omit<Registe
       path: Default(Type.String({ minLength: 1, description: 'JSONL file, relative to this config file' }), 'data/deadletter.jsonl'),
       maxFileSize: Default(Size('rotate the file past this size'), '64mb'),
     }, strict)),
+    groups: Empty(Type.Object({
+      maxQueue: Default(Type.Integer({ minimum: 1, description: 'messages a group holds while no member has room; past it the lowest priority is shed to the dead-letter store' }), 10_000),
+      maxInflight: Default(Type.Integer({ minimum: 1, description: 'deliveries one member holds unacknowledged; past it the group offers to other members' }), 64),
+      ackTimeout: Default(Duration('a delivery a member has not acknowledged by then goes to another member'), '30s'),
+      retention: Default(Duration('a group whose members all left keeps collecting messages this long, then closes and dead-letters what it held'), '5m'),
+      maxGroups: Default(Type.Integer({ minimum: 1, description: 'groups at once; one more is refused with overloaded' }), 1000),
+    }, { ...strict, description: 'Competing consumers (docs/groups.md): subscribers that join a named group each get a share of its messages.' })),
     ...parts.sections,
     auth: Empty(AuthSchema),
     breakers: Empty(BreakersSchema),

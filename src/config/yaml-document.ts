@@ -1,32 +1,31 @@
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { ConfigError, type ConfigIssue } from './types.js';
+import { explainSyntaxError } from './yaml-syntax.js';
 
 /** A step into the document: a mapping key or a list index. */
 export type Segment = string | number;
 
 /**
- * Parses one YAML document, keeping what is needed to position issues in it. Syntax errors
- * other than duplicate keys end the load here: the document cannot be trusted after them.
+ * Parses one YAML document, keeping what is needed to position issues in it. A syntax error
+ * ends the load here with that one error, said plainly (./yaml-syntax.ts): the parser
+ * resynchronises badly after it, so what it reports next (a duplicate key, more syntax errors)
+ * is mostly an echo of the first. Duplicate keys alone leave a usable document.
  */
 export function parseConfigYaml(text: string, file: string): Reporter {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
   const report = new Reporter(file || '<config>', doc, lineCounter);
 
-  for (const warning of doc.warnings) report.atOffset(warning.pos[0], warning.message, true);
-  for (const error of doc.errors.filter((e) => e.code === 'DUPLICATE_KEY')) {
-    const name = pathAtOffset(doc, error.pos[0]).at(-1);
-    report.atOffset(error.pos[0], typeof name === 'string' ? `duplicate key "${name}"` : 'duplicate key', false);
-  }
-  // A duplicate key leaves a usable document behind. After any other syntax error the parser
-  // resynchronises badly and the errors after the first are mostly echoes of it.
   const syntaxError = doc.errors.find((e) => e.code !== 'DUPLICATE_KEY');
   if (syntaxError) {
-    const message = syntaxError.code === 'MULTIPLE_DOCS'
-      ? 'the file holds more than one YAML document (a --- separator); keep the whole config in one'
-      : syntaxError.message + flowHint(text, syntaxError.pos[0]);
-    report.atOffset(syntaxError.pos[0], message, false, false);
+    const problem = explainSyntaxError(text, syntaxError);
+    report.atOffset(problem.offset, problem.message, false, problem.path);
     throw new ConfigError(report.sortedErrors());
+  }
+  for (const warning of doc.warnings) report.atOffset(warning.pos[0], warning.message, true);
+  for (const error of doc.errors) {
+    const name = pathAtOffset(doc, error.pos[0]).at(-1);
+    report.atOffset(error.pos[0], typeof name === 'string' ? `duplicate key "${name}"` : 'duplicate key', false);
   }
   return report;
 }
@@ -50,9 +49,9 @@ export class Reporter {
     this.push(node?.range?.[0], formatPath(segments), message, options.warning ?? false);
   }
 
-  /** `withPath: false` when the document around the offset cannot be trusted to name it. */
-  atOffset(offset: number, message: string, warning: boolean, withPath = true): void {
-    this.push(offset, withPath ? formatPath(pathAtOffset(this.doc, offset)) : '', message, warning);
+  /** `path` when it is known otherwise, as when the document around the offset cannot be trusted to name it. */
+  atOffset(offset: number, message: string, warning: boolean, path?: readonly Segment[]): void {
+    this.push(offset, formatPath(path ?? pathAtOffset(this.doc, offset)), message, warning);
   }
 
   sortedErrors(): ConfigIssue[] {
@@ -72,14 +71,6 @@ export class Reporter {
     this.seen.add(id);
     (warning ? this.warnings : this.errors).push(issue);
   }
-}
-
-/** `{ port: ${PORT} }` is a YAML syntax error: braces end the flow mapping, so say so. */
-function flowHint(text: string, offset: number): string {
-  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
-  const lineEnd = text.indexOf('\n', offset);
-  const line = text.slice(lineStart, lineEnd < 0 ? undefined : lineEnd);
-  return /[{[].*\$\{/.test(line) ? ' (inside { } or [ ], quote values that use ${…})' : '';
 }
 
 function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {

@@ -18,6 +18,18 @@ export class PriorityQueue<T> {
     this.#size++;
   }
 
+  /** Puts an item back at the head of its priority: it is the next of that priority to leave. */
+  unshift(priority: number, item: T): void {
+    const head = this.#heads[priority]!;
+    if (head > 0) {
+      this.#lanes[priority]![head - 1] = item;
+      this.#heads[priority] = head - 1;
+    } else {
+      this.#lanes[priority]!.unshift(item);
+    }
+    this.#size++;
+  }
+
   /** the oldest item of the highest priority */
   shift(): T | undefined {
     for (let p = MAX_PRIORITY; p >= 0; p--) {

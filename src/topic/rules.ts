@@ -75,6 +75,20 @@ export function patternProblem(pattern: string): string | undefined {
   return undefined;
 }
 
+/** The most characters a group name may have. */
+export const MAX_GROUP_NAME = 128;
+
+/**
+ * Checks a group name (MQTT 5 calls it the ShareName, [MQTT-4.8.2-2]): not empty, no `/`, `+`,
+ * `#` or NUL, at most MAX_GROUP_NAME characters.
+ */
+export function groupProblem(name: string): string | undefined {
+  if (typeof name !== 'string' || name.length === 0) return 'group must not be empty';
+  if (/[/+#]/.test(name) || name.includes('\u0000')) return 'group must not contain /, +, # or NUL';
+  if (name.length > MAX_GROUP_NAME) return `group must be at most ${MAX_GROUP_NAME} characters`;
+  return undefined;
+}
+
 /**
  * [MQTT-4.7.2-1]: a filter whose first level is a wildcard matches no key starting with `$`
  * (`#` does not match `$SYS/uptime`; `$SYS/#` does).

@@ -49,8 +49,9 @@ type Method<Req, Res> = MethodDefinition<Req, Res>;
 export const service = definition['junction.v1.Gateway'] as unknown as {
   Publish: Method<OutMessage, Ack>;
   PublishStream: Method<OutMessage, Ack>;
-  Subscribe: Method<{ pattern: string; responder?: boolean }, Delivery>;
+  Subscribe: Method<{ pattern: string; responder?: boolean; group?: string }, Delivery>;
   Request: Method<OutMessage, Reply>;
+  Ack: Method<{ subscription: string; ids: string[] }, { acked: number }>;
 };
 
 function metadataOf(values: Record<string, string> = {}): Metadata {
@@ -93,10 +94,19 @@ export class GatewayClient {
       options.deadline !== undefined ? { deadline: options.deadline } : {});
   }
 
-  subscribe(pattern: string, options: CallOptions & { responder?: boolean } = {}): ClientReadableStream<Delivery> {
+  subscribe(pattern: string, options: CallOptions & { responder?: boolean; group?: string } = {}): ClientReadableStream<Delivery> {
     const { path, requestSerialize, responseDeserialize } = service.Subscribe;
-    return this.client.makeServerStreamRequest(path, requestSerialize, responseDeserialize, { pattern, responder: options.responder ?? false },
+    return this.client.makeServerStreamRequest(path, requestSerialize, responseDeserialize, { pattern, responder: options.responder ?? false, group: options.group ?? '' },
       metadataOf(options.metadata), options.deadline !== undefined ? { deadline: options.deadline } : {});
+  }
+
+  /** Acknowledges group deliveries of the subscription named by its `junction-subscription` header. */
+  ack(subscription: string, ids: string[], options: CallOptions = {}): Promise<{ acked: number }> {
+    const { path, requestSerialize, responseDeserialize } = service.Ack;
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(path, requestSerialize, responseDeserialize, { subscription, ids }, metadataOf(options.metadata), {},
+        (err: ServiceError | null, value?: { acked: number }) => (err ? reject(err) : resolve(value!)));
+    });
   }
 
   close(): void {

@@ -19,8 +19,8 @@ export interface SseSubscriber {
   close(): void;
 }
 
-export async function subscribeSse(baseUrl: string, pattern: string): Promise<SseSubscriber> {
-  const source = new EventSource(`${baseUrl}/v1/subscribe/${encodeURIComponent(pattern).replaceAll('%2F', '/')}`);
+export async function subscribeSse(baseUrl: string, pattern: string, query = ''): Promise<SseSubscriber> {
+  const source = new EventSource(`${baseUrl}/v1/subscribe/${encodeURIComponent(pattern).replaceAll('%2F', '/')}${query}`);
   const messages: SseMessage[] = [];
   source.addEventListener('message', (event) => messages.push(JSON.parse(String(event.data)) as SseMessage));
   await new Promise<void>((resolve, reject) => {

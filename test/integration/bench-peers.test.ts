@@ -24,6 +24,7 @@ describe('junction bench against peers', { timeout: 120_000 }, () => {
   it('Mosquitto over MQTT and NATS over MQTT and WebSocket', async () => {
     expectComplete(await bench(['mqtt-pubsub', '--server', 'mosquitto', '--count', '300', '--subscribers', '2', '--qos', '1']), 300, 2);
     expectComplete(await bench(['mqtt-pubsub', '--server', 'nats', '--count', '300', '--qos', '1']), 300, 1);
+    expectComplete(await bench(['work-queue', '--server', 'mosquitto', '--count', '300', '--subscribers', '3']), 300, 1);
     expectComplete(await bench(['ws-fanout', '--server', 'nats', '--subscribers', '10', '--rate', '200', '--count', '100', '--qos', '1']), 100, 10);
   });
 

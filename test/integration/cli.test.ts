@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -117,17 +117,53 @@ describe('junction CLI', () => {
     expect(none.stdout).toContain('no rule matched: defaultRoute publish -> other/key');
   });
 
+  it('route: shows the winner\'s reply timeout and rate limit', async () => {
+    const limited = join(dir, 'limited.yaml');
+    await writeFile(limited, `${CONFIG}  - name: paced
+    match: { key: "paced/+" }
+    priority: 50
+    timeout: 2s
+    rateLimit: { rate: 100, per: 1s, burst: 200, scope: client }
+    to: [publish]
+`);
+    const paced = await runCli(['route', 'paced/a', '-c', limited]);
+    expect(paced.stdout).toContain('         reply timeout 2s; rate limit 100 per 1s, burst 200, a bucket per client\n');
+    const plain = await runCli(['route', 'devices/d7/alarm', '-c', limited]);
+    expect(plain.stdout).toContain('         reply timeout 5s; rate limit none\n');
+  });
+
+  it('--version prints the package version; no arguments print the first steps and exit 1', async () => {
+    const { version } = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
+    const printed = await runCli(['--version']);
+    expect(printed).toMatchObject({ code: 0, stdout: `${version}\n` });
+    const bare = await runCli([]);
+    expect(bare.code).toBe(1);
+    expect(bare.stdout).toMatch(new RegExp(`^junction ${version.replaceAll('.', '\\.')}: `));
+    for (const command of ['junction start', 'junction validate FILE', 'junction route KEY', 'junction --help']) expect(bare.stdout).toContain(command);
+    expect(bare.stdout.split('\n').length).toBeLessThan(12);
+  });
+
+  it('route: refuses a pattern in place of a key, exit 1', async () => {
+    const result = await runCli(['route', 'devices/+/alarm', '-c', good]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.trim()).toBe('route devices/+/alarm: key must not contain the wildcards + or #; give a key a message would carry, e.g. devices/d1/alarm');
+  });
+
   it('start: a port in use is one line naming the key to change, exit 1', async () => {
     const blocker = createServer();
     blocker.listen(0, '127.0.0.1');
     await once(blocker, 'listening');
     const port = (blocker.address() as AddressInfo).port;
     const config = join(dir, 'busy.yaml');
-    await writeFile(config, `listeners:\n  http: { host: 127.0.0.1, port: ${port} }\ndeadletter: { path: dl.jsonl }\n`);
+    await writeFile(config, `listeners:\n  admin: { host: 127.0.0.1, port: 0 }\n  http: { host: 127.0.0.1, port: ${port} }\ndeadletter: { path: dl.jsonl }\n`);
     const result = await runCli(['start', '-c', config]);
     blocker.close();
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe(`listeners.http: 127.0.0.1:${port} is already in use; change listeners.http.host/port in the config file`);
+    // It never served, so there was nothing to drain: the admin listener it had bound is released quietly.
+    const logged = result.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { msg: string }).msg);
+    expect(logged).toEqual(['listener up']);
   });
 
   it('start: a target that cannot be created is one line naming its key, exit 1', async () => {

@@ -53,6 +53,30 @@ describe('junction/client', () => {
     await iterator.return!();
   });
 
+  it('joins a group: each message goes to one member, acknowledged when its handler is done', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const a = await client();
+    const b = await client();
+    const seenA: string[] = [];
+    const seenB: string[] = [];
+    const subA = a.subscribe('work/#', (d) => { seenA.push(d.text()); }, { group: 'w' });
+    // An async handler: its message counts as handled once the promise resolves.
+    const subB = b.subscribe('work/#', async (d) => { seenB.push(d.text()); }, { group: 'w' });
+    await Promise.all([subA.ready, subB.ready]);
+    for (let i = 0; i < 20; i++) await post(`work/${i}`, String(i), { 'x-qos': '1' });
+    await eventually(() => expect(seenA.length + seenB.length).toBe(20));
+    expect(seenA).toHaveLength(10);
+    expect(new Set([...seenA, ...seenB]).size).toBe(20);
+    await eventually(async () => {
+      const stats = await (await fetch(`${gw!.admin}/admin/stats`)).json() as { groups: { delivered: number; inFlight: number }[] };
+      expect(stats.groups[0]).toMatchObject({ delivered: 20, inFlight: 0 });
+    });
+    await subA.unsubscribe();
+    await post('work/after', 'after', { 'x-qos': '1' });
+    await eventually(() => expect(seenB).toContain('after'));
+    expect(seenA).not.toContain('after');
+  });
+
   it('makes requests answered by another client, and reports gateway errors as JunctionError', async () => {
     gw = await startGateway(`
 defaultRoute: publish

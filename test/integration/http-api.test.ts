@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
 import { hashPassword } from '../../src/auth/password.js';
 
@@ -184,6 +184,59 @@ routes:
     const badPattern = await fetch(`${gw.http}/v1/subscribe/a/${encodeURIComponent('#')}/b`);
     expect(badPattern.status).toBe(400);
     expect((await problem(badPattern)).code).toBe('bad_request');
+  });
+
+  it('answers unknown paths 404 and wrong methods 405 with Allow, as problems', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const unknown = await fetch(`${gw.http}/v2/things`, { method: 'POST', body: 'x' });
+    expect(unknown.status).toBe(404);
+    expect(await problem(unknown)).toMatchObject({ status: 404, code: 'not_found' });
+
+    const wrongMethod = await fetch(`${gw.http}/v1/messages/a/b`);
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get('allow')).toBe('POST');
+    expect(await problem(wrongMethod)).toMatchObject({ status: 405, code: 'method_not_allowed' });
+
+    const postToSubscribe = await fetch(`${gw.http}/v1/subscribe/a`, { method: 'POST', body: 'x' });
+    expect(postToSubscribe.status).toBe(405);
+    expect(postToSubscribe.headers.get('allow')).toBe('GET');
+    expect(await problem(postToSubscribe)).toMatchObject({ code: 'method_not_allowed' });
+    expect(refusals(gw.gateway, 'http')).toEqual({ not_found: 1, method_not_allowed: 2 });
+  });
+
+  it('takes a key of 65535 bytes however it is encoded, refuses one byte more, and answers an oversized head 431 as a problem', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    // Two-byte characters percent-encode to six characters: the longest URL a valid key can need.
+    const longest = `k/${'é'.repeat(32766)}x`;
+    expect(Buffer.byteLength(longest)).toBe(65535);
+    const path = (key: string) => key.split('/').map(encodeURIComponent).join('/');
+    sse = await subscribeSse(gw.http, 'k/+');
+    const accepted = await fetch(`${gw.http}/v1/messages/${path(longest)}`, { method: 'POST', body: 'long' });
+    expect(accepted.status).toBe(202);
+    await eventually(() => expect(sse!.messages.map((m) => m.key)).toEqual([longest]));
+
+    const tooLong = await fetch(`${gw.http}/v1/messages/${path(`${longest}y`)}`, { method: 'POST', body: 'x' });
+    expect(tooLong.status).toBe(400);
+    expect((await problem(tooLong)).detail).toMatch(/at most 65535 bytes/);
+
+    const huge = await fetch(`${gw.http}/v1/messages/k/x`, { method: 'POST', body: 'x', headers: { 'x-big': 'b'.repeat(300_000) } });
+    expect(huge.status).toBe(431);
+    expect(await problem(huge)).toMatchObject({ status: 431, code: 'too_large' });
+    expect(refusals(gw.gateway, 'http')).toEqual({ bad_request: 1, too_large: 1 });
+  });
+
+  it('refuses x-qos other than 0 or 1 and an x-expires-in that is not positive', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const qos2 = await fetch(`${gw.http}/v1/messages/a/b`, { method: 'POST', body: 'x', headers: { 'x-qos': '2' } });
+    expect(qos2.status).toBe(400);
+    expect(await problem(qos2)).toMatchObject({ code: 'bad_request', detail: 'x-qos must be 0 or 1' });
+    for (const value of ['-5', '0']) {
+      const expired = await fetch(`${gw.http}/v1/messages/a/b`, { method: 'POST', body: 'x', headers: { 'x-expires-in': value } });
+      expect(expired.status).toBe(400);
+      expect((await problem(expired)).detail).toBe('x-expires-in must be a positive number of seconds');
+    }
+    const fine = await fetch(`${gw.http}/v1/messages/a/b`, { method: 'POST', body: 'x', headers: { 'x-qos': '0', 'x-expires-in': '30' } });
+    expect(fine.status).toBe(202);
   });
 
   it('sends a request to one subscribing responder and times out when none answers', async () => {

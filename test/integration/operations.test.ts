@@ -74,15 +74,31 @@ routes:
     const sse = await subscribeSse(gw.http, 'a/#');
     await gw.writeConfig('defaultRoute: [nope]');
     expect((await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).status).toBe(400);
-    await gw.writeConfig('defaultRoute: publish\ndeadletter: { path: deadletter.jsonl }');
-    expect((await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).status).toBe(200);
+    await gw.writeConfig('defaultRoute: drop\ndeadletter: { path: deadletter.jsonl }');
+    expect(await (await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).json()).toEqual({ status: 'reloaded', version: 2 });
+    expect(await (await fetch(`${gw.admin}/admin/reload`, { method: 'POST' })).json()).toEqual({ status: 'unchanged', version: 2 });
     const metrics = await scrape(gw.admin);
     expect(sample(metrics, 'junction_reloads_total', { outcome: 'ok' })).toBe(1);
+    expect(sample(metrics, 'junction_reloads_total', { outcome: 'unchanged' })).toBe(1);
     expect(sample(metrics, 'junction_reloads_total', { outcome: 'refused' })).toBe(1);
     expect(sample(metrics, 'junction_connections', { protocol: 'http' })).toBe(1);
     const connections = (await (await fetch(`${gw.admin}/admin/connections`)).json()) as { counts: Record<string, number> };
     expect(connections.counts.http).toBe(1);
     sse.close();
+  });
+
+  it('shows each rule\'s reply timeout and rate limit on /admin/routes', async () => {
+    gw = await startGateway(`
+requests: { timeout: 3s }
+routes:
+  - { name: paced, match: { key: "a/#" }, timeout: 250ms, rateLimit: { rate: 10, per: 1s, burst: 20, scope: client }, to: [publish] }
+  - { name: open, match: { key: "b/#" }, to: [publish] }
+`);
+    const { routes } = (await (await fetch(`${gw.admin}/admin/routes`)).json()) as { routes: { name: string; timeout: string; rateLimit: unknown }[] };
+    expect(routes.map(({ name, timeout, rateLimit }) => ({ name, timeout, rateLimit }))).toEqual([
+      { name: 'paced', timeout: '250ms', rateLimit: { rate: 10, per: '1s', burst: 20, scope: 'client' } },
+      { name: 'open', timeout: '3s', rateLimit: null },
+    ]);
   });
 
   it('guards /metrics and /admin with the admin token, keeps probes open', async () => {

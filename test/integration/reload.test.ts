@@ -1,6 +1,7 @@
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtins } from '../../src/builtins.js';
 import { loadConfigFile } from '../../src/config/load.js';
@@ -51,12 +52,12 @@ describe('hot reload', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function start(yaml: string): Promise<{ http: string; admin: string; file: string }> {
+  async function start(yaml: string, logger = silentLogger()): Promise<{ http: string; admin: string; file: string }> {
     dir = await mkdtemp(join(tmpdir(), 'junction-reload-'));
     const file = join(dir, 'gateway.yaml');
     await writeFile(file, yaml);
     const { config } = await loadConfigFile(file);
-    gateway = await Gateway.start(config, { logger: silentLogger(), registry: builtins, watchConfig: true });
+    gateway = await Gateway.start(config, { logger, registry: builtins, watchConfig: true });
     return { http: `http://127.0.0.1:${gateway.address('http')!.port}`, admin: `http://127.0.0.1:${gateway.address('admin')!.port}`, file };
   }
 
@@ -79,6 +80,19 @@ describe('hot reload', () => {
     expect(routes.routes.map((r) => r.name)).toEqual(['to-a']);
     expect((await fetch(`${http}/v1/messages/orders/1`, { method: 'POST', body: 'x' })).status).toBe(202);
     await eventually(() => expect(a.received).toHaveLength(1));
+  });
+
+  it('logs a refused reload with every error as FILE:LINE:COL: key.path: message', async () => {
+    const logs: { msg: string; errors?: string[] }[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line) as { msg: string }) });
+    const a = await startDownstream();
+    const b = await startDownstream();
+    downstreams.push(a, b);
+    const { admin, file } = await start(routesTo(a, b, 'a'), logger);
+    await writeFile(file, `${HEAD}routes:\n  - { name: x, match: { key: "x/#" }, to: [publish\n`);
+    expect((await fetch(`${admin}/admin/reload`, { method: 'POST' })).status).toBe(400);
+    const refused = logs.find((entry) => entry.msg === 'reload refused; the running table stays');
+    expect(refused?.errors).toEqual([`${file}:8:43: routes[0]: this [ is never closed: end it with ] on the same line`]);
   });
 
   it('picks up a saved file by itself', async () => {
@@ -134,7 +148,7 @@ describe('hot reload', () => {
     expect(new Set(delivered)).toEqual(new Set(accepted));
     expect(a.received.length).toBeGreaterThan(0);
     expect(b.received.length).toBeGreaterThan(0);
-  });
+  }, 60_000);
 
   it('refuses a reload whose target cannot be created, naming its key, and keeps every running target working', async () => {
     const a = await startDownstream();

@@ -110,17 +110,58 @@ describe('shipped configs', () => {
 });
 
 describe('YAML problems', () => {
-  it('positions a syntax error', () => {
+  it('points an unclosed bracket at the line that opens it, not where the parser gives up', () => {
     expect(issuesOf(yaml('routes:', '  - name: a', '    to: [publish', 'defaultRoute: drop'))).toEqual([
-      '4:1 : Flow sequence in block collection must be sufficiently indented and end with a ]',
+      '3:9 routes[0].to: this [ is never closed: end it with ] on the same line',
+    ]);
+    expect(issuesOf(yaml('listeners:', '  http: { host: 127.0.0.1, port: 0', 'routes: []'))).toEqual([
+      '2:9 listeners.http: this { is never closed: end it with } on the same line',
+    ]);
+  });
+
+  it('points an unclosed quote at the line that opens it', () => {
+    expect(issuesOf(yaml('routes:', '  - name: a', '    to: [publish]', '  - name: "unterminated', '    to: [publish]'))).toEqual([
+      '4:11 routes[1].name: this "…" string is never closed: add the closing "',
+    ]);
+  });
+
+  it('says why a route appended below defaultRoute: does not parse, and where it belongs', () => {
+    const routes = ['routes:', '  - name: a', '    match: { key: "a/#" }', '    to: [publish]', 'defaultRoute: publish'];
+    const indented = issuesOf(yaml(...routes, '  - name: b', '    match: { key: "b/#" }', '    to: [publish]'));
+    expect(indented).toEqual([
+      '6:3 defaultRoute: this line is indented under "defaultRoute: publish" (line 5), so YAML reads it as more of that value; '
+        + 'to add an item to a list such as routes:, put it under that key, lined up with the items already there',
+    ]);
+    const flush = issuesOf(yaml(...routes, '- name: b', '  to: [publish]'));
+    expect(flush).toEqual([
+      '6:1 : a list item among the keys of the top level; to add an item to a list such as routes:, indent it under that key, lined up with the items already there',
+    ]);
+  });
+
+  it('reports only the syntax error, no duplicate keys echoed after it', () => {
+    expect(issuesOf(yaml('listeners:', '  http: { host: a, port: 1 }', '  http: { host: b, port: 2', 'routes: []'))).toEqual([
+      '3:9 listeners.http: this { is never closed: end it with } on the same line',
+    ]);
+  });
+
+  it('explains tabs, misaligned keys and several documents in plain words', () => {
+    expect(issuesOf('listeners:\n\thttp: {}\n')).toEqual(['2:1 : a tab indents this line; YAML indents with spaces only']);
+    expect(issuesOf(yaml('listeners:', '  http:', '    host: 127.0.0.1', '   port: 0'))).toEqual([
+      '4:4 : this key starts in column 4, in line with no mapping above it; the keys of one mapping start in the same column',
     ]);
     expect(issuesOf(yaml('log: { level: info }', '---', 'defaultRoute: drop'))).toEqual([
       '2:1 : the file holds more than one YAML document (a --- separator); keep the whole config in one',
     ]);
   });
 
-  it('hints at quoting when ${…} breaks a flow mapping', () => {
-    expect(issuesOf(yaml('listeners:', '  http: { host: a, port: ${PORT} }'))[0]).toMatch(/^2:27 : .*quote values that use \$\{…\}/);
+  it('asks for quotes when ${…} breaks a flow mapping', () => {
+    expect(issuesOf(yaml('listeners:', '  http: { host: a, port: ${PORT} }'))).toEqual([
+      '2:27 listeners.http: inside { } or [ ], a value that uses ${…} must be quoted: "${PORT}"',
+    ]);
+  });
+
+  it('keeps the parser\'s words, marked as YAML, for what it does not explain', () => {
+    expect(issuesOf(yaml('a: b: c'))).toEqual([expect.stringMatching(/^1:\d+ : not valid YAML: /)]);
   });
 
   it('reports a duplicate key at the second occurrence, with the other errors', () => {
@@ -135,7 +176,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -401,6 +442,7 @@ describe('the resolved config', () => {
       shutdown: { drainTimeout: 10_000 },
       deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024 },
       admin: {},
+      groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000 },
       grpc: {
         maxReceiveMessageSize: 1024 * 1024 + 64 * 1024,
         keepalive: { time: 60_000, timeout: 20_000 },

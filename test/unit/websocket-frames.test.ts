@@ -20,3 +20,21 @@ describe('outbound payloads', () => {
     expect(frame).toMatchObject({ op: 'message', sub: 7, id: message.id, key: 'k', payload: [1], contentType: 'application/json', qos: 0, priority: 4 });
   });
 });
+
+describe('group frames', () => {
+  it('reads a group on subscribe and unsubscribe, and a delivery ack', async () => {
+    const { parseFrame } = await import('../../adapters/websocket/frames.js');
+    expect(parseFrame({ op: 'subscribe', id: 1, key: 'jobs/#', group: 'w' })).toEqual({ op: 'subscribe', id: 1, key: 'jobs/#', group: 'w' });
+    expect(parseFrame({ op: 'unsubscribe', id: 2, key: 'jobs/#', group: 'w' })).toEqual({ op: 'unsubscribe', id: 2, key: 'jobs/#', group: 'w' });
+    expect(parseFrame({ op: 'ack', sub: 1, id: 'm-1' })).toEqual({ op: 'ack', sub: 1, id: 'm-1' });
+  });
+
+  it('refuses bad group names and incomplete acks, naming the field', async () => {
+    const { parseFrame } = await import('../../adapters/websocket/frames.js');
+    for (const group of ['', 'a/b', 'a+b', 'a#', 'x'.repeat(129), 5]) {
+      expect(() => parseFrame({ op: 'subscribe', id: 1, key: 'k', group })).toThrow(expect.objectContaining({ code: 'bad_request', details: { field: 'group' } }) as Error);
+    }
+    expect(() => parseFrame({ op: 'ack', id: 'm' })).toThrow(expect.objectContaining({ details: { field: 'sub' } }) as Error);
+    expect(() => parseFrame({ op: 'ack', sub: 1 })).toThrow(expect.objectContaining({ details: { field: 'id' } }) as Error);
+  });
+});

@@ -1,0 +1,346 @@
+import type { Bus, BusSubscription } from '../bus/index.js';
+import { realClock, type Clock, type Timer } from '../clock.js';
+import type { DeadLetterEntry } from '../deadletter/store.js';
+import { PriorityQueue } from '../delivery/priority-queue.js';
+import { GatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { isExpired, type Message } from '../message.js';
+
+/** One message handed to one member of a group. */
+export interface GroupDelivery {
+  readonly message: Message;
+  /** The member is done with it: its client acknowledged it (qos 1), or it was sent (qos 0). */
+  settle(): void;
+  /** The member cannot deliver it (its client went away, or refused it): another member gets it. */
+  release(): void;
+}
+
+/** What a protocol adapter puts in a group for one of its subscribers. */
+export interface GroupMember {
+  /**
+   * Offers a delivery; false when the subscriber has no room now (a slow or full one), and the
+   * group offers it to another member. A member that said no is offered nothing more until its
+   * membership's `ready()`. A member that takes a delivery calls `settle` or `release` once.
+   */
+  offer(delivery: GroupDelivery): boolean;
+}
+
+export interface GroupMembership {
+  /** The member has room again after refusing an offer. */
+  ready(): void;
+  /** The member leaves; what it holds unsettled goes to the others. */
+  leave(): void;
+}
+
+export interface GroupSettings {
+  /** messages waiting for a member, per group; past it the lowest priority is shed */
+  maxQueue: number;
+  /** deliveries a member holds unsettled at once */
+  maxInflight: number;
+  /** ms a member may hold a delivery unsettled before it goes to another member */
+  ackTimeout: number;
+  /** ms a group without members keeps collecting messages for members to come */
+  retention: number;
+  /** groups at once */
+  maxGroups: number;
+}
+
+export interface GroupStats {
+  name: string;
+  pattern: string;
+  members: number;
+  queued: number;
+  inFlight: number;
+  /** messages the group took from the bus */
+  accepted: number;
+  /** settled by a member */
+  delivered: number;
+  /** handed to a member that did not settle them, so handed again (not a final state) */
+  redelivered: number;
+  /** shed from a full queue, or held when the group closed: in the dead-letter store */
+  deadLettered: number;
+  expired: number;
+}
+
+export interface GroupManagerDeps {
+  bus: Pick<Bus, 'subscribe'>;
+  settings: () => GroupSettings;
+  deadLetter: (entry: DeadLetterEntry) => Promise<void>;
+  logger: Logger;
+  clock?: Clock;
+}
+
+interface Member {
+  readonly member: GroupMember;
+  inFlight: number;
+  /** refused an offer and has not said it is ready since */
+  full: boolean;
+  left: boolean;
+  readonly held: Set<Handle>;
+}
+
+/** One attempt at one member; settling or releasing it twice does nothing. */
+class Handle implements GroupDelivery {
+  done = false;
+  timer: Timer | undefined;
+
+  constructor(readonly message: Message, readonly holder: Member, readonly group: Group) {}
+
+  settle(): void {
+    this.group.finish(this, true);
+  }
+
+  release(): void {
+    this.group.finish(this, false);
+  }
+}
+
+/**
+ * Competing consumers: a named group of subscribers on one pattern, whatever their protocols.
+ * Each message matching the pattern goes to one member, round robin among those with room;
+ * one a member does not settle (it disconnected, refused, or timed out) goes to another; while
+ * no member has room it waits in a bounded queue, ordered by priority.
+ */
+class Group {
+  readonly members: Member[] = [];
+  readonly queue = new PriorityQueue<Message>();
+  subscription: BusSubscription | undefined;
+  #rotation = 0;
+  #inFlight = 0;
+  /** a pump is running: a settle made during an offer must not start another, or deep queues recurse */
+  #pumping = false;
+  #memberlessSince: number | undefined;
+  readonly counts = { accepted: 0, delivered: 0, redelivered: 0, deadLettered: 0, expired: 0 };
+
+  constructor(readonly name: string, readonly pattern: string, readonly manager: GroupManager) {}
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get memberlessSince(): number | undefined {
+    return this.#memberlessSince;
+  }
+
+  /** From the bus: every message matching the pattern. */
+  readonly accept = (message: Message): void => {
+    this.counts.accepted++;
+    if (this.queue.size === 0 && this.#place(message)) return;
+    this.#enqueue(message);
+  };
+
+  join(member: GroupMember): Member {
+    const state: Member = { member, inFlight: 0, full: false, left: false, held: new Set() };
+    this.members.push(state);
+    this.#memberlessSince = undefined;
+    this.pump();
+    return state;
+  }
+
+  leave(state: Member): void {
+    if (state.left) return;
+    state.left = true;
+    this.members.splice(this.members.indexOf(state), 1);
+    if (this.members.length === 0) this.#memberlessSince = this.manager.clock.now();
+    for (const handle of [...state.held]) this.finish(handle, false);
+  }
+
+  ready(state: Member): void {
+    if (!state.full) return;
+    state.full = false;
+    this.pump();
+  }
+
+  /** Hands the message to the next member with room; false when none has any. */
+  #place(message: Message): boolean {
+    const { maxInflight } = this.manager.settings();
+    for (let tried = 0; tried < this.members.length; tried++) {
+      const state = this.members[this.#rotation++ % this.members.length]!;
+      if (state.full || state.inFlight >= maxInflight) continue;
+      const handle = new Handle(message, state, this);
+      state.inFlight++;
+      state.held.add(handle);
+      this.#inFlight++;
+      if (!state.member.offer(handle)) {
+        state.inFlight--;
+        state.held.delete(handle);
+        this.#inFlight--;
+        state.full = true;
+        continue;
+      }
+      if (!handle.done) {
+        handle.timer = this.manager.clock.setTimeout(() => this.#timedOut(handle), this.manager.settings().ackTimeout);
+        handle.timer.unref();
+      }
+      return true;
+    }
+    return false;
+  }
+
+  #timedOut(handle: Handle): void {
+    handle.timer = undefined;
+    this.manager.logger.debug({ group: this.name, id: handle.message.id }, 'group delivery not settled in time: handed to another member');
+    this.finish(handle, false);
+  }
+
+  finish(handle: Handle, settled: boolean): void {
+    if (handle.done) return;
+    handle.done = true;
+    if (handle.timer !== undefined) this.manager.clock.clearTimeout(handle.timer);
+    const state = handle.holder;
+    state.inFlight--;
+    state.held.delete(handle);
+    this.#inFlight--;
+    if (settled) {
+      this.counts.delivered++;
+    } else {
+      this.counts.redelivered++;
+      // Back at the head of its priority: it has waited longest.
+      if (!this.#place(handle.message)) this.#enqueue(handle.message, true);
+    }
+    this.pump();
+  }
+
+  #enqueue(message: Message, first = false): void {
+    if (this.queue.size >= this.manager.settings().maxQueue) {
+      const victim = this.queue.popLowest(message.priority + (first ? 1 : 0));
+      if (victim === undefined) {
+        this.#deadLetter(message, `group ${this.name} is full (groups.maxQueue)`);
+        return;
+      }
+      this.#deadLetter(victim, `shed from group ${this.name} for a message of priority ${message.priority}`);
+    }
+    if (first) this.queue.unshift(message.priority, message);
+    else this.queue.push(message.priority, message);
+  }
+
+  /** Hands queued messages out while members have room. */
+  pump(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.queue.size > 0) {
+        const message = this.queue.shift()!;
+        if (isExpired(message, this.manager.clock.now())) {
+          this.counts.expired++;
+          continue;
+        }
+        if (!this.#place(message)) {
+          this.queue.unshift(message.priority, message);
+          return;
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  #deadLetter(message: Message, why: string): void {
+    this.counts.deadLettered++;
+    this.manager.deadLetter(message, this.name, why);
+  }
+
+  /** Closing: what waits goes to the dead-letter store, what members hold stays theirs to settle. */
+  drain(why: string): void {
+    for (const message of this.queue.drain()) this.#deadLetter(message, why);
+  }
+
+  stats(): GroupStats {
+    return {
+      name: this.name,
+      pattern: this.pattern,
+      members: this.members.length,
+      queued: this.queue.size,
+      inFlight: this.#inFlight,
+      ...this.counts,
+    };
+  }
+}
+
+/**
+ * Every group of this gateway, by name and pattern. A group is created by its first member and
+ * subscribes to the bus once; without members it keeps collecting for `retention`, then closes,
+ * dead-lettering what it held.
+ */
+export class GroupManager {
+  readonly #deps: GroupManagerDeps;
+  readonly #groups = new Map<string, Group>();
+  readonly clock: Clock;
+  readonly logger: Logger;
+  #sweep: Timer | undefined;
+  #closed = false;
+
+  constructor(deps: GroupManagerDeps) {
+    this.#deps = deps;
+    this.clock = deps.clock ?? realClock;
+    this.logger = deps.logger;
+  }
+
+  settings(): GroupSettings {
+    return this.#deps.settings();
+  }
+
+  /**
+   * Joins `member` to the group `name` on `pattern` (a group is the pair: `$share/g/a/#` and
+   * `$share/g/b/#` are two groups, as in MQTT 5). Refused with `overloaded` past groups.maxGroups.
+   */
+  async join(name: string, pattern: string, member: GroupMember): Promise<GroupMembership> {
+    if (this.#closed) throw new GatewayError('overloaded', 'the gateway is shutting down', { retryAfterMs: 1000 });
+    const id = `${name}\u0000${pattern}`;
+    let group = this.#groups.get(id);
+    if (!group) {
+      const { maxGroups } = this.settings();
+      if (this.#groups.size >= maxGroups) throw new GatewayError('overloaded', `at most ${maxGroups} groups (groups.maxGroups)`, { retryAfterMs: 1000 });
+      group = new Group(name, pattern, this);
+      this.#groups.set(id, group);
+      group.subscription = await this.#deps.bus.subscribe(pattern, group.accept);
+      this.#scheduleSweep();
+    }
+    const state = group.join(member);
+    const joined = group;
+    return {
+      ready: () => joined.ready(state),
+      leave: () => joined.leave(state),
+    };
+  }
+
+  deadLetter(message: Message, group: string, why: string): void {
+    this.#deps.deadLetter({ message, target: `group:${group}`, reason: 'shed', attempts: 0, error: why }).catch((err: unknown) => {
+      this.logger.error({ err, id: message.id, group }, 'dead-letter write failed: message lost');
+    });
+  }
+
+  stats(): GroupStats[] {
+    return [...this.#groups.values()].map((group) => group.stats());
+  }
+
+  /** Closes groups left without members for longer than `retention`. */
+  #scheduleSweep(): void {
+    if (this.#sweep !== undefined || this.#closed) return;
+    const { retention } = this.settings();
+    this.#sweep = this.clock.setTimeout(() => {
+      this.#sweep = undefined;
+      const now = this.clock.now();
+      for (const [id, group] of this.#groups) {
+        const since = group.memberlessSince;
+        if (since === undefined || now - since < this.settings().retention) continue;
+        this.#groups.delete(id);
+        void group.subscription?.close();
+        group.drain(`group ${group.name} closed: no member for groups.retention`);
+      }
+      if (this.#groups.size > 0) this.#scheduleSweep();
+    }, Math.max(1000, retention / 4));
+    this.#sweep.unref();
+  }
+
+  /** Stops taking messages; what groups queue is dead-lettered. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#sweep !== undefined) this.clock.clearTimeout(this.#sweep);
+    for (const group of this.#groups.values()) {
+      await group.subscription?.close();
+      group.drain('the gateway stopped before a member took it');
+    }
+    this.#groups.clear();
+  }
+}
