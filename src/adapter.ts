@@ -4,6 +4,8 @@ import type { FastifyPluginCallback } from 'fastify';
 import type { AccessControl } from './auth/index.js';
 import type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
 import type { ListenerConfig } from './config/schema.js';
+import type { AcceptedConnection, BoundListener, ListenOptions } from './listener.js';
+import type { ClientCertificate } from './tls/listener-tls.js';
 import type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
 import type { GroupMember, GroupMembership } from './groups/group-manager.js';
 import type { ErrorCode } from './errors.js';
@@ -24,6 +26,8 @@ export interface HttpMount {
   register(plugin: FastifyPluginCallback): void;
   /** Declares what the adapter's WebSocket paths need of the shared WebSocket server. */
   webSocket(needs: WebSocketServerNeeds): void;
+  /** The client certificate of a request's socket, on a mutual-TLS HTTP listener. */
+  clientCertificate(socket: unknown): ClientCertificate | undefined;
 }
 
 /**
@@ -52,6 +56,12 @@ export interface AdapterContext<Settings = unknown> {
   settings(): Settings;
   /** `listeners.<protocol>` in force, when the adapter has a listener of its own and it is configured. */
   listener(): ListenerConfig | undefined;
+  /**
+   * Binds the adapter's own listener (`listeners.<protocol>`) as every listener is bound:
+   * admission limits at accept, then TLS when configured (renewed in place), then `accept`.
+   * Throws ListenerError when the port cannot be bound.
+   */
+  listen(accept: (connection: AcceptedConnection) => void, options?: ListenOptions): Promise<BoundListener>;
   /** the largest payload accepted on any protocol (limits.maxPayloadSize) in force */
   maxPayloadSize(): number;
   /** Authentication and ACL of the configuration in force, shared by every protocol. */

@@ -8,6 +8,9 @@ import { Gateway } from './gateway.js';
 import { createLogger } from './log.js';
 import { stopTracing } from './tracing.js';
 import { hashPassword } from './auth/password.js';
+import { newApiKey } from './auth/api-key.js';
+import { ANONYMOUS } from './auth/acl.js';
+import { AccessControl } from './auth/index.js';
 import type { Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
 import { keyProblem } from './topic/rules.js';
@@ -259,6 +262,51 @@ const FIRST_STEPS = `junction ${version}: a multi-protocol message gateway
 
 junction --help lists every command; docs/operations.md tells how to run it in production.`;
 
+/** Prints a new API key (once: only its hash is kept) and the config entry that holds its hash. */
+async function apiKeyCommand(options: { principal: string }): Promise<void> {
+  const { key, hash } = await newApiKey();
+  console.log(`key:   ${key}`);
+  console.log(`entry: - { key: "${hash}", principal: ${JSON.stringify(options.principal)} }`);
+  console.error('Give the key to its holder now: the gateway keeps only the hash (auth.apiKeys).');
+}
+
+interface AclCheckOptions {
+  config: string;
+  principal: string;
+  role: string[];
+  claim: string[];
+  publish?: string;
+  subscribe?: string;
+  respond?: string;
+}
+
+/** Explains what the ACL of a config file decides for one client and one request; exit 2 when it refuses. */
+async function aclCheck(options: AclCheckOptions): Promise<void> {
+  const asked = (['publish', 'subscribe', 'respond'] as const).filter((action) => options[action] !== undefined);
+  if (asked.length !== 1) {
+    console.error('acl check: give exactly one of --publish KEY, --subscribe FILTER or --respond FILTER');
+    process.exit(1);
+  }
+  const action = asked[0]!;
+  const claims: Record<string, string> = {};
+  for (const pair of options.claim) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) {
+      console.error(`--claim ${pair}: expected NAME=VALUE`);
+      process.exit(1);
+    }
+    claims[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const { config } = await loadOrExit(options.config);
+  const subject = { principal: options.principal === ANONYMOUS ? undefined : options.principal, roles: options.role, claims };
+  const decision = new AccessControl(config).decide(subject, action, options[action]!);
+  const who = `${subject.principal ?? 'anonymous'}${options.role.length > 0 ? ` (roles ${options.role.join(', ')})` : ''}`;
+  console.log(`${decision.allowed ? 'allow' : 'deny'}: ${who} ${action} ${options[action]!}`);
+  console.log(`  ${decision.reason}`);
+  if (decision.rule !== undefined) console.log(`  rule: ${JSON.stringify(config.auth.acl![decision.rule])}`);
+  if (!decision.allowed) process.exitCode = 2;
+}
+
 const program = new Command('junction')
   .description('Junction: a multi-protocol message gateway')
   .version(version, '-V, --version', 'print the version')
@@ -285,6 +333,24 @@ program.command('route')
 program.command('hash-password')
   .description('read a password on standard input and print its scrypt hash for auth.users[].password')
   .action(hashPasswordCommand);
+
+program.command('api-key')
+  .description('make a new API key: prints the key (give it to its holder) and the auth.apiKeys entry with its hash')
+  .requiredOption('--principal <name>', 'the name ACL rules and messages will know the key\'s holder by')
+  .action(apiKeyCommand);
+
+program.command('acl')
+  .description('the ACL of a config file')
+  .command('check')
+  .description('explain whether a client may publish, subscribe or answer requests, and which rule decides (exit 2 when refused)')
+  .option('-c, --config <file>', 'configuration file', DEFAULT_CONFIG)
+  .requiredOption('--principal <name>', 'the client\'s principal ("anonymous" for a client without credentials)')
+  .option('--role <role...>', 'roles the client has', [])
+  .option('--claim <name=value...>', 'JWT claims, for {claim.NAME} patterns', [])
+  .option('--publish <key>', 'a key to publish to')
+  .option('--subscribe <filter>', 'a filter to subscribe to')
+  .option('--respond <filter>', 'a filter to answer requests on')
+  .action(aclCheck);
 
 registerBenchCommand(program);
 

@@ -1,13 +1,18 @@
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, ProtocolRegistration, WebSocketServerNeeds } from './adapter.js';
-import { accessControl } from './auth/index.js';
+import { AccessControl, AuthGuard } from './auth/index.js';
+import type { GuardCounters } from './auth/guard.js';
+import { Admission, type AdmissionLimit } from './admission.js';
+import { bindListener } from './listener.js';
+import { ListenerTls } from './tls/listener-tls.js';
 import { LocalBus, type Bus } from './bus/index.js';
 import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
-import type { ConfigIssue, GatewayConfig } from './config/types.js';
+import { clientListener, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { ConfigError, formatIssue } from './config/types.js';
 import { DeadLetterStore } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
@@ -18,7 +23,7 @@ import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
 import { builtins } from './builtins.js';
 import type { Registry } from './registry.js';
-import type { TargetSettings } from './config/schema.js';
+import type { AdminListenerConfig, TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
 import { GatewayMetrics } from './metrics.js';
@@ -54,6 +59,13 @@ export interface StateChange {
 export interface ReplayOutcome {
   replayed: { recordId: string; id: string; via: 'target' | 'router' }[];
   failed: { recordId: string; id: string; error: string }[];
+}
+
+/** What the front door counted (docs/security.md, Metrics). */
+export interface SecurityStats {
+  guard: GuardCounters & { trackedAddresses: number; pendingChecks: number };
+  admission: Record<string, Record<AdmissionLimit, number>>;
+  tlsHandshakeFailures: Record<string, Record<string, number>>;
 }
 
 export interface ReloadOutcome {
@@ -95,6 +107,15 @@ export class Gateway {
   readonly #retiring = new Set<TargetLane>();
   #http: FastifyInstance | undefined;
   #admin: FastifyInstance | undefined;
+  /** authentication and ACL of the config in force */
+  #access: AccessControl;
+  /** back-off and the credential verification queue: they outlive reloads */
+  readonly guard = new AuthGuard();
+  /** connection limits at accept, on every listener */
+  readonly admission: Admission;
+  /** certificates of the listeners that have TLS, renewed in place */
+  readonly #tls = new Map<string, ListenerTls>();
+  #tlsWatcher: FSWatcher | undefined;
   #watcher: FSWatcher | undefined;
   #ready = false;
   #draining = false;
@@ -113,6 +134,11 @@ export class Gateway {
     this.logger = options.logger;
     this.#registry = options.registry ?? builtins;
     this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
+    this.admission = new Admission(this.logger);
+    this.#access = new AccessControl(config, { guard: this.guard, logger: this.logger });
+    for (const [name, listener] of Object.entries(config.listeners)) {
+      if (listener?.tls) this.#tls.set(name, new ListenerTls(name, listener.tls));
+    }
     this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
     this.archive = new DeadLetterArchive(config.deadletter.path);
     this.metrics = new GatewayMetrics({
@@ -122,6 +148,7 @@ export class Gateway {
       reloads: () => this.reloads,
       subscriptions: () => this.bus.subscriptionCount,
       adapters: () => this.adapterStats(),
+      security: () => this.securityStats(),
       groups: () => this.groups.stats(),
     });
     this.groups = new GroupManager({
@@ -171,22 +198,23 @@ export class Gateway {
     const http = listeners.http ? this.#httpListener() : undefined;
     // The admin listener comes up first, so /readyz can say "starting" while the rest binds.
     if (listeners.admin) {
-      const admin = await startAdminServer(this);
+      const admin = await startAdminServer(this, this.#tls.get('admin'));
       this.#admin = admin;
-      await this.#listen('admin', admin, listeners.admin.host, listeners.admin.port);
+      await this.#listen('admin', admin, listeners.admin);
     }
     for (const registration of this.#registry.protocols) {
       this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
     }
     for (const adapter of this.#adapters.values()) await adapter.register?.();
     if (this.#http && listeners.http) {
-      await this.#listen('http', this.#http, listeners.http.host, listeners.http.port);
+      await this.#listen('http', this.#http, listeners.http);
     }
     for (const [protocol, adapter] of this.#adapters) {
       await adapter.start();
       const address = adapter.address?.();
       if (address) this.logger.info({ listener: protocol, address: `${address.address}:${address.port}` }, 'listener up');
     }
+    this.#watchCertificates();
     if (options.watchConfig && this.#config.file) {
       this.#watcher = watch(this.#config.file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 50 } });
       this.#watcher.on('change', () => void this.reload('file change'));
@@ -201,10 +229,12 @@ export class Gateway {
    * so its options are settled when the listener starts, from what the adapters declared.
    */
   #httpListener(): HttpMount {
+    const tls = this.#tls.get('http');
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
     const app = Fastify({
       logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false,
-      http: { maxHeaderSize: HTTP_MAX_HEAD_BYTES },
+      // Node's https server takes the http server's options too; Fastify reads `http` only without TLS.
+      ...(tls ? { https: { ...tls.serverOptions(), maxHeaderSize: HTTP_MAX_HEAD_BYTES } } : { http: { maxHeaderSize: HTTP_MAX_HEAD_BYTES } }),
       clientErrorHandler: (err, socket) => {
         const answer = clientErrorAnswer(err, HTTP_MAX_HEAD_BYTES);
         if (answer) {
@@ -223,6 +253,7 @@ export class Gateway {
         needs.maxPayload = Math.max(needs.maxPayload, declared.maxPayload);
         needs.perMessageDeflate ||= declared.perMessageDeflate === true;
       },
+      clientCertificate: (socket) => tls?.clientCertificate(socket as Socket),
     };
   }
 
@@ -237,9 +268,18 @@ export class Gateway {
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
       joinGroup: (group, pattern, member) => this.groups.join(group, pattern, member),
       settings: () => (section === undefined ? undefined : this.#config[section.key]),
-      listener: () => (listener ? this.#config.listeners[protocol] : undefined),
+      listener: () => (listener ? clientListener(this.#config, protocol) : undefined),
+      listen: (accept, options) => {
+        const config = clientListener(this.#config, protocol);
+        if (!listener || !config) throw new SetupError(`listeners.${protocol}`, 'the protocol has no listener configured');
+        return bindListener({
+          name: protocol as ListenerName, host: config.host, port: config.port, tls: this.#tls.get(protocol), admission: this.admission,
+          // Listeners apply after a restart, their limits with them.
+          limits: () => config, logger: this.logger,
+        }, accept, options);
+      },
       maxPayloadSize: () => this.#config.limits.maxPayloadSize,
-      access: () => accessControl(this.#config.auth),
+      access: () => this.#access,
       http,
       refused: (code) => this.metrics.rejected(protocol, code),
     };
@@ -255,7 +295,11 @@ export class Gateway {
     return new Map([...this.#adapters].map(([protocol, adapter]) => [protocol, adapter.stats()]));
   }
 
-  async #listen(name: ListenerName, app: FastifyInstance, host: string, port: number): Promise<void> {
+  async #listen(name: ListenerName, app: FastifyInstance, config: AdminListenerConfig): Promise<void> {
+    const { host, port } = config;
+    const client = clientListener(this.#config, name);
+    if (client) this.admission.watch(name, app.server, () => client);
+    this.#tls.get(name)?.attach(app.server as unknown as TlsServer, this.logger);
     try {
       await app.listen({ host, port });
     } catch (err) {
@@ -415,6 +459,36 @@ export class Gateway {
     return this.dispatcher.snapshot.lanes;
   }
 
+  /**
+   * Reads every listener's certificate, key and CA again: new connections get the new ones,
+   * open connections keep theirs; a listener whose files cannot be used keeps its old ones.
+   * Runs on a change of those files, and on every reload (SIGHUP, POST /admin/reload).
+   */
+  renewCertificates(trigger: string): void {
+    for (const tls of this.#tls.values()) {
+      const error = tls.renew();
+      if (error) this.logger.error({ trigger, listener: tls.listener, path: error.path, err: error.message }, `${error.message}; the old certificate stays in use`);
+      else this.logger.info({ trigger, listener: tls.listener }, 'certificate renewed');
+    }
+  }
+
+  #watchCertificates(): void {
+    const files = [...new Set([...this.#tls.values()].flatMap((tls) => tls.files))];
+    if (files.length === 0) return;
+    this.#tlsWatcher = watch(files, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 50 } });
+    this.#tlsWatcher.on('change', () => this.renewCertificates('certificate file change'));
+    this.#tlsWatcher.on('add', () => this.renewCertificates('certificate file change'));
+  }
+
+  /** What authentication and admission counted, for metrics and /admin/stats. */
+  securityStats(): SecurityStats {
+    return {
+      guard: { ...this.guard.counters, trackedAddresses: this.guard.trackedAddresses, pendingChecks: this.guard.pending },
+      admission: this.admission.refusals(),
+      tlsHandshakeFailures: Object.fromEntries([...this.#tls].map(([name, tls]) => [name, { ...tls.failures }])),
+    };
+  }
+
   /** Re-reads the config file; an invalid file is refused and the running table stays. */
   async reload(trigger: string): Promise<ReloadOutcome> {
     const file = this.#config.file;
@@ -428,6 +502,8 @@ export class Gateway {
       this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issues.length} error(s); version ${this.#version} stays` });
       return { ok: false, changed: false, version: this.#version, issues };
     }
+    // Certificates are read again whatever the config says: a SIGHUP after replacing them renews them.
+    this.renewCertificates(trigger);
     // Saving a file untouched, a second SIGHUP: the table in force is this one already.
     if (JSON.stringify(config) === JSON.stringify(this.#config)) {
       this.reloads.unchanged++;
@@ -437,8 +513,11 @@ export class Gateway {
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
     }
+    let access: AccessControl;
     let plan: Plan;
     try {
+      // Key files (auth.jwt.publicKey) are read here: one that cannot be used refuses the reload.
+      access = new AccessControl(config, { guard: this.guard, logger: this.logger });
       plan = this.#plan(config, this.#version + 1);
     } catch (err) {
       this.reloads.refused++;
@@ -446,12 +525,13 @@ export class Gateway {
         ? { file, line: 0, column: 0, path: err.path, message: err.message.slice(err.path.length + 2) }
         : { file, line: 0, column: 0, path: '', message: `the routing state could not be built: ${(err as Error).message}` };
       this.logger.error({ trigger, err }, 'reload refused; the running table stays');
-      this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issue.message}; version ${this.#version} stays` });
+      this.#record({ kind: 'reload', at: Date.now(), text: `reload refused (${trigger}): ${issue.path ? `${issue.path}: ` : ''}${issue.message}; version ${this.#version} stays` });
       return { ok: false, changed: false, version: this.#version, issues: [issue] };
     }
     const levelChanged = config.log.level !== this.#config.log.level;
     this.#version++;
     this.#config = config;
+    this.#access = access;
     this.#targets = plan.targets;
     this.dispatcher.swap(plan.snapshot);
     this.#retire(plan.replaced);
@@ -479,6 +559,7 @@ export class Gateway {
     const deadline = Date.now() + this.#config.shutdown.drainTimeout;
     if (served) this.logger.info({ drainTimeoutMs: this.#config.shutdown.drainTimeout }, 'draining');
     await this.#watcher?.close();
+    await this.#tlsWatcher?.close();
     await Promise.all([...this.#adapters.values()].map((adapter) => adapter.stop(deadline)));
     await this.#http?.close();
     const lanes = [...[...this.#targets.values()].map((t) => t.lane), ...this.#retiring];

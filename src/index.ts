@@ -6,7 +6,8 @@ export type {
 export { Default, Duration, Empty, Size, strict } from './config/schema.js';
 export { parseDuration, parseSize } from './config/units.js';
 export { Registry } from './registry.js';
-export { tokenFromAuthorization, type AccessControl, type Identity } from './auth/index.js';
+export { onExpiry, tokenFromAuthorization, type AccessControl, type ClientCertificate, type Credentials, type Identity, type Peer } from './auth/index.js';
+export type { AcceptedConnection, BoundListener, ListenOptions } from './listener.js';
 export type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
 export type { GatewayConfig } from './config/types.js';
 export type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';

@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { GatewayError } from './errors.js';
-import { keyProblem } from './topic/rules.js';
+import { keyProblem, labelProblem } from './topic/rules.js';
 
 /** A registered protocol's name (src/registry.ts: mqtt, ws, http, grpc built in), or `internal` for messages the gateway makes. */
 export type Protocol = string;
@@ -11,6 +11,8 @@ export type QoS = 0 | 1 | 2;
 export const MIN_PRIORITY = 0;
 export const MAX_PRIORITY = 9;
 export const DEFAULT_PRIORITY = 4;
+/** room for MQTT 5 correlation data carried as base64url text (mqtt mapping) */
+const MAX_CORRELATION_ID_LENGTH = 1024;
 
 export interface MessageSource {
   protocol: Protocol;
@@ -152,8 +154,13 @@ export function createMessage(init: MessageInit): Message {
   }
   const qos = init.qos ?? 0;
   if (qos !== 0 && qos !== 1 && qos !== 2) throw new GatewayError('bad_request', 'qos must be 0, 1 or 2', { field: 'qos' });
-  if (init.id !== undefined && (typeof init.id !== 'string' || init.id.length === 0 || init.id.length > 128)) {
-    throw new GatewayError('bad_request', 'id must be a non-empty string of at most 128 characters', { field: 'id' });
+  if (init.id !== undefined) {
+    const idProblem = labelProblem(init.id);
+    if (idProblem) throw new GatewayError('bad_request', `id ${idProblem}`, { field: 'id' });
+  }
+  if (init.correlationId !== undefined) {
+    const correlationProblem = labelProblem(init.correlationId, MAX_CORRELATION_ID_LENGTH);
+    if (correlationProblem) throw new GatewayError('bad_request', `correlationId ${correlationProblem}`, { field: 'correlationId' });
   }
   const message: Message = {
     id: init.id ?? newMessageId(),

@@ -4,6 +4,7 @@ import type { AdapterStats } from './adapter.js';
 import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
 import { LatencyWindow } from './latency-window.js';
+import type { SecurityStats } from './gateway.js';
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
 export interface MetricsSource {
@@ -14,6 +15,7 @@ export interface MetricsSource {
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
   groups(): GroupStats[];
+  security(): SecurityStats;
 }
 
 /** Per-message events, recorded into plain maps on the hot path and exported at scrape time. */
@@ -240,6 +242,42 @@ export class GatewayMetrics implements DispatchObserver {
         this.inc({ outcome: 'ok' }, ok);
         this.inc({ outcome: 'unchanged' }, unchanged);
         this.inc({ outcome: 'refused' }, refused);
+      },
+    });
+    new Counter({
+      name: 'junction_admission_refusals_total', help: 'Connections closed at accept by a listener limit (connections, connections_per_ip, connect_rate)', labelNames: ['listener', 'limit'], registers,
+      collect() {
+        this.reset();
+        for (const [listener, limits] of Object.entries(source.security().admission)) {
+          for (const [limit, n] of Object.entries(limits)) this.inc({ listener, limit }, n);
+        }
+      },
+    });
+    new Counter({
+      name: 'junction_auth_refusals_total', help: 'Credential checks refused before hashing: backed_off (the address failed too often), per_ip_queue_full, queue_full', labelNames: ['reason'], registers,
+      collect() {
+        this.reset();
+        const { backedOff, perIpQueueFull, queueFull } = source.security().guard;
+        this.inc({ reason: 'backed_off' }, backedOff);
+        this.inc({ reason: 'per_ip_queue_full' }, perIpQueueFull);
+        this.inc({ reason: 'queue_full' }, queueFull);
+      },
+    });
+    new Gauge({
+      name: 'junction_auth_backoff_addresses', help: 'Remote addresses whose failed credential checks are remembered (bounded)', registers,
+      collect() { this.set(source.security().guard.trackedAddresses); },
+    });
+    new Gauge({
+      name: 'junction_auth_checks_pending', help: 'Password and API key checks waiting for a verification slot', registers,
+      collect() { this.set(source.security().guard.pendingChecks); },
+    });
+    new Counter({
+      name: 'junction_tls_handshake_failures_total', help: 'TLS handshakes that failed, by listener and reason (plaintext, old_version, client_certificate, aborted, other)', labelNames: ['listener', 'reason'], registers,
+      collect() {
+        this.reset();
+        for (const [listener, reasons] of Object.entries(source.security().tlsHandshakeFailures)) {
+          for (const [reason, n] of Object.entries(reasons)) this.inc({ listener, reason }, n);
+        }
       },
     });
     this.#accepted = new BucketHistogram('junction_ingress_ack_seconds', 'From a message entering the router to its acceptance (the ack), by protocol', LATENCY_BUCKETS, registers);

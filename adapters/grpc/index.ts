@@ -7,8 +7,8 @@ import {
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
-  GatewayError, groupProblem, ListenerError, newMessageId, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
+  GatewayError, groupProblem, newMessageId, onExpiry, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
@@ -48,7 +48,9 @@ export class GrpcAdapter implements Adapter {
   readonly #counters: SubscriberCounters & { pastDeadline: number } = { dropped: 0, slowClosed: 0, expired: 0, peakBytes: 0, pastDeadline: 0 };
   #server: Server | undefined;
   #health: HealthImplementation | undefined;
-  #address: AddressInfo | undefined;
+  #listener: BoundListener | undefined;
+  /** client certificates of open mutual-TLS connections, by the peer address grpc-js reports for their calls */
+  readonly #certificates = new Map<string, ClientCertificate>();
   /** answers gRPC responders may publish: each arrives in a separate Publish call, so the grants are the adapter's, by principal */
   readonly #replyGrants = new ReplyGrants();
   /** group subscriptions by their id (the `junction-subscription` header), for Ack */
@@ -66,7 +68,7 @@ export class GrpcAdapter implements Adapter {
   }
 
   address(): AddressInfo | undefined {
-    return this.#address;
+    return this.#listener?.address();
   }
 
   /**
@@ -107,15 +109,24 @@ export class GrpcAdapter implements Adapter {
     this.#health = new HealthImplementation({ '': 'SERVING', [SERVICE]: 'SERVING' });
     this.#health.addToServer(server);
     new ReflectionService(reflection).addToServer(server);
-    const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${host}:${listener.port}`, ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
-    }).catch((err: unknown) => {
+    // The gateway's listener accepts (admission, then TLS with ALPN h2 when configured) and
+    // hands each connection to grpc-js, which speaks HTTP/2 on it: grpc-js's own TLS would hide
+    // whether a client certificate verified.
+    const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+    try {
+      this.#listener = await this.#ctx.listen(({ socket, certificate }) => {
+        const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+        if (certificate) {
+          this.#certificates.set(peer, certificate);
+          socket.once('close', () => this.#certificates.delete(peer));
+        }
+        injector.injectConnection(socket);
+      }, { alpn: ['h2'] });
+    } catch (err) {
       server.forceShutdown();
-      throw new ListenerError('grpc', `${listener.host}:${listener.port}`, bindCause(err));
-    });
+      throw err;
+    }
     this.#server = server;
-    this.#address = { address: listener.host, family: listener.host.includes(':') ? 'IPv6' : 'IPv4', port };
   }
 
   /**
@@ -145,8 +156,10 @@ export class GrpcAdapter implements Adapter {
     ]), deadline);
     for (const session of this.#publishStreams) session.end(draining);
     // tryShutdown waits for every call, health Watch streams included: the deadline bounds it.
+    const closed = this.#listener?.close();
     await settledBy(new Promise<void>((resolve) => server.tryShutdown(() => resolve())), deadline);
     server.forceShutdown();
+    await closed;
   }
 
   /** A refusal as the status that ends the call, counted as the sender sees it. */
@@ -176,12 +189,13 @@ export class GrpcAdapter implements Adapter {
    * can take a while, so the deadline is checked again after it: a late call is not routed.
    */
   async #admit(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<{ identity: Identity; context: CallContext }> {
-    const identity = await identify(call.metadata, this.#ctx.access());
+    const peer = call.getPeer();
+    const identity = await identify(call.metadata, this.#ctx.access(), addressOf(peer), this.#certificates.get(peer));
     if (deadlinePassed(call.getDeadline())) {
       this.#counters.pastDeadline++;
       throw new PastDeadline();
     }
-    return { identity, context: callContext(call.metadata, call.getPeer(), identity.principal) };
+    return { identity, context: callContext(call.metadata, peer, identity.principal) };
   }
 
   /** Answers a unary call with what `work` returns, or with its refusal. */
@@ -201,7 +215,7 @@ export class GrpcAdapter implements Adapter {
   /** Whether `identity` may publish `message`: an ACL grant, or the answer to a request it was handed. */
   #mayPublish(identity: Identity, message: Message): boolean {
     return this.#replyGrants.take(message.key, message.correlationId, identity.principal)
-      || this.#ctx.access().canPublish(identity, message.key);
+      || this.#ctx.access().canSend(identity, message);
   }
 
   readonly #publish: handleUnaryCall<MessageIn, PublishAckOut> = (call, callback) => {
@@ -216,7 +230,7 @@ export class GrpcAdapter implements Adapter {
   readonly #request: handleUnaryCall<MessageIn, ReplyOut> = (call, callback) => {
     this.#unary(call, callback, async (identity, context) => {
       const message = this.#message(call.request, context);
-      if (!this.#ctx.access().canPublish(identity, message.key)) throw forbidden('send requests to', message.key);
+      if (!this.#ctx.access().canSend(identity, message)) throw forbidden('send requests to', message.key);
       // The caller's deadline bounds the wait, so a reply never arrives after the caller gave up.
       const timeoutMs = msUntil(call.getDeadline());
       const result = await this.#ctx.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
@@ -251,8 +265,14 @@ export class GrpcAdapter implements Adapter {
     });
     this.#publishStreams.add(session);
     this.#describe(session, 'publish-stream', call.getPeer(), identity);
-    call.on('close', () => this.#publishStreams.delete(session));
-    call.on('cancelled', () => this.#publishStreams.delete(session));
+    // A stream does not outlive the credential it was opened with (a JWT's exp).
+    const cancelExpiry = onExpiry(identity, () => session.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));
+    const closed = () => {
+      cancelExpiry();
+      this.#publishStreams.delete(session);
+    };
+    call.on('close', closed);
+    call.on('cancelled', closed);
   }
 
   async #subscribe(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>): Promise<void> {
@@ -268,12 +288,16 @@ export class GrpcAdapter implements Adapter {
     if (groupIssue) throw new GatewayError('bad_request', groupIssue, { field: 'group' });
     const { identity } = await this.#admit(call);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
+    if (responder && !this.#ctx.access().canRespond(identity, pattern)) throw forbidden('answer requests on', pattern);
     if (this.#stopping) throw shuttingDown();
     const subscriber = new SubscriberStream(call, this.#ctx.settings().subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
     this.#describe(subscriber, 'subscribe', call.getPeer(), identity);
+    const cancelExpiry = onExpiry(identity, () => subscriber.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));
     call.on('cancelled', () => subscriber.close());
     call.on('close', () => subscriber.close());
+    call.on('close', cancelExpiry);
+    call.on('cancelled', cancelExpiry);
     if (group !== '') {
       await this.#joinGroup(call, subscriber, group, pattern, identity);
       return;
@@ -349,17 +373,15 @@ export class GrpcAdapter implements Adapter {
   };
 }
 
+/** The remote address in grpc-js's peer string `ADDRESS:PORT` (IPv6 addresses unbracketed). */
+function addressOf(peer: string): string {
+  const colon = peer.lastIndexOf(':');
+  return colon > 0 ? peer.slice(0, colon) : peer;
+}
+
 /** A call whose deadline passed while the gateway checked its credentials. */
 class PastDeadline extends Error {}
 
-
-/** grpc-js reports a failed bind as a plain Error; the errno code, when there is one, is in the text. */
-function bindCause(err: unknown): NodeJS.ErrnoException {
-  const cause: NodeJS.ErrnoException = err instanceof Error ? err : new Error(String(err));
-  const code = /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b/.exec(cause.message)?.[1];
-  if (code !== undefined && cause.code === undefined) cause.code = code;
-  return cause;
-}
 
 export const grpcProtocol: ProtocolRegistration<GrpcSettings> = {
   protocol: 'grpc',

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
-  GatewayError, groupProblem, isExpired, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
+  GatewayError, groupProblem, isExpired, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type GroupDelivery, type GroupMember, type GroupMembership,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
@@ -79,12 +79,17 @@ export class HttpAdapter implements Adapter {
   }
 
   /**
-   * Credentials per request: `Authorization: Basic` (username and password) or `Bearer
-   * username:password`, checked by the shared auth layer; none means anonymous when allowed.
+   * Credentials per request: `Authorization: Bearer` with an API key, a JWT or
+   * `username:password`, or `Basic`; on a mutual-TLS listener the client certificate when the
+   * request has no Authorization; none means anonymous when allowed. The shared auth layer
+   * decides (docs/security.md).
    */
-  #identity(request: FastifyRequest): Promise<Identity> {
+  async #identity(request: FastifyRequest): Promise<Identity> {
     const header = request.headers.authorization;
-    return this.#ctx.access().authenticateToken(header === undefined ? undefined : tokenFromAuthorization(header));
+    return this.#ctx.access().authenticate(
+      { token: header === undefined ? undefined : tokenFromAuthorization(header) },
+      { listener: 'http', address: request.ip, certificate: this.#ctx.http?.clientCertificate(request.raw.socket) },
+    );
   }
 
   async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {
@@ -95,8 +100,8 @@ export class HttpAdapter implements Adapter {
     const message = messageFromRequest(key, body, request.headers, {
       protocol: 'http', remoteAddress: request.ip, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
     });
-    if (!this.#ctx.access().canPublish(identity, message.key)) {
-      throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}`);
+    if (!this.#ctx.access().canSend(identity, message)) {
+      throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}${message.replyTo !== undefined ? ` with x-reply-to ${message.replyTo}` : ''}`);
     }
     return message;
   }
@@ -147,6 +152,8 @@ export class HttpAdapter implements Adapter {
     });
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
+    // A stream does not outlive the credential it was opened with (a JWT's exp).
+    stream.onClose(onExpiry(identity, () => void stream.end()));
     try {
       if (typeof group === 'string') stream.membership = await this.#ctx.joinGroup(group, pattern, stream);
       else stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));

@@ -1,4 +1,5 @@
 import { Duplex } from 'node:stream';
+import type { ClientCertificate } from '../../src/index.js';
 
 export type Violation = 'too_large' | 'malformed';
 
@@ -61,12 +62,18 @@ export class FixedHeaderScanner {
  */
 export class GuardedConnection extends Duplex {
   readonly remoteAddress: string | undefined;
+  /** the listener it came in on: `mqtt`, or `http` for MQTT over WebSocket */
+  readonly listener: string;
+  /** its TLS client certificate, on a mutual-TLS listener */
+  readonly certificate: ClientCertificate | undefined;
   readonly #socket: Duplex;
   readonly #scanner: FixedHeaderScanner;
 
-  constructor(socket: Duplex, maxPacketSize: number, remoteAddress: string | undefined, onViolation: (violation: Violation) => void) {
+  constructor(socket: Duplex, maxPacketSize: number, from: { remoteAddress: string | undefined; listener: string; certificate: ClientCertificate | undefined }, onViolation: (violation: Violation) => void) {
     super({ allowHalfOpen: false });
-    this.remoteAddress = remoteAddress;
+    this.remoteAddress = from.remoteAddress;
+    this.listener = from.listener;
+    this.certificate = from.certificate;
     this.#socket = socket;
     this.#scanner = new FixedHeaderScanner(maxPacketSize);
     socket.on('data', (chunk: Buffer) => {

@@ -1,12 +1,12 @@
 import type { IncomingMessage } from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
-  filterMatches, GatewayError, ListenerError, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type ErrorCode,
+  filterMatches, GatewayError, onExpiry, toGatewayError,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
 import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
@@ -16,7 +16,6 @@ import { GuardedConnection, type Violation } from './guard.js';
 import { messageFromPublish, publishProperties, refusalFor, type InboundPublish } from './mapping.js';
 
 export const WEBSOCKET_PATH = '/mqtt';
-const SYS_PREFIX = '$SYS/';
 
 /** A broker packet with the Message's expiry (ms since the epoch), which aedes-packet keeps on copies. */
 interface ExpiringPacket {
@@ -57,6 +56,8 @@ interface MqttCounters {
   holdTimeouts: number;
   /** QoS 0 deliveries dropped because the subscriber had more than maxOutboundBuffer unsent */
   qos0Dropped: number;
+  /** connections closed because their credential expired (a JWT's exp) */
+  credentialsExpired: number;
   /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
   forwardFailed: number;
   /** deliveries that had expired by the time the broker came to send them (offline queues too), never sent */
@@ -73,7 +74,7 @@ interface MqttCounters {
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
   };
 
   readonly #ctx: AdapterContext<MqttSettings>;
@@ -83,7 +84,7 @@ export class MqttAdapter implements Adapter {
   readonly #engine: MqttEngineFactory;
   #feed: BusSubscription | undefined;
   readonly #shares = new SharedSubscriptions();
-  #server: net.Server | undefined;
+  #listener: BoundListener | undefined;
   /** open connections, CONNECT or not, with the aedes client handling each and when it came */
   readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
   #atCapacity = false;
@@ -158,20 +159,13 @@ export class MqttAdapter implements Adapter {
 
   async start(): Promise<void> {
     const listener = this.#ctx.listener();
-    if (!listener || this.#server || this.#stopping) return;
+    if (!listener || this.#listener || this.#stopping) return;
     await this.register();
-    const server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket, socket.remoteAddress));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenerError('mqtt', `${listener.host}:${listener.port}`, err)));
-      server.listen(listener.port, listener.host, () => resolve());
-    });
-    server.removeAllListeners('error');
-    server.on('error', (err) => this.#ctx.logger.error({ err }, 'MQTT listener error'));
-    this.#server = server;
+    this.#listener = await this.#ctx.listen(({ socket, remoteAddress, certificate }) => this.#accept(socket, remoteAddress, 'mqtt', certificate));
   }
 
   address(): AddressInfo | undefined {
-    return (this.#server?.address() as AddressInfo | null) ?? undefined;
+    return this.#listener?.address();
   }
 
   connections(): number {
@@ -203,8 +197,7 @@ export class MqttAdapter implements Adapter {
    */
   async #stop(): Promise<void> {
     this.#stopping = true;
-    const server = this.#server;
-    const serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const serverClosed = this.#listener?.close() ?? Promise.resolve();
     const broker = this.#broker;
     if (broker) {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
@@ -224,10 +217,10 @@ export class MqttAdapter implements Adapter {
     socket.on('message', (_data, isBinary) => {
       if (!isBinary) socket.close(1003, 'MQTT needs binary frames');
     });
-    this.#accept(createWebSocketStream(socket), request.socket.remoteAddress, request);
+    this.#accept(createWebSocketStream(socket), request.socket.remoteAddress, 'http', this.#ctx.http?.clientCertificate(request.socket), request);
   }
 
-  #accept(stream: Duplex, remoteAddress: string | undefined, request?: IncomingMessage): void {
+  #accept(stream: Duplex, remoteAddress: string | undefined, listener: string, certificate: ClientCertificate | undefined, request?: IncomingMessage): void {
     const broker = this.#broker;
     if (!broker || this.#stopping) {
       stream.destroy();
@@ -243,7 +236,7 @@ export class MqttAdapter implements Adapter {
     }
     if (this.#atCapacity) this.#ctx.logger.info({ open: this.#connections.size }, 'MQTT connections below mqtt.maxConnections again');
     this.#atCapacity = false;
-    const connection = new GuardedConnection(stream, this.#settings.maxPacketSize, remoteAddress, (violation) => this.#violation(violation, remoteAddress));
+    const connection = new GuardedConnection(stream, this.#settings.maxPacketSize, { remoteAddress, listener, certificate }, (violation) => this.#violation(violation, remoteAddress));
     this.#connections.set(connection, { client: broker.handle(connection, request), since: Date.now() });
     // 'close' comes on a later tick, even for a connection aedes destroyed right away
     connection.once('close', () => this.#connections.delete(connection));
@@ -273,18 +266,30 @@ export class MqttAdapter implements Adapter {
       callback(refusal('a persistent session needs a client id', 2), false);
       return;
     }
-    this.#ctx.access().authenticate(username, password).then((identity) => {
-      const connection = client.conn as GuardedConnection;
+    const connection = client.conn as GuardedConnection;
+    // A JWT or an API key arrives as the password; without credentials, a verified client certificate names the client.
+    const peer = { listener: connection.listener, address: connection.remoteAddress, certificate: connection.certificate };
+    this.#ctx.access().authenticate({ username, password }, peer).then((identity) => {
       const source: MessageSource = { protocol: 'mqtt', clientId: client.id };
       if (connection.remoteAddress !== undefined) source.remoteAddress = connection.remoteAddress;
       if (identity.principal !== undefined) source.principal = identity.principal;
       this.#sessions.set(client, { identity, source });
+      // A connection does not outlive its credential (a JWT's exp): 3.1.1 has no DISCONNECT from the server, so it is closed.
+      const cancelExpiry = onExpiry(identity, () => {
+        this.#counters.credentialsExpired++;
+        this.#ctx.logger.info({ clientId: client.id, principal: identity.principal }, 'MQTT connection closed: its credential expired');
+        client.close();
+      });
+      connection.once('close', cancelExpiry);
       callback(null, true);
     }, (err: unknown) => {
+      const error = toGatewayError(err);
       this.#counters.connectsRefused++;
-      this.#ctx.refused('unauthenticated');
-      // 0x04 bad user name or password; 0x05 not authorized when credentials are required but missing
-      callback(refusal(toGatewayError(err).message, username ? 4 : 5), false);
+      this.#ctx.refused(error.code);
+      // 0x04 bad user name or password; 0x05 not authorized when credentials are required but
+      // missing; 0x03 server unavailable while the address backs off or the checks queue is full
+      const code = error.code === 'unauthenticated' ? (username || password ? 4 : 5) : 3;
+      callback(refusal(error.message, code), false);
     });
   };
 
@@ -294,17 +299,14 @@ export class MqttAdapter implements Adapter {
    * duplicate check [MQTT-4.3.3-2] and before its PUBREC. An error closes the connection.
    */
   readonly #authorizePublish = (client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void => {
-    if (packet.topic.startsWith(SYS_PREFIX)) {
-      // aedes's default hook refuses $SYS/ (aedes #597); replacing the hook means repeating it.
-      callback(new Error(`${SYS_PREFIX} topics are reserved for the broker`));
-      return;
-    }
     // No client: aedes's will sweeper publishing for a broker of the cluster that died.
     if (!client) {
       callback(null);
       return;
     }
     const session = this.#sessions.get(client);
+    // The ACL refuses reserved keys ($SYS/, inboxes) too: aedes's default hook refused $SYS/
+    // (aedes #597), and replacing it must not open them.
     if (!session || !this.#ctx.access().canPublish(session.identity, packet.topic)) {
       // [MQTT-3.3.5-2]: 3.1.1 cannot say no; acknowledge as usual and drop, as Mosquitto does.
       this.#ctx.refused('forbidden');
@@ -543,7 +545,7 @@ export class MqttAdapter implements Adapter {
 }
 
 /** A CONNACK return code for aedes's authenticate callback. */
-function refusal(message: string, returnCode: 2 | 4 | 5): AuthenticateError {
+function refusal(message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
 

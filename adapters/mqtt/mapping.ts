@@ -34,8 +34,9 @@ const CONTENT_TYPE_HEADER = 'content-type';
 
 /**
  * Correlation data is bytes, a Message's correlationId a string: text that is UTF-8 stays as
- * is, anything else (or text that could be mistaken for the encoding) becomes `base64:…`,
- * so MQTT-to-MQTT request/reply gets the exact bytes back.
+ * is, anything else (or text that could be mistaken for the encoding) becomes `base64:…`
+ * (base64url, since a correlation id is a label: no `+`), so MQTT-to-MQTT request/reply gets
+ * the exact bytes back.
  */
 const BINARY_PREFIX = 'base64:';
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -47,11 +48,11 @@ export function correlationIdFromData(data: Buffer): string {
   } catch {
     // not UTF-8: carried as base64 below
   }
-  return BINARY_PREFIX + data.toString('base64');
+  return BINARY_PREFIX + data.toString('base64url');
 }
 
 export function correlationDataFromId(id: string): Buffer {
-  return id.startsWith(BINARY_PREFIX) ? Buffer.from(id.slice(BINARY_PREFIX.length), 'base64') : Buffer.from(id, 'utf8');
+  return id.startsWith(BINARY_PREFIX) ? Buffer.from(id.slice(BINARY_PREFIX.length), 'base64url') : Buffer.from(id, 'utf8');
 }
 
 /**

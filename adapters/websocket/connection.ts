@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import {
-  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, isExpired, ReplyGrants, SubscriberBuffer, toGatewayError,
+  CLOSE_CODES, CONTROL_PRIORITY, GatewayError, isExpired, onExpiry, ReplyGrants, SubscriberBuffer, toGatewayError,
   type DeliveryAckFrame, type GroupDelivery, type GroupMembership,
   type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
@@ -105,6 +105,7 @@ export class Connection {
   awaitingPong = false;
   /** in-flight operations, so a shutdown can wait for them */
   readonly #work = new Set<Promise<void>>();
+  readonly #cancelExpiry: () => void;
 
   constructor(socket: WebSocket, host: ConnectionHost, identity: Identity, remoteAddress: string) {
     this.socket = socket;
@@ -123,6 +124,8 @@ export class Connection {
       this.awaitingPong = false;
     });
     socket.once('close', () => this.#onClose());
+    // A socket does not outlive the credential it opened with (a JWT's exp): 4401, as a handshake 401.
+    this.#cancelExpiry = onExpiry(identity, () => this.close(CLOSE_CODES.unauthenticated, 'the credential expired'));
   }
 
   get closed(): boolean {
@@ -259,15 +262,15 @@ export class Connection {
     while (this.#work.size > 0) await Promise.allSettled([...this.#work]);
   }
 
-  #mayPublish(key: string, correlationId: string | undefined): boolean {
+  #mayPublish(frame: PublishFrame): boolean {
     // A responder answering a request it was handed needs no ACL grant for the inbox key.
-    if (this.#replyGrants.take(key, correlationId, this.#identity.principal)) return true;
-    return this.#host.ctx.access().canPublish(this.#identity, key);
+    if (this.#replyGrants.take(frame.key, frame.correlationId, this.#identity.principal)) return true;
+    return this.#host.ctx.access().canSend(this.#identity, frame);
   }
 
   async #publish(frame: PublishFrame): Promise<void> {
     try {
-      if (!this.#mayPublish(frame.key, frame.correlationId)) throw forbidden('publish to', frame.key);
+      if (!this.#mayPublish(frame)) throw forbidden('publish to', frame.key);
       const message = toMessage(frame, this.#source, this.#host.ctx.maxPayloadSize());
       const result = await this.#host.ctx.dispatch(message);
       if (frame.qos === 1) {
@@ -291,12 +294,17 @@ export class Connection {
 
   async #subscribe(frame: SubscribeFrame): Promise<void> {
     try {
-      if (!this.#host.ctx.access().canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
+      const access = this.#host.ctx.access();
+      if (!access.canSubscribe(this.#identity, frame.key)) throw forbidden('subscribe to', frame.key);
       if (frame.group !== undefined) {
         await this.#joinGroup(frame, frame.group);
         return;
       }
-      const responder = frame.responder ?? true;
+      // Answering requests is a permission of its own (the ACL's `respond`): asked for, it is
+      // refused without it; left to the default, a subscription answers only where allowed.
+      const mayRespond = access.canRespond(this.#identity, frame.key);
+      if (frame.responder === true && !mayRespond) throw forbidden('answer requests on', frame.key);
+      const responder = frame.responder ?? mayRespond;
       const existing = this.#subscriptions.get(frame.key);
       if (existing && existing.responder === responder) {
         // Subscribing again to the same pattern replaces the subscription (as in MQTT): no duplicates.
@@ -522,6 +530,7 @@ export class Connection {
   }
 
   #onClose(): void {
+    this.#cancelExpiry();
     this.#markClosed();
     this.#queue = undefined;
     this.#host.forget(this);

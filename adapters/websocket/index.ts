@@ -100,7 +100,8 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
       else this.#perAddress.set(address, left);
     });
     try {
-      const identity = await withTimeout(this.ctx.access().authenticateToken(tokenOf(request)), config.handshakeTimeout,
+      const peer = { listener: 'http', address, certificate: this.ctx.http?.clientCertificate(request.raw.socket) };
+      const identity = await withTimeout(this.ctx.access().authenticate({ token: tokenOf(request) }, peer), config.handshakeTimeout,
         () => new GatewayError('overloaded', 'credentials could not be checked within websocket.handshakeTimeout', { retryAfterMs: 1000 }));
       this.#identities.set(request.raw, { identity, response: reply.raw });
     } catch (err) {

@@ -5,13 +5,14 @@
  * A fair peer for the HTTP scenarios: the same framework and body handling Junction's HTTP
  * listener uses (a catch-all parser, 1 MiB body limit, logger off) and the same request and
  * response, with nothing in between: no auth, no routing, no limits, no metrics.
- * Run: `node dist/bench/peers/fastify.js --host 127.0.0.1 --port 8080`.
+ * Run: `node dist/bench/peers/fastify.js --host 127.0.0.1 --port 8080 [--cert server.crt --key server.key]`.
  */
 import Fastify from 'fastify';
 import { serve } from './serve.js';
 
-await serve('fastify', async (host, port) => {
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+await serve('fastify', async (host, port, tls) => {
+  // With --cert/--key: HTTPS, TLS 1.2 at least, as Junction's listener.
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024, ...(tls ? { https: { ...tls, minVersion: 'TLSv1.2' as const } } : {}) });
   // No JSON or text parsing: the body of any content type (or none) is a Buffer, as in the gateway.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));

@@ -4,18 +4,26 @@
  * SIGTERM or SIGINT closes the server and exits 0; a startup error is one line on stderr, exit 1.
  */
 import type { Server } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 export type Close = () => Promise<void> | void;
 
-/** Parses --host/--port, starts the peer, prints READY and waits for a signal. */
-export async function serve(name: string, start: (host: string, port: number) => Promise<Close>): Promise<void> {
+/** `--cert FILE --key FILE`: serve TLS with them (`junction bench --tls`). */
+export interface PeerTls {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Parses --host/--port (and --cert/--key), starts the peer, prints READY and waits for a signal. */
+export async function serve(name: string, start: (host: string, port: number, tls: PeerTls | undefined) => Promise<Close>): Promise<void> {
   let close: Close;
   try {
-    const { values } = parseArgs({ options: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string' } } });
+    const { values } = parseArgs({ options: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' } } });
     const port = Number(values.port);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`--port must be 1..65535, got ${values.port ?? 'nothing'}`);
-    close = await start(values.host, port);
+    if ((values.cert === undefined) !== (values.key === undefined)) throw new Error('--cert and --key go together');
+    close = await start(values.host, port, values.cert !== undefined ? { cert: readFileSync(values.cert), key: readFileSync(values.key!) } : undefined);
   } catch (err) {
     process.stderr.write(`${name} peer: ${String(err instanceof Error ? err.message : err).replace(/\s+/g, ' ')}\n`);
     process.exit(1);

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
 import type { Gateway } from '../gateway.js';
+import type { ListenerTls } from '../tls/listener-tls.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
 import type { DeadLetterReason } from '../deadletter/store.js';
@@ -53,6 +54,7 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     limiter: { rejections: gateway.limiter.rejections },
     rejections: gateway.metrics.rejections(),
     adapters: Object.fromEntries(gateway.adapterStats()),
+    security: gateway.securityStats(),
     groups: gateway.groups.stats(),
     deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
     targets,
@@ -63,8 +65,8 @@ export function stats(gateway: Gateway): Record<string, unknown> {
  * The admin listener (loopback by default): health, readiness, the live route table and
  * reload. It is a separate server so none of this is reachable from the public listeners.
  */
-export async function startAdminServer(gateway: Gateway): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, forceCloseConnections: true });
+export async function startAdminServer(gateway: Gateway, tls: ListenerTls | undefined): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, forceCloseConnections: true, ...(tls ? { https: tls.serverOptions() } : {}) });
 
   // Probes stay open; everything that shows or changes the gateway needs the token when one is set.
   app.addHook('onRequest', async (request, reply) => {

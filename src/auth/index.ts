@@ -1,22 +1,54 @@
 import { createHash } from 'node:crypto';
-import type { AclRule, GatewayConfig } from '../config/types.js';
-import { GatewayError } from '../errors.js';
-import { PRINCIPAL_PLACEHOLDER } from './acl.js';
-import { filterCovers, filterMatches } from '../topic/rules.js';
-import { ANONYMOUS, ANY_PRINCIPAL } from './config.js';
+import { clientListener, type GatewayConfig } from '../config/types.js';
+import type { CredentialKind } from '../config/schema.js';
+import { GatewayError, toGatewayError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { ClientCertificate } from '../tls/listener-tls.js';
+import { decide, levelProblem, type AclAction, type AclDecision, type Subject } from './acl.js';
+import { apiKeyIdOfHash, isApiKey, splitApiKey, verifyApiKeySecret } from './api-key.js';
+import { AuthGuard } from './guard.js';
+import { JwtVerifier, looksLikeJwt } from './jwt.js';
 import { verifyPassword } from './password.js';
 
-/** Who a client is once let in. */
-export interface Identity {
+export { AuthGuard } from './guard.js';
+export type { ClientCertificate } from '../tls/listener-tls.js';
+
+/** Who a client is once let in, and what the ACL knows of it. */
+export interface Identity extends Subject {
   /** undefined for a client let in without credentials (auth.anonymous) */
   principal: string | undefined;
+  /** how the client proved it */
+  method: CredentialKind;
+  /** ms since epoch when the credential stops being valid (a JWT's exp): long-lived connections end then */
+  expiresAt?: number;
 }
 
+/**
+ * What a client presented. `username` and `password` as MQTT's CONNECT and HTTP Basic carry
+ * them; `token` as a Bearer value, a WebSocket subprotocol or query parameter carries it: an API
+ * key, a JWT or `username:password`. A JWT or an API key also works as the password.
+ */
+export interface Credentials {
+  username?: string | undefined;
+  password?: string | Buffer | undefined;
+  token?: string | undefined;
+}
+
+/** Where a client came from: the listener (whose `credentials` apply), its address, its TLS certificate. */
+export interface Peer {
+  listener: string;
+  address?: string | undefined;
+  certificate?: ClientCertificate | undefined;
+}
+
+/** What AccessControl reads of the config in force. */
+export type AccessConfig = Pick<GatewayConfig, 'auth' | 'listeners'>;
 export type AuthConfig = GatewayConfig['auth'];
 
-interface Grants {
-  publish: string[];
-  subscribe: string[];
+export interface AccessDeps {
+  /** back-off and the verification queue; the gateway keeps one across reloads */
+  guard?: AuthGuard;
+  logger?: Logger;
 }
 
 /**
@@ -24,103 +56,231 @@ interface Grants {
  * one and response times do not tell which usernames exist. Its password is random and lost.
  */
 const UNKNOWN_USER_HASH = 'scrypt:16384:8:1:Wi/Jc2RjOyJK63ONGdaDPg==:rUxdzFdqeoDsnk1fdKqd1cXbJThoYvMbswwbb50G33k=';
+/** verified credentials remembered per loaded config */
+const REMEMBERED_MAX = 10_000;
+/** setTimeout's longest wait; a later expiry is waited for in steps */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const NO_ROLES: readonly string[] = Object.freeze([]);
+const NO_CLAIMS: Readonly<Record<string, string>> = Object.freeze({});
+const ANONYMOUS_IDENTITY: Identity = Object.freeze({ principal: undefined, method: 'anonymous', roles: NO_ROLES, claims: NO_CLAIMS });
+
+/** A refusal of credentials, with the reason for the log (never the secret). */
+function refused(reason: string): GatewayError {
+  return new GatewayError('unauthenticated', reason);
+}
 
 /**
- * The one authentication and ACL layer of every protocol, built from the `auth:` section.
- * ACL rules allow; when there are rules, what none allows is refused.
+ * The one authentication and ACL layer of every protocol, built from `auth:` and the
+ * listeners' `credentials`. Built at start and at each reload; a key file that cannot be used
+ * throws SetupError then.
  */
 export class AccessControl {
-  readonly #config: AuthConfig;
-  readonly #users = new Map<string, { hash: string; principal: string }>();
-  /** expanded grants per principal ('' = anonymous); principals only come from the config, so this stays small */
-  readonly #grants = new Map<string, Grants>();
-  /** username + digest of passwords verified since this config was loaded (bounded) */
-  readonly #verified = new Set<string>();
+  readonly #config: AccessConfig;
+  readonly #guard: AuthGuard;
+  readonly #logger: Logger;
+  readonly #users = new Map<string, { hash: string; principal: string; roles: readonly string[] }>();
+  readonly #apiKeys = new Map<string, { hash: string; principal: string; roles: readonly string[] }>();
+  readonly #jwt: JwtVerifier | undefined;
+  /** digest of credentials verified since this config was loaded → who they proved (bounded) */
+  readonly #remembered = new Map<string, Identity>();
 
-  constructor(config: AuthConfig) {
+  constructor(config: AccessConfig, deps: AccessDeps = {}) {
     this.#config = config;
-    for (const user of config.users) this.#users.set(user.username, { hash: user.password, principal: user.principal });
-  }
-
-  /**
-   * Lets a client in with a username and password, or without credentials when anonymous
-   * access is on. Throws `unauthenticated` otherwise.
-   */
-  async authenticate(username: string | undefined, password: Buffer | string | undefined): Promise<Identity> {
-    if (username === undefined || username === '') {
-      if (this.#config.anonymous) return { principal: undefined };
-      throw new GatewayError('unauthenticated', 'credentials are required (auth.anonymous is off)');
+    this.#guard = deps.guard ?? new AuthGuard();
+    this.#logger = deps.logger ?? silentLogger();
+    const auth = config.auth;
+    for (const user of auth.users) this.#users.set(user.username, { hash: user.password, principal: user.principal, roles: user.roles ?? NO_ROLES });
+    for (const entry of auth.apiKeys) {
+      const id = apiKeyIdOfHash(entry.key);
+      if (id !== undefined) this.#apiKeys.set(id, { hash: entry.key, principal: entry.principal, roles: entry.roles ?? NO_ROLES });
     }
-    const user = this.#users.get(username);
-    // A password hash is slow on purpose; protocols that authenticate every request (HTTP, gRPC
-    // calls) would pay it each time, so a recent success is remembered by a digest of the secret.
-    const remembered = `${username}\u0000${createHash('sha256').update(password ?? '').digest('base64')}`;
-    if (user && this.#verified.has(remembered)) return { principal: user.principal };
-    const ok = await verifyPassword(user?.hash ?? UNKNOWN_USER_HASH, password ?? '');
-    if (!user || !ok) throw new GatewayError('unauthenticated', 'bad username or password');
-    if (this.#verified.size >= 10_000) this.#verified.clear();
-    this.#verified.add(remembered);
-    return { principal: user.principal };
+    this.#jwt = auth.jwt ? new JwtVerifier(auth.jwt) : undefined;
+  }
+
+  /** The credential kinds a listener takes: its `credentials`, else every kind `auth:` configures. */
+  accepted(listener: string): readonly CredentialKind[] {
+    const explicit = clientListener(this.#config, listener)?.credentials;
+    if (explicit !== undefined) return explicit;
+    const auth = this.#config.auth;
+    const kinds: CredentialKind[] = [];
+    if (auth.anonymous) kinds.push('anonymous');
+    if (auth.users.length > 0) kinds.push('password');
+    if (auth.apiKeys.length > 0) kinds.push('apiKey');
+    if (auth.jwt) kinds.push('jwt');
+    const tls = this.#config.listeners[listener]?.tls;
+    if (tls && tls.clientCert !== 'none') kinds.push('certificate');
+    return kinds;
   }
 
   /**
-   * Lets in a client that can only carry one opaque string (a browser's WebSocket: a query
-   * parameter or a subprotocol). The token is `username:password` of a configured user;
-   * no token means anonymous, as for `authenticate`.
+   * Lets a client in, or throws: `unauthenticated` for credentials that are missing, wrong or
+   * not taken on this listener; `rate_limited` while its address backs off after failures, or
+   * when too many of its checks wait; `overloaded` when the verification queue is full.
+   * Credentials given explicitly are checked; without any, a verified client certificate is
+   * the identity, else the client is anonymous where that is allowed.
    */
-  authenticateToken(token: string | undefined): Promise<Identity> {
-    if (token === undefined || token === '') return this.authenticate(undefined, undefined);
-    const colon = token.indexOf(':');
-    if (colon <= 0) return Promise.reject(new GatewayError('unauthenticated', 'a token is username:password'));
-    return this.authenticate(token.slice(0, colon), token.slice(colon + 1));
-  }
-
-  canPublish(identity: Identity, key: string): boolean {
-    const grants = this.#grantsOf(identity);
-    return grants === undefined || grants.publish.some((pattern) => filterMatches(pattern, key));
-  }
-
-  /** A subscription is allowed when one allowed pattern covers every key it can match. */
-  canSubscribe(identity: Identity, filter: string): boolean {
-    const grants = this.#grantsOf(identity);
-    return grants === undefined || grants.subscribe.some((pattern) => filterCovers(pattern, filter));
-  }
-
-  #grantsOf(identity: Identity): Grants | undefined {
-    const rules = this.#config.acl;
-    if (rules === undefined) return undefined;
-    const cacheKey = identity.principal ?? '';
-    let grants = this.#grants.get(cacheKey);
-    if (!grants) {
-      grants = { publish: [], subscribe: [] };
-      for (const rule of rules) {
-        if (!appliesTo(rule, identity)) continue;
-        grants.publish.push(...expand(rule.publish, identity));
-        grants.subscribe.push(...expand(rule.subscribe, identity));
+  async authenticate(credentials: Credentials, peer: Peer): Promise<Identity> {
+    const accepted = this.accepted(peer.listener);
+    const presented = classify(credentials);
+    if (presented === undefined) {
+      if (peer.certificate !== undefined && accepted.includes('certificate')) return this.#fromCertificate(peer.certificate, peer);
+      if (accepted.includes('anonymous') && this.#config.auth.anonymous) return ANONYMOUS_IDENTITY;
+      throw refused(`credentials are required on listeners.${peer.listener} (it takes ${accepted.filter((k) => k !== 'anonymous').join(', ') || 'none'})`);
+    }
+    if (!accepted.includes(presented.kind)) throw refused(`${presented.kind} credentials are not taken on listeners.${peer.listener}`);
+    const digest = `${presented.kind}\u0000${presented.username ?? ''}\u0000${createHash('sha256').update(presented.secret).digest('base64')}`;
+    const known = this.#remembered.get(digest);
+    // A remembered success proves nothing new to a guesser, so it skips the back-off: clients
+    // that authenticate every request (HTTP, gRPC) keep working beside a guessing neighbour.
+    if (known && (known.expiresAt === undefined || known.expiresAt > Date.now())) return known;
+    const address = peer.address ?? '';
+    this.#guard.admit(address);
+    let identity: Identity;
+    try {
+      identity = await this.#verify(presented, address);
+    } catch (err) {
+      const error = toGatewayError(err);
+      if (error.code === 'unauthenticated') {
+        const backoff = this.#guard.failed(address, this.#config.auth.backoff);
+        this.#logger.info({ listener: peer.listener, remoteAddress: peer.address, method: presented.kind, username: presented.username, reason: error.message, ...(backoff > 0 ? { backoffMs: backoff } : {}) },
+          backoff > 0 ? 'credentials refused; the address backs off' : 'credentials refused');
       }
-      this.#grants.set(cacheKey, grants);
+      throw error;
     }
-    return grants;
+    if (this.#remembered.size >= REMEMBERED_MAX) this.#remembered.clear();
+    this.#remembered.set(digest, identity);
+    return identity;
+  }
+
+  async #verify(presented: Presented, address: string): Promise<Identity> {
+    const limits = this.#config.auth.verification;
+    switch (presented.kind) {
+      case 'password': {
+        const user = this.#users.get(presented.username!);
+        const ok = await this.#guard.verify(address, () => verifyPassword(user?.hash ?? UNKNOWN_USER_HASH, presented.secret), limits);
+        if (!user || !ok) throw refused('bad username or password');
+        return { principal: user.principal, method: 'password', roles: user.roles, claims: NO_CLAIMS };
+      }
+      case 'apiKey': {
+        const parts = splitApiKey(presented.secret);
+        const entry = parts && this.#apiKeys.get(parts.id);
+        // An id that names no key costs no hash: keys are random, so there is nothing to time.
+        if (!parts || !entry) throw refused('unknown API key');
+        if (!await this.#guard.verify(address, () => verifyApiKeySecret(entry.hash, parts.secret), limits)) throw refused('unknown API key');
+        return { principal: entry.principal, method: 'apiKey', roles: entry.roles, claims: NO_CLAIMS };
+      }
+      case 'jwt': {
+        const claims = await this.#jwt!.verify(presented.secret);
+        const problem = levelProblem(claims.principal);
+        if (problem) throw refused(`JWT refused: its principal ${problem}`);
+        return { principal: claims.principal, method: 'jwt', roles: claims.roles, claims: claims.claims, ...(claims.expiresAt !== undefined ? { expiresAt: claims.expiresAt } : {}) };
+      }
+    }
+  }
+
+  #fromCertificate(certificate: ClientCertificate, peer: Peer): Identity {
+    if (!certificate.authorized) throw refused(`client certificate not trusted by listeners.${peer.listener}.tls.ca: ${certificate.error ?? 'unverified'}`);
+    const principal = certificatePrincipal(certificate, this.#config.auth.certificate.principal);
+    if (principal === undefined) throw refused(`client certificate has no ${this.#config.auth.certificate.principal === 'commonName' ? 'subject CN' : 'DNS, URI or email subjectAltName'} to name its principal (auth.certificate.principal)`);
+    const problem = levelProblem(principal);
+    if (problem) throw refused(`client certificate principal ${problem}`);
+    return { principal, method: 'certificate', roles: NO_ROLES, claims: NO_CLAIMS };
+  }
+
+  /** The ACL's decision with its reason (what `junction acl check` prints). */
+  decide(identity: Subject, action: AclAction, target: string): AclDecision {
+    const rules = this.#config.auth.acl;
+    if (rules === undefined) {
+      if (action === 'publish' && !decide([], identity, 'publish', target).reason.startsWith('no rule')) return decide([], identity, 'publish', target);
+      return this.#config.auth.anonymous
+        ? { allowed: true, reason: 'no auth.acl and auth.anonymous is true: everything is allowed (a local demo)' }
+        : { allowed: false, reason: 'no auth.acl and auth.anonymous is false: nothing is allowed until rules allow it' };
+    }
+    return decide(rules, identity, action, target);
+  }
+
+  canPublish(identity: Subject, key: string): boolean {
+    return this.decide(identity, 'publish', key).allowed;
+  }
+
+  /**
+   * Whether a message may be sent: its key may be published to, and so may its `replyTo`, where
+   * a request-mode rule publishes the reply for a sender that cannot wait (else naming someone
+   * else's key there would publish to it).
+   */
+  canSend(identity: Subject, message: { key: string; replyTo?: string | undefined }): boolean {
+    return this.canPublish(identity, message.key) && (message.replyTo === undefined || this.canPublish(identity, message.replyTo));
+  }
+
+  /** A subscription is allowed when the first rule concerning it allows it: see src/auth/acl.ts. */
+  canSubscribe(identity: Subject, filter: string): boolean {
+    return this.decide(identity, 'subscribe', filter).allowed;
+  }
+
+  /** Whether the client may answer requests on `filter` (a responder subscription). */
+  canRespond(identity: Subject, filter: string): boolean {
+    return this.decide(identity, 'respond', filter).allowed;
   }
 }
 
-function appliesTo(rule: AclRule, identity: Identity): boolean {
-  if (identity.principal === undefined) return rule.principal === ANONYMOUS;
-  return rule.principal === ANY_PRINCIPAL || rule.principal === identity.principal;
+interface Presented {
+  kind: 'password' | 'apiKey' | 'jwt';
+  username?: string | undefined;
+  /** the password, the API key or the token */
+  secret: string;
 }
 
-/** Patterns with {principal} filled in; for an anonymous client they do not apply at all. */
-function expand(patterns: string[] | undefined, identity: Identity): string[] {
-  const principal = identity.principal;
-  return (patterns ?? []).flatMap((pattern) => {
-    if (!pattern.includes(PRINCIPAL_PLACEHOLDER)) return [pattern];
-    return principal === undefined ? [] : [pattern.replaceAll(PRINCIPAL_PLACEHOLDER, principal)];
-  });
+/** Which kind of credential the client presented, or undefined when it presented none. */
+function classify(credentials: Credentials): Presented | undefined {
+  const password = credentials.password === undefined ? undefined : Buffer.isBuffer(credentials.password) ? credentials.password.toString('utf8') : credentials.password;
+  if (credentials.token !== undefined && credentials.token !== '') {
+    const token = credentials.token;
+    if (isApiKey(token)) return { kind: 'apiKey', secret: token };
+    if (looksLikeJwt(token)) return { kind: 'jwt', secret: token };
+    const colon = token.indexOf(':');
+    if (colon <= 0) throw refused('a token is an API key, a JWT or username:password');
+    return { kind: 'password', username: token.slice(0, colon), secret: token.slice(colon + 1) };
+  }
+  if (password !== undefined && password !== '') {
+    if (isApiKey(password)) return { kind: 'apiKey', secret: password };
+    if (looksLikeJwt(password)) return { kind: 'jwt', secret: password };
+  }
+  if (credentials.username === undefined || credentials.username === '') return undefined;
+  return { kind: 'password', username: credentials.username, secret: password ?? '' };
+}
+
+/** The principal a client certificate names: its subject CN, or its first DNS, URI or email altName. */
+export function certificatePrincipal(certificate: ClientCertificate, from: 'commonName' | 'altName'): string | undefined {
+  if (from === 'commonName') return certificate.commonName;
+  for (const entry of certificate.altNames) {
+    const m = /^(DNS|URI|email):(.+)$/.exec(entry);
+    if (m) return m[2];
+  }
+  return undefined;
+}
+
+/**
+ * Calls `expired` when the identity's credential expires (a JWT's exp), so a long-lived
+ * connection ends with it; returns what cancels the wait. Nothing happens for credentials that
+ * do not expire.
+ */
+export function onExpiry(identity: Identity, expired: () => void): () => void {
+  if (identity.expiresAt === undefined) return () => undefined;
+  const at = identity.expiresAt;
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    const left = at - Date.now();
+    timer = left <= 0 ? setTimeout(expired, 0) : setTimeout(left > MAX_TIMER_MS ? arm : expired, Math.min(left, MAX_TIMER_MS));
+    timer.unref();
+  };
+  arm();
+  return () => clearTimeout(timer);
 }
 
 /**
  * The token in an `Authorization` value, as every protocol takes it: `Bearer TOKEN`, or `Basic`
- * with base64(username:password); a token is `username:password` (see `authenticateToken`).
+ * with base64(username:password), which becomes the token `username:password`.
  */
 export function tokenFromAuthorization(value: string): string {
   const [scheme, credentials = ''] = value.trim().split(/\s+/, 2);
@@ -129,10 +289,10 @@ export function tokenFromAuthorization(value: string): string {
   throw new GatewayError('unauthenticated', 'Authorization must be Bearer TOKEN or Basic with base64(username:password)');
 }
 
-const cache = new WeakMap<AuthConfig, AccessControl>();
+const cache = new WeakMap<AccessConfig, AccessControl>();
 
-/** The AccessControl of one loaded config; a reload brings a new config object and so a new one. */
-export function accessControl(config: AuthConfig): AccessControl {
+/** The AccessControl of one loaded config, for tools that have no gateway (`junction acl check`). */
+export function accessControl(config: AccessConfig): AccessControl {
   let control = cache.get(config);
   if (!control) {
     control = new AccessControl(config);

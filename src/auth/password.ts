@@ -13,7 +13,7 @@ export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const;
 const SALT_BYTES = 16;
 const KEY_BYTES = 32;
 
-interface ScryptHash {
+export interface ScryptHash {
   kind: 'scrypt';
   N: number;
   r: number;
@@ -22,16 +22,16 @@ interface ScryptHash {
   key: Buffer;
 }
 
-type ParsedHash = ScryptHash | { kind: 'bcrypt'; hash: string };
+export type ParsedHash = ScryptHash | { kind: 'bcrypt'; hash: string };
 
-function scryptAsync(password: Buffer, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
+export function scryptAsync(password: Buffer, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     scrypt(password, salt, keylen, options, (err, key) => (err ? reject(err) : resolve(key)));
   });
 }
 
 /** node:crypto refuses scrypt above 32 MiB of memory unless told; 128·N·r bytes are needed. */
-function scryptOptions(N: number, r: number, p: number): ScryptOptions {
+export function scryptOptions(N: number, r: number, p: number): ScryptOptions {
   return { N, r, p, maxmem: 128 * N * r + 1024 * 1024 };
 }
 
@@ -51,7 +51,7 @@ export function passwordHashProblem(hash: string): string | undefined {
   return undefined;
 }
 
-function parseHash(hash: string): ParsedHash {
+export function parseHash(hash: string): ParsedHash {
   if (!hash.startsWith('scrypt:')) return { kind: 'bcrypt', hash };
   const [, N, r, p, salt, key] = hash.split(':');
   return { kind: 'scrypt', N: Number(N), r: Number(r), p: Number(p), salt: Buffer.from(salt!, 'base64'), key: Buffer.from(key!, 'base64') };

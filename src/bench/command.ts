@@ -27,6 +27,7 @@ interface RawOptions {
   workers?: string;
   json?: boolean;
   cpuProf?: string;
+  tls?: boolean;
 }
 
 function number(name: string, value: string | undefined, { min = 0, integer = true } = {}): number | undefined {
@@ -76,6 +77,7 @@ export function resolveOptions(scenario: ScenarioName, raw: RawOptions): BenchOp
     workers: number('workers', raw.workers, { min: 1 }) ?? defaults.workers ?? Math.min(8, Math.max(1, Math.ceil(clients / 5000))),
     json: raw.json === true,
     cpuProfileDir: raw.cpuProf,
+    tls: raw.tls === true,
   };
 }
 
@@ -109,6 +111,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--keepalive <s>', 'heartbeat interval of held connections', '30')
     .option('--workers <n>', 'load-generator processes (default: one per 5,000 clients)')
     .option('--cpu-prof <dir>', 'write a V8 CPU profile of the Junction process to this directory')
+    .option('--tls', 'MQTT and HTTP over TLS: the server gets a throw-away certificate (Junction, mosquitto, fastify)')
     .option('--json', 'print the result as JSON')
     .action(async (scenario: string, raw: RawOptions) => {
       if (!(SCENARIOS as readonly string[]).includes(scenario)) throw new Error(`unknown scenario "${scenario}"; one of ${SCENARIOS.join(', ')}`);

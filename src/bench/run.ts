@@ -62,7 +62,7 @@ function splitTopology(topology: Topology, options: BenchOptions, scenario: Scen
     publishers: topology.publishers.filter((_, i) => i % options.workers === index),
     subscribers: topology.subscribers.filter((_, i) => i % options.workers === index),
     idle: topology.idle && { protocol: topology.idle.protocol, count: Math.floor(topology.idle.count / options.workers) + (index < topology.idle.count % options.workers ? 1 : 0) },
-    payload: options.payload, qos: options.qos, priorities: options.priorities, keepalive: options.keepalive,
+    payload: options.payload, qos: options.qos, priorities: options.priorities, keepalive: options.keepalive, tlsCa: undefined,
   }));
 }
 
@@ -135,7 +135,8 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
   for (const signal of signals) process.once(signal, interrupted);
   let server: ServerUnderTest;
   try {
-    server = await startServer(options.server, { host: options.host, ports: options.ports, cpuProfileDir: options.cpuProfileDir });
+    if (options.tls && !spec.tls) throw new Error(`--tls: ${scenario} has no TLS variant; the MQTT and HTTP scenarios have`);
+    server = await startServer(options.server, { host: options.host, ports: options.ports, cpuProfileDir: options.cpuProfileDir, tls: options.tls });
   } catch (err) {
     for (const signal of signals) process.off(signal, interrupted);
     throw err;
@@ -145,12 +146,14 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
   const progress = new Progress(!options.json && process.stderr.isTTY === true, options.warmup + options.duration + 10);
   const ticker = setInterval(() => progress.update(workers.some((w) => w.sending) ? 'sending' : 'waiting', workers), 250);
   try {
-    const plans = splitTopology(topology, options, scenario).map((plan) => ({ ...plan, ports: server.ports }));
+    const plans = splitTopology(topology, options, scenario).map((plan) => ({ ...plan, ports: server.ports, tlsCa: server.tlsCa }));
+    const connecting = performance.now();
     const connected = await Promise.all(workers.map((w, i) => {
       const reply = w.next('connected');
       w.send({ type: 'plan', plan: plans[i]! });
       return reply;
     }));
+    const connectSeconds = (performance.now() - connecting) / 1000;
     const fatal = connected.find((c) => c.error);
     if (fatal) throw new Error(`load worker: ${fatal.error}`);
     // Let the server settle (sessions registered, buffers allocated) before its memory is read.
@@ -184,7 +187,7 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
       w.send({ type: 'stop' });
       return reply.then((m) => m.result);
     }));
-    return summarise(scenario, options, command, startedAt, topology, clock, results, workers, tracker);
+    return summarise(scenario, options, command, startedAt, topology, clock, results, workers, tracker, connectSeconds);
   } finally {
     clearInterval(ticker);
     progress.stop();
@@ -197,7 +200,7 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
 function summarise(
   scenario: ScenarioName, options: BenchOptions, command: string, startedAt: string, topology: Topology,
   clock: { startUs: number; measureFromUs: number; stopAtUs: number },
-  results: WorkerResult[], workers: Worker[], tracker: FootprintTracker | undefined,
+  results: WorkerResult[], workers: Worker[], tracker: FootprintTracker | undefined, connectSeconds: number,
 ): BenchResult {
   const sum = (pick: (r: WorkerResult) => number) => results.reduce((s, r) => s + pick(r), 0);
   const histogram = new LatencyHistogram();
@@ -243,6 +246,8 @@ function summarise(
     ...(connectionsScenario || connected !== wanted ? {
       connections: {
         wanted, connected, failed: sum((r) => r.counts.failed), dropped: sum((r) => r.counts.dropped),
+        // every connection's TCP (and with --tls, TLS) handshake and protocol greeting, over the time to open them all
+        openedPerS: round(connected / Math.max(1e-3, connectSeconds)),
         ...(footprint?.rssConnectedBytes !== undefined && connected > 0
           ? { rssPerConnectionBytes: Math.round((footprint.rssConnectedBytes - footprint.rssBeforeBytes) / connected) } : {}),
       },

@@ -27,6 +27,8 @@ export interface BenchOptions {
   workers: number;
   json: boolean;
   cpuProfileDir: string | undefined;
+  /** every connection over TLS, to a server given a throw-away certificate (MQTT and HTTP scenarios) */
+  tls: boolean;
 }
 
 export interface PublisherPlan {
@@ -57,6 +59,8 @@ export interface ScenarioSpec {
   summary: string;
   /** servers that speak this scenario's protocol as Junction does */
   servers: readonly ServerKind[];
+  /** `--tls` works with it: its clients speak MQTT or HTTP */
+  tls?: boolean;
   /** defaults that differ from the general ones */
   defaults: Partial<BenchOptions>;
   topology(options: BenchOptions): Topology;
@@ -82,6 +86,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   'mqtt-pubsub': {
     summary: 'N MQTT publishers → M subscribers over T topics (publisher i and subscriber j use topic bench/(i mod T))',
     servers: ['junction', 'aedes', 'mosquitto', 'nats', 'external'],
+    tls: true,
     defaults: { inflight: 100 },
     topology: (o) => ({
       publishers: publishers(o, 'mqtt', o.publishers, (i) => `bench/${i % o.topics}`),
@@ -93,6 +98,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   'mqtt-connections': {
     summary: 'hold N MQTT connections with keepalive pings for the duration',
     servers: ['junction', 'aedes', 'mosquitto', 'nats', 'external'],
+    tls: true,
     defaults: { connections: 1000, duration: 30 },
     topology: (o) => ({ publishers: [], subscribers: [], idle: { protocol: 'mqtt', count: o.connections }, latencyKind: 'none' }),
   },
@@ -116,6 +122,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   'http-publish': {
     summary: 'POST /v1/messages/bench/http on N keep-alive connections, one request at a time each; latency until 202',
     servers: ['junction', 'fastify', 'external'],
+    tls: true,
     // One worker at a bare fastify route is near a full core: two keep the generator out of the way.
     defaults: { connections: 32, inflight: 1, workers: 2 },
     topology: (o) => ({

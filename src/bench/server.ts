@@ -1,5 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
+import { benchCertificate, type BenchCertificate } from './tls.js';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +18,8 @@ export interface ServerUnderTest {
   ports: ServerPorts;
   /** the process to sample for RSS and CPU; absent for `external` */
   pid?: number;
+  /** the CA certificate (PEM) its clients trust, when it serves TLS */
+  tlsCa?: string;
   stop(): Promise<void>;
 }
 
@@ -25,6 +29,8 @@ export interface ServerOptions {
   ports: ServerPorts;
   /** directory for the gateway's V8 CPU profile (`node --cpu-prof`) */
   cpuProfileDir?: string;
+  /** serve MQTT and HTTP over TLS with a throw-away certificate */
+  tls?: boolean;
 }
 
 /** Ask the kernel for a free port on the host, then give it back for the server to take. */
@@ -136,13 +142,27 @@ async function stopChild(child: ChildProcess, dir?: string): Promise<void> {
   if (dir) await rm(dir, { recursive: true, force: true });
 }
 
+/** config/examples/bench.yaml with `tls:` on the client listeners, written to `dir`. */
+async function tlsBenchConfig(dir: string, certificate: BenchCertificate): Promise<string> {
+  const file = path.join(PACKAGE_ROOT, 'config/examples/bench.yaml');
+  const doc = parseDocument(await readFile(file, 'utf8'));
+  for (const listener of ['http', 'mqtt', 'grpc']) doc.setIn(['listeners', listener, 'tls'], { cert: certificate.cert, key: certificate.key });
+  // Relative paths in the copy must still mean what they meant next to the original.
+  doc.setIn(['deadletter', 'path'], path.join(dir, 'deadletter.jsonl'));
+  const copy = path.join(dir, 'bench-tls.yaml');
+  await writeFile(copy, doc.toString());
+  return copy;
+}
+
 async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
   const { host } = options;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
+  const certificate = options.tls ? benchCertificate(dir) : undefined;
+  const config = certificate ? await tlsBenchConfig(dir, certificate) : path.join(PACKAGE_ROOT, 'config/examples/bench.yaml');
   const [http, mqtt, grpc, admin] = await freePorts(host, 4) as [number, number, number, number];
   const nodeArgs = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfileDir)] : [];
   const child = spawnWithFileLimit(process.execPath, [
-    ...nodeArgs, path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', path.join(PACKAGE_ROOT, 'config/examples/bench.yaml'),
+    ...nodeArgs, path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', config,
   ], {
     ...process.env,
     JUNCTION_HTTP_PORT: String(http), JUNCTION_MQTT_PORT: String(mqtt), JUNCTION_GRPC_PORT: String(grpc),
@@ -152,31 +172,41 @@ async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
   return {
     kind: 'junction', host, pid: child.pid!,
     ports: { http, ws: http, wsPath: '/ws', mqtt, grpc },
+    ...(certificate ? { tlsCa: certificate.ca } : {}),
     stop: () => stopChild(child, dir),
   };
 }
 
 /** The bare libraries of bench/peers/, each a script that prints READY once it listens. */
-async function startPeer(kind: 'aedes' | 'ws' | 'fastify' | 'grpc', host: string): Promise<ServerUnderTest> {
+async function startPeer(kind: 'aedes' | 'ws' | 'fastify' | 'grpc', host: string, tls: boolean): Promise<ServerUnderTest> {
+  if (tls && kind !== 'fastify') throw new Error(`--tls: bench/peers/${kind} serves no TLS; fastify and mosquitto do`);
   const port = await freePort(host);
-  const child = spawnWithFileLimit(process.execPath, [path.join(PACKAGE_ROOT, `dist/bench/peers/${kind}.js`), '--host', host, '--port', String(port)]);
+  const dir = tls ? await mkdtemp(path.join(os.tmpdir(), 'junction-bench-peer-')) : undefined;
+  const certificate = dir ? benchCertificate(dir) : undefined;
+  const child = spawnWithFileLimit(process.execPath, [path.join(PACKAGE_ROOT, `dist/bench/peers/${kind}.js`), '--host', host, '--port', String(port),
+    ...(certificate ? ['--cert', certificate.cert, '--key', certificate.key] : [])]);
   await waitForReady(child, `bench/peers/${kind}`);
   const ports: ServerPorts = kind === 'aedes' ? { mqtt: port } : kind === 'ws' ? { ws: port, wsPath: '/ws' } : kind === 'fastify' ? { http: port } : { grpc: port };
-  return { kind, host, pid: child.pid!, ports, stop: () => stopChild(child) };
+  return { kind, host, pid: child.pid!, ports, ...(certificate ? { tlsCa: certificate.ca } : {}), stop: () => stopChild(child, dir) };
 }
 
-async function startMosquitto(host: string): Promise<ServerUnderTest> {
+async function startMosquitto(host: string, tls: boolean): Promise<ServerUnderTest> {
   if (!hasCommand('mosquitto')) throw new Error('mosquitto is not installed: apt-get install mosquitto');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-mosquitto-'));
   const port = await freePort(host);
+  const certificate = tls ? benchCertificate(dir) : undefined;
+  // Started as root, mosquitto drops to its own user before reading the key: this throw-away
+  // key and its folder must be readable by it.
+  if (certificate) await Promise.all([chmod(dir, 0o755), chmod(certificate.key, 0o644)]);
   const conf = path.join(dir, 'mosquitto.conf');
   await writeFile(conf, [
     `listener ${port} ${host}`, 'allow_anonymous true', 'max_connections -1', 'persistence false',
-    'max_queued_messages 100000', 'log_dest none', '',
+    'max_queued_messages 100000', 'log_dest none',
+    ...(certificate ? [`certfile ${certificate.cert}`, `keyfile ${certificate.key}`, 'tls_version tlsv1.2'] : []), '',
   ].join('\n'));
   const child = spawnWithFileLimit('mosquitto', ['-c', conf]);
   await waitForPort(host, port, child, 'mosquitto');
-  return { kind: 'mosquitto', host, pid: child.pid!, ports: { mqtt: port }, stop: () => stopChild(child, dir) };
+  return { kind: 'mosquitto', host, pid: child.pid!, ports: { mqtt: port }, ...(certificate ? { tlsCa: certificate.ca } : {}), stop: () => stopChild(child, dir) };
 }
 
 /** nats-server with its MQTT gateway (which needs JetStream) and its WebSocket listener. */
@@ -199,9 +229,11 @@ async function startNats(host: string): Promise<ServerUnderTest> {
 export async function startServer(kind: ServerKind, options: ServerOptions): Promise<ServerUnderTest> {
   switch (kind) {
     case 'junction': return startJunction(options);
-    case 'aedes': case 'ws': case 'fastify': case 'grpc': return startPeer(kind, options.host);
-    case 'mosquitto': return startMosquitto(options.host);
-    case 'nats': return startNats(options.host);
+    case 'aedes': case 'ws': case 'fastify': case 'grpc': return startPeer(kind, options.host, options.tls === true);
+    case 'mosquitto': return startMosquitto(options.host, options.tls === true);
+    case 'nats':
+      if (options.tls) throw new Error('--tls: the bench starts nats-server without TLS');
+      return startNats(options.host);
     case 'external': return { kind, host: options.host, ports: options.ports, stop: () => Promise.resolve() };
   }
 }

@@ -102,6 +102,8 @@ export interface BenchResult {
     failed: number;
     /** connections that closed while they should have stayed open */
     dropped: number;
+    /** connections opened per second while connecting (with --tls: TLS handshakes per second) */
+    openedPerS?: number;
     /** (rssConnected − rssBefore) / connected */
     rssPerConnectionBytes?: number;
   };

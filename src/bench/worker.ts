@@ -25,6 +25,8 @@ export interface WorkerPlan {
   qos: 0 | 1;
   priorities: number[];
   keepalive: number;
+  /** the server's CA certificate (PEM) when the run is over TLS */
+  tlsCa: string | undefined;
 }
 
 /** When to send, on the machine-wide clock (µs): the same for every worker. */
@@ -106,7 +108,7 @@ function context(plan: WorkerPlan, n: number, inflight = 1): ConnectionContext {
   return {
     inflight,
     scenario: plan.scenario, server: plan.server, host: plan.host, ports: plan.ports, localAddress: plan.localAddress,
-    clientId: `bench-${process.pid}-${plan.index}-${n}`, qos: plan.qos, keepaliveS: plan.keepalive,
+    clientId: `bench-${process.pid}-${plan.index}-${n}`, qos: plan.qos, keepaliveS: plan.keepalive, tlsCa: plan.tlsCa,
     onDrop: (reason) => {
       counts.dropped++;
       if (errorSamples.size < 5) errorSamples.add(`dropped: ${reason}`);

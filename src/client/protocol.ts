@@ -159,6 +159,8 @@ export const CLOSE_CODES = {
   tooBig: 1009,
   /** RFC 6455 "try again later": a slow consumer */
   tryAgainLater: 1013,
+  /** the credential the socket opened with expired (a JWT's exp): reconnect with a fresh one (DESIGN: close 4401) */
+  unauthenticated: 4401,
   /** no subscription and no frame for websocket.idleTimeout: reconnect when there is something to do */
   idle: 4408,
 } as const;

@@ -73,7 +73,7 @@ export function checkReferences(data: unknown, report: Reporter, baseDir: string
     }
   });
   warnShadowed(rules, report);
-  for (const issue of authConfigIssues(data.auth)) report.at(issue.path, issue.message, { warning: issue.warning ?? false });
+  for (const issue of authConfigIssues(data.auth, data.listeners, baseDir)) report.at(issue.path, issue.message, { warning: issue.warning ?? false });
 }
 
 /** Lower-cased header names, reporting names that only differ by case; undefined if unusable. */

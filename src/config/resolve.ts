@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import type { Registry } from '../registry.js';
-import { gatewayConfigSchema, resolveRoute, type RouteConfig, type TargetSettings } from './schema.js';
+import { gatewayConfigSchema, resolveRoute, type RouteConfig, type TargetSettings, type TlsSettings } from './schema.js';
 import type { GatewayConfig } from './types.js';
 
 /**
@@ -16,9 +16,15 @@ export function resolveConfig(data: unknown, file: string, baseDir: string, regi
     ...config,
     file: file === '' ? '' : path.resolve(file),
     deadletter: { ...config.deadletter, path: path.resolve(baseDir, config.deadletter.path) },
+    listeners: Object.fromEntries(Object.entries(config.listeners).map(([name, listener]) => [name, listener?.tls ? { ...listener, tls: withTlsPaths(listener.tls, baseDir) } : listener])),
+    auth: config.auth.jwt?.publicKey !== undefined ? { ...config.auth, jwt: { ...config.auth.jwt, publicKey: path.resolve(baseDir, config.auth.jwt.publicKey) } } : config.auth,
     targets: Object.fromEntries(Object.entries(config.targets).map(([name, target]) => [name, withPaths(target, registry, baseDir)])),
     routes: config.routes.map((route) => lowerCaseHeaders(resolveRoute(route, config.requests))),
   });
+}
+
+function withTlsPaths(tls: TlsSettings, baseDir: string): TlsSettings {
+  return { ...tls, cert: path.resolve(baseDir, tls.cert), key: path.resolve(baseDir, tls.key), ...(tls.ca !== undefined ? { ca: path.resolve(baseDir, tls.ca) } : {}) };
 }
 
 /** A target's file-path keys (its type's `paths`) made absolute against the config file's folder. */

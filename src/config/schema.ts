@@ -56,9 +56,39 @@ const Named = <T extends TSchema>(entry: T) =>
   // strict: without it a name that misses the pattern would skip validation instead of failing it
   Type.Record(Type.String(NAME), entry, { ...strict, expectedKey: NAME.expected });
 
-export const ListenerSchema = Type.Object({
+export const TlsSchema = Type.Object({
+  cert: Type.String({ minLength: 1, description: 'PEM certificate chain of this listener, relative to this config file; read again on change and on reload' }),
+  key: Type.String({ minLength: 1, description: 'PEM private key of the certificate, relative to this config file' }),
+  ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA certificate(s) that sign client certificates (mutual TLS)' })),
+  clientCert: Default(Type.Union([Type.Literal('none'), Type.Literal('request'), Type.Literal('require')], {
+    description: 'mutual TLS: none; request (a client may present a certificate signed by `ca`, which then names its principal); require (no handshake without one)',
+  }), 'none'),
+}, { ...strict, description: 'TLS 1.2 or later on this listener (docs/security.md)' });
+
+
+const ListenerFields = {
   host: Type.String({ minLength: 1, description: 'address to bind, e.g. 0.0.0.0 or 127.0.0.1' }),
   port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one' }),
+  tls: Type.Optional(TlsSchema),
+};
+
+/** The admin listener: its own token guards it (admin.token), not client credentials. */
+export const AdminListenerSchema = Type.Object(ListenerFields, strict);
+
+/** A listener clients connect to: what it admits, and with which credentials. */
+export const ListenerSchema = Type.Object({
+  ...ListenerFields,
+  credentials: Type.Optional(Type.Array(Type.Union([Type.Literal('anonymous'), Type.Literal('password'), Type.Literal('apiKey'), Type.Literal('jwt'), Type.Literal('certificate')]), {
+    minItems: 1, uniqueItems: true,
+    description: 'credentials this listener accepts: anonymous, password, apiKey, jwt, certificate. Default: every kind auth: configures (anonymous when auth.anonymous, certificate when tls.clientCert is not none)',
+  })),
+  maxConnections: Default(Type.Integer({ minimum: 1, description: 'open TCP connections on this listener; one more is closed at accept' }), 50_000),
+  maxConnectionsPerIp: Default(Type.Integer({ minimum: 1, description: 'open TCP connections from one remote address; one more is closed at accept' }), 1000),
+  connectRate: Default(Type.Object({
+    rate: Type.Integer({ minimum: 1, description: 'new connections one remote address may open per `per`' }),
+    per: Duration('refill period'),
+    burst: Type.Integer({ minimum: 1, description: 'new connections one address may open at once' }),
+  }, strict), { rate: 50, per: '1s', burst: 100 }),
 }, strict);
 
 export const LimitsSchema = Type.Object({
@@ -176,23 +206,68 @@ export function resolveRoute(route: StaticDecode<typeof RouteSchema>, requests: 
 
 const KeyPatterns = (description: string) => Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description }));
 
+const Roles = Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'roles ACL rules may name with `role:`' }));
+
 const AuthUserSchema = Type.Transform(Type.Object({
   username: Type.String({ minLength: 1 }),
   password: Type.String({ minLength: 1, description: 'a hash, never the password: scrypt:… from `junction hash-password`, or a bcrypt $2b$… hash' }),
   principal: Type.Optional(Type.String({ minLength: 1, description: 'the name ACL rules and messages know this user by; default: the username' })),
+  roles: Roles,
 }, strict))
   .Decode((user) => ({ ...user, principal: user.principal ?? user.username }))
   .Encode((user) => user);
+
+const ApiKeySchema = Type.Object({
+  key: Type.String({ minLength: 1, description: 'the key\'s hash, never the key: scrypt:… from `junction api-key`' }),
+  principal: Type.String({ minLength: 1, description: 'the name ACL rules and messages know the key\'s holder by' }),
+  roles: Roles,
+}, strict);
+
+const JwtSchema = Type.Object({
+  secret: Type.Optional(Type.String({ minLength: 32, description: 'HS256/384/512 shared secret, at least 32 characters; use ${JWT_SECRET}' })),
+  publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file (SPKI public key or certificate) for RS*/PS*/ES*/EdDSA, relative to this config file' })),
+  jwks: Type.Optional(Type.String({ pattern: '^https?://', expected: 'an http(s) URL of a JSON Web Key Set', description: 'URL of the issuer\'s JSON Web Key Set; keys are cached and fetched again for an unknown key id' })),
+  issuer: Type.Optional(Type.String({ minLength: 1, description: 'the `iss` a token must carry' })),
+  audience: Type.Optional(Type.String({ minLength: 1, description: 'the `aud` a token must carry' })),
+  algorithms: Type.Optional(Type.Array(Type.String({ pattern: '^(HS|RS|PS|ES)(256|384|512)$|^EdDSA$|^Ed25519$', expected: 'a JWS algorithm such as RS256, ES256, EdDSA' }), { minItems: 1, description: 'accepted algorithms; default: any the key can verify (never none)' })),
+  clockTolerance: Default(Duration('leeway on exp and nbf for clock skew'), '30s'),
+  jwksCacheMaxAge: Default(Duration('how long a fetched key set is used'), '10m'),
+  jwksCooldown: Default(Duration('after a fetch, an unknown key id fetches again only after this'), '30s'),
+  principalClaim: Default(Type.String({ minLength: 1, description: 'the claim that names the principal' }), 'sub'),
+  rolesClaim: Default(Type.String({ minLength: 1, description: 'the claim holding roles: an array of strings or a space-separated string' }), 'roles'),
+}, { ...strict, description: 'JSON Web Tokens (jose): give one of secret, publicKey or jwks' });
+
+const AclRuleSchema = Type.Object({
+  principal: Type.Optional(Type.String({ minLength: 1, description: 'whom the rule is for: a principal, "*" for every authenticated one, or "anonymous"; or give role instead' })),
+  role: Type.Optional(Type.String({ minLength: 1, description: 'whom the rule is for: every client with this role (users[].roles, apiKeys[].roles, the JWT roles claim)' })),
+  effect: Default(Type.Union([Type.Literal('allow'), Type.Literal('deny')], { description: 'what the rule decides when one of its patterns concerns the request; the first such rule in file order wins' }), 'allow'),
+  publish: KeyPatterns('keys: MQTT topic filters; {principal} and {claim.NAME} are replaced'),
+  subscribe: KeyPatterns('subscriptions: allow covers a filter that falls entirely inside a pattern, deny one that overlaps it'),
+  respond: KeyPatterns('answering requests (responder subscriptions) on these filters, as for subscribe'),
+}, strict);
 
 export const AuthSchema = Type.Object({
   // Nothing is open by default (DESIGN "Security"): config/gateway.yaml turns this on for its local demo.
   anonymous: Default(Type.Boolean({ description: 'let clients in without credentials; ACL rules name them "anonymous"' }), false),
   users: Empty(Type.Array(AuthUserSchema)),
-  acl: Type.Optional(Type.Array(Type.Object({
-    principal: Type.String({ minLength: 1, description: 'whom the rule is for: a principal, "*" for every authenticated one, or "anonymous"' }),
-    publish: KeyPatterns('keys the principal may publish to: MQTT topic filters, {principal} is replaced by its name'),
-    subscribe: KeyPatterns('patterns the principal may subscribe to: a subscription must fall entirely inside one of them; {principal} is replaced by its name'),
-  }, strict), { description: 'allow rules: when present, whatever no rule allows is refused (MQTT: SUBACK 0x80, publish acknowledged and dropped). Absent: every client let in may publish and subscribe to every key' })),
+  apiKeys: Empty(Type.Array(ApiKeySchema, { description: 'API keys, stored hashed; a client presents one as a Bearer token or MQTT password' })),
+  jwt: Type.Optional(JwtSchema),
+  certificate: Empty(Type.Object({
+    principal: Default(Type.Union([Type.Literal('commonName'), Type.Literal('altName')], { description: 'what of a client certificate names the principal: the subject CN, or the first DNS, URI or email subjectAltName' }), 'commonName'),
+  }, strict)),
+  acl: Type.Optional(Type.Array(AclRuleSchema, {
+    description: 'rules in order; the first whose pattern concerns a publish, subscription or responder decides (allow or deny), and what no rule decides is refused. Absent: everything is allowed when auth.anonymous is true (a local demo), nothing when it is false',
+  })),
+  backoff: Empty(Type.Object({
+    after: Default(Type.Integer({ minimum: 1, description: 'failed credential checks in a row from one address before it backs off' }), 5),
+    initial: Default(Duration('first back-off; doubles with each further failure'), '1s'),
+    max: Default(Duration('longest back-off'), '1m'),
+  }, { ...strict, description: 'while an address backs off its credentials are not checked: it is refused as rate_limited' })),
+  verification: Empty(Type.Object({
+    concurrency: Default(Type.Integer({ minimum: 1, description: 'password and API key hashes checked at once (they run on libuv\'s thread pool of 4)' }), 2),
+    maxPending: Default(Type.Integer({ minimum: 1, description: 'checks waiting for a slot; past it a client is refused as overloaded' }), 1000),
+    maxPendingPerIp: Default(Type.Integer({ minimum: 1, description: 'checks waiting from one address; past it it is refused as rate_limited' }), 8),
+  }, { ...strict, description: 'checks wait in one queue per address, served in turn, so one address cannot delay the others' })),
 }, { ...strict, description: 'Who may connect and what they may publish and subscribe to, on every protocol. A reload applies to new connections, publishes and subscriptions.' });
 
 /** What the registry adds to the core's sections. */
@@ -214,7 +289,7 @@ function gatewaySchema<T extends TSchema, P extends TSchema>(parts: Omit<Registe
     $schema: Type.Optional(Type.String()),
     listeners: Empty(Type.Object({
       http: Type.Optional(ListenerSchema),
-      admin: Type.Optional(ListenerSchema),
+      admin: Type.Optional(AdminListenerSchema),
       ...parts.listeners,
     }, { ...strict, description: 'Listeners that are absent are not started.' })),
     log: Empty(Type.Object({
@@ -307,6 +382,10 @@ export function gatewayConfigSchema(registry: Registry): TSchema {
 }
 
 export type ListenerConfig = StaticDecode<typeof ListenerSchema>;
+export type AdminListenerConfig = StaticDecode<typeof AdminListenerSchema>;
+export type TlsSettings = StaticDecode<typeof TlsSchema>;
+/** The credentials a listener can take (docs/security.md). */
+export type CredentialKind = NonNullable<ListenerConfig['credentials']>[number];
 export type RouteRateLimitConfig = StaticDecode<typeof RouteRateLimitSchema>;
 /** The keys every target has, decoded: type-specific keys come with each TargetType's own config type. */
 export type TargetSettings = StaticDecode<typeof AnyTargetSchema>;

@@ -1,5 +1,5 @@
 import type { StaticDecode } from '@sinclair/typebox';
-import type { CoreConfigSchema, RouteConfig } from './schema.js';
+import type { AdminListenerConfig, CoreConfigSchema, ListenerConfig, RouteConfig } from './schema.js';
 
 /**
  * A loaded, validated gateway.yaml: decoded (durations in ms, sizes in bytes), every default of
@@ -10,13 +10,18 @@ import type { CoreConfigSchema, RouteConfig } from './schema.js';
 export type GatewayConfig = Omit<StaticDecode<typeof CoreConfigSchema>, 'routes'> & {
   /** absolute path of the file it came from ('' when loaded from text without a file) */
   file: string;
-  /** listeners of the protocols that have their own, beside http and admin */
-  listeners: Readonly<Record<string, { host: string; port: number } | undefined>>;
+  /** http, admin, and the listeners of the protocols that have their own; all but admin take clients */
+  listeners: Readonly<Record<string, ListenerConfig | AdminListenerConfig | undefined>>;
   routes: RouteConfig[];
   readonly [section: string]: unknown;
 };
 
 export type AclRule = NonNullable<GatewayConfig['auth']['acl']>[number];
+
+/** A listener clients connect to (every one but admin), with its admission limits and credentials. */
+export function clientListener(config: Pick<GatewayConfig, 'listeners'>, name: string): ListenerConfig | undefined {
+  return name === 'admin' ? undefined : config.listeners[name] as ListenerConfig | undefined;
+}
 export type DefaultRoute = GatewayConfig['defaultRoute'];
 export type LogLevel = GatewayConfig['log']['level'];
 

@@ -11,7 +11,7 @@ import type { DispatchObserver } from '../metrics.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import { withTimeout } from '../timeouts.js';
-import { inboxFor } from './inbox.js';
+import { INBOX_PREFIX, Inboxes } from './inbox.js';
 import type { Settlement, TargetLane } from './target-lane.js';
 
 /** What the sender is told once a message is accepted. */
@@ -77,6 +77,8 @@ export class Dispatcher {
   readonly counters: DispatchCounters = { received: 0, accepted: 0, rejected: 0, expired: 0, deadLettered: 0, published: 0 };
   #pending = 0;
   #pendingWaiters: (() => void)[] = [];
+  /** requests handed to a responder, waiting for its answer */
+  readonly #inboxes = new Inboxes();
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
@@ -133,6 +135,11 @@ export class Dispatcher {
     if (isExpired(message)) {
       this.counters.expired++;
       return { id: message.id, expired: true };
+    }
+    // An answer to a request goes to the request waiting for it, and nowhere else.
+    if (message.key.startsWith(INBOX_PREFIX)) {
+      this.#inboxes.answer(message);
+      return { id: message.id };
     }
     const routeSpan = tracingOn() ? startSpan('junction.route', message.traceparent, SpanKind.INTERNAL, { 'junction.table_version': snapshot.table.version }) : undefined;
     const decision = snapshot.table.match({ key: message.key, protocol: message.source.protocol, headers: message.headers });
@@ -349,27 +356,19 @@ export class Dispatcher {
   }
 
   /**
-   * Request/reply through the bus: the request carries an inbox key as `replyTo`, and the
-   * first message published there with the same correlation id is the reply.
+   * Request/reply through the bus: the request goes to one responder with an inbox of the
+   * gateway's own as `replyTo` and a correlation id of its own (src/delivery/inbox.ts); the
+   * responder's answer, published there, settles it. The ids the requester gave stay labels.
    */
   async #requestSubscriber(message: Message, key: string, timeoutMs: number): Promise<TargetReply> {
-    const correlationId = message.correlationId ?? message.id;
-    const inbox = inboxFor(message);
-    let settle!: (reply: TargetReply) => void;
-    const replied = new Promise<TargetReply>((resolve) => { settle = resolve; });
-    const subscription = await this.#deps.bus.subscribe(inbox, (answer) => {
-      if (answer.correlationId !== correlationId) return;
-      const reply: TargetReply = { payload: answer.payload, headers: answer.headers };
-      if (answer.contentType !== undefined) reply.contentType = answer.contentType;
-      settle(reply);
-    });
+    const inbox = this.#inboxes.open();
     try {
-      const request: Message = { ...message, key, replyTo: inbox, correlationId };
+      const request: Message = { ...message, key, replyTo: inbox.key, correlationId: inbox.correlationId };
       const delivered = await this.#deps.bus.deliverToOne(request);
       if (!delivered) throw new GatewayError('no_route', `no responder is subscribed to ${key}`);
-      return await withTimeout(replied, timeoutMs, () => new GatewayError('upstream_timeout', `no reply on ${key} within ${timeoutMs} ms`));
+      return await withTimeout(inbox.reply, timeoutMs, () => new GatewayError('upstream_timeout', `no reply on ${key} within ${timeoutMs} ms`));
     } finally {
-      await subscription.close();
+      inbox.close();
     }
   }
 

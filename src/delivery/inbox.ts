@@ -1,15 +1,67 @@
+import { randomBytes } from 'node:crypto';
+import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
+import type { TargetReply } from '../targets/target.js';
+import { INBOX_PREFIX } from '../topic/rules.js';
 
-/** Requests handed to responders carry an inbox key under this prefix as `replyTo`. */
-export const INBOX_PREFIX = '_inbox/';
+export { INBOX_PREFIX };
 
 /** How long a responder may answer a request it was handed, and how many such grants one holder keeps. */
 export const REPLY_GRANT_TTL_MS = 10 * 60_000;
 export const REPLY_GRANTS_MAX = 10_000;
 
-/** The inbox a request's reply is published to. */
-export function inboxFor(request: Message): string {
-  return `${INBOX_PREFIX}${request.id}`;
+/** 128 random bits: an inbox or a correlation id nobody can guess or choose. */
+function token(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+/** One request waiting for its answer. */
+export interface PendingReply {
+  /** the key the answer is published to: the request's `replyTo` */
+  readonly key: string;
+  /** what the answer must carry as its `correlationId` */
+  readonly correlationId: string;
+  /** the first answer */
+  readonly reply: Promise<TargetReply>;
+  /** Stops waiting: a later answer is refused. */
+  close(): void;
+}
+
+/**
+ * The requests that wait for an answer from a responder, by inbox key. The inbox and the
+ * correlation id are the gateway's own random tokens, never ids a client chose, so two
+ * requests never share an inbox and an answer reaches only the request it belongs to. Answers
+ * go straight to their waiting request: they are not published on the bus, where subscribers
+ * of `#` would see them.
+ */
+export class Inboxes {
+  readonly #waiting = new Map<string, { correlationId: string; settle: (reply: TargetReply) => void }>();
+
+  open(): PendingReply {
+    const key = `${INBOX_PREFIX}${token()}`;
+    const correlationId = token();
+    let settle!: (reply: TargetReply) => void;
+    const reply = new Promise<TargetReply>((resolve) => { settle = resolve; });
+    this.#waiting.set(key, { correlationId, settle });
+    return { key, correlationId, reply, close: () => this.#waiting.delete(key) };
+  }
+
+  /** Hands an answer to its request; throws `no_route` when no request waits for it there. */
+  answer(message: Message): void {
+    const waiting = this.#waiting.get(message.key);
+    if (!waiting || waiting.correlationId !== message.correlationId) {
+      throw new GatewayError('no_route', `no request waits for an answer on ${message.key} with this correlationId (answered already, timed out, or never asked)`);
+    }
+    this.#waiting.delete(message.key);
+    const reply: TargetReply = { payload: message.payload, headers: message.headers };
+    if (message.contentType !== undefined) reply.contentType = message.contentType;
+    waiting.settle(reply);
+  }
+
+  /** requests waiting for an answer */
+  get size(): number {
+    return this.#waiting.size;
+  }
 }
 
 /**

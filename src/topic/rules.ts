@@ -7,6 +7,39 @@
 /** MQTT topic names are length-prefixed with 16 bits [MQTT-1.5.3]. */
 export const MAX_KEY_BYTES = 65535;
 
+/** Requests handed to responders carry an inbox key under this prefix as `replyTo`. */
+export const INBOX_PREFIX = '_inbox/';
+
+/**
+ * Keys that belong to the gateway, on every protocol alike: `$SYS` is the broker's
+ * [MQTT-4.7.2-1], and an inbox is answered only by the responder a request was handed to
+ * (src/delivery/inbox.ts). No ACL rule can grant a publish to them.
+ */
+const RESERVED_PREFIXES = ['$SYS/', INBOX_PREFIX] as const;
+
+/** Why no client may publish to `key` whatever the ACL says, or undefined when one may. */
+export function reservedKeyProblem(key: string): string | undefined {
+  if (key === '$SYS') return '$SYS is reserved for the broker';
+  const prefix = RESERVED_PREFIXES.find((p) => key.startsWith(p));
+  if (prefix === undefined) return undefined;
+  return prefix === INBOX_PREFIX
+    ? `${INBOX_PREFIX} keys take only the answer to a request handed to this client`
+    : `${prefix} keys are reserved for the broker`;
+}
+
+/**
+ * Ids and correlation ids that clients give are labels, never parts of a key the gateway
+ * builds; they follow the key rules all the same (no wildcards, no NUL, well-formed), so they
+ * can be logged, stored and compared anywhere without surprises. Returns what is wrong.
+ */
+export function labelProblem(label: string, maxLength = 128): string | undefined {
+  if (typeof label !== 'string' || label.length === 0 || label.length > maxLength) return `must be a non-empty string of at most ${maxLength} characters`;
+  if (label.includes('+') || label.includes('#')) return 'must not contain + or #';
+  if (label.includes('\u0000')) return 'must not contain NUL';
+  if (!label.isWellFormed()) return 'must be well-formed UTF-8';
+  return undefined;
+}
+
 /**
  * Checks a route key against the topic-name rules [MQTT-4.7.1-1], [MQTT-4.7.3-1..3]: at least
  * one character, no wildcards, no NUL, at most 65535 UTF-8 bytes. Returns what is wrong, or
@@ -95,5 +128,29 @@ export function filterCovers(pattern: string, filter: string): boolean {
     if (fl === '#') return false;
     if (pl === '+') continue;
     if (fl === '+' || pl !== fl) return false;
+  }
+}
+
+/**
+ * Whether some key is matched by both filters: a subscription to `filter` could then deliver a
+ * key `pattern` names. `a/#` and `+/b` intersect (on `a/b`); `a/+` and `a/b/c` do not.
+ */
+export function filtersIntersect(pattern: string, filter: string): boolean {
+  // [MQTT-4.7.2-1]: a leading wildcard matches no `$` key, and a `$` first level matches only `$` keys.
+  const dollar = (f: string) => f.startsWith('$');
+  if ((dollar(pattern) && startsWithWildcard(filter)) || (dollar(filter) && startsWithWildcard(pattern))) return false;
+  const p = pattern.split('/');
+  const f = filter.split('/');
+  for (let i = 0; ; i++) {
+    const pl = p[i];
+    const fl = f[i];
+    if (pl === '#' || fl === '#') {
+      // `#` also matches its parent level: when the other filter ends there with one level, the
+      // shared key is that level alone, which must not be empty (an empty key is no key).
+      const other = pl === '#' ? fl : pl;
+      return !(other === undefined && i === 1 && (p[0] === '' || f[0] === ''));
+    }
+    if (pl === undefined || fl === undefined) return pl === fl;
+    if (pl !== '+' && fl !== '+' && pl !== fl) return false;
   }
 }

@@ -26,25 +26,26 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-/** Listeners on ephemeral loopback ports; a test's YAML gives routes, targets and limits. */
-export const LISTENERS = `
-listeners:
-  http: { host: 127.0.0.1, port: 0 }
-  admin: { host: 127.0.0.1, port: 0 }
-`;
-
 /** Listeners a test can ask for beyond http and admin, each on an ephemeral loopback port. */
 export type ExtraListener = 'grpc' | 'mqtt';
 
 export interface TestGatewayOptions {
   listeners?: readonly ExtraListener[];
+  /** more keys of a listener's flow mapping, e.g. `tls: { cert: …, key: … }` */
+  listenerKeys?: Partial<Record<ExtraListener | 'http' | 'admin', string>>;
   /** a fixed HTTP port instead of an ephemeral one, e.g. to restart a gateway where clients reconnect */
   httpPort?: number;
 }
 
 export async function startGateway(yaml: string, registry: Registry = builtins, options: TestGatewayOptions = {}): Promise<TestGateway> {
-  const base = options.httpPort === undefined ? LISTENERS : LISTENERS.replace('http: { host: 127.0.0.1, port: 0 }', `http: { host: 127.0.0.1, port: ${options.httpPort} }`);
-  const listeners = `${base.trimEnd()}\n${(options.listeners ?? []).map((name) => `  ${name}: { host: 127.0.0.1, port: 0 }\n`).join('')}`;
+  const keys = (name: ExtraListener | 'http' | 'admin') => (options.listenerKeys?.[name] ? `, ${options.listenerKeys[name]}` : '');
+  const listeners = [
+    'listeners:',
+    `  http: { host: 127.0.0.1, port: ${options.httpPort ?? 0}${keys('http')} }`,
+    `  admin: { host: 127.0.0.1, port: 0${keys('admin')} }`,
+    ...(options.listeners ?? []).map((name) => `  ${name}: { host: 127.0.0.1, port: 0${keys(name)} }`),
+    '',
+  ].join('\n');
   const dir = await mkdtemp(join(tmpdir(), 'junction-test-'));
   const configPath = join(dir, 'gateway.yaml');
   const withDeadletter = /^deadletter:/m.test(yaml) ? yaml : `${yaml}\ndeadletter: { path: deadletter.jsonl }\n`;
@@ -54,18 +55,19 @@ export async function startGateway(yaml: string, registry: Registry = builtins, 
   const gateway = await Gateway.start(config, { logger: silentLogger(), registry });
   const http = gateway.address('http');
   const admin = gateway.address('admin');
+  const scheme = (name: 'http' | 'admin') => (options.listenerKeys?.[name]?.includes('tls:') ? 'https' : 'http');
   const grpc = gateway.address('grpc');
   const mqtt = gateway.address('mqtt');
   return {
     gateway,
     dir,
     configPath,
-    http: http ? `http://127.0.0.1:${http.port}` : '',
-    admin: admin ? `http://127.0.0.1:${admin.port}` : '',
+    http: http ? `${scheme('http')}://127.0.0.1:${http.port}` : '',
+    admin: admin ? `${scheme('admin')}://127.0.0.1:${admin.port}` : '',
     grpc: grpc ? `127.0.0.1:${grpc.port}` : '',
     mqtt: mqtt ? `mqtt://127.0.0.1:${mqtt.port}` : '',
     mqttPort: mqtt?.port ?? 0,
-    mqttWs: mqtt && http ? `ws://127.0.0.1:${http.port}/mqtt` : '',
+    mqttWs: mqtt && http ? `${scheme('http') === 'https' ? 'wss' : 'ws'}://127.0.0.1:${http.port}/mqtt` : '',
     writeConfig: (text) => writeFile(configPath, `${listeners}\n${withAnonymous(text)}`),
     async stop() {
       await gateway.stop();

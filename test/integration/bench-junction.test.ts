@@ -59,5 +59,13 @@ describe('junction bench against Junction', { timeout: 120_000 }, () => {
       expect(result.latencyKind).toBe('none');
     }
   });
-});
 
+  it('--tls: HTTP publish, MQTT pub/sub and MQTT connections over TLS, with handshakes per second', async () => {
+    expectComplete(await bench(['http-publish', '--tls', '--count', '300', '--connections', '4']), 300, 1);
+    expectComplete(await bench(['mqtt-pubsub', '--tls', '--count', '300', '--qos', '1']), 300, 1);
+    const connections = await bench(['mqtt-connections', '--tls', '--connections', '100', '--duration', '1']);
+    expect(connections.connections).toMatchObject({ wanted: 100, connected: 100, failed: 0, dropped: 0 });
+    expect(connections.connections!.openedPerS).toBeGreaterThan(0);
+    expect(connections.options.tls).toBe(true);
+  });
+});

@@ -27,6 +27,14 @@ describe('junction bench against peers', { timeout: 120_000 }, () => {
     expectComplete(await bench(['work-queue', '--server', 'mosquitto', '--count', '300', '--subscribers', '3']), 300, 1);
     expectComplete(await bench(['ws-fanout', '--server', 'nats', '--subscribers', '10', '--rate', '200', '--count', '100', '--qos', '1']), 100, 10);
   });
+
+  it('--tls: Mosquitto and fastify over TLS, and a clear refusal where a server has none', async () => {
+    expectComplete(await bench(['mqtt-pubsub', '--server', 'mosquitto', '--tls', '--count', '300', '--qos', '1']), 300, 1);
+    expectComplete(await bench(['http-publish', '--server', 'fastify', '--tls', '--count', '300', '--connections', '4']), 300, 1);
+    const refused = await runCli(['bench', 'mqtt-pubsub', '--server', 'aedes', '--tls', '--count', '10', '--json']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('--tls: bench/peers/aedes serves no TLS');
+  });
 });
 
 describe('junction bench reports what went wrong', { timeout: 120_000 }, () => {

@@ -110,6 +110,7 @@ routes:
 defaultRoute: publish
 auth:
   users: [ { username: app, password: "${hash}" } ]
+  acl: [ { principal: "*", publish: ["#"], subscribe: ["#"] } ]
 `);
     const authed = await client({ token: 'app:secret' });
     await authed.publish('anything', 'x');

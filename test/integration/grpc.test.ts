@@ -222,7 +222,7 @@ auth:
     - { username: worker, password: "${hash}" }
   acl:
     - { principal: svc, publish: ["svc/#", "rpc/#"], subscribe: ["svc/#"] }
-    - { principal: worker, subscribe: ["rpc/#"] }
+    - { principal: worker, subscribe: ["rpc/#"], respond: ["rpc/#"] }
 `, undefined, { listeners: ['grpc'] });
     const c = client();
     const svc = { metadata: { authorization: 'Bearer svc:pw' } };

@@ -246,8 +246,10 @@ routes:
     expect((await problem(noResponder)).code).toBe('no_route');
 
     const bus = gw.gateway.bus;
+    const dispatcher = gw.gateway.dispatcher;
+    // A responder answers as an adapter would: through the dispatcher, to the request's inbox.
     const subscription = await bus.subscribe('rpc/+', (request) => {
-      void bus.publish({ ...request, id: `${request.id}-r`, key: request.replyTo!, payload: Buffer.from(`echo:${request.payload.toString()}`), replyTo: undefined });
+      void dispatcher.dispatch({ ...request, id: `${request.id}-r`, key: request.replyTo!, payload: Buffer.from(`echo:${request.payload.toString()}`), replyTo: undefined });
     }, { responder: true });
     const answered = await fetch(`${gw.http}/v1/requests/rpc/echo`, { method: 'POST', body: 'hi' });
     expect(answered.status).toBe(200);

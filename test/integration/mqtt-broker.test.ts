@@ -115,7 +115,7 @@ describe('MQTT broker semantics through the router', () => {
     expect(again.sessionPresent).toBe(false);
   });
 
-  it('matches wildcards as MQTT does, keeps $ topics out of leading wildcards and refuses $SYS/ publishes', async () => {
+  it('matches wildcards as MQTT does, keeps $ topics out of leading wildcards and refuses $SYS/ publishes as forbidden', async () => {
     const subscribe = async (filter: string) => {
       const client = await connectMqtt(gw.mqtt);
       await client.client.subscribeAsync(filter, { qos: 1 });
@@ -145,10 +145,14 @@ describe('MQTT broker semantics through the router', () => {
     expect(middle.texts()).toEqual(['w/a/b', 'w//b', 'w/end/b']);
     expect(tree.texts()).toEqual(['w/a/b', 'w//b', 'w', 'w/a/b/c', 'w/end/b']);
 
+    // $SYS/ is the broker's on every protocol: refused as forbidden, which 3.1.1 acknowledges and drops.
+    const sys = await subscribe('$SYS/#');
     const intruder = await connectMqtt(gw.mqtt);
-    const closed = new Promise<void>((resolve) => intruder.client.once('close', () => resolve()));
-    intruder.client.publish('$SYS/fake', 'x', { qos: 1 });
-    await closed;
+    await intruder.client.publishAsync('$SYS/fake', 'x', { qos: 1 });
+    await intruder.client.publishAsync('w/after', 'after', { qos: 1 });
+    await eventually(() => expect(tree.texts().at(-1)).toBe('after'));
+    expect(sys.texts()).not.toContain('x');
+    expect(intruder.client.connected).toBe(true);
   });
 
   it('hands a client id to the newest connection and closes the older one', async () => {

@@ -33,6 +33,7 @@ auth:
   users:
     - { username: alice, password: "${hash}" }
     - { username: bob, password: "${hash}" }
+  acl: [ { principal: "*", publish: ["#"], subscribe: ["#"] } ]
 `, undefined, { listeners: ['grpc'] });
     // grpc-js clients to one address share a connection, so the clients here are told apart by principal.
     const client = new GatewayClient(gw.grpc);

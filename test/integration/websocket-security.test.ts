@@ -43,7 +43,7 @@ auth:
   users:
     - { username: alice, password: "${aliceHash}" }
   acl:
-    - { principal: alice, publish: ["alice/#"], subscribe: ["alice/#", "public/#"] }
+    - { principal: alice, publish: ["alice/#"], subscribe: ["alice/#", "public/#"], respond: ["alice/svc"] }
 `;
   }
 

@@ -172,8 +172,8 @@ describe('YAML problems', () => {
   });
 
   it('points an unknown key at the key itself and lists what is allowed', () => {
-    expect(issuesOf(yaml('listeners:', '  http:', '    host: a', '    port: 1', '    tls: true'))).toEqual([
-      '5:5 listeners.http.tls: unknown key "tls"; expected one of: host, port',
+    expect(issuesOf(yaml('listeners:', '  http:', '    host: a', '    port: 1', '    tls12: true'))).toEqual([
+      '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
       '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
@@ -402,13 +402,13 @@ describe('environment variables', () => {
 
   it('substitutes values, defaults and escapes; unquoted values are typed afterwards', () => {
     const { config } = loadConfigText(text, FILE, { PORT: '9000', INGEST_URL: 'http://ingest:9000/in', TOKEN: 's3cret' });
-    expect(config.listeners.http).toEqual({ host: '127.0.0.1', port: 9000 });
+    expect(config.listeners.http).toMatchObject({ host: '127.0.0.1', port: 9000 });
     expect(config.targets.ingest).toMatchObject({ url: 'http://ingest:9000/in', headers: { authorization: 'Bearer s3cret', 'x-template': '${literal}' } });
   });
 
   it('uses the default for an empty variable, like the shell', () => {
     const { config } = loadConfigText(text, FILE, { HOST: '', INGEST_URL: 'http://x', TOKEN: 't' });
-    expect(config.listeners.http).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(config.listeners.http).toMatchObject({ host: '127.0.0.1', port: 8080 });
   });
 
   it('reports every unset variable at its value, without schema noise on top', () => {
@@ -462,7 +462,11 @@ describe('the resolved config', () => {
         drainTimeout: 30_000,
         maxHold: 10_000,
       },
-      auth: { anonymous: false, users: [] },
+      auth: {
+        anonymous: false, users: [], apiKeys: [], certificate: { principal: 'commonName' },
+        backoff: { after: 5, initial: 1000, max: 60_000 },
+        verification: { concurrency: 2, maxPending: 1000, maxPendingPerIp: 8 },
+      },
       websocket: {
         enabled: true,
         maxConnections: 10_000,
@@ -487,7 +491,12 @@ describe('the resolved config', () => {
   });
 
   it('holds every default of the schema where the file leaves the key out', () => {
+    const tls = 'tls: { cert: c.pem, key: k.pem }';
     const { config } = loadConfigText(yaml(
+      // Optional sections and listeners are given, so their own defaults are looked at too.
+      'listeners:',
+      ...['http', 'mqtt', 'grpc', 'admin'].map((name, i) => `  ${name}: { host: a, port: ${i + 1}, ${tls} }`),
+      'auth: { jwt: { secret: "a secret of thirty-two characters!" }, acl: [{ principal: "*", publish: [x] }] }',
       'breakers: { quick: {} }',
       'targets:',
       '  h: { type: http, url: "http://x", retry: { attempts: 2, backoff: 1s }, rateLimit: { rate: 5, per: 1s } }',

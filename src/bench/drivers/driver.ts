@@ -15,6 +15,8 @@ export interface ConnectionContext {
   keepaliveS: number;
   /** a publisher's window (`--inflight`): HTTP opens that many connections, so at a fixed rate too no request waits in line behind a slow one */
   inflight: number;
+  /** the CA certificate (PEM) to trust when the run is over TLS */
+  tlsCa: string | undefined;
   /** called once if the connection closes while it should have stayed open */
   onDrop(reason: string): void;
 }

@@ -4,7 +4,12 @@ import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection }
 
 function origin(ctx: ConnectionContext): string {
   if (!ctx.ports.http) throw new Error(`${ctx.server} has no HTTP port`);
-  return `http://${ctx.host}:${ctx.ports.http}`;
+  return `${ctx.tlsCa !== undefined ? 'https' : 'http'}://${ctx.host}:${ctx.ports.http}`;
+}
+
+/** TLS options of the connections, when the run is over TLS. */
+function connectOptions(ctx: ConnectionContext): { connect?: { ca: string; servername: string } } {
+  return ctx.tlsCa !== undefined ? { connect: { ca: ctx.tlsCa, servername: 'localhost' } } : {};
 }
 
 /**
@@ -16,7 +21,7 @@ export const httpDriver: ProtocolDriver = {
   protocol: 'http',
 
   async publisher(ctx): Promise<PublisherConnection> {
-    const client = new Pool(origin(ctx), { connections: ctx.inflight, localAddress: ctx.localAddress, keepAliveTimeout: 60_000 });
+    const client = new Pool(origin(ctx), { connections: ctx.inflight, localAddress: ctx.localAddress, keepAliveTimeout: 60_000, ...connectOptions(ctx) });
     return {
       publish(key, payload, priority, done) {
         client.request({
@@ -32,7 +37,7 @@ export const httpDriver: ProtocolDriver = {
   },
 
   async subscriber(ctx, key, onDelivery): Promise<Closable> {
-    const client = new Client(origin(ctx), { localAddress: ctx.localAddress, bodyTimeout: 0 });
+    const client = new Client(origin(ctx), { localAddress: ctx.localAddress, bodyTimeout: 0, ...connectOptions(ctx) });
     const response = await client.request({ method: 'GET', path: `/v1/subscribe/${key}`, headers: { accept: 'text/event-stream' } });
     if (response.statusCode !== 200) throw new Error(`GET /v1/subscribe/${key}: HTTP ${response.statusCode}`);
     let closing = false;

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { MqttClient, type IClientPublishOptions, type IClientSubscribeOptions } from 'mqtt';
 import { readStampBytes } from '../stamp.js';
 import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection } from './driver.js';
@@ -19,7 +20,10 @@ function connect(ctx: ConnectionContext): Promise<Connection> {
   // would measure TCP timers rather than the server.
   // mqtt.js adds a 'drain' listener per write that meets a full socket: an open-loop publisher
   // ahead of a slow server has thousands at once, which is expected, not a leak.
-  const connect = () => net.connect({ host, port, localAddress, noDelay: true }).setMaxListeners(0);
+  const tlsCa = ctx.tlsCa;
+  const connect = () => (tlsCa !== undefined
+    ? tls.connect({ socket: net.connect({ host, port, localAddress, noDelay: true }), ca: tlsCa, servername: 'localhost' })
+    : net.connect({ host, port, localAddress, noDelay: true })).setMaxListeners(0);
   const client = new MqttClient(connect, {
     protocolVersion: 4, clientId: ctx.clientId, clean: true, keepalive: ctx.keepaliveS,
     // A drop must be counted, not hidden by a reconnect.
