@@ -55,6 +55,8 @@ export interface GatewayErrorDetails {
   expired?: boolean;
   /** calls made to the target before it gave up */
   attempts?: number;
+  /** set when the queue store could not write the message (a full disk, an I/O error): nothing was accepted */
+  storage?: boolean;
 }
 
 export class GatewayError extends Error {

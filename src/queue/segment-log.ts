@@ -15,9 +15,9 @@ const REFUSALS = new Set(['ENOSPC', 'EFBIG', 'EDQUOT', 'EIO', 'EROFS']);
 export function storageRefusal(err: unknown): GatewayError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code !== undefined && REFUSALS.has(code)) {
-    return new GatewayError('overloaded', `the queue store cannot write (${code})`, { retryAfterMs: 1000 });
+    return new GatewayError('overloaded', `the queue store cannot write (${code})`, { retryAfterMs: 1000, storage: true });
   }
-  return new GatewayError('internal', `the queue store failed to write: ${err instanceof Error ? err.message : String(err)}`);
+  return new GatewayError('internal', `the queue store failed to write: ${err instanceof Error ? err.message : String(err)}`, { storage: true });
 }
 
 const NAME = /^queue-(\d{12})\.log$/;
