@@ -16,6 +16,7 @@ export function resolveConfig(data: unknown, file: string, baseDir: string, regi
     ...config,
     file: file === '' ? '' : path.resolve(file),
     deadletter: { ...config.deadletter, path: path.resolve(baseDir, config.deadletter.path) },
+    storage: { ...config.storage, dir: path.resolve(baseDir, config.storage.dir) },
     targets: Object.fromEntries(Object.entries(config.targets).map(([name, target]) => [name, withPaths(target, registry, baseDir)])),
     routes: config.routes.map((route) => lowerCaseHeaders(resolveRoute(route, config.requests))),
   });
