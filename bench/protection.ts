@@ -140,7 +140,7 @@ async function overload(store: DeadLetterStore): Promise<Record<string, { p50: n
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'junction-bench-'));
-  const store = new DeadLetterStore(join(dir, 'dl.jsonl'), 1024 ** 3);
+  const store = new DeadLetterStore({ path: join(dir, 'dl.jsonl'), maxFileSize: 1024 ** 3, maxBytes: 4 * 1024 ** 3, whenFull: 'refuse', fsync: false });
   const bare: number[] = [];
   const guarded: number[] = [];
   for (let run = 0; run < RUNS; run++) {

@@ -8,7 +8,7 @@ import { LocalBus, type Bus } from './bus/index.js';
 import { loadConfigFile } from './config/load.js';
 import type { ConfigIssue, GatewayConfig } from './config/types.js';
 import { ConfigError } from './config/types.js';
-import { DeadLetterStore } from './deadletter/store.js';
+import { DeadLetterStore, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
@@ -101,7 +101,12 @@ export class Gateway {
     this.logger = options.logger;
     this.#registry = options.registry ?? builtins;
     this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
-    this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
+    this.deadletter = new DeadLetterStore({
+      ...config.deadletter,
+      // A dead letter settles a queued message, so it must be as durable as the queue was.
+      fsync: config.storage.sync === 'fsync',
+      onFill: (level, usage) => this.#deadLetterFill(level, usage),
+    });
     this.archive = new DeadLetterArchive(config.deadletter.path);
     this.metrics = new GatewayMetrics({
       lanes: () => this.lanes(),
@@ -110,6 +115,7 @@ export class Gateway {
       reloads: () => this.reloads,
       subscriptions: () => this.bus.subscriptionCount,
       adapters: () => this.adapterStats(),
+      deadletter: () => this.deadletter.usage,
     });
     const plan = this.#plan(config, this.#version);
     this.#targets = plan.targets;
@@ -271,6 +277,24 @@ export class Gateway {
     };
   }
 
+  #deadLetterFill(level: FillLevel, usage: DeadLetterUsage): void {
+    const { whenFull } = this.#config.deadletter;
+    const fields = { path: this.deadletter.path, bytes: usage.bytes, maxBytes: usage.maxBytes };
+    switch (level) {
+      case 'high':
+        this.logger.warn(fields, 'dead-letter store past 80 % of deadletter.maxBytes');
+        break;
+      case 'full':
+        this.logger.error({ ...fields, whenFull }, whenFull === 'refuse'
+          ? 'dead-letter store full: new dead letters are refused until space is freed'
+          : 'dead-letter store full: the oldest records are deleted, each counted');
+        break;
+      case 'normal':
+        this.logger.info(fields, 'dead-letter store below 80 % of deadletter.maxBytes again');
+        break;
+    }
+  }
+
   /** Closes a lane that never ran. */
   #close(lane: TargetLane): void {
     lane.close(new GatewayError('overloaded', `target ${lane.name} was not started`));
@@ -396,6 +420,9 @@ export class Gateway {
     }
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
+    }
+    for (const key of ['deadletter'] as const) {
+      if (JSON.stringify(config[key]) !== JSON.stringify(this.#config[key])) this.logger.warn({ trigger }, `${key} changed: it applies after a restart`);
     }
     let plan: Plan;
     try {

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
 import type { AdapterStats } from './adapter.js';
+import type { DeadLetterUsage } from './deadletter/store.js';
 import type { Protocol } from './message.js';
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
@@ -11,6 +12,7 @@ export interface MetricsSource {
   reloads(): { ok: number; refused: number };
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
+  deadletter(): DeadLetterUsage;
 }
 
 /** Per-message events, recorded into plain maps on the hot path and exported at scrape time. */
@@ -213,6 +215,28 @@ export class GatewayMetrics implements DispatchObserver {
         const { ok, refused } = source.reloads();
         this.inc({ outcome: 'ok' }, ok);
         this.inc({ outcome: 'refused' }, refused);
+      },
+    });
+    new Gauge({
+      name: 'junction_deadletter_bytes', help: 'Bytes of the dead-letter file and its rotated predecessors', registers,
+      collect() { this.set(source.deadletter().bytes); },
+    });
+    new Gauge({
+      name: 'junction_deadletter_max_bytes', help: 'deadletter.maxBytes: the bound on the dead-letter files', registers,
+      collect() { this.set(source.deadletter().maxBytes); },
+    });
+    new Counter({
+      name: 'junction_deadletter_refused_total', help: 'Dead letters refused at deadletter.maxBytes (whenFull: refuse)', registers,
+      collect() {
+        this.reset();
+        this.inc(source.deadletter().refused);
+      },
+    });
+    new Counter({
+      name: 'junction_deadletter_dropped_total', help: 'Dead-letter records deleted with the oldest file at deadletter.maxBytes (whenFull: dropOldest)', registers,
+      collect() {
+        this.reset();
+        this.inc(source.deadletter().dropped);
       },
     });
     this.#accepted = new BucketHistogram('junction_ingress_ack_seconds', 'From a message entering the router to its acceptance (the ack), by protocol', LATENCY_BUCKETS, registers);

@@ -3,9 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Gateway } from '../gateway.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
-import type { DeadLetterReason } from '../deadletter/store.js';
-
-const REASONS: readonly DeadLetterReason[] = ['failed', 'retries_exhausted', 'breaker_open', 'overloaded', 'shed', 'expired', 'timeout', 'shutdown', 'routed'];
+import { DEAD_LETTER_REASONS as REASONS, type DeadLetterReason } from '../deadletter/store.js';
 
 function time(value: string): number | undefined {
   const n = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
@@ -52,7 +50,7 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     limiter: { rejections: gateway.limiter.rejections },
     rejections: gateway.metrics.rejections(),
     adapters: Object.fromEntries(gateway.adapterStats()),
-    deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
+    deadletter: { path: gateway.deadletter.path, whenFull: gateway.config().deadletter.whenFull, level: gateway.deadletter.level, ...gateway.deadletter.usage },
     targets,
   };
 }

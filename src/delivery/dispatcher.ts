@@ -231,7 +231,10 @@ export class Dispatcher {
         const error = toGatewayError(err);
         if (error.details.expired) return undefined;
         const settlement = this.#tryChain(message, name, error, chain).catch((writeError: unknown) => {
-          this.#deps.logger.error({ err: writeError, id: message.id, target: name }, 'dead-letter write failed: message lost');
+          // A full store logged that once; each other failure is one line.
+          if (toGatewayError(writeError).details.deadLetterFull !== true) {
+            this.#deps.logger.error({ err: writeError, id: message.id, target: name }, 'dead-letter write failed: message lost');
+          }
           return 'lost' as const;
         });
         lane.settle(settlement);

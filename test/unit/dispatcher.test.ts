@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../src/bus/index.js';
 import type { RouteConfig } from '../../src/config/schema.js';
-import { DeadLetterStore, type DeadLetterRecord } from '../../src/deadletter/store.js';
+import { DeadLetterStore, type DeadLetterOptions, type DeadLetterRecord } from '../../src/deadletter/store.js';
 import { Dispatcher, type RoutingSnapshot } from '../../src/delivery/dispatcher.js';
 import { TargetLane } from '../../src/delivery/target-lane.js';
 import { GatewayError } from '../../src/errors.js';
@@ -37,6 +37,10 @@ function message(key: string, priority = 4): Message {
   return createMessage({ key, payload: Buffer.from(key), priority, source: { protocol: 'internal' } });
 }
 
+function deadLetterStore(path: string, bound: Partial<DeadLetterOptions> = {}): DeadLetterStore {
+  return new DeadLetterStore({ path, maxFileSize: 1024 * 1024, maxBytes: 16 * 1024 * 1024, whenFull: 'refuse', fsync: false, ...bound });
+}
+
 describe('Dispatcher', () => {
   let dir: string;
   let store: DeadLetterStore;
@@ -44,7 +48,7 @@ describe('Dispatcher', () => {
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'junction-dispatch-'));
-    store = new DeadLetterStore(join(dir, 'dl.jsonl'), 1024 * 1024);
+    store = deadLetterStore(join(dir, 'dl.jsonl'));
   });
   afterEach(async () => {
     await store.close();
