@@ -12,6 +12,7 @@ import { DeadLetterStore, type DeadLetterUsage, type FillLevel } from './deadlet
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
+import { DirectoryInUseError, openQueueStore, type QueueStore } from './queue/index.js';
 import { GatewayError, ListenerError, SetupError, type ListenerName } from './errors.js';
 import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
@@ -56,15 +57,30 @@ export interface ReloadOutcome {
 interface RunningTarget {
   config: string;
   lane: TargetLane;
+  /** the byte bound of its queue in the queue store */
+  maxBytes: number;
 }
 
 /** A routing state built in full before it is put in force: nothing of it runs until committed. */
 interface Plan {
   snapshot: RoutingSnapshot;
   targets: Map<string, RunningTarget>;
+  /** lanes the plan creates, which start when it is committed */
+  created: RunningTarget[];
   /** lanes of the running state that the plan replaces or drops */
   replaced: TargetLane[];
 }
+
+/** What the start found in the queue store beyond the store's own report. */
+interface RecoveryOutcome {
+  /** records of targets no longer configured, written to the dead-letter store */
+  noTarget: number;
+  /** such records the dead-letter store refused: they stay in the queue store for the next start */
+  kept: number;
+}
+
+/** Store write failures with no sender to tell are logged at most this often. */
+const STORE_ERROR_LOG_MS = 10_000;
 
 /**
  * The whole gateway: config, routing table, bus, targets, adapters and listeners, plus reload
@@ -76,6 +92,12 @@ export class Gateway {
   readonly dispatcher: Dispatcher;
   readonly deadletter: DeadLetterStore;
   readonly #adapters = new Map<Protocol, Adapter>();
+  /** opened in #start, before any lane exists */
+  #store: QueueStore | undefined;
+  #recovered: RecoveryOutcome = { noTarget: 0, kept: 0 };
+  #storeErrors = { total: 0, unlogged: 0, loggedAt: 0 };
+  /** per target, the lane that takes from its queue: the running one, or a retiring one still draining it */
+  readonly #owners = new Map<string, TargetLane>();
   #config: GatewayConfig;
   #version = 1;
   readonly #registry: Registry;
@@ -117,9 +139,9 @@ export class Gateway {
       adapters: () => this.adapterStats(),
       deadletter: () => this.deadletter.usage,
     });
-    const plan = this.#plan(config, this.#version);
-    this.#targets = plan.targets;
-    this.dispatcher = new Dispatcher(plan.snapshot, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
+    // Lanes come once the queue store is open (#start); until then nothing is dispatched.
+    const table = compileRouteTable(config.routes, config.defaultRoute, this.#version);
+    this.dispatcher = new Dispatcher({ table, lanes: new Map(), requestTimeoutMs: config.requests.timeout }, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
@@ -153,12 +175,13 @@ export class Gateway {
   async #start(options: GatewayOptions): Promise<void> {
     const { listeners } = this.#config;
     const http = listeners.http ? this.#httpListener() : undefined;
-    // The admin listener comes up first, so /readyz can say "starting" while the rest binds.
+    // The admin listener comes up first, so /readyz can say "starting" while recovery runs and the rest binds.
     if (listeners.admin) {
       const admin = await startAdminServer(this);
       this.#admin = admin;
       await this.#listen('admin', admin, listeners.admin.host, listeners.admin.port);
     }
+    await this.#recover();
     for (const registration of this.#registry.protocols) {
       this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
     }
@@ -252,7 +275,7 @@ export class Gateway {
   #plan(config: GatewayConfig, version: number): Plan {
     const table = compileRouteTable(config.routes, config.defaultRoute, version);
     const targets = new Map<string, RunningTarget>();
-    const created: TargetLane[] = [];
+    const created: RunningTarget[] = [];
     try {
       for (const [name, targetConfig] of Object.entries(config.targets)) {
         const current = this.#targets.get(name);
@@ -261,20 +284,96 @@ export class Gateway {
           targets.set(name, current);
           continue;
         }
-        const lane = this.#createLane(name, targetConfig, config.breakers);
-        created.push(lane);
-        targets.set(name, { config: fingerprint, lane });
+        const running = { config: fingerprint, lane: this.#createLane(name, targetConfig, config.breakers), maxBytes: targetConfig.queue.maxBytes };
+        created.push(running);
+        targets.set(name, running);
       }
     } catch (err) {
-      for (const lane of created) this.#close(lane);
+      for (const { lane } of created) this.#close(lane);
       throw err;
     }
     const replaced = [...this.#targets.values()].filter((running) => targets.get(running.lane.name) !== running).map((running) => running.lane);
     return {
       snapshot: { table, lanes: new Map([...targets].map(([name, running]) => [name, running.lane])), requestTimeoutMs: config.requests.timeout },
       targets,
+      created,
       replaced,
     };
+  }
+
+  /**
+   * Puts a plan in force, in one synchronous step: the dispatcher's routing state, then each new
+   * lane in charge of its target's queue (taking over the records of the lane it replaces), then
+   * the replaced lanes finish what they still run.
+   */
+  #commit(plan: Plan): void {
+    this.#targets = plan.targets;
+    this.dispatcher.swap(plan.snapshot);
+    for (const { lane, maxBytes } of plan.created) {
+      this.#store!.queue(lane.name, { maxBytes });
+      lane.start(this.#owners.get(lane.name));
+      this.#owners.set(lane.name, lane);
+    }
+    this.#retire(plan.replaced);
+  }
+
+  /**
+   * Opens the queue store, which puts back what an earlier run left unsettled, and starts the
+   * lanes on it. Records of targets no longer configured go to the dead-letter store with reason
+   * `no_target`. Runs before any listener but the admin one, so /readyz says `starting` meanwhile.
+   */
+  async #recover(): Promise<void> {
+    const { storage } = this.#config;
+    try {
+      this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeError(err) });
+    } catch (err) {
+      if (err instanceof DirectoryInUseError) throw new SetupError('storage.dir', `${err.message}; give each gateway its own storage.dir`);
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new SetupError('storage.dir', `the queue store in ${storage.dir} cannot be opened: ${code ?? (err as Error).message}`);
+    }
+    this.#commit(this.#plan(this.#config, this.#version));
+    const report = this.#store.recovery;
+    const gone = report.targets.filter((name) => !Object.hasOwn(this.#config.targets, name));
+    for (const name of gone) await this.#deadLetterUnconfigured(name);
+    if (storage.sync !== 'none') {
+      const { durationMs, ...counts } = report;
+      this.logger.info({ dir: storage.dir, sync: storage.sync, ...counts, ...this.#recovered, durationMs: Math.round(durationMs) }, 'queue store recovered');
+    }
+  }
+
+  /** The records a removed target left in the queue store, dead-lettered with reason `no_target`. */
+  async #deadLetterUnconfigured(name: string): Promise<void> {
+    const queue = this.#store!.queue(name);
+    const writes: Promise<void>[] = [];
+    let kept = 0;
+    // Each round takes a record out of the queue, so this ends within the queue's size.
+    for (let record = queue.take(); record; record = queue.take()) {
+      const taken = record;
+      writes.push(this.dispatcher.deadLetter({
+        message: taken.message, target: name, reason: 'no_target', attempts: taken.attempts,
+        error: `target ${name} is not in the configuration`,
+      }).then(() => {
+        queue.settle(taken, 'deadLettered');
+        this.#recovered.noTarget++;
+      }, () => {
+        kept++;
+      }));
+    }
+    await Promise.all(writes);
+    this.#recovered.kept += kept;
+    if (kept > 0) this.logger.error({ target: name, kept }, 'the dead-letter store refused records of a removed target: they stay in the queue store until the next start');
+  }
+
+  /** Store writes that failed with no sender to tell: counted, and logged at most once per interval. */
+  #storeError(err: Error): void {
+    const errors = this.#storeErrors;
+    errors.total++;
+    errors.unlogged++;
+    const now = Date.now();
+    if (now - errors.loggedAt < STORE_ERROR_LOG_MS) return;
+    this.logger.error({ err, failures: errors.unlogged }, 'queue store write failed');
+    errors.unlogged = 0;
+    errors.loggedAt = now;
   }
 
   #deadLetterFill(level: FillLevel, usage: DeadLetterUsage): void {
@@ -295,6 +394,7 @@ export class Gateway {
     }
   }
 
+
   /** Closes a lane that never ran. */
   #close(lane: TargetLane): void {
     lane.close(new GatewayError('overloaded', `target ${lane.name} was not started`));
@@ -302,6 +402,7 @@ export class Gateway {
   }
 
   #createLane(name: string, config: TargetSettings, breakers: GatewayConfig['breakers']): TargetLane {
+    const store = this.#store!;
     const type = this.#registry.targetType(config.type);
     if (!type) throw new SetupError(`targets.${name}.type`, `no target type ${config.type} in this build (have: ${this.#registry.targetTypes.map((t) => t.type).join(', ')})`);
     const target = type.create(name, config, { logger: this.logger.child({ target: name }) });
@@ -309,10 +410,11 @@ export class Gateway {
     const breaker = breakers[config.breaker]!;
     // A breaker's timeout, when it has one, caps the target's.
     const timeoutMs = Math.min(config.timeout, breaker.timeout ?? Infinity);
-    return new TargetLane(target, {
+    return new TargetLane(target, store.queue(name), {
       concurrency: config.concurrency,
       maxQueue: config.queue.maxSize,
       timeoutMs,
+      recovered: (record) => this.dispatcher.recovered(name, record),
       ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff } } : {}),
       ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst } } : {}),
       breaker: {
@@ -346,6 +448,7 @@ export class Gateway {
       this.#retiring.add(lane);
       void lane.idle().then(() => {
         this.#retiring.delete(lane);
+        if (this.#owners.get(lane.name) === lane) this.#owners.delete(lane.name);
         return lane.target.close();
       }).catch((err: unknown) => this.logger.warn({ err, target: lane.name }, 'a replaced target did not close cleanly'));
     }
@@ -421,7 +524,7 @@ export class Gateway {
     if (JSON.stringify(config.listeners) !== JSON.stringify(this.#config.listeners)) {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
     }
-    for (const key of ['deadletter'] as const) {
+    for (const key of ['storage', 'deadletter'] as const) {
       if (JSON.stringify(config[key]) !== JSON.stringify(this.#config[key])) this.logger.warn({ trigger }, `${key} changed: it applies after a restart`);
     }
     let plan: Plan;
@@ -439,9 +542,7 @@ export class Gateway {
     const levelChanged = config.log.level !== this.#config.log.level;
     this.#version++;
     this.#config = config;
-    this.#targets = plan.targets;
-    this.dispatcher.swap(plan.snapshot);
-    this.#retire(plan.replaced);
+    this.#commit(plan);
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
@@ -471,6 +572,7 @@ export class Gateway {
     for (const lane of lanes) lane.close(shutdown);
     await this.dispatcher.settled();
     await Promise.all(lanes.map((lane) => lane.target.close().catch(() => undefined)));
+    await this.#store?.close();
     await this.deadletter.close();
     await this.bus.close();
     await this.#admin?.close();

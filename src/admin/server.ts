@@ -36,14 +36,18 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Per target: accepted = delivered + expired + deadLettered + rerouted + returned + lost + queued + inFlight. */
+/**
+ * Per target: accepted + adopted = delivered + expired + deadLettered + rerouted + returned
+ * + unsettled + handedOver + queued + inFlight.
+ */
 export function stats(gateway: Gateway): Record<string, unknown> {
   const targets: Record<string, unknown> = {};
   for (const [name, lane] of gateway.lanes()) {
     const s = lane.stats;
-    const settled = s.delivered + s.expired + s.deadLettered + s.rerouted + s.returned + s.lost + s.queued + s.inFlight;
-    targets[name] = { ...s, breaker: lane.breaker?.state ?? 'none', balanced: settled === s.accepted };
+    const accounted = s.delivered + s.expired + s.deadLettered + s.rerouted + s.returned + s.unsettled + s.handedOver + s.queued + s.inFlight;
+    targets[name] = { ...s, breaker: lane.breaker?.state ?? 'none', balanced: accounted === s.accepted + s.adopted };
   }
+
   return {
     version: gateway.version,
     messages: gateway.dispatcher.counters,
