@@ -12,7 +12,7 @@ import { DeadLetterStore, type DeadLetterUsage, type FillLevel } from './deadlet
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
-import { DirectoryInUseError, openQueueStore, type QueueStore } from './queue/index.js';
+import { DirectoryInUseError, DiskQueueStore, openQueueStore, type QueueStore } from './queue/index.js';
 import { GatewayError, ListenerError, SetupError, type ListenerName } from './errors.js';
 import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
@@ -21,7 +21,7 @@ import type { Registry } from './registry.js';
 import type { TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
-import { GatewayMetrics } from './metrics.js';
+import { GatewayMetrics, type StorageStats } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import type { Protocol } from './message.js';
@@ -137,6 +137,7 @@ export class Gateway {
       reloads: () => this.reloads,
       subscriptions: () => this.bus.subscriptionCount,
       adapters: () => this.adapterStats(),
+      storage: () => this.storageStats(),
       deadletter: () => this.deadletter.usage,
     });
     // Lanes come once the queue store is open (#start); until then nothing is dispatched.
@@ -394,6 +395,25 @@ export class Gateway {
     }
   }
 
+  /** The queue store's figures, for /metrics and /admin/stats. */
+  storageStats(): StorageStats {
+    const store = this.#store;
+    const queues = new Map<string, { records: number; held: number; bytes: number }>();
+    if (store) {
+      for (const name of this.lanes().keys()) {
+        const queue = store.queue(name);
+        queues.set(name, { records: queue.size + queue.held, held: queue.held, bytes: queue.bytes });
+      }
+    }
+    return {
+      dir: this.#config.storage.dir,
+      sync: this.#config.storage.sync,
+      queues,
+      ...(store instanceof DiskQueueStore ? { files: store.diskBytes } : {}),
+      recovery: { ...(store?.recovery ?? { targets: [], records: 0, corrupt: 0, torn: 0, segments: 0, durationMs: 0 }), ...this.#recovered },
+      errors: this.#storeErrors.total,
+    };
+  }
 
   /** Closes a lane that never ran. */
   #close(lane: TargetLane): void {

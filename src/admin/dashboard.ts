@@ -49,6 +49,15 @@ function recentLatency(gateway: Gateway): { ingress: Record<string, Quantiles>; 
   return { ingress: quantilesBetween(buckets.ingress, before.ingress), targets: quantilesBetween(buckets.targets, before.targets) };
 }
 
+/** The queue store's policy and bytes waiting in it, and how full the dead-letter store is. */
+function storageSummary(gateway: Gateway): { sync: string; queuedBytes: number; deadLetterBytes: number; deadLetterMaxBytes: number } {
+  const storage = gateway.storageStats();
+  let queuedBytes = 0;
+  for (const queue of storage.queues.values()) queuedBytes += queue.bytes;
+  const { bytes, maxBytes } = gateway.deadletter.usage;
+  return { sync: storage.sync, queuedBytes, deadLetterBytes: bytes, deadLetterMaxBytes: maxBytes };
+}
+
 /** One picture of the gateway, as the dashboard draws it. */
 export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string, unknown>> {
   const targets: Record<string, unknown> = {};
@@ -67,6 +76,7 @@ export async function dashboardSnapshot(gateway: Gateway): Promise<Record<string
     latency: recentLatency(gateway),
     targets,
     limiter: gateway.limiter.rejections,
+    storage: storageSummary(gateway),
     connections: gateway.connections(),
     changes: gateway.recentChanges.slice(-20).reverse(),
   };

@@ -47,7 +47,7 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     const accounted = s.delivered + s.expired + s.deadLettered + s.rerouted + s.returned + s.unsettled + s.handedOver + s.queued + s.inFlight;
     targets[name] = { ...s, breaker: lane.breaker?.state ?? 'none', balanced: accounted === s.accepted + s.adopted };
   }
-
+  const storage = gateway.storageStats();
   return {
     version: gateway.version,
     messages: gateway.dispatcher.counters,
@@ -55,6 +55,7 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     rejections: gateway.metrics.rejections(),
     adapters: Object.fromEntries(gateway.adapterStats()),
     deadletter: { path: gateway.deadletter.path, whenFull: gateway.config().deadletter.whenFull, level: gateway.deadletter.level, ...gateway.deadletter.usage },
+    storage: { ...storage, queues: Object.fromEntries(storage.queues) },
     targets,
   };
 }

@@ -46,6 +46,9 @@
     $('connections-total').textContent = String(sum(snap.connections));
     $('connections').textContent = Object.entries(snap.connections).map(([p, n]) => `${p} ${n}`).join(' · ');
     $('limiter').textContent = String(sum(snap.limiter));
+    const mb = (bytes) => `${fmt(bytes / 1048576)} MB`;
+    $('storage').textContent = `sync ${snap.storage.sync}`;
+    $('storage-detail').textContent = `${mb(snap.storage.queuedBytes)} queued · dead letters ${mb(snap.storage.deadLetterBytes)} of ${mb(snap.storage.deadLetterMaxBytes)}`;
 
     const body = $('targets').querySelector('tbody');
     body.replaceChildren(...Object.entries(snap.targets).map(([name, t]) => {
