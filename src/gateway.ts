@@ -24,6 +24,7 @@ import { IngressLimiter } from './protection/ingress-limiter.js';
 import { GatewayMetrics, type StorageStats } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
+import { ThrottledLog } from './throttled-log.js';
 import type { Protocol } from './message.js';
 
 export interface GatewayOptions {
@@ -79,9 +80,6 @@ interface RecoveryOutcome {
   kept: number;
 }
 
-/** Store write failures with no sender to tell are logged at most this often. */
-const STORE_ERROR_LOG_MS = 10_000;
-
 /**
  * The whole gateway: config, routing table, bus, targets, adapters and listeners, plus reload
  * and graceful shutdown.
@@ -95,7 +93,8 @@ export class Gateway {
   /** opened in #start, before any lane exists */
   #store: QueueStore | undefined;
   #recovered: RecoveryOutcome = { noTarget: 0, kept: 0 };
-  #storeErrors = { total: 0, unlogged: 0, loggedAt: 0 };
+  /** store writes that failed with no sender to tell (attempts, settlements, compaction) */
+  readonly #storeErrors: ThrottledLog;
   /** per target, the lane that takes from its queue: the running one, or a retiring one still draining it */
   readonly #owners = new Map<string, TargetLane>();
   #config: GatewayConfig;
@@ -121,6 +120,7 @@ export class Gateway {
   private constructor(config: GatewayConfig, options: GatewayOptions) {
     this.#config = config;
     this.logger = options.logger;
+    this.#storeErrors = new ThrottledLog(this.logger, 'queue store write failed');
     this.#registry = options.registry ?? builtins;
     this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
     this.deadletter = new DeadLetterStore({
@@ -326,7 +326,7 @@ export class Gateway {
   async #recover(): Promise<void> {
     const { storage } = this.#config;
     try {
-      this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeError(err) });
+      this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
     } catch (err) {
       if (err instanceof DirectoryInUseError) throw new SetupError('storage.dir', `${err.message}; give each gateway its own storage.dir`);
       const code = (err as NodeJS.ErrnoException).code;
@@ -363,18 +363,6 @@ export class Gateway {
     await Promise.all(writes);
     this.#recovered.kept += kept;
     if (kept > 0) this.logger.error({ target: name, kept }, 'the dead-letter store refused records of a removed target: they stay in the queue store until the next start');
-  }
-
-  /** Store writes that failed with no sender to tell: counted, and logged at most once per interval. */
-  #storeError(err: Error): void {
-    const errors = this.#storeErrors;
-    errors.total++;
-    errors.unlogged++;
-    const now = Date.now();
-    if (now - errors.loggedAt < STORE_ERROR_LOG_MS) return;
-    this.logger.error({ err, failures: errors.unlogged }, 'queue store write failed');
-    errors.unlogged = 0;
-    errors.loggedAt = now;
   }
 
   #deadLetterFill(level: FillLevel, usage: DeadLetterUsage): void {

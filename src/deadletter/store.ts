@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
+import { storageRefusal } from '../queue/segment-log.js';
 
 export type DeadLetterReason =
   | 'failed'
@@ -137,6 +138,8 @@ export class DeadLetterStore {
   #pending: Pending[] = [];
   #writing: Promise<void> | undefined;
   #level: FillLevel = 'normal';
+  /** the file reached the largest the system allows (EFBIG): the next write rotates first */
+  #atFileLimit = false;
   #measuredAt = 0;
   #written = 0;
   #refused = 0;
@@ -239,7 +242,7 @@ export class DeadLetterStore {
     };
     for (const item of batch) {
       const bytes = item.line.length;
-      if (this.#size + chunkBytes > 0 && this.#size + chunkBytes + bytes > this.#options.maxFileSize) {
+      if (this.#size + chunkBytes > 0 && (this.#atFileLimit || this.#size + chunkBytes + bytes > this.#options.maxFileSize)) {
         await flush();
         await this.#rotate();
       }
@@ -301,7 +304,10 @@ export class DeadLetterStore {
       if (this.#options.fsync) await file.datasync();
     } catch (err) {
       await file.truncate(this.#size).catch(() => undefined);
-      for (const item of chunk) item.reject(err as Error);
+      this.#atFileLimit = (err as NodeJS.ErrnoException).code === 'EFBIG';
+      // A sender still waiting for this (a route to deadletter) is told as for the queue store.
+      const refusal = storageRefusal(err, 'the dead-letter store');
+      for (const item of chunk) item.reject(refusal);
       return;
     }
     this.#size += bytes;
@@ -316,6 +322,7 @@ export class DeadLetterStore {
     await rename(this.path, path);
     this.#rotated.push({ path, size: this.#size });
     this.#size = 0;
+    this.#atFileLimit = false;
   }
 
   #setLevel(level: FillLevel): void {

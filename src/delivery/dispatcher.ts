@@ -11,6 +11,7 @@ import type { DispatchObserver } from '../metrics.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import { withTimeout } from '../timeouts.js';
+import { ThrottledLog } from '../throttled-log.js';
 import type { QueueRecord } from '../queue/index.js';
 import { inboxFor } from './inbox.js';
 import type { DeliveryOutcome, Settlement, TargetLane } from './target-lane.js';
@@ -78,10 +79,12 @@ export class Dispatcher {
   readonly counters: DispatchCounters = { received: 0, accepted: 0, rejected: 0, expired: 0, deadLettered: 0, published: 0 };
   #pending = 0;
   #pendingWaiters: (() => void)[] = [];
+  readonly #deadLetterFailures: ThrottledLog;
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
     this.#deps = deps;
+    this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
   }
 
   get snapshot(): RoutingSnapshot {
@@ -257,9 +260,8 @@ export class Dispatcher {
       expired: this.#done,
       failed: (error, settle) => {
         const settlement = this.#tryChain(message, target, error, chain()).catch((writeError: unknown) => {
-          const refused = toGatewayError(writeError).details.deadLetterFull === true;
-          // A full store logged that once; each other failure is one line.
-          if (!refused) this.#deps.logger.error({ err: writeError, id: message.id, target }, 'dead-letter write failed: the message stays in the queue store');
+          // A full dead-letter store logged that once, and counts its refusals.
+          if (toGatewayError(writeError).details.deadLetterFull !== true) this.#deadLetterFailures.report(writeError, { id: message.id, target });
           return 'unsettled' as const;
         });
         settle(settlement);
