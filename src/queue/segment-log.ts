@@ -22,6 +22,13 @@ export function storageRefusal(err: unknown, store = 'the queue store'): Gateway
 
 const NAME = /^queue-(\d{12})\.log$/;
 
+/** A segment holding its header only: starting another such one cannot make room. */
+const EMPTY_SEGMENT_BYTES = (() => {
+  const header = new FrameBuffer();
+  writeSegmentFrame(header);
+  return header.length;
+})();
+
 export class Segment {
   readonly number: number;
   readonly path: string;
@@ -131,7 +138,7 @@ export class SegmentLog {
       writeAll(segment.fd!, out.bytes, out.length, segment.size);
     } catch (err) {
       cutBack(segment.fd!, segment.size);
-      this.#atFileLimit = (err as NodeJS.ErrnoException).code === 'EFBIG';
+      this.#atFileLimit = (err as NodeJS.ErrnoException).code === 'EFBIG' && segment.size > EMPTY_SEGMENT_BYTES;
       throw err;
     }
     segment.size += out.length;
