@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startCli, type RunningGateway } from '../helpers/cli.js';
+import { runCli, startCli, type RunningGateway } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { sample, scrape } from '../helpers/prometheus.js';
@@ -204,5 +204,15 @@ routes:
     expect(acked.every((result) => result.acked)).toBe(true);
     await eventually(() => expect([...delivered].sort()).toEqual(['after-grpc', 'after-http', 'after-mqtt', 'after-ws', 'held-mqtt', 'qos0']));
     await Promise.all(publishers.map((publisher) => publisher.close()));
+  });
+
+  it('refuses to start on a storage.dir another running gateway holds, in one line naming the key', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'junction-durable-'));
+    const config = join(dir, 'gateway.yaml');
+    await writeFile(config, `${LISTENERS}\nstorage: { dir: queue }\n`);
+    running = await startCli(config);
+    const second = await runCli(['start', '-c', config]);
+    expect(second.code).toBe(1);
+    expect(second.stderr.trim()).toBe(`storage.dir: ${join(dir, 'queue')} is used by another running gateway (process ${running.child.pid}); give each gateway its own storage.dir`);
   });
 });
