@@ -1,4 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
+import { hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
@@ -31,9 +34,11 @@ import { GatewayMetrics, type StorageStats } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import { ThrottledLog } from './throttled-log.js';
-import type { Protocol } from './message.js';
+import type { Message, Protocol } from './message.js';
 import { clientErrorAnswer } from './problem.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
+import type { Cluster, NodeInfo } from './cluster/cluster.js';
+import { PACKAGE_VERSION } from './version.js';
 
 /**
  * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
@@ -47,6 +52,8 @@ export interface GatewayOptions {
   registry?: Registry;
   /** reload when the config file changes */
   watchConfig?: boolean;
+  /** this process's number among `--workers N` (1…N), which its cluster node id carries */
+  worker?: number;
 }
 
 /** One line of the dashboard's "last state changes". */
@@ -149,13 +156,17 @@ export class Gateway {
   readonly metrics: GatewayMetrics;
   readonly archive: DeadLetterArchive;
   #replays: Promise<unknown> = Promise.resolve();
+  /** cluster mode (config `cluster`): this node, its Redis and the bus across nodes */
+  readonly #cluster: Cluster | undefined;
+  readonly #startedAt = Date.now();
 
-  private constructor(config: GatewayConfig, options: GatewayOptions) {
+  private constructor(config: GatewayConfig, options: GatewayOptions, cluster: Cluster | undefined) {
+    this.#cluster = cluster;
     this.#config = config;
     this.logger = options.logger;
     this.#storeErrors = new ThrottledLog(this.logger, 'queue store write failed');
     this.#registry = options.registry ?? builtins;
-    this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
+    this.bus = cluster?.bus ?? new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
     this.admission = new Admission(this.logger);
     this.#access = new AccessControl(config, { guard: this.guard, logger: this.logger });
     for (const [name, listener] of Object.entries(config.listeners)) {
@@ -163,11 +174,12 @@ export class Gateway {
     }
     this.deadletter = new DeadLetterStore({
       ...config.deadletter,
+      path: this.#deadLetterPath(),
       // A dead letter settles a queued message, so it must be as durable as the queue was.
       fsync: config.storage.sync === 'fsync',
       onFill: (level, usage) => this.#deadLetterFill(level, usage),
     });
-    this.archive = new DeadLetterArchive(config.deadletter.path);
+    this.archive = new DeadLetterArchive(this.#deadLetterPath());
     this.metrics = new GatewayMetrics({
       lanes: () => this.lanes(),
       connections: () => this.connections(),
@@ -191,12 +203,54 @@ export class Gateway {
     });
     // Lanes come once the queue store is open (#start); until then nothing is dispatched.
     const table = compileRouteTable(config.routes, config.defaultRoute, this.#version);
-    this.dispatcher = new Dispatcher({ table, lanes: new Map(), requestTimeoutMs: config.requests.timeout }, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
+    this.dispatcher = new Dispatcher({ table, lanes: new Map(), requestTimeoutMs: config.requests.timeout }, {
+      bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics,
+      ...(cluster ? { cluster: { node: cluster.nodeId, answer: (node: string, message: Message) => cluster.answer(node, message) } } : {}),
+    });
+    cluster?.attach({
+      report: () => ({ version: PACKAGE_VERSION, configVersion: this.#version, configHash: this.#configHash(), ready: this.ready, connections: this.connections() as Record<string, number> }),
+      answer: (message) => {
+        try {
+          this.dispatcher.answer(message);
+        } catch (err) {
+          this.logger.debug({ err: (err as Error).message, key: message.key }, 'an answer from another node found no request waiting');
+        }
+      },
+      reload: (from) => void this.reload(`cluster (node ${from})`),
+    });
+  }
+
+  /**
+   * Files of this process's own: in cluster mode each node keeps them in a sub-directory named by
+   * its node id, so the workers of one machine (one config) never share a queue store or a file.
+   */
+  #storageDir(): string {
+    return this.#cluster ? join(this.#config.storage.dir, this.#cluster.nodeId) : this.#config.storage.dir;
+  }
+
+  #deadLetterPath(): string {
+    const { path } = this.#config.deadletter;
+    return this.#cluster ? join(dirname(path), this.#cluster.nodeId, basename(path)) : path;
+  }
+
+  /** The config in force, less what differs between nodes by design (its file, the node id). */
+  #configHash(): string {
+    const { file: _file, cluster, ...shared } = this.#config;
+    const common = cluster ? { ...shared, cluster: { ...cluster, nodeId: undefined } } : shared;
+    return createHash('sha256').update(JSON.stringify(common)).digest('hex').slice(0, 12);
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
     await startTracing(options.logger);
-    const gateway = new Gateway(config, options);
+    // Embedded mode loads no Redis code: the cluster module comes in only when configured.
+    const cluster = config.cluster ? await (await import('./cluster/cluster.js')).Cluster.open(config.cluster, options.logger, options.worker) : undefined;
+    let gateway: Gateway;
+    try {
+      gateway = new Gateway(config, options, cluster);
+    } catch (err) {
+      await cluster?.close();
+      throw err;
+    }
     try {
       await gateway.#start(options);
     } catch (err) {
@@ -211,7 +265,26 @@ export class Gateway {
   }
 
   get ready(): boolean {
-    return this.#ready && !this.#draining;
+    return this.#ready && !this.#draining && (this.#cluster?.available ?? true);
+  }
+
+  /** What /readyz and the dashboard say: why the gateway is not ready, when it is not. */
+  get status(): 'ready' | 'draining' | 'starting' | 'redis_unreachable' {
+    if (this.ready) return 'ready';
+    if (this.#draining) return 'draining';
+    return this.#ready ? 'redis_unreachable' : 'starting';
+  }
+
+  /** The nodes of the cluster as of the last heartbeat; just this one when embedded. */
+  clusterNodes(): { mode: 'cluster' | 'embedded'; nodes: NodeInfo[] } {
+    if (this.#cluster) return { mode: 'cluster', nodes: this.#cluster.nodes() };
+    return {
+      mode: 'embedded',
+      nodes: [{
+        id: hostname(), self: true, pid: process.pid, host: hostname(), version: PACKAGE_VERSION, configVersion: this.#version,
+        configHash: this.#configHash(), ready: this.ready, connections: this.connections() as Record<string, number>, startedAt: this.#startedAt,
+      }],
+    };
   }
 
   get draining(): boolean {
@@ -293,7 +366,13 @@ export class Gateway {
     return {
       protocol,
       logger: this.logger,
-      dispatch: (message, options) => this.dispatcher.dispatch(message, options),
+      dispatch: (message, options) => {
+        // Acknowledged QoS 1 messages must survive a node: without Redis they cannot be made to.
+        if (message.qos > 0 && this.#cluster && !this.#cluster.available) {
+          return Promise.reject(new GatewayError('overloaded', 'Redis is unreachable: QoS 1 messages are refused until it is back (QoS 0 still reaches this node\'s subscribers)', { retryAfterMs: 1000 }));
+        }
+        return this.dispatcher.dispatch(message, options);
+      },
       subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
       joinGroup: (group, pattern, member) => this.groups.join(group, pattern, member),
@@ -402,7 +481,7 @@ export class Gateway {
    * `no_target`. Runs before any listener but the admin one, so /readyz says `starting` meanwhile.
    */
   async #recover(): Promise<void> {
-    const { storage } = this.#config;
+    const storage = { ...this.#config.storage, dir: this.#storageDir() };
     try {
       this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
     } catch (err) {
@@ -472,7 +551,7 @@ export class Gateway {
       }
     }
     return {
-      dir: this.#config.storage.dir,
+      dir: this.#storageDir(),
       sync: this.#config.storage.sync,
       queues,
       ...(store instanceof DiskQueueStore ? { files: store.diskBytes } : {}),
@@ -674,6 +753,9 @@ export class Gateway {
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
+    if (this.#cluster && !trigger.startsWith('cluster')) {
+      void this.#cluster.announceReload().catch((err: unknown) => this.logger.warn({ err }, 'the other nodes could not be told of this reload'));
+    }
     this.#record({ kind: 'reload', at: Date.now(), text: `reload ok (${trigger}): version ${this.#version}` });
     return { ok: true, changed: true, version: this.#version, issues: [] };
   }
@@ -708,6 +790,7 @@ export class Gateway {
     await this.#store?.close();
     await this.deadletter.close();
     await this.bus.close();
+    await this.#cluster?.close();
     await this.#admin?.close();
     if (served) this.logger.info('stopped');
   }

@@ -54,6 +54,8 @@ export interface DispatcherDeps {
   logger: Logger;
   limiter?: IngressLimiter;
   observer?: DispatchObserver;
+  /** cluster mode: this node's id, and how an answer reaches an inbox of another node */
+  cluster?: { node: string; answer(node: string, message: Message): Promise<void> };
 }
 
 function reasonFor(err: GatewayError): DeadLetterReason {
@@ -80,12 +82,13 @@ export class Dispatcher {
   #pending = 0;
   #pendingWaiters: (() => void)[] = [];
   /** requests handed to a responder, waiting for its answer */
-  readonly #inboxes = new Inboxes();
+  readonly #inboxes: Inboxes;
   readonly #deadLetterFailures: ThrottledLog;
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
     this.#deps = deps;
+    this.#inboxes = new Inboxes(deps.cluster?.node);
     this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
   }
 
@@ -134,6 +137,11 @@ export class Dispatcher {
     return toGatewayError(err);
   }
 
+  /** An answer another node sent to one of this node's inboxes; throws `no_route` when nobody waits there. */
+  answer(message: Message): void {
+    this.#inboxes.answer(message);
+  }
+
   /** A result now when every target took the message synchronously, else a promise of it. */
   #route(message: Message, snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult> {
     if (isExpired(message)) {
@@ -142,6 +150,9 @@ export class Dispatcher {
     }
     // An answer to a request goes to the request waiting for it, and nowhere else.
     if (message.key.startsWith(INBOX_PREFIX)) {
+      const node = Inboxes.nodeOf(message.key);
+      const cluster = this.#deps.cluster;
+      if (cluster && node !== undefined && node !== cluster.node) return cluster.answer(node, message).then(() => ({ id: message.id }));
       this.#inboxes.answer(message);
       return { id: message.id };
     }

@@ -44,11 +44,15 @@ export interface StartOptions {
    * 512-byte blocks): a disk that refuses to take more, which `prlimit` can lift while it runs.
    */
   fileSizeBlocks?: number;
+  /** more arguments of `junction start`, e.g. `--workers 2` */
+  args?: string[];
+  /** `gateway ready` lines to wait for: one per worker with `--workers N` */
+  readyLines?: number;
 }
 
 /** Starts `junction start` and resolves once it logs `gateway ready`. */
 export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): Promise<RunningGateway> {
-  const command = [process.execPath, BIN, 'start', '-c', configPath];
+  const command = [process.execPath, BIN, 'start', '-c', configPath, ...(options.args ?? [])];
   const [file, args] = options.fileSizeBlocks === undefined
     ? [command[0]!, command.slice(1)]
     // exec: the shell becomes the gateway, so its pid is the gateway's.
@@ -62,6 +66,7 @@ export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, option
   };
   let buffered = '';
   let stderr = '';
+  let ready = 0;
   child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -73,7 +78,7 @@ export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, option
         const entry = JSON.parse(line) as Record<string, unknown>;
         running.logs.push(entry);
         if (entry.msg === 'listener up') running.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
-        if (entry.msg === 'gateway ready') resolve(running);
+        if (entry.msg === 'gateway ready' && ++ready === (options.readyLines ?? 1)) resolve(running);
       }
     });
     void running.exited.then((code) => reject(new Error(`gateway exited with ${code} before it was ready: ${stderr}`)));

@@ -1,0 +1,288 @@
+import { request } from 'node:http';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MessageFrame } from '../../src/client/protocol.js';
+import { runCli, startCli, type RunningGateway } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
+import { GatewayClient, subscribed, type Delivery } from '../helpers/grpc.js';
+import { closeClients, connectMqtt } from '../helpers/mqtt.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { subscribeSse, type SseSubscriber } from '../helpers/sse.js';
+import { connectWs, type WsTestClient } from '../helpers/ws.js';
+
+/**
+ * Cluster mode with real processes: gateways started from dist/ on one redis-server of the
+ * test's own. Process starts dominate the time (1–3 s each on a loaded machine), so one set of
+ * three nodes serves the tests in order, the last of which kills one.
+ */
+
+interface Node {
+  name: string;
+  gateway: RunningGateway;
+  http: string;
+  admin: string;
+}
+
+const LISTENERS = `
+listeners:
+  http: { host: 127.0.0.1, port: 0 }
+  mqtt: { host: 127.0.0.1, port: 0 }
+  grpc: { host: 127.0.0.1, port: 0 }
+  admin: { host: 127.0.0.1, port: 0 }
+auth: { anonymous: true }
+storage: { dir: data }
+deadletter: { path: data/deadletter.jsonl }
+`;
+
+async function writeConfig(dir: string, cluster: string): Promise<string> {
+  const path = join(dir, 'gateway.yaml');
+  await writeFile(path, `${LISTENERS}cluster: ${cluster}\n`);
+  return path;
+}
+
+async function readyz(node: Node): Promise<{ code: number; status: string }> {
+  const response = await fetch(`${node.admin}/readyz`);
+  return { code: response.status, status: ((await response.json()) as { status: string }).status };
+}
+
+async function clusterNodes(admin: string): Promise<{ id: string; ready: boolean; self: boolean }[]> {
+  const body = (await (await fetch(`${admin}/admin/cluster`)).json()) as { mode: string; nodes: { id: string; ready: boolean; self: boolean }[] };
+  expect(body.mode).toBe('cluster');
+  return body.nodes;
+}
+
+/** A request on a connection of its own (no keep-alive): node:cluster may hand it to any worker. */
+function fresh(url: string, method: 'GET' | 'POST', body = '', headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent: false, headers }, (response) => {
+      let text = '';
+      response.on('data', (chunk: Buffer) => { text += chunk.toString(); });
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function logged(node: Node, text: string): number {
+  return node.gateway.logs.filter((entry) => entry.msg === text).length;
+}
+
+async function wsSubscriber(http: string, key: string): Promise<WsTestClient & { texts: () => string[] }> {
+  const ws = await connectWs(http);
+  ws.send({ op: 'subscribe', id: 's', key });
+  await ws.next((f) => f.op === 'ack' && f.id === 's');
+  return Object.assign(ws, { texts: () => ws.frames.filter((f): f is MessageFrame => f.op === 'message').map((f) => String(f.payload)) });
+}
+
+describe('three nodes on one Redis', { timeout: 60_000 }, () => {
+  let redis: RedisServer;
+  let dir: string;
+  const nodes: Node[] = [];
+  const sockets: WsTestClient[] = [];
+  const grpcClients: GatewayClient[] = [];
+  const sse: SseSubscriber[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    dir = await mkdtemp(join(tmpdir(), 'junction-cluster-'));
+    for (const name of ['a', 'b', 'c']) {
+      const nodeDir = join(dir, name);
+      await mkdir(nodeDir);
+      const config = await writeConfig(nodeDir, `{ redis: "\${REDIS_URL}", nodeId: ${name} }`);
+      const gateway = await startCli(config, { REDIS_URL: redis.url });
+      nodes.push({ name, gateway, http: `http://127.0.0.1:${gateway.ports.http}`, admin: `http://127.0.0.1:${gateway.ports.admin}` });
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    await closeClients();
+    await Promise.all(sockets.map((s) => s.close()));
+    for (const client of grpcClients) client.close();
+    for (const s of sse) s.close();
+    for (const node of nodes) node.gateway.child.kill('SIGKILL');
+    await Promise.all(nodes.map((node) => node.gateway.exited));
+    await redis.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('an MQTT publish on A reaches MQTT, WebSocket, gRPC and SSE subscribers on B and C exactly once, at QoS 0 and 1', async () => {
+    const [a, b, c] = nodes as [Node, Node, Node];
+    const mqttB = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`);
+    const mqttC = await connectMqtt(`mqtt://127.0.0.1:${c.gateway.ports.mqtt}`);
+    await mqttB.client.subscribeAsync('fan/#', { qos: 1 });
+    await mqttC.client.subscribeAsync('fan/#', { qos: 1 });
+    const wsB = await wsSubscriber(b.http, 'fan/#');
+    sockets.push(wsB);
+    const grpcC = new GatewayClient(`127.0.0.1:${c.gateway.ports.grpc}`);
+    grpcClients.push(grpcC);
+    const stream = grpcC.subscribe('fan/#');
+    const grpcTexts: string[] = [];
+    stream.on('data', (delivery: Delivery) => grpcTexts.push(delivery.payload.toString()));
+    await subscribed(stream);
+    const sseB = await subscribeSse(b.http, 'fan/#');
+    sse.push(sseB);
+
+    const publisher = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`);
+    await publisher.client.publishAsync('fan/x', 'q0', { qos: 0 });
+    await publisher.client.publishAsync('fan/x', 'q1', { qos: 1 });
+    await publisher.client.publishAsync('fan/x', 'end', { qos: 1 });
+    const everyone = {
+      mqttB: () => mqttB.texts(), mqttC: () => mqttC.texts(), wsB: () => wsB.texts(), grpcC: () => grpcTexts,
+      sseB: () => sseB.messages.map((m) => m.payload),
+    };
+    for (const [name, texts] of Object.entries(everyone)) {
+      await eventually(() => expect(texts(), name).toContain('end'));
+    }
+    // What arrived before `end` from the same publisher is all that will: each exactly once.
+    for (const [name, texts] of Object.entries(everyone)) expect(texts(), name).toEqual(['q0', 'q1', 'end']);
+    expect(mqttB.messages.map((m) => m.qos)).toEqual([0, 1, 1]);
+  });
+
+  it('a retained message set on A is seen by a new subscriber on C', async () => {
+    const [a, , c] = nodes as [Node, Node, Node];
+    const publisher = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`);
+    await publisher.client.publishAsync('state/lamp', 'on', { qos: 1, retain: true });
+    await eventually(async () => {
+      const late = await connectMqtt(`mqtt://127.0.0.1:${c.gateway.ports.mqtt}`);
+      try {
+        await late.client.subscribeAsync('state/#', { qos: 1 });
+        await eventually(() => expect(late.messages).toMatchObject([{ topic: 'state/lamp', retain: true }]), 1000);
+        expect(late.texts()).toEqual(['on']);
+      } finally {
+        await late.client.endAsync(true);
+      }
+    });
+  });
+
+  it('a request on A is answered by a responder on B, over HTTP and gRPC', async () => {
+    const [a, b, c] = nodes as [Node, Node, Node];
+    const responder = await connectWs(b.http);
+    sockets.push(responder);
+    responder.send({ op: 'subscribe', id: 'r', key: 'rpc/#', responder: true });
+    await responder.next((f) => f.op === 'ack' && f.id === 'r');
+    responder.socket.on('message', (data: Buffer) => {
+      const frame = JSON.parse(data.toString()) as MessageFrame;
+      if (frame.op === 'message' && frame.replyTo) responder.send({ op: 'publish', key: frame.replyTo, correlationId: frame.correlationId, payload: `pong:${String(frame.payload)}` });
+    });
+    const response = await fetch(`${a.http}/v1/requests/rpc/ping`, { method: 'POST', body: 'x' });
+    expect([response.status, await response.text()]).toEqual([200, 'pong:x']);
+    const client = new GatewayClient(`127.0.0.1:${c.gateway.ports.grpc}`);
+    grpcClients.push(client);
+    const reply = await client.request({ key: 'rpc/ping', payload: 'y' });
+    expect(reply.payload.toString()).toBe('pong:y');
+    // Nobody answers `nothing/…` on any node.
+    expect((await fetch(`${a.http}/v1/requests/nothing/here`, { method: 'POST', body: 'z' })).status).toBe(404);
+  });
+
+  it('/admin/cluster on any node lists the three, each ready', async () => {
+    for (const node of nodes) {
+      await eventually(async () => {
+        const listed = await clusterNodes(node.admin);
+        expect(listed.map((n) => n.id).sort()).toEqual(['a', 'b', 'c']);
+        expect(listed.every((n) => n.ready)).toBe(true);
+        expect(listed.find((n) => n.self)?.id).toBe(node.name);
+      });
+    }
+  });
+
+  it('Redis down: not ready, QoS 1 refused with overloaded, QoS 0 still delivered on the node; all back by itself, one log line each way', async () => {
+    const [a] = nodes as [Node, Node, Node];
+    const local = await wsSubscriber(a.http, 'local/#');
+    sockets.push(local);
+    await redis.kill();
+    await eventually(async () => expect(await readyz(a)).toEqual({ code: 503, status: 'redis_unreachable' }));
+    const refused = await fetch(`${a.http}/v1/messages/local/x`, { method: 'POST', body: 'q1', headers: { 'x-qos': '1' } });
+    expect(refused.status).toBe(503);
+    expect(await refused.text()).toMatch(/overloaded/);
+    const accepted = await fetch(`${a.http}/v1/messages/local/x`, { method: 'POST', body: 'q0', headers: { 'x-qos': '0' } });
+    expect(accepted.status).toBeLessThan(300);
+    await eventually(() => expect(local.texts()).toEqual(['q0']));
+
+    await redis.start();
+    for (const node of nodes) await eventually(async () => expect(await readyz(node)).toEqual({ code: 200, status: 'ready' }), 15_000);
+    const again = await fetch(`${a.http}/v1/messages/local/x`, { method: 'POST', body: 'back', headers: { 'x-qos': '1' } });
+    expect(again.status).toBeLessThan(300);
+    await eventually(() => expect(local.texts()).toEqual(['q0', 'back']));
+    // Redis came back empty: the heartbeats fill it again.
+    await eventually(async () => expect((await clusterNodes(a.admin)).map((n) => n.id).sort()).toEqual(['a', 'b', 'c']));
+    for (const node of nodes) {
+      expect(logged(node, 'Redis unreachable: not ready, QoS 1 refused with overloaded, QoS 0 delivered on this node only')).toBe(1);
+      expect(logged(node, 'Redis reachable again: ready, QoS 1 accepted')).toBe(1);
+    }
+  });
+
+  it('kill -9 of node C: the others drop it from the cluster once its heartbeat expires, and keep fanning out', async () => {
+    const [a, b, c] = nodes as [Node, Node, Node];
+    c.gateway.child.kill('SIGKILL');
+    await c.gateway.exited;
+    await eventually(async () => expect((await clusterNodes(a.admin)).map((n) => n.id).sort()).toEqual(['a', 'b']), 15_000);
+    const subscriber = await wsSubscriber(b.http, 'after/#');
+    sockets.push(subscriber);
+    await fetch(`${a.http}/v1/messages/after/kill`, { method: 'POST', body: 'still', headers: { 'x-qos': '1' } });
+    await eventually(() => expect(subscriber.texts()).toEqual(['still']));
+  });
+});
+
+describe('junction start --workers', { timeout: 60_000 }, () => {
+  let redis: RedisServer;
+  let dir: string;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    dir = await mkdtemp(join(tmpdir(), 'junction-workers-'));
+  });
+
+  afterAll(async () => {
+    await redis.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is refused above 1 without cluster.redis, naming it', async () => {
+    const config = join(dir, 'embedded.yaml');
+    await writeFile(config, LISTENERS);
+    const result = await runCli(['start', '-c', config, '--workers', '2']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/--workers 2: several workers need cluster\.redis/);
+  });
+
+  it('runs two workers on the same listeners, as two nodes of one gateway; a killed worker comes back', async () => {
+    const config = await writeConfig(dir, `{ redis: "\${REDIS_URL}", keyPrefix: "w:" }`);
+    const running = await startCli(config, { REDIS_URL: redis.url }, { args: ['--workers', '2'], readyLines: 2 });
+    try {
+      const httpPorts = new Set(running.logs.filter((e) => e.msg === 'listener up' && e.listener === 'http').map((e) => String(e.address)));
+      expect(httpPorts.size).toBe(1);
+      const http = `http://127.0.0.1:${running.ports.http}`;
+      const admin = `http://127.0.0.1:${running.ports.admin}`;
+      await eventually(async () => expect((await clusterNodes(admin)).map((n) => n.id.replace(/.*-/, '')).sort()).toEqual(['1', '2']));
+      const subscriber = await wsSubscriber(http, 'work/#');
+      try {
+        // A connection each: node:cluster spreads them over both workers.
+        const sent = Array.from({ length: 20 }, (_, i) => `m${i}`);
+        for (const text of sent) {
+          expect((await fresh(`${http}/v1/messages/work/x`, 'POST', text, { 'x-qos': '1' })).status).toBeLessThan(300);
+        }
+        await eventually(() => expect(subscriber.texts().sort()).toEqual([...sent].sort()));
+        // Ten connections to the admin listener: both workers answer some.
+        const served = new Set<string>();
+        for (let i = 0; i < 10; i++) {
+          const { nodes } = JSON.parse((await fresh(`${admin}/admin/cluster`, 'GET')).text) as { nodes: { id: string; self: boolean }[] };
+          served.add(nodes.find((n) => n.self)!.id);
+        }
+        expect(served.size).toBe(2);
+      } finally {
+        await subscriber.close();
+      }
+
+      const [victim] = (await (await fetch(`${admin}/admin/cluster`)).json() as { nodes: { pid: number }[] }).nodes;
+      process.kill(victim!.pid, 'SIGKILL');
+      await eventually(() => expect(running.logs.filter((e) => e.msg === 'gateway ready')).toHaveLength(3), 20_000);
+      running.child.kill('SIGTERM');
+      expect(await running.exited).toBe(0);
+    } finally {
+      running.child.kill('SIGKILL');
+    }
+  });
+});
