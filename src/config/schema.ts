@@ -205,6 +205,9 @@ const routeSchema = <P extends TSchema>(protocol: P) => Type.Object({
   fallback: Type.Optional(Type.Array(TargetRefSchema, { minItems: 1, description: 'used when a target rejects: breaker open, queue full, retries spent' })),
   continue: Default(Type.Boolean({ description: 'keep matching lower-precedence rules after this one' }), false),
   rateLimit: Type.Optional(RouteRateLimitSchema),
+  expired: Default(Type.Union([Type.Literal('drop'), Type.Literal('deadletter')], {
+    description: 'what becomes of a message whose expiry passes while it waits in the queue of one of this rule\'s targets: drop (counted as expired) or deadletter (reason expired)',
+  }), 'drop'),
 }, strict);
 
 /** A rule as the core reads it, whatever protocol names the registry allows in `match.protocols`. */
