@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
-import { basename, dirname, join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
@@ -17,8 +16,8 @@ import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
 import { clientListener, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { ConfigError, formatIssue } from './config/types.js';
-import { DeadLetterStore, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
-import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
+import { DeadLetterStore, type DeadLetterSink, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
+import { DeadLetterArchive, messageOf, type DeadLetterFilter, type DeadLetterReader } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
 import { DirectoryInUseError, DiskQueueStore, openQueueStore, type QueueStore } from './queue/index.js';
@@ -38,6 +37,7 @@ import type { Message, Protocol } from './message.js';
 import { clientErrorAnswer } from './problem.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
 import type { Cluster, NodeInfo } from './cluster/cluster.js';
+import type { ClusterNode } from './cluster/node.js';
 import { PACKAGE_VERSION } from './version.js';
 
 /**
@@ -118,7 +118,8 @@ export class Gateway {
   readonly logger: Logger;
   readonly bus: Bus;
   readonly dispatcher: Dispatcher;
-  readonly deadletter: DeadLetterStore;
+  /** the dead-letter files of this gateway, or the dead-letter stream of the cluster */
+  readonly deadletter: DeadLetterSink;
   readonly #adapters = new Map<Protocol, Adapter>();
   /** opened in #start, before any lane exists */
   #store: QueueStore | undefined;
@@ -154,13 +155,17 @@ export class Gateway {
   readonly limiter = new IngressLimiter();
   readonly groups: GroupManager;
   readonly metrics: GatewayMetrics;
-  readonly archive: DeadLetterArchive;
+  readonly archive: DeadLetterReader;
   #replays: Promise<unknown> = Promise.resolve();
   /** cluster mode (config `cluster`): this node, its Redis and the bus across nodes */
   readonly #cluster: Cluster | undefined;
+  /** the cluster and this node's stores on Redis, closed last */
+  readonly #node: ClusterNode | undefined;
   readonly #startedAt = Date.now();
 
-  private constructor(config: GatewayConfig, options: GatewayOptions, cluster: Cluster | undefined) {
+  private constructor(config: GatewayConfig, options: GatewayOptions, node: ClusterNode | undefined) {
+    this.#node = node;
+    const cluster = node?.cluster;
     this.#cluster = cluster;
     this.#config = config;
     this.logger = options.logger;
@@ -172,14 +177,14 @@ export class Gateway {
     for (const [name, listener] of Object.entries(config.listeners)) {
       if (listener?.tls) this.#tls.set(name, new ListenerTls(name, listener.tls));
     }
-    this.deadletter = new DeadLetterStore({
+    this.deadletter = node?.stores.deadletter ?? new DeadLetterStore({
       ...config.deadletter,
-      path: this.#deadLetterPath(),
+
       // A dead letter settles a queued message, so it must be as durable as the queue was.
       fsync: config.storage.sync === 'fsync',
       onFill: (level, usage) => this.#deadLetterFill(level, usage),
     });
-    this.archive = new DeadLetterArchive(this.#deadLetterPath());
+    this.archive = node?.stores.deadletter ?? new DeadLetterArchive(config.deadletter.path);
     this.metrics = new GatewayMetrics({
       lanes: () => this.lanes(),
       connections: () => this.connections(),
@@ -220,18 +225,6 @@ export class Gateway {
     });
   }
 
-  /**
-   * Files of this process's own: in cluster mode each node keeps them in a sub-directory named by
-   * its node id, so the workers of one machine (one config) never share a queue store or a file.
-   */
-  #storageDir(): string {
-    return this.#cluster ? join(this.#config.storage.dir, this.#cluster.nodeId) : this.#config.storage.dir;
-  }
-
-  #deadLetterPath(): string {
-    const { path } = this.#config.deadletter;
-    return this.#cluster ? join(dirname(path), this.#cluster.nodeId, basename(path)) : path;
-  }
 
   /** The config in force, less what differs between nodes by design (its file, the node id). */
   #configHash(): string {
@@ -242,15 +235,20 @@ export class Gateway {
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
     await startTracing(options.logger);
-    // Embedded mode loads no Redis code: the cluster module comes in only when configured.
-    const cluster = config.cluster ? await (await import('./cluster/cluster.js')).Cluster.open(config.cluster, options.logger, options.worker) : undefined;
+    // Embedded mode loads no Redis code: the cluster modules come in only when configured.
+    // The dead-letter stream opens before the gateway exists: its fill levels reach it once it does.
+    const late: { fill?: (level: FillLevel, usage: DeadLetterUsage) => void } = {};
+    const node = config.cluster
+      ? await (await import('./cluster/node.js')).openClusterNode({ ...config, cluster: config.cluster }, options.logger, options.worker, (level, usage) => late.fill?.(level, usage))
+      : undefined;
     let gateway: Gateway;
     try {
-      gateway = new Gateway(config, options, cluster);
+      gateway = new Gateway(config, options, node);
     } catch (err) {
-      await cluster?.close();
+      await node?.close();
       throw err;
     }
+    late.fill = (level, usage) => gateway.#deadLetterFill(level, usage);
     try {
       await gateway.#start(options);
     } catch (err) {
@@ -481,9 +479,9 @@ export class Gateway {
    * `no_target`. Runs before any listener but the admin one, so /readyz says `starting` meanwhile.
    */
   async #recover(): Promise<void> {
-    const storage = { ...this.#config.storage, dir: this.#storageDir() };
+    const { storage } = this.#config;
     try {
-      this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
+      this.#store = this.#node?.stores.queues ?? await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
     } catch (err) {
       if (err instanceof DirectoryInUseError) throw new SetupError('storage.dir', `${err.message}; give each gateway its own storage.dir`);
       const code = (err as NodeJS.ErrnoException).code;
@@ -551,7 +549,7 @@ export class Gateway {
       }
     }
     return {
-      dir: this.#storageDir(),
+      dir: this.#config.storage.dir,
       sync: this.#config.storage.sync,
       queues,
       ...(store instanceof DiskQueueStore ? { files: store.diskBytes } : {}),
@@ -790,7 +788,7 @@ export class Gateway {
     await this.#store?.close();
     await this.deadletter.close();
     await this.bus.close();
-    await this.#cluster?.close();
+    await this.#node?.close();
     await this.#admin?.close();
     if (served) this.logger.info('stopped');
   }

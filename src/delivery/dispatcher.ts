@@ -1,5 +1,5 @@
 import type { Bus } from '../bus/index.js';
-import type { DeadLetterEntry, DeadLetterReason, DeadLetterStore } from '../deadletter/store.js';
+import type { DeadLetterEntry, DeadLetterReason, DeadLetterSink } from '../deadletter/store.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isExpired, newMessageId, type Message } from '../message.js';
@@ -59,7 +59,7 @@ export interface DispatchCounters {
 
 export interface DispatcherDeps {
   bus: Bus;
-  deadletter: DeadLetterStore;
+  deadletter: DeadLetterSink;
   logger: Logger;
   limiter?: IngressLimiter;
   observer?: DispatchObserver;
