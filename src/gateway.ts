@@ -29,6 +29,8 @@ import type { Registry } from './registry.js';
 import type { AdminListenerConfig, TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
+import type { RateBucket } from './protection/rate-bucket.js';
+import type { BucketSpec } from './protection/token-bucket.js';
 import { GatewayMetrics, type StorageStats } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
@@ -152,7 +154,7 @@ export class Gateway {
   readonly reloads = { ok: 0, unchanged: 0, refused: 0 };
   /** the last state changes (breaker transitions, shedding, reloads), newest last, for the dashboard */
   readonly recentChanges: StateChange[] = [];
-  readonly limiter = new IngressLimiter();
+  readonly limiter: IngressLimiter;
   readonly groups: GroupManager;
   readonly metrics: GatewayMetrics;
   readonly archive: DeadLetterReader;
@@ -167,6 +169,8 @@ export class Gateway {
     this.#node = node;
     const cluster = node?.cluster;
     this.#cluster = cluster;
+    const buckets = node?.stores.buckets;
+    this.limiter = new IngressLimiter(buckets ? { shared: (route, spec) => buckets.bucket('route', route, spec) } : {});
     this.#config = config;
     this.logger = options.logger;
     this.#storeErrors = new ThrottledLog(this.logger, 'queue store write failed');
@@ -564,6 +568,12 @@ export class Gateway {
     void lane.target.close().catch(() => undefined);
   }
 
+  /** A target's bucket: shared by every node in cluster mode, this lane's own when embedded. */
+  #rateLimit(target: string, spec: BucketSpec): { rateLimit: BucketSpec; sharedBucket?: RateBucket } {
+    const buckets = this.#node?.stores.buckets;
+    return buckets ? { rateLimit: spec, sharedBucket: buckets.bucket('target', target, spec) } : { rateLimit: spec };
+  }
+
   #createLane(name: string, config: TargetSettings, breakers: GatewayConfig['breakers']): TargetLane {
     const store = this.#store!;
     const type = this.#registry.targetType(config.type);
@@ -579,7 +589,7 @@ export class Gateway {
       timeoutMs,
       recovered: (record) => this.dispatcher.recovered(name, record),
       ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff } } : {}),
-      ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst } } : {}),
+      ...(config.rateLimit ? this.#rateLimit(name, { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst }) : {}),
       breaker: {
         errorThresholdPercentage: breaker.errorThresholdPercentage,
         resetTimeout: breaker.resetTimeout,

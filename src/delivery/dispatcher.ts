@@ -182,11 +182,17 @@ export class Dispatcher {
       checkPublishKeys(match, message.key);
       if (match.route.setPriority !== undefined) message.priority = match.route.setPriority;
     }
-    this.#deps.limiter?.admit(message, decision.matches);
-    const first = decision.matches[0]!;
-    if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, decision.matches, snapshot, options);
-    this.#checkCapacity(message, decision.matches);
-    const delivered = this.#deliverAll(message, decision.matches);
+    const admitted = this.#deps.limiter?.admit(message, decision.matches);
+    if (admitted) return admitted.then(() => this.#routeAdmitted(message, decision.matches, snapshot, options));
+    return this.#routeAdmitted(message, decision.matches, snapshot, options);
+  }
+
+  /** The rest of routing, once the rules' rate limits let the message in. */
+  #routeAdmitted(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult> {
+    const first = matches[0]!;
+    if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, matches, snapshot, options);
+    this.#checkCapacity(message, matches);
+    const delivered = this.#deliverAll(message, matches);
     return delivered ? delivered.then(() => ({ id: message.id })) : { id: message.id };
   }
 

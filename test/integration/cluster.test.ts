@@ -43,6 +43,10 @@ async function writeConfig(dir: string, cluster: string, more = ''): Promise<str
   return path;
 }
 
+/** The rule `limited`: one bucket for the whole cluster. */
+const BUCKET_RATE = 50;
+const BUCKET_BURST = 10;
+
 /** The lane of `sink` on each node delivers this many at once: what a killed node may have had in flight. */
 const SINK_CONCURRENCY = 4;
 
@@ -109,6 +113,7 @@ targets:
   sink: { type: http, url: "${downstream.url}/in", concurrency: ${SINK_CONCURRENCY}, timeout: 5s, retry: { attempts: 5, backoff: 20ms } }
 routes:
   - { name: jobs, match: { key: "jobs/#" }, to: [sink] }
+  - { name: limited, match: { key: "limited/#" }, to: [{ publish: "limited/out" }], rateLimit: { rate: ${BUCKET_RATE}, per: 1s, burst: ${BUCKET_BURST}, scope: route } }
 `);
       const gateway = await startCli(config, { REDIS_URL: redis.url });
       nodes.push({ name, gateway, http: `http://127.0.0.1:${gateway.ports.http}`, admin: `http://127.0.0.1:${gateway.ports.admin}` });
@@ -194,6 +199,28 @@ routes:
     expect(reply.payload.toString()).toBe('pong:y');
     // Nobody answers `nothing/…` on any node.
     expect((await fetch(`${a.http}/v1/requests/nothing/here`, { method: 'POST', body: 'z' })).status).toBe(404);
+  });
+
+  it('a route bucket of 50/s hammered from the three nodes admits 50/s plus its burst in total, not three times that', async () => {
+    const windowMs = 3000;
+    let admitted = 0;
+    let limited = 0;
+    const started = Date.now();
+    const hammer = (node: Node) => async () => {
+      // Bounded by the window: each round is one request.
+      while (Date.now() - started < windowMs) {
+        const response = await fetch(`${node.http}/v1/messages/limited/in`, { method: 'POST', body: 'x', headers: { 'x-qos': '0' } });
+        await response.arrayBuffer();
+        if (response.status === 429) limited++;
+        else if (response.status < 300) admitted++;
+        else throw new Error(`unexpected ${response.status}`);
+      }
+    };
+    await Promise.all(nodes.flatMap((node) => Array.from({ length: 10 }, hammer(node))));
+    const seconds = (Date.now() - started) / 1000;
+    expect(limited).toBeGreaterThan(0);
+    expect(admitted).toBeLessThanOrEqual(BUCKET_BURST + Math.ceil(BUCKET_RATE * seconds));
+    expect(admitted).toBeGreaterThanOrEqual(Math.floor(BUCKET_RATE * (seconds - 1)));
   });
 
   it('/admin/cluster on any node lists the three, each ready', async () => {
