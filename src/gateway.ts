@@ -48,6 +48,9 @@ import { PACKAGE_VERSION } from './version.js';
  */
 const HTTP_MAX_HEAD_BYTES = 3 * MAX_KEY_BYTES + 16 * 1024;
 
+/** Retained messages a cluster node takes from Redis when it starts: a bound on the start's time and memory. */
+const RETAINED_RESTORED_MAX = 100_000;
+
 export interface GatewayOptions {
   logger: Logger;
   /** the protocols to run (one adapter each) and the target types to call; the config was loaded with it. Default: builtins */
@@ -311,6 +314,10 @@ export class Gateway {
       this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
     }
     for (const adapter of this.#adapters.values()) await adapter.register?.();
+    if (this.#cluster) {
+      const restored = await this.#cluster.bus.restoreRetained(RETAINED_RESTORED_MAX);
+      if (restored > 0) this.logger.info({ restored }, 'retained messages of the cluster restored');
+    }
     if (this.#http && listeners.http) {
       await this.#listen('http', this.#http, listeners.http);
     }
@@ -393,6 +400,7 @@ export class Gateway {
       access: () => this.#access,
       http,
       refused: (code) => this.metrics.rejected(protocol, code),
+      ...(this.#cluster ? { sessions: this.#cluster.sessionsOf(protocol) } : {}),
     };
   }
 

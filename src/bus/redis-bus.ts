@@ -72,6 +72,7 @@ export class RedisBus implements Bus {
   readonly #nodeChannel: string;
   readonly #stream: string;
   readonly #responders: string;
+  readonly #retained: string;
   /** local responder patterns and how many subscriptions hold each */
   readonly #patterns = new Map<string, number>();
   /** the last fan-out stream entry this node has */
@@ -90,6 +91,7 @@ export class RedisBus implements Bus {
     this.#nodeChannel = `${prefix}node:${nodeId}`;
     this.#stream = `${prefix}bus:stream`;
     this.#responders = `${prefix}responders`;
+    this.#retained = `${prefix}retained`;
     options.command.defineCommand('junctionPublishDurable', { numberOfKeys: 2, lua: PUBLISH_DURABLE_SCRIPT });
   }
 
@@ -116,6 +118,7 @@ export class RedisBus implements Bus {
     void this.#local.publish(message);
     const { command, nodeId } = this.#options;
     const bytes = encodeMessage(message);
+    if (message.retain) this.#retain(message, bytes);
     if (message.qos > 0) {
       return (command as RedisWithScripts).junctionPublishDurable(this.#stream, this.#channel, nodeId, bytes, FANOUT_STREAM_LENGTH).then(() => undefined);
     }
@@ -123,6 +126,32 @@ export class RedisBus implements Bus {
     return command.publish(this.#channel, encodeFrame(PUBLISHED, nodeId, bytes)).then(() => undefined, (err: unknown) => {
       this.#options.onSendError?.(err);
     });
+  }
+
+  /**
+   * The last retained message of each key, kept in Redis besides every node's broker, so a node
+   * that starts later has them too (restoreRetained). An empty payload clears the key, as in MQTT.
+   */
+  #retain(message: Message, bytes: Buffer): void {
+    const { command } = this.#options;
+    const write = message.payload.length === 0 ? command.hdel(this.#retained, message.key) : command.hset(this.#retained, message.key, bytes);
+    write.catch((err: unknown) => this.#options.onSendError?.(err));
+  }
+
+  /**
+   * Hands this node's subscribers (the MQTT broker) the retained messages the cluster keeps, at
+   * most `limit` of them: for a node that starts after they were published.
+   */
+  async restoreRetained(limit: number): Promise<number> {
+    let cursor = '0';
+    let restored = 0;
+    // Each round reads the next page of the hash; the count bounds the rounds.
+    do {
+      const [next, entries] = await this.#options.command.hscanBuffer(this.#retained, cursor, 'COUNT', 500);
+      cursor = next.toString();
+      for (let i = 1; i < entries.length && restored < limit; i += 2, restored++) void this.#local.publish(decodeMessage(entries[i]!));
+    } while (cursor !== '0' && restored < limit);
+    return restored;
   }
 
   async subscribe(pattern: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<BusSubscription> {

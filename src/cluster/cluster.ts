@@ -5,6 +5,7 @@ import type { ClusterSettings } from '../config/schema.js';
 import { SetupError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Message } from '../message.js';
+import type { SessionHandover } from '../adapter.js';
 import { decodeMessage, encodeMessage, type Frame } from './wire.js';
 
 /** How often a node renews its heartbeat key, and how long the key outlives the last renewal. */
@@ -18,6 +19,12 @@ const MAX_RECONNECT_DELAY_MS = 2000;
 /** Frame kinds on a node's own channel besides the bus's requests. */
 const ANSWER = 'A';
 const RELOAD = 'L';
+const CLAIM = 'T';
+const HANDED_OVER = 'S';
+/** A client id not seen for this long is forgotten: its next connection starts a session afresh. */
+const SESSION_OWNER_TTL_S = 7 * 24 * 3600;
+/** How long a node claiming a session waits for the node that had it; past it, it starts afresh. */
+const HANDOVER_TIMEOUT_MS = 3000;
 
 /** What a node says of itself in its heartbeat, shown by /admin/cluster and the dashboard. */
 export interface NodeReport {
@@ -75,6 +82,11 @@ export class Cluster {
   #nodes = new Map<string, NodeReport>();
   #available = true;
   #timer: NodeJS.Timeout | undefined;
+  /** each protocol's way of giving up a session another node claims */
+  readonly #handovers = new Map<string, (clientId: string) => Promise<Buffer | undefined>>();
+  /** claims waiting for the node that had the session, by claim id */
+  readonly #claims = new Map<string, (session: Buffer | undefined) => void>();
+  #claimCount = 0;
   /** connected once: from then on connection events are transitions worth a log line */
   #opened = false;
   #closed = false;
@@ -202,6 +214,51 @@ export class Cluster {
     return this.bus.send(node, ANSWER, encodeMessage(message));
   }
 
+  /**
+   * Sessions across nodes (adapter.ts SessionHandover): `Psession:<protocol>:<clientId>` names the
+   * node holding a client id's session. A claim writes this node there and asks the previous
+   * holder, when it is alive, for the session; a holder that is gone took its session with it.
+   */
+  sessionsOf(protocol: string): SessionHandover {
+    return {
+      claim: (clientId) => this.#claimSession(protocol, clientId),
+      onClaim: (handover) => {
+        this.#handovers.set(protocol, handover);
+      },
+    };
+  }
+
+  async #claimSession(protocol: string, clientId: string): Promise<Buffer | undefined> {
+    const previous = await this.#command.set(this.#key(`session:${protocol}:${clientId}`), this.nodeId, 'EX', SESSION_OWNER_TTL_S, 'GET');
+    if (previous === null || previous === this.nodeId || !this.#nodes.has(previous)) return undefined;
+    const id = `${this.nodeId}:${++this.#claimCount}`;
+    const handed = new Promise<Buffer | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#claims.delete(id);
+        this.#logger.warn({ clientId, from: previous }, 'session hand-over timed out: the session starts afresh here');
+        resolve(undefined);
+      }, HANDOVER_TIMEOUT_MS);
+      this.#claims.set(id, (session) => {
+        clearTimeout(timer);
+        this.#claims.delete(id);
+        resolve(session);
+      });
+    });
+    await this.bus.send(previous, CLAIM, Buffer.from(JSON.stringify({ id, protocol, clientId })));
+    return handed;
+  }
+
+  async #handOver(from: string, body: Buffer): Promise<void> {
+    const { id, protocol, clientId } = JSON.parse(body.toString()) as { id: string; protocol: string; clientId: string };
+    let session: Buffer | undefined;
+    try {
+      session = await this.#handovers.get(protocol)?.(clientId);
+    } catch (err) {
+      this.#logger.error({ err, clientId, to: from }, 'a session could not be handed over');
+    }
+    await this.bus.send(from, HANDED_OVER, Buffer.concat([Buffer.from(`${id}\n`), session ?? Buffer.alloc(0)]));
+  }
+
   /** Tells the other live nodes to read their config file again. */
   async announceReload(): Promise<void> {
     const others = [...this.#nodes.keys()].filter((id) => id !== this.nodeId);
@@ -216,6 +273,15 @@ export class Cluster {
       case RELOAD:
         this.#hooks?.reload(frame.from);
         break;
+      case CLAIM:
+        void this.#handOver(frame.from, frame.body).catch((err: unknown) => this.#logger.warn({ err }, 'a session hand-over could not be sent'));
+        break;
+      case HANDED_OVER: {
+        const newline = frame.body.indexOf(0x0a);
+        const session = frame.body.subarray(newline + 1);
+        this.#claims.get(frame.body.toString('latin1', 0, newline))?.(session.length > 0 ? session : undefined);
+        break;
+      }
     }
   }
 

@@ -181,6 +181,57 @@ routes:
     });
   });
 
+  it('a node started after a retained message was set has it too', async () => {
+    const [a] = nodes as [Node, Node, Node];
+    const publisher = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`);
+    await publisher.client.publishAsync('state/door', 'closed', { qos: 1, retain: true });
+    const nodeDir = join(dir, 'd');
+    await mkdir(nodeDir);
+    const late = await startCli(await writeConfig(nodeDir, `{ redis: "\${REDIS_URL}", nodeId: d }`), { REDIS_URL: redis.url });
+    try {
+      const subscriber = await connectMqtt(`mqtt://127.0.0.1:${late.ports.mqtt}`);
+      await subscriber.client.subscribeAsync('state/door', { qos: 1 });
+      await eventually(() => expect(subscriber.messages).toMatchObject([{ topic: 'state/door', retain: true }]));
+      expect(subscriber.texts()).toEqual(['closed']);
+      await subscriber.client.endAsync(true);
+    } finally {
+      late.child.kill('SIGTERM');
+      await late.exited;
+    }
+  });
+
+  it('a persistent MQTT session opened on A resumes on B with the QoS 1 messages queued for it meanwhile', async () => {
+    const [a, b, c] = nodes as [Node, Node, Node];
+    const device = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`, { clientId: 'device-1', clean: false });
+    await device.client.subscribeAsync('cmd/device-1', { qos: 1 });
+    await device.client.endAsync();
+    // A watcher on A: once it has the last command, A's broker has queued all three for the device.
+    const watcher = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`);
+    await watcher.client.subscribeAsync('cmd/#', { qos: 1 });
+    for (const text of ['one', 'two', 'three']) {
+      const response = await fetch(`${c.http}/v1/messages/cmd/device-1`, { method: 'POST', body: text, headers: { 'x-qos': '1' } });
+      expect(response.status).toBeLessThan(300);
+    }
+    await eventually(() => expect(watcher.texts()).toEqual(['one', 'two', 'three']));
+    const resumed = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`, { clientId: 'device-1', clean: false });
+    expect(resumed.sessionPresent).toBe(true);
+    await eventually(() => expect(resumed.texts()).toEqual(['one', 'two', 'three']));
+    // The session lives on B now: what is published next reaches the device there.
+    await fetch(`${a.http}/v1/messages/cmd/device-1`, { method: 'POST', body: 'four', headers: { 'x-qos': '1' } });
+    await eventually(() => expect(resumed.texts()).toEqual(['one', 'two', 'three', 'four']));
+    await resumed.client.endAsync();
+  });
+
+  it('a client id connected on a second node ends its connection on the first', async () => {
+    const [a, b] = nodes as [Node, Node, Node];
+    const first = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`, { clientId: 'twice' });
+    const closed = new Promise<void>((resolve) => first.client.once('close', () => resolve()));
+    const second = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`, { clientId: 'twice' });
+    await closed;
+    expect(second.client.connected).toBe(true);
+    await second.client.endAsync();
+  });
+
   it('a request on A is answered by a responder on B, over HTTP and gRPC', async () => {
     const [a, b, c] = nodes as [Node, Node, Node];
     const responder = await connectWs(b.http);
