@@ -285,6 +285,8 @@ class RedisJournal implements Journal {
   async recoverOwn(target: string): Promise<Entry[]> {
     const keys = targetKeys(this.#options.keyPrefix, target);
     const entries: Entry[] = [];
+    // A stream deleted by hand has nothing to give back (and no group to read it through).
+    if (await this.#redis.exists(keys.stream) === 0) return entries;
     let after = '0';
     // Each round reads entries after the last one read, so this ends with the pending list.
     for (;;) {
