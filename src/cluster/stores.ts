@@ -17,7 +17,8 @@ export interface RedisStoresOptions {
   /**
    * A Redis URL (the stores open a connection of their own and close it) or a connection of the
    * caller's, which they leave open. A given connection should not queue commands while Redis is
-   * away (enableOfflineQueue: false), so appends are refused at once instead of waiting.
+   * away (enableOfflineQueue: false), so appends are refused at once instead of waiting, and must
+   * not have ioredis's own keyPrefix option: the scripts name some keys themselves.
    */
   redis: string | Redis;
   keyPrefix: string;

@@ -38,12 +38,14 @@ const RECOVER_BATCH = 1000;
  * pending list the moment it exists, so no entry is ever waiting for "any consumer" (which another
  * node's read could take and deliver twice), and the appending node delivers without a round trip.
  * Refused (FULL) when the target's stored records or bytes, every node's together, are at the
- * bound, unless the stream is empty: as in every store, any one message fits an empty queue.
+ * bound, unless the stream is empty: as in every store, any one message fits an empty queue. A new
+ * stream (the first append, or after the stream was deleted by hand) starts its byte count at 0.
  */
 const APPEND_LUA = `
 local stream = KEYS[1]
 if redis.call('EXISTS', stream) == 0 then
   redis.call('XGROUP', 'CREATE', stream, ARGV[1], '$', 'MKSTREAM')
+  redis.call('SET', KEYS[2], 0)
 end
 redis.call('SADD', KEYS[3], ARGV[7])
 local bytes = tonumber(ARGV[4])
@@ -285,6 +287,8 @@ class RedisJournal implements Journal {
   async recoverOwn(target: string): Promise<Entry[]> {
     const keys = targetKeys(this.#options.keyPrefix, target);
     const entries: Entry[] = [];
+    // A stream deleted by hand has nothing to give back (and no group to read it through).
+    if (await this.#redis.exists(keys.stream) === 0) return entries;
     let after = '0';
     // Each round reads entries after the last one read, so this ends with the pending list.
     for (;;) {

@@ -173,6 +173,18 @@ describe('redis queue store across nodes', () => {
     expect(b.store.queue('ingest').size).toBe(2);
   });
 
+  it('opens with nothing to read back for a target whose stream was deleted by hand', async () => {
+    const a = await node('node-a');
+    await appendAcked(a.store.queue('ingest'), testMessage());
+    await a.store.close();
+    await a.redis.del(`${keyPrefix}q:{ingest}`);
+    const again = await node('node-a');
+    expect(again.store.recovery).toMatchObject({ targets: [], records: 0 });
+    const { record } = await appendAcked(again.store.queue('ingest'), testMessage());
+    expect(await again.redis.get(`${keyPrefix}q:{ingest}:bytes`)).toBe(String(again.store.queue('ingest').bytes));
+    expect((await takeNext(again.store.queue('ingest'))).message.id).toBe(record.message.id);
+  });
+
   it('refuses an append with overloaded at once while Redis is unreachable', async () => {
     const a = await node('node-a', { onError: () => undefined });
     const ended = once(a.redis, 'end');
