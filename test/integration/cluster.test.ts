@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
 interface Node {
   name: string;
+  config: string;
   gateway: RunningGateway;
   http: string;
   admin: string;
@@ -116,7 +117,7 @@ routes:
   - { name: limited, match: { key: "limited/#" }, to: [{ publish: "limited/out" }], rateLimit: { rate: ${BUCKET_RATE}, per: 1s, burst: ${BUCKET_BURST}, scope: route } }
 `);
       const gateway = await startCli(config, { REDIS_URL: redis.url });
-      nodes.push({ name, gateway, http: `http://127.0.0.1:${gateway.ports.http}`, admin: `http://127.0.0.1:${gateway.ports.admin}` });
+      nodes.push({ name, config, gateway, http: `http://127.0.0.1:${gateway.ports.http}`, admin: `http://127.0.0.1:${gateway.ports.admin}` });
     }
   }, 60_000);
 
@@ -282,6 +283,20 @@ routes:
         expect(listed.every((n) => n.ready)).toBe(true);
         expect(listed.find((n) => n.self)?.id).toBe(node.name);
       });
+    }
+  });
+
+  it('a reload on A tells B and C to read their own config files again', async () => {
+    const [a, b, c] = nodes as [Node, Node, Node];
+    // A tells the nodes it knows from its last heartbeat round.
+    await eventually(async () => expect(await clusterNodes(a.admin)).toHaveLength(3));
+    // B's and C's files stay as they were: they answer that nothing changed. A's file gains a rule.
+    await writeFile(a.config, `${await readFile(a.config, 'utf8')}  - { name: extra, match: { key: "extra/#" }, to: [sink] }\n`);
+    // A's own file watcher may have reloaded it first: then this one finds nothing new.
+    const response = await fetch(`${a.admin}/admin/reload`, { method: 'POST' });
+    expect(['reloaded', 'unchanged']).toContain(((await response.json()) as { status: string }).status);
+    for (const node of [b, c]) {
+      await eventually(() => expect(node.gateway.logs.filter((e) => e.trigger === 'cluster (node a)').map((e) => e.msg)).toEqual(['reload: nothing changed']));
     }
   });
 
