@@ -36,8 +36,6 @@ interface Session {
 
 /** What the adapter counts beyond refusals; docs/mqtt.md says what each means. */
 interface MqttCounters {
-  /** connections closed at accept because maxConnections were open */
-  connectionsRefused: number;
   /** connections closed for announcing a packet over maxPacketSize */
   oversizePackets: number;
   /** connections closed for a Remaining Length longer than 4 bytes */
@@ -73,7 +71,7 @@ interface MqttCounters {
  */
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
-    connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
+    oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
     subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
   };
 
@@ -87,7 +85,6 @@ export class MqttAdapter implements Adapter {
   #listener: BoundListener | undefined;
   /** open connections, CONNECT or not, with the aedes client handling each and when it came */
   readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
-  #atCapacity = false;
   #stopping = false;
   #stopped: Promise<void> | undefined;
   readonly #sessions = new WeakMap<Client, Session>();
@@ -226,16 +223,6 @@ export class MqttAdapter implements Adapter {
       stream.destroy();
       return;
     }
-    if (this.#connections.size >= this.#settings.maxConnections) {
-      this.#counters.connectionsRefused++;
-      this.#ctx.refused('overloaded');
-      if (!this.#atCapacity) this.#ctx.logger.warn({ maxConnections: this.#settings.maxConnections }, 'MQTT connections at mqtt.maxConnections: refusing new ones');
-      this.#atCapacity = true;
-      stream.destroy();
-      return;
-    }
-    if (this.#atCapacity) this.#ctx.logger.info({ open: this.#connections.size }, 'MQTT connections below mqtt.maxConnections again');
-    this.#atCapacity = false;
     const connection = new GuardedConnection(stream, this.#settings.maxPacketSize, { remoteAddress, listener, certificate }, (violation) => this.#violation(violation, remoteAddress));
     this.#connections.set(connection, { client: broker.handle(connection, request), since: Date.now() });
     // 'close' comes on a later tick, even for a connection aedes destroyed right away

@@ -15,7 +15,8 @@ import type { Registry } from '../registry.js';
  *
  * Keywords beyond JSON Schema word errors for operators (schema-errors.ts): `expected`, what a
  * valid value looks like; `expectedKey`, the same for the names of a map's entries; and
- * `elsewhere`, where the values a key refuses belong instead.
+ * `elsewhere`, where the values a key refuses belong instead; and `retired`, on an object, the
+ * keys it no longer has, each with where its setting went.
  */
 
 export const Duration = (description: string) =>

@@ -98,7 +98,7 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
 
 /** What the MQTT adapter counts (docs/mqtt.md, Counters). */
 const MQTT_COUNTERS = [
-  'connectionsRefused', 'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
+  'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
   'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'qos0Dropped', 'forwardFailed',
 ] as const;
 

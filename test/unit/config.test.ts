@@ -180,6 +180,14 @@ describe('YAML problems', () => {
     ]);
   });
 
+  it('says where a retired key\'s setting went: the connection limits of a protocol are its listener\'s', () => {
+    expect(issuesOf(yaml('mqtt:', '  maxConnections: 10', 'websocket: { maxConnections: 10, maxConnectionsPerIp: 2, maxSubscriptions: 5 }'))).toEqual([
+      '2:3 mqtt.maxConnections: "maxConnections" is no longer a key here: open connections are limited per listener, before CONNECT: set listeners.mqtt.maxConnections (MQTT over TCP) and listeners.http.maxConnections (the HTTP listener, MQTT over WebSocket included)',
+      '3:14 websocket.maxConnections: "maxConnections" is no longer a key here: open connections are limited per listener, at accept: set listeners.http.maxConnections (a WebSocket is one connection of the HTTP listener)',
+      '3:34 websocket.maxConnectionsPerIp: "maxConnectionsPerIp" is no longer a key here: open connections are limited per listener, at accept: set listeners.http.maxConnectionsPerIp (a WebSocket is one connection of the HTTP listener)',
+    ]);
+  });
+
   it('wants a mapping at the top', () => {
     expect(issuesOf(yaml('- a'))).toEqual(['1:1 : expected a mapping, got a list']);
   });
@@ -452,7 +460,6 @@ describe('the resolved config', () => {
       },
       mqtt: {
         websocket: true,
-        maxConnections: 10_000,
         maxPacketSize: 1024 * 1024 + 64 * 1024,
         connectTimeout: 10_000,
         keepaliveLimit: 0,
@@ -469,8 +476,6 @@ describe('the resolved config', () => {
       },
       websocket: {
         enabled: true,
-        maxConnections: 10_000,
-        maxConnectionsPerIp: 1000,
         maxSubscriptions: 1000,
         maxInflight: 64,
         maxFrameSize: Math.ceil(1024 * 1024 / 3) * 4 + 64 * 1024,
