@@ -32,6 +32,8 @@ export class HttpAdapter implements Adapter {
   #sseSlowClosed = 0;
   /** SSE deliveries that had expired by the time they came to be written, never written */
   #sseExpired = 0;
+  /** requests whose client went away before their body was read: nobody to answer, nothing refused */
+  #aborted = 0;
   #streamSequence = 0;
 
   constructor(ctx: AdapterContext) {
@@ -39,7 +41,7 @@ export class HttpAdapter implements Adapter {
   }
 
   stats(): AdapterStats {
-    return { counters: { sseSlowClosed: this.#sseSlowClosed, sseExpired: this.#sseExpired } };
+    return { counters: { sseSlowClosed: this.#sseSlowClosed, sseExpired: this.#sseExpired, aborted: this.#aborted } };
   }
 
   register(): void {
@@ -54,6 +56,10 @@ export class HttpAdapter implements Adapter {
       collectBody(request, body, this.#ctx.maxPayloadSize()).then((buf) => parsed(null, buf), (err: Error) => parsed(err));
     });
     app.setErrorHandler((err, request, reply) => {
+      if (err instanceof RequestAborted) {
+        this.#aborted++;
+        return;
+      }
       const gatewayError = err instanceof GatewayError ? err : fastifyError(err);
       if (gatewayError.code === 'internal') this.#ctx.logger.error({ err }, 'HTTP request failed');
       this.#ctx.refused(gatewayError.code);
@@ -306,8 +312,15 @@ function collectBody(request: FastifyRequest, body: NodeJS.ReadableStream, limit
       chunks.push(chunk);
     });
     body.on('end', () => resolve(Buffer.concat(chunks, size)));
-    body.on('error', reject);
+    body.on('error', (err: NodeJS.ErrnoException) => reject(request.raw.destroyed ? new RequestAborted() : err));
   });
+}
+
+/** The client closed its connection before the request's body arrived (Node's `aborted` error). */
+class RequestAborted extends Error {
+  constructor() {
+    super('the client closed the connection before the request body arrived');
+  }
 }
 
 function tooLarge(limit: number): GatewayError {
