@@ -12,8 +12,8 @@ import {
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
-import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
-import { loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
+import { asciiMetadata, callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
+import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
 import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
@@ -281,7 +281,7 @@ export class GrpcAdapter implements Adapter {
       call.emit('error', refused);
       return;
     }
-    const { pattern, responder, group } = call.request;
+    const { pattern, responder, group } = decoded(call.request, 'junction.v1.SubscribeRequest');
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const groupIssue = group === '' ? undefined : groupProblem(group);
@@ -325,7 +325,7 @@ export class GrpcAdapter implements Adapter {
       return;
     }
     const headers = new Metadata();
-    headers.set('junction-subscribed', pattern);
+    headers.set('junction-subscribed', asciiMetadata(pattern));
     call.sendMetadata(headers);
     subscriber.start();
   }
@@ -350,7 +350,7 @@ export class GrpcAdapter implements Adapter {
     call.on('close', () => this.#groupStreams.delete(id));
     call.on('cancelled', () => this.#groupStreams.delete(id));
     const headers = new Metadata();
-    headers.set('junction-subscribed', pattern);
+    headers.set('junction-subscribed', asciiMetadata(pattern));
     headers.set('junction-subscription', id);
     call.sendMetadata(headers);
     subscriber.start();
@@ -360,12 +360,13 @@ export class GrpcAdapter implements Adapter {
     const refused = this.#refused(call);
     if (refused) return callback(refused);
     this.#trackUnary(this.#admit(call).then(({ identity }) => {
-      const stream = this.#groupStreams.get(call.request.subscription);
+      const request = decoded(call.request, 'junction.v1.AckRequest');
+      const stream = this.#groupStreams.get(request.subscription);
       // Another principal's subscription is as unknown as one that does not exist.
       if (!stream || stream.principal !== identity.principal) {
-        throw new GatewayError('no_route', `no group subscription ${call.request.subscription} of this caller`, { field: 'subscription' });
+        throw new GatewayError('no_route', `no group subscription ${request.subscription} of this caller`, { field: 'subscription' });
       }
-      return { acked: stream.subscriber.acknowledge(call.request.ids) };
+      return { acked: stream.subscriber.acknowledge(request.ids) };
     }).then(
       (reply) => callback(null, reply),
       (err: unknown) => callback(this.#statusFor(err)),

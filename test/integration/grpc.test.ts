@@ -114,6 +114,24 @@ routes:
     expect((await c.publish({ key: 'known/a', payload: Buffer.alloc(1024) })).id).not.toBe('');
   });
 
+  it('answers a request that is not valid protobuf with INVALID_ARGUMENT, on every method', async () => {
+    gw = await startGateway('defaultRoute: publish', undefined, { listeners: ['grpc'] });
+    // A field tag whose varint never ends.
+    const garbage = Buffer.from([0xff, 0xff, 0xff]);
+    for (const method of [service.Publish, service.Request, service.Subscribe, service.Ack]) {
+      const call = rawCall(gw.grpc, method.path, garbage);
+      const trailers = await call.trailers;
+      call.close();
+      expect(Number(trailers['grpc-status']), method.path).toBe(Status.INVALID_ARGUMENT);
+      expect(trailers['junction-error-code'], method.path).toBe('bad_request');
+    }
+    const stream = rawCall(gw.grpc, service.PublishStream.path, garbage);
+    await eventually(() => expect(stream.messages).toHaveLength(1));
+    stream.close();
+    expect(service.PublishStream.responseDeserialize(stream.messages[0]!)).toMatchObject({ sequence: 1, error: { code: 'bad_request' } });
+    expect(gw.gateway.metrics.rejections().grpc).toEqual({ bad_request: 5 });
+  });
+
   it('rejects a message larger than grpc.maxReceiveMessageSize before decoding it', async () => {
     gw = await startGateway('grpc: { maxReceiveMessageSize: 2kb }', undefined, { listeners: ['grpc'] });
     const err = await failure(client().publish({ key: 'a/b', payload: Buffer.alloc(4096) }));
@@ -307,6 +325,13 @@ auth:
     expect(delivery.ttlMs).toBeGreaterThan(0);
     expect(delivery.ttlMs).toBeLessThanOrEqual(60_000);
     expect(delivery.timestampMs).toBeGreaterThan(0);
+
+    // Keys are UTF-8; the subscribed header is ASCII, so it carries the pattern percent-encoded.
+    const accented = client().subscribe('capteurs/température/#');
+    const accentedDeliveries = collect(accented);
+    expect((await subscribed(accented)).get('junction-subscribed')).toEqual(['capteurs/temp%C3%A9rature/#']);
+    expect((await fetch(`${gw.http}/v1/messages/capteurs/temp%C3%A9rature/salon`, { method: 'POST', body: '19.5' })).status).toBe(202);
+    await eventually(() => expect(accentedDeliveries.map((d) => d.key)).toEqual(['capteurs/température/salon']));
 
     const bad = client().subscribe('devices/#/x');
     collect(bad);
