@@ -468,6 +468,7 @@ describe('the resolved config', () => {
         maxOutboundBuffer: 1024 * 1024,
         drainTimeout: 30_000,
         maxHold: 10_000,
+        maxPendingRequests: 100,
       },
       auth: {
         anonymous: false, users: [], apiKeys: [], certificate: { principal: 'commonName' },
