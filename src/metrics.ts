@@ -1,6 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
-import type { AdapterStats } from './adapter.js';
+import type { AdapterStats, SlowConsumerCounts } from './adapter.js';
 import type { DeadLetterUsage } from './deadletter/store.js';
 import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
@@ -215,6 +215,17 @@ export class GatewayMetrics implements DispatchObserver {
         }
       },
     });
+    const perProtocolSlowConsumers = (name: string, help: string, pick: (counts: SlowConsumerCounts) => number) => new Counter({
+      name, help, labelNames: ['protocol'], registers,
+      collect() {
+        this.reset();
+        for (const [protocol, stats] of source.adapters()) {
+          if (stats.slowConsumers) this.inc({ protocol }, pick(stats.slowConsumers));
+        }
+      },
+    });
+    perProtocolSlowConsumers('junction_subscriber_shed_total', 'qos 0 deliveries dropped because their subscriber was too far behind, by protocol', (c) => c.shed);
+    perProtocolSlowConsumers('junction_subscriber_disconnects_total', 'Subscribers disconnected for not draining their buffer in time, by protocol', (c) => c.disconnected);
     new Gauge({
       name: 'junction_adapter_level', help: 'Levels each protocol adapter reports (e.g. the largest outbound backlog), by name', labelNames: ['protocol', 'name'], registers,
       collect() {

@@ -45,7 +45,7 @@ export class GrpcAdapter implements Adapter {
   /** unary calls whose dispatch has not settled */
   readonly #unaryCalls = new Set<Promise<void>>();
   /** docs/grpc.md says what each counts; pastDeadline: calls refused because their deadline passed before they were read */
-  readonly #counters: SubscriberCounters & { pastDeadline: number } = { dropped: 0, slowClosed: 0, expired: 0, peakBytes: 0, pastDeadline: 0 };
+  readonly #counters: SubscriberCounters & { pastDeadline: number } = { slowConsumers: { shed: 0, disconnected: 0 }, expired: 0, peakBytes: 0, pastDeadline: 0 };
   #server: Server | undefined;
   #health: HealthImplementation | undefined;
   #listener: BoundListener | undefined;
@@ -63,8 +63,8 @@ export class GrpcAdapter implements Adapter {
   }
 
   stats(): AdapterStats {
-    const { peakBytes, ...counters } = this.#counters;
-    return { counters, gauges: { peakBytes, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size } };
+    const { peakBytes, slowConsumers, ...counters } = this.#counters;
+    return { counters, gauges: { peakBytes, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size }, slowConsumers: { ...slowConsumers } };
   }
 
   address(): AddressInfo | undefined {
@@ -290,7 +290,8 @@ export class GrpcAdapter implements Adapter {
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
     if (responder && !this.#ctx.access().canRespond(identity, pattern)) throw forbidden('answer requests on', pattern);
     if (this.#stopping) throw shuttingDown();
-    const subscriber = new SubscriberStream(call, this.#ctx.settings().subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
+    const { subscriberBuffer, drainTimeout } = this.#ctx.settings();
+    const subscriber = new SubscriberStream(call, { buffer: subscriberBuffer, drainTimeout }, this.#counters, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
     this.#describe(subscriber, 'subscribe', call.getPeer(), identity);
     const cancelExpiry = onExpiry(identity, () => subscriber.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));

@@ -7,7 +7,7 @@ import { createWebSocketStream, type WebSocket } from 'ws';
 import {
   filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
-  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
+  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SlowConsumerCounts,
 } from '../../src/index.js';
 import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
@@ -27,6 +27,8 @@ interface ExpiringPacket {
 interface ClientSubscriptions {
   subscriptions: Record<string, { qos: number }>;
 }
+/** The error aedes destroys a client's socket with when it stayed full for drainTimeout (aedes/lib/client.js). */
+const AEDES_DRAIN_TIMEOUT = 'drain timeout';
 
 /** Who a connected client is, and the `source` of each Message it publishes (one object, shared). */
 interface Session {
@@ -53,8 +55,6 @@ interface MqttCounters extends RequestReplyCounters {
   held: number;
   /** held PUBLISHes still refused after mqtt.maxHold: their connection was closed */
   holdTimeouts: number;
-  /** QoS 0 deliveries dropped because the subscriber had more than maxOutboundBuffer unsent */
-  qos0Dropped: number;
   /** connections closed because their credential expired (a JWT's exp) */
   credentialsExpired: number;
   /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
@@ -73,9 +73,13 @@ interface MqttCounters extends RequestReplyCounters {
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
     requestsSent: 0, requestsHanded: 0, answers: 0,
   };
+  /** QoS 0 deliveries dropped for a subscriber over maxOutboundBuffer; clients aedes cut at drainTimeout */
+  readonly #slowConsumers: SlowConsumerCounts = { shed: 0, disconnected: 0 };
+  /** aedes reports a drain timeout once per write that was waiting, and again as the socket's error */
+  readonly #cutForDrain = new WeakSet<Client>();
 
   readonly #ctx: AdapterContext<MqttSettings>;
   /** read once: the mqtt section applies after a restart */
@@ -114,7 +118,7 @@ export class MqttAdapter implements Adapter {
   }
 
   stats(): AdapterStats {
-    return { counters: { ...this.#counters } };
+    return { counters: { ...this.#counters }, slowConsumers: { ...this.#slowConsumers } };
   }
 
   /**
@@ -139,7 +143,11 @@ export class MqttAdapter implements Adapter {
     }, this.#ingress);
     const logger = this.#ctx.logger;
     const clientError = (client: Client, err: Error) => {
-      this.#counters.clientErrors++;
+      if (err.message !== AEDES_DRAIN_TIMEOUT) this.#counters.clientErrors++;
+      else if (!this.#cutForDrain.has(client)) {
+        this.#cutForDrain.add(client);
+        this.#slowConsumers.disconnected++;
+      }
       logger.debug({ clientId: client.id ?? undefined, err: err.message }, 'MQTT connection closed on error');
     };
     broker.on('clientError', clientError);
@@ -434,7 +442,7 @@ export class MqttAdapter implements Adapter {
     const subscriptions = (client as Client & ClientSubscriptions).subscriptions;
     const connection = client.conn as GuardedConnection;
     if (connection.outboundBytes > this.#settings.maxOutboundBuffer && (packet.qos === 0 || grantedQos(subscriptions, packet.topic, 1) === 0)) {
-      this.#counters.qos0Dropped++;
+      this.#slowConsumers.shed++;
       return null;
     }
     if (packet.qos > 0) {

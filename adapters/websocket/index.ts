@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES, GatewayError, sendProblem, settledBy, shuttingDown, SHUTTING_DOWN, toGatewayError, withTimeout, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
-  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type ProtocolRegistration, type SlowConsumerCounts,
 } from '../../src/index.js';
 import { webSocketSection, type WebSocketSettings } from './config.js';
 import { Connection, type ConnectionHost, type WebSocketCounters } from './connection.js';
@@ -21,7 +21,8 @@ const MIN_TICK_MS = 10;
  */
 export class WebSocketAdapter implements Adapter, ConnectionHost {
   readonly ctx: AdapterContext<WebSocketSettings>;
-  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0, expired: 0 };
+  readonly counters: WebSocketCounters = { reaped: 0, idleClosed: 0, handshakesRefused: 0, expired: 0 };
+  readonly slowConsumers: SlowConsumerCounts = { shed: 0, disconnected: 0 };
   /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
   peakOutboundBytes = 0;
   readonly #connections = new Set<Connection>();
@@ -36,7 +37,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
   }
 
   stats(): AdapterStats {
-    return { counters: { ...this.counters }, gauges: { peakOutboundBytes: this.peakOutboundBytes } };
+    return { counters: { ...this.counters }, gauges: { peakOutboundBytes: this.peakOutboundBytes }, slowConsumers: { ...this.slowConsumers } };
   }
 
   register(): void {

@@ -23,7 +23,7 @@ const REFLECTION_PROTO = createRequire(import.meta.url).resolve('@grpc/reflectio
 
 /** The gRPC adapter's counters and levels now (docs/grpc.md). */
 function grpcStats(gw: TestGateway) {
-  return adapterCounts(gw.gateway, 'grpc', ['dropped', 'slowClosed', 'expired', 'pastDeadline', 'peakBytes', 'subscribers', 'publishStreams']);
+  return adapterCounts(gw.gateway, 'grpc', ['shed', 'disconnected', 'expired', 'pastDeadline', 'peakBytes', 'subscribers', 'publishStreams']);
 }
 
 /** Collects a stream's messages as they come. */
@@ -402,8 +402,8 @@ grpc: { subscriberBuffer: { messages: 256, bytes: 1mb } }
     }
     publisher.end();
     expect((await ended(publisher)).code).toBe(Status.OK);
-    expect(stats().slowClosed).toBe(1);
-    expect(stats().dropped).toBeGreaterThan(0);
+    expect(stats().disconnected).toBe(1);
+    expect(stats().shed).toBeGreaterThan(0);
     // What the gateway held for the subscriber stayed within its buffer plus a quarter of it in
     // flight (and one payload over, the one that did not fit).
     expect(stats().peakBytes).toBeLessThanOrEqual(1024 * 1024 + 256 * 1024 + payload.length);
@@ -435,14 +435,14 @@ grpc: { subscriberBuffer: { messages: 4, bytes: 1mb } }
     publisher.end();
     await ended(publisher);
     expect(acks.filter((a) => a.error === null)).toHaveLength(total);
-    expect(stats().dropped).toBeGreaterThan(0);
+    expect(stats().shed).toBeGreaterThan(0);
 
     slow.resume();
-    await eventually(() => expect(slow.messages.length + stats().dropped).toBe(total));
+    await eventually(() => expect(slow.messages.length + stats().shed).toBe(total));
     const deliveries = slow.messages.map((bytes) => service.Subscribe.responseDeserialize(bytes));
     // Every gap is reported in the delivery after it, and the stream is still open.
-    expect(deliveries.reduce((sum, d) => sum + d.dropped, 0)).toBe(stats().dropped);
-    expect(stats().slowClosed).toBe(0);
+    expect(deliveries.reduce((sum, d) => sum + d.dropped, 0)).toBe(stats().shed);
+    expect(stats().disconnected).toBe(0);
     expect(stats().subscribers).toBe(1);
     // The buffer kept the highest priority, and those come last.
     expect(deliveries.slice(-4).map((d) => d.priority)).toEqual([9, 9, 9, 9]);

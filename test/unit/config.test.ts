@@ -176,7 +176,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, sse, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -458,7 +458,9 @@ describe('the resolved config', () => {
         maxConcurrentStreams: 1000,
         publishWindow: { messages: 1024, bytes: 4 * 1024 * 1024 },
         subscriberBuffer: { messages: 1024, bytes: 4 * 1024 * 1024 },
+        drainTimeout: 30_000,
       },
+      sse: { maxOutboundBuffer: 1024 * 1024, drainTimeout: 30_000 },
       mqtt: {
         websocket: true,
         maxPacketSize: 1024 * 1024 + 64 * 1024,
