@@ -4,6 +4,7 @@ export type {
 } from './adapter.js';
 /** Building blocks of config sections: durations, sizes and defaults as the loader reads them. */
 export { Default, Duration, Empty, Size, strict } from './config/schema.js';
+export type { ListenerTimeouts } from './config/schema.js';
 export { parseDuration, parseSize } from './config/units.js';
 export { Registry } from './registry.js';
 export { onExpiry, tokenFromAuthorization, type AccessControl, type ClientCertificate, type Credentials, type Identity, type Peer } from './auth/index.js';

@@ -283,6 +283,13 @@ export class GatewayMetrics implements DispatchObserver {
       },
     });
     new Counter({
+      name: 'junction_request_timeouts_total', help: 'HTTP requests answered 408 because their head or body did not arrive within listeners.<name>.timeouts (slowloris)', labelNames: ['listener'], registers,
+      collect() {
+        this.reset();
+        for (const [listener, n] of Object.entries(source.security().requestTimeouts)) this.inc({ listener }, n);
+      },
+    });
+    new Counter({
       name: 'junction_auth_refusals_total', help: 'Credential checks refused before hashing: backed_off (the address failed too often), per_ip_queue_full, queue_full', labelNames: ['reason'], registers,
       collect() {
         this.reset();
@@ -301,7 +308,7 @@ export class GatewayMetrics implements DispatchObserver {
       collect() { this.set(source.security().guard.pendingChecks); },
     });
     new Counter({
-      name: 'junction_tls_handshake_failures_total', help: 'TLS handshakes that failed, by listener and reason (plaintext, old_version, client_certificate, aborted, other)', labelNames: ['listener', 'reason'], registers,
+      name: 'junction_tls_handshake_failures_total', help: 'TLS handshakes that failed, by listener and reason (plaintext, old_version, client_certificate, timeout, aborted, other)', labelNames: ['listener', 'reason'], registers,
       collect() {
         this.reset();
         for (const [listener, reasons] of Object.entries(source.security().tlsHandshakeFailures)) {

@@ -8,7 +8,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
   GatewayError, groupProblem, newMessageId, onExpiry, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type ListenerTimeouts, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
@@ -19,9 +19,11 @@ import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
 
-/** grpc-js server options from the `grpc:` config section. */
-export function serverOptions(config: GrpcSettings): Record<string, number> {
+/** grpc-js server options from the `grpc:` config section and the listener's timeouts. */
+export function serverOptions(config: GrpcSettings, timeouts: ListenerTimeouts): Record<string, number> {
   return {
+    // grpc-js starts the clock when the connection opens, so one that never sends its preface is closed too.
+    'grpc.max_connection_idle_ms': timeouts.idle,
     'grpc.max_receive_message_length': config.maxReceiveMessageSize,
     'grpc.keepalive_time_ms': config.keepalive.time,
     'grpc.keepalive_timeout_ms': config.keepalive.timeout,
@@ -94,7 +96,7 @@ export class GrpcAdapter implements Adapter {
     const listener = this.#ctx.listener();
     if (!listener || this.#server) return;
     const { service, reflection } = loadGatewayProto();
-    const server = new Server(serverOptions(this.#ctx.settings()));
+    const server = new Server(serverOptions(this.#ctx.settings(), listener.timeouts));
     server.addService(service, {
       Publish: this.#publish,
       PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {

@@ -29,6 +29,8 @@ interface ClientSubscriptions {
 }
 /** The error aedes destroys a client's socket with when it stayed full for drainTimeout (aedes/lib/client.js). */
 const AEDES_DRAIN_TIMEOUT = 'drain timeout';
+/** The error aedes closes a connection with when no CONNECT came within connectTimeout. */
+const AEDES_CONNECT_TIMEOUT = 'connect did not arrive in time';
 
 /** Who a connected client is, and the `source` of each Message it publishes (one object, shared). */
 interface Session {
@@ -45,6 +47,8 @@ interface MqttCounters extends RequestReplyCounters {
   malformedPackets: number;
   /** connections closed by aedes for a protocol error, a parse error or a socket error */
   clientErrors: number;
+  /** connections closed because no CONNECT arrived within connectTimeout (slowloris) */
+  connectTimeouts: number;
   /** CONNECTs refused: bad credentials, none when required, or an empty client id with a persistent session */
   connectsRefused: number;
   /** subscriptions answered with 0x80: ACL or maxSubscriptions */
@@ -72,7 +76,7 @@ interface MqttCounters extends RequestReplyCounters {
  */
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
-    oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
+    oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectTimeouts: 0, connectsRefused: 0,
     subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
     requestsSent: 0, requestsHanded: 0, answers: 0,
   };
@@ -143,7 +147,8 @@ export class MqttAdapter implements Adapter {
     }, this.#ingress);
     const logger = this.#ctx.logger;
     const clientError = (client: Client, err: Error) => {
-      if (err.message !== AEDES_DRAIN_TIMEOUT) this.#counters.clientErrors++;
+      if (err.message === AEDES_CONNECT_TIMEOUT) this.#counters.connectTimeouts++;
+      else if (err.message !== AEDES_DRAIN_TIMEOUT) this.#counters.clientErrors++;
       else if (!this.#cutForDrain.has(client)) {
         this.#cutForDrain.add(client);
         this.#slowConsumers.disconnected++;

@@ -74,10 +74,13 @@ function collectDefaults(schema: SchemaNode, value: unknown, at: string, found: 
   }
 }
 
+/** Every listener's phase timeouts by default: a slowloris is cut within seconds. */
+const DEFAULT_TIMEOUTS = { handshake: 5000, headers: 10_000, request: 30_000, keepAlive: 5000, idle: 120_000 };
+
 describe('shipped configs', () => {
   it('accepts the DESIGN.md sample and decodes it', async () => {
     const { config, warnings } = await loadConfigFile(path.join(ROOT, 'config/examples/design-sample.yaml'), {});
-    expect(config.listeners.admin).toEqual({ host: '127.0.0.1', port: 9180 });
+    expect(config.listeners.admin).toEqual({ host: '127.0.0.1', port: 9180, timeouts: DEFAULT_TIMEOUTS });
     expect(config.breakers.default).toEqual({ timeout: 2000, errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10, rollingCountTimeout: 10_000, halfOpenProbes: 1 });
     expect(config.targets.ingest).toMatchObject({ type: 'http', timeout: 2000, rateLimit: { rate: 500, per: 1000, burst: 1000 }, retry: { attempts: 3, backoff: 100 } });
     expect(config.targets.billing).toMatchObject({ type: 'grpc', method: 'billing.v1.Billing/Charge' });
@@ -173,7 +176,7 @@ describe('YAML problems', () => {
 
   it('points an unknown key at the key itself and lists what is allowed', () => {
     expect(issuesOf(yaml('listeners:', '  http:', '    host: a', '    port: 1', '    tls12: true'))).toEqual([
-      '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, credentials, maxConnections, maxConnectionsPerIp, connectRate',
+      '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, timeouts, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
       '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, sse, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
