@@ -135,7 +135,7 @@ interface Entry {
   attempts: number;
 }
 
-/** Where a record's entry is: known, being written (the append script's answer), or nowhere. */
+/** Where a record's entry is: known, or being written (the append script's answer: undefined when it failed). */
 type Placement = { id: string } | { pending: Promise<string | undefined> };
 
 /**
