@@ -135,7 +135,7 @@ interface Entry {
   attempts: number;
 }
 
-/** Where a record's entry is: known, being written (the append script's answer), or nowhere. */
+/** Where a record's entry is: known, or being written (the append script's answer: undefined when it failed). */
 type Placement = { id: string } | { pending: Promise<string | undefined> };
 
 /**
@@ -217,6 +217,12 @@ class RedisJournal implements Journal {
   /** writes not answered yet, which close waits for */
   readonly #inFlight = new Set<Promise<unknown>>();
   #sweepTimer: NodeJS.Timeout | undefined;
+  /**
+   * Since when every renewal of the liveness key succeeded. A node claims nothing until then plus
+   * claimIdleMs: after a Redis outage (or at start) the other live nodes have had that long to
+   * renew keys that expired meanwhile, so none of them is taken for dead.
+   */
+  #beatingSince: number | undefined;
   #sweeping: Promise<void> | undefined;
   #closed = false;
 
@@ -236,8 +242,15 @@ class RedisJournal implements Journal {
     return `${this.#options.keyPrefix}q:targets`;
   }
 
-  heartbeat(): Promise<unknown> {
-    return this.#redis.set(`${this.#liveKeyPrefix}${this.#options.nodeId}`, String(process.pid), 'PX', this.#options.claimIdleMs);
+  /** Renews this node's liveness key; a failure restarts the wait before this node may claim. */
+  async heartbeat(): Promise<void> {
+    try {
+      await this.#redis.set(`${this.#liveKeyPrefix}${this.#options.nodeId}`, String(process.pid), 'PX', this.#options.claimIdleMs);
+    } catch (err) {
+      this.#beatingSince = undefined;
+      throw err;
+    }
+    this.#beatingSince ??= Date.now();
   }
 
   targets(): Promise<string[]> {
@@ -336,6 +349,7 @@ class RedisJournal implements Journal {
 
   async #sweep(arrived: (target: string, entries: Entry[]) => void): Promise<void> {
     await this.heartbeat();
+    if (Date.now() - this.#beatingSince! < this.#options.claimIdleMs) return;
     for (const target of await this.targets()) {
       const keys = targetKeys(this.#options.keyPrefix, target);
       // Bounded by CLAIM_ROUNDS: a dead node's large backlog is taken over across sweeps.
