@@ -203,6 +203,8 @@ export class TargetLane {
     this.#active = true;
     if (previous) previous.#handOver(this);
     else this.#stats.adopted += this.#queue.size;
+    // Records can arrive with nobody submitting: a cluster node taking over a dead node's records.
+    this.#queue.onAvailable(() => this.#pump());
     this.#pump();
   }
 
