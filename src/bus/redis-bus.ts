@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
 import { filterMatches } from '../topic/rules.js';
 import { decodeFrame, decodeMessage, encodeFrame, encodeMessage, type Frame } from '../cluster/wire.js';
@@ -79,6 +80,8 @@ export class RedisBus implements Bus {
   #lastId = '0-0';
   /** while catching up after a reconnect, what Pub/Sub brings waits here, in order */
   #held: { broadcast: boolean; bytes: Buffer }[] | undefined;
+  /** the connection dropped and came back again during a catch-up: one more is due */
+  #catchUpAgain = false;
   #rotation = 0;
   #closed = false;
   #subscribed = false;
@@ -120,7 +123,9 @@ export class RedisBus implements Bus {
     const bytes = encodeMessage(message);
     if (message.retain) this.#retain(message, bytes);
     if (message.qos > 0) {
-      return (command as RedisWithScripts).junctionPublishDurable(this.#stream, this.#channel, nodeId, bytes, FANOUT_STREAM_LENGTH).then(() => undefined);
+      return (command as RedisWithScripts).junctionPublishDurable(this.#stream, this.#channel, nodeId, bytes, FANOUT_STREAM_LENGTH).then(() => undefined, (err: unknown) => {
+        throw unreachable('the message could not be handed to the other nodes', err);
+      });
     }
     // At-most-once across nodes: a QoS 0 message the other nodes cannot get is still delivered here.
     return command.publish(this.#channel, encodeFrame(PUBLISHED, nodeId, bytes)).then(() => undefined, (err: unknown) => {
@@ -157,7 +162,8 @@ export class RedisBus implements Bus {
   async subscribe(pattern: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<BusSubscription> {
     const subscription = await this.#local.subscribe(pattern, handler, options);
     if (!options.responder) return subscription;
-    await this.#register(pattern, 1);
+    // Without Redis the responder serves this node at once; the others learn of it on reconnection.
+    await this.#register(pattern, 1).catch((err: unknown) => this.#options.onSendError?.(err));
     let open = true;
     return {
       pattern,
@@ -191,7 +197,10 @@ export class RedisBus implements Bus {
     if (await this.#local.deliverToOne(message)) return true;
     const { command, nodeId, live } = this.#options;
     const nodes = new Set<string>();
-    for (const field of await command.hkeys(this.#responders)) {
+    const fields = await command.hkeys(this.#responders).catch((err: unknown) => {
+      throw unreachable('no responder on this node, and the other nodes cannot be asked', err);
+    });
+    for (const field of fields) {
       const space = field.indexOf(' ');
       const node = field.slice(0, space);
       if (node !== nodeId && live(node) && filterMatches(field.slice(space + 1), message.key)) nodes.add(node);
@@ -204,7 +213,9 @@ export class RedisBus implements Bus {
 
   /** A frame to one node's own channel (at-most-once, as Pub/Sub is). */
   async send(node: string, kind: string, body: Buffer): Promise<void> {
-    await this.#options.command.publish(`${this.#options.prefix}node:${node}`, encodeFrame(kind, this.#options.nodeId, body));
+    await this.#options.command.publish(`${this.#options.prefix}node:${node}`, encodeFrame(kind, this.#options.nodeId, body)).catch((err: unknown) => {
+      throw unreachable(`node ${node} cannot be reached`, err);
+    });
   }
 
   readonly #onMessage = (channel: Buffer, bytes: Buffer): void => {
@@ -238,12 +249,20 @@ export class RedisBus implements Bus {
    * until then, so each subscription still sees one publisher's messages in order.
    */
   readonly #onReconnect = (): void => {
-    if (!this.#subscribed || this.#closed || this.#held) return;
+    if (!this.#subscribed || this.#closed) return;
+    if (this.#held) {
+      this.#catchUpAgain = true;
+      return;
+    }
     this.#held = [];
     void this.#catchUp().catch((err: unknown) => this.#options.onSendError?.(err)).finally(() => {
       const held = this.#held ?? [];
       this.#held = undefined;
       for (const { broadcast, bytes } of held) this.#receive(bytes, broadcast);
+      if (this.#catchUpAgain) {
+        this.#catchUpAgain = false;
+        this.#onReconnect();
+      }
     });
   };
 
@@ -277,6 +296,11 @@ export class RedisBus implements Bus {
     this.#patterns.clear();
     if (fields.length > 0) await command.hdel(this.#responders, ...fields).catch(() => undefined);
   }
+}
+
+/** What a sender is told when Redis did not take its message: retry later, as for a full queue. */
+function unreachable(what: string, err: unknown): GatewayError {
+  return new GatewayError('overloaded', `Redis is unreachable: ${what} (${(err as Error).message})`, { retryAfterMs: 1000 });
 }
 
 interface RedisWithScripts extends Redis {
