@@ -13,6 +13,7 @@ import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.j
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
+import { SubscriberPacing } from './pacing.js';
 import { messageFromPublish, publishProperties, refusalFor, type InboundPublish } from './mapping.js';
 
 export const WEBSOCKET_PATH = '/mqtt';
@@ -56,6 +57,10 @@ interface MqttCounters {
   holdTimeouts: number;
   /** QoS 0 deliveries dropped because the subscriber had more than maxOutboundBuffer unsent */
   qos0Dropped: number;
+  /** times a subscriber's socket was full once its deliveries were written: their publishes waited for it to drain */
+  paced: number;
+  /** times a subscriber's socket stayed full past the pacing patience: it paced nobody until it drained */
+  pacingBehind: number;
   /** connections closed because their credential expired (a JWT's exp) */
   credentialsExpired: number;
   /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
@@ -74,7 +79,7 @@ interface MqttCounters {
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, paced: 0, pacingBehind: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
   };
 
   readonly #ctx: AdapterContext<MqttSettings>;
@@ -97,6 +102,17 @@ export class MqttAdapter implements Adapter {
   readonly #denied = new WeakSet<object>();
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
+  readonly #pacing = new SubscriberPacing({
+    onPaced: () => this.#counters.paced++,
+    onBehind: () => this.#counters.pacingBehind++,
+  });
+  /**
+   * The connections a bus message is being handed to. aedes hands a QoS 0 publish to its online
+   * subscribers within `forward` (QoS 1 and 2 go through its persistence first, later), so
+   * authorizeForward collects them while `#collecting` is set.
+   */
+  readonly #hits: GuardedConnection[] = [];
+  #collecting = false;
 
   constructor(ctx: AdapterContext<MqttSettings>, engine: MqttEngineFactory) {
     this.#ctx = ctx;
@@ -413,6 +429,7 @@ export class MqttAdapter implements Adapter {
       const granted = grantedQos(subscriptions, packet.topic, packet.qos);
       if (granted < packet.qos) packet.qos = granted as QoS;
     }
+    if (this.#collecting) this.#hits.push(connection);
     return packet;
   };
 
@@ -519,22 +536,35 @@ export class MqttAdapter implements Adapter {
   /**
    * The bus's deliveries, each published by the broker as its own (no client): retained storage,
    * offline queues of persistent sessions and delivery at each subscription's QoS, as aedes does.
+   * The bus waits until the clients it went to have it written, and while one of them has a full
+   * socket (SubscriberPacing): so the publisher, whatever its protocol, is acknowledged and read at
+   * the pace MQTT subscribers read.
    */
-  readonly #forward = (message: Message): void => {
+  readonly #forward = (message: Message): Promise<void> | undefined => {
     const broker = this.#broker;
-    if (!broker || this.#stopping) return;
-    broker.forward({
-      cmd: 'publish',
-      topic: message.key,
-      payload: message.payload,
-      qos: message.qos,
-      retain: message.retain === true,
-      dup: false,
-      // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
-      ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
-      // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
-      ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
-    }, this.#forwarded);
+    if (!broker || this.#stopping) return undefined;
+    const hits = this.#hits;
+    this.#collecting = true;
+    try {
+      broker.forward({
+        cmd: 'publish',
+        topic: message.key,
+        payload: message.payload,
+        qos: message.qos,
+        retain: message.retain === true,
+        dup: false,
+        // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
+        ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
+        // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
+        ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
+      }, this.#forwarded);
+    } finally {
+      this.#collecting = false;
+    }
+    if (hits.length === 0) return undefined;
+    const taken = hits.length === 1 ? this.#pacing.taken(hits[0]!) : this.#pacing.takenByAll(hits);
+    hits.length = 0;
+    return taken;
   };
 
   readonly #forwarded = (err?: Error): void => {

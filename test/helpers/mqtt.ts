@@ -99,7 +99,7 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
 /** What the MQTT adapter counts (docs/mqtt.md, Counters). */
 const MQTT_COUNTERS = [
   'connectionsRefused', 'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
-  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'qos0Dropped', 'forwardFailed',
+  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'qos0Dropped', 'paced', 'pacingBehind', 'forwardFailed',
 ] as const;
 
 /** The MQTT adapter's counters now, with its refusals by code. */
