@@ -24,6 +24,7 @@ import { TargetLane, type LaneOptions } from '../src/delivery/target-lane.js';
 import { silentLogger } from '../src/log.js';
 import { createMessage, type Message } from '../src/message.js';
 import { IngressLimiter } from '../src/protection/ingress-limiter.js';
+import { MemoryQueueStore } from '../src/queue/index.js';
 import { compileRouteTable } from '../src/router/index.js';
 import type { Target, TargetReply } from '../src/targets/target.js';
 
@@ -57,10 +58,14 @@ class TimedTarget implements Target {
   async close(): Promise<void> {}
 }
 
-const ROUTES: RouteConfig[] = [{ name: 'r', match: { key: 'bench/#' }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to: ['sink'], rateLimit: { rate: 10_000_000, per: 1000, burst: 10_000_000, scope: 'route' } }];
+const ROUTES: RouteConfig[] = [{ name: 'r', match: { key: 'bench/#' }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to: ['sink'], rateLimit: { rate: 10_000_000, per: 1000, burst: 10_000_000, scope: 'route' } }];
 
-function dispatcher(target: Target, lane: LaneOptions, limited: boolean, store: DeadLetterStore): { dispatcher: Dispatcher; lane: TargetLane } {
-  const targetLane = new TargetLane(target, lane);
+/** A memory store's queues hold only what was submitted: nothing recovered to give an outcome to. */
+const NOTHING_RECOVERED = { recovered: () => { throw new Error('a memory queue store recovers nothing'); } };
+
+function dispatcher(target: Target, lane: Omit<LaneOptions, 'recovered'>, limited: boolean, store: DeadLetterStore): { dispatcher: Dispatcher; lane: TargetLane } {
+  const targetLane = new TargetLane(target, new MemoryQueueStore().queue(target.name), { ...lane, ...NOTHING_RECOVERED });
+  targetLane.start();
   const routes = limited ? ROUTES : ROUTES.map((r) => ({ ...r, rateLimit: undefined }));
   const d = new Dispatcher(
     { table: compileRouteTable(routes as RouteConfig[], 'drop'), lanes: new Map([[target.name, targetLane]]), requestTimeoutMs: 5000 },
@@ -71,7 +76,7 @@ function dispatcher(target: Target, lane: LaneOptions, limited: boolean, store: 
 
 async function throughput(protectedLane: boolean, store: DeadLetterStore): Promise<number> {
   const target = new InstantTarget();
-  const options: LaneOptions = protectedLane
+  const options: Omit<LaneOptions, 'recovered'> = protectedLane
     ? {
       concurrency: 64, maxQueue: 10_000, timeoutMs: 5000,
       rateLimit: { rate: 10_000_000, perMs: 1000, burst: 10_000_000 },
@@ -140,7 +145,7 @@ async function overload(store: DeadLetterStore): Promise<Record<string, { p50: n
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'junction-bench-'));
-  const store = new DeadLetterStore(join(dir, 'dl.jsonl'), 1024 ** 3);
+  const store = new DeadLetterStore({ path: join(dir, 'dl.jsonl'), maxFileSize: 1024 ** 3, maxBytes: 4 * 1024 ** 3, whenFull: 'refuse', fsync: false });
   const bare: number[] = [];
   const guarded: number[] = [];
   for (let run = 0; run < RUNS; run++) {

@@ -60,6 +60,10 @@ export interface GatewayErrorDetails {
   expired?: boolean;
   /** calls made to the target before it gave up */
   attempts?: number;
+  /** set when the queue store could not write the message (a full disk, an I/O error): nothing was accepted */
+  storage?: boolean;
+  /** set when the dead-letter store is at deadletter.maxBytes and refuses new records */
+  deadLetterFull?: boolean;
 }
 
 export class GatewayError extends Error {

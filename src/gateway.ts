@@ -14,10 +14,11 @@ import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
 import { clientListener, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { ConfigError, formatIssue } from './config/types.js';
-import { DeadLetterStore } from './deadletter/store.js';
+import { DeadLetterStore, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
+import { DirectoryInUseError, DiskQueueStore, openQueueStore, type QueueStore } from './queue/index.js';
 import { GatewayError, ListenerError, SetupError, type ListenerName } from './errors.js';
 import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
@@ -26,9 +27,10 @@ import type { Registry } from './registry.js';
 import type { AdminListenerConfig, TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
-import { GatewayMetrics } from './metrics.js';
+import { GatewayMetrics, type StorageStats } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
+import { ThrottledLog } from './throttled-log.js';
 import type { Protocol } from './message.js';
 import { clientErrorAnswer } from './problem.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
@@ -79,14 +81,26 @@ export interface ReloadOutcome {
 interface RunningTarget {
   config: string;
   lane: TargetLane;
+  /** the byte bound of its queue in the queue store */
+  maxBytes: number;
 }
 
 /** A routing state built in full before it is put in force: nothing of it runs until committed. */
 interface Plan {
   snapshot: RoutingSnapshot;
   targets: Map<string, RunningTarget>;
+  /** lanes the plan creates, which start when it is committed */
+  created: RunningTarget[];
   /** lanes of the running state that the plan replaces or drops */
   replaced: TargetLane[];
+}
+
+/** What the start found in the queue store beyond the store's own report. */
+interface RecoveryOutcome {
+  /** records of targets no longer configured, written to the dead-letter store */
+  noTarget: number;
+  /** such records the dead-letter store refused: they stay in the queue store for the next start */
+  kept: number;
 }
 
 /**
@@ -99,6 +113,13 @@ export class Gateway {
   readonly dispatcher: Dispatcher;
   readonly deadletter: DeadLetterStore;
   readonly #adapters = new Map<Protocol, Adapter>();
+  /** opened in #start, before any lane exists */
+  #store: QueueStore | undefined;
+  #recovered: RecoveryOutcome = { noTarget: 0, kept: 0 };
+  /** store writes that failed with no sender to tell (attempts, settlements, compaction) */
+  readonly #storeErrors: ThrottledLog;
+  /** per target, the lane that takes from its queue: the running one, or a retiring one still draining it */
+  readonly #owners = new Map<string, TargetLane>();
   #config: GatewayConfig;
   #version = 1;
   readonly #registry: Registry;
@@ -132,6 +153,7 @@ export class Gateway {
   private constructor(config: GatewayConfig, options: GatewayOptions) {
     this.#config = config;
     this.logger = options.logger;
+    this.#storeErrors = new ThrottledLog(this.logger, 'queue store write failed');
     this.#registry = options.registry ?? builtins;
     this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
     this.admission = new Admission(this.logger);
@@ -139,7 +161,12 @@ export class Gateway {
     for (const [name, listener] of Object.entries(config.listeners)) {
       if (listener?.tls) this.#tls.set(name, new ListenerTls(name, listener.tls));
     }
-    this.deadletter = new DeadLetterStore(config.deadletter.path, config.deadletter.maxFileSize);
+    this.deadletter = new DeadLetterStore({
+      ...config.deadletter,
+      // A dead letter settles a queued message, so it must be as durable as the queue was.
+      fsync: config.storage.sync === 'fsync',
+      onFill: (level, usage) => this.#deadLetterFill(level, usage),
+    });
     this.archive = new DeadLetterArchive(config.deadletter.path);
     this.metrics = new GatewayMetrics({
       lanes: () => this.lanes(),
@@ -150,6 +177,8 @@ export class Gateway {
       adapters: () => this.adapterStats(),
       security: () => this.securityStats(),
       groups: () => this.groups.stats(),
+      storage: () => this.storageStats(),
+      deadletter: () => this.deadletter.usage,
     });
     this.groups = new GroupManager({
       bus: this.bus,
@@ -160,9 +189,9 @@ export class Gateway {
       },
       logger: this.logger,
     });
-    const plan = this.#plan(config, this.#version);
-    this.#targets = plan.targets;
-    this.dispatcher = new Dispatcher(plan.snapshot, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
+    // Lanes come once the queue store is open (#start); until then nothing is dispatched.
+    const table = compileRouteTable(config.routes, config.defaultRoute, this.#version);
+    this.dispatcher = new Dispatcher({ table, lanes: new Map(), requestTimeoutMs: config.requests.timeout }, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
@@ -196,12 +225,13 @@ export class Gateway {
   async #start(options: GatewayOptions): Promise<void> {
     const { listeners } = this.#config;
     const http = listeners.http ? this.#httpListener() : undefined;
-    // The admin listener comes up first, so /readyz can say "starting" while the rest binds.
+    // The admin listener comes up first, so /readyz can say "starting" while recovery runs and the rest binds.
     if (listeners.admin) {
       const admin = await startAdminServer(this, this.#tls.get('admin'));
       this.#admin = admin;
       await this.#listen('admin', admin, listeners.admin);
     }
+    await this.#recover();
     for (const registration of this.#registry.protocols) {
       this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
     }
@@ -324,7 +354,7 @@ export class Gateway {
   #plan(config: GatewayConfig, version: number): Plan {
     const table = compileRouteTable(config.routes, config.defaultRoute, version);
     const targets = new Map<string, RunningTarget>();
-    const created: TargetLane[] = [];
+    const created: RunningTarget[] = [];
     try {
       for (const [name, targetConfig] of Object.entries(config.targets)) {
         const current = this.#targets.get(name);
@@ -333,19 +363,121 @@ export class Gateway {
           targets.set(name, current);
           continue;
         }
-        const lane = this.#createLane(name, targetConfig, config.breakers);
-        created.push(lane);
-        targets.set(name, { config: fingerprint, lane });
+        const running = { config: fingerprint, lane: this.#createLane(name, targetConfig, config.breakers), maxBytes: targetConfig.queue.maxBytes };
+        created.push(running);
+        targets.set(name, running);
       }
     } catch (err) {
-      for (const lane of created) this.#close(lane);
+      for (const { lane } of created) this.#close(lane);
       throw err;
     }
     const replaced = [...this.#targets.values()].filter((running) => targets.get(running.lane.name) !== running).map((running) => running.lane);
     return {
       snapshot: { table, lanes: new Map([...targets].map(([name, running]) => [name, running.lane])), requestTimeoutMs: config.requests.timeout },
       targets,
+      created,
       replaced,
+    };
+  }
+
+  /**
+   * Puts a plan in force, in one synchronous step: the dispatcher's routing state, then each new
+   * lane in charge of its target's queue (taking over the records of the lane it replaces), then
+   * the replaced lanes finish what they still run.
+   */
+  #commit(plan: Plan): void {
+    this.#targets = plan.targets;
+    this.dispatcher.swap(plan.snapshot);
+    for (const { lane, maxBytes } of plan.created) {
+      this.#store!.queue(lane.name, { maxBytes });
+      lane.start(this.#owners.get(lane.name));
+      this.#owners.set(lane.name, lane);
+    }
+    this.#retire(plan.replaced);
+  }
+
+  /**
+   * Opens the queue store, which puts back what an earlier run left unsettled, and starts the
+   * lanes on it. Records of targets no longer configured go to the dead-letter store with reason
+   * `no_target`. Runs before any listener but the admin one, so /readyz says `starting` meanwhile.
+   */
+  async #recover(): Promise<void> {
+    const { storage } = this.#config;
+    try {
+      this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
+    } catch (err) {
+      if (err instanceof DirectoryInUseError) throw new SetupError('storage.dir', `${err.message}; give each gateway its own storage.dir`);
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new SetupError('storage.dir', `the queue store in ${storage.dir} cannot be opened: ${code ?? (err as Error).message}`);
+    }
+    this.#commit(this.#plan(this.#config, this.#version));
+    const report = this.#store.recovery;
+    const gone = report.targets.filter((name) => !Object.hasOwn(this.#config.targets, name));
+    for (const name of gone) await this.#deadLetterUnconfigured(name);
+    if (storage.sync !== 'none') {
+      const { durationMs, ...counts } = report;
+      this.logger.info({ dir: storage.dir, sync: storage.sync, ...counts, ...this.#recovered, durationMs: Math.round(durationMs) }, 'queue store recovered');
+    }
+  }
+
+  /** The records a removed target left in the queue store, dead-lettered with reason `no_target`. */
+  async #deadLetterUnconfigured(name: string): Promise<void> {
+    const queue = this.#store!.queue(name);
+    const writes: Promise<void>[] = [];
+    let kept = 0;
+    // Each round takes a record out of the queue, so this ends within the queue's size.
+    for (let record = queue.take(); record; record = queue.take()) {
+      const taken = record;
+      writes.push(this.dispatcher.deadLetter({
+        message: taken.message, target: name, reason: 'no_target', attempts: taken.attempts,
+        error: `target ${name} is not in the configuration`,
+      }).then(() => {
+        queue.settle(taken, 'deadLettered');
+        this.#recovered.noTarget++;
+      }, () => {
+        kept++;
+      }));
+    }
+    await Promise.all(writes);
+    this.#recovered.kept += kept;
+    if (kept > 0) this.logger.error({ target: name, kept }, 'the dead-letter store refused records of a removed target: they stay in the queue store until the next start');
+  }
+
+  #deadLetterFill(level: FillLevel, usage: DeadLetterUsage): void {
+    const { whenFull } = this.#config.deadletter;
+    const fields = { path: this.deadletter.path, bytes: usage.bytes, maxBytes: usage.maxBytes };
+    switch (level) {
+      case 'high':
+        this.logger.warn(fields, 'dead-letter store past 80 % of deadletter.maxBytes');
+        break;
+      case 'full':
+        this.logger.error({ ...fields, whenFull }, whenFull === 'refuse'
+          ? 'dead-letter store full: new dead letters are refused until space is freed'
+          : 'dead-letter store full: the oldest records are deleted, each counted');
+        break;
+      case 'normal':
+        this.logger.info(fields, 'dead-letter store below 80 % of deadletter.maxBytes again');
+        break;
+    }
+  }
+
+  /** The queue store's figures, for /metrics and /admin/stats. */
+  storageStats(): StorageStats {
+    const store = this.#store;
+    const queues = new Map<string, { records: number; held: number; bytes: number }>();
+    if (store) {
+      for (const name of this.lanes().keys()) {
+        const queue = store.queue(name);
+        queues.set(name, { records: queue.size + queue.held, held: queue.held, bytes: queue.bytes });
+      }
+    }
+    return {
+      dir: this.#config.storage.dir,
+      sync: this.#config.storage.sync,
+      queues,
+      ...(store instanceof DiskQueueStore ? { files: store.diskBytes } : {}),
+      recovery: { ...(store?.recovery ?? { targets: [], records: 0, corrupt: 0, torn: 0, segments: 0, durationMs: 0 }), ...this.#recovered },
+      errors: this.#storeErrors.total,
     };
   }
 
@@ -356,6 +488,7 @@ export class Gateway {
   }
 
   #createLane(name: string, config: TargetSettings, breakers: GatewayConfig['breakers']): TargetLane {
+    const store = this.#store!;
     const type = this.#registry.targetType(config.type);
     if (!type) throw new SetupError(`targets.${name}.type`, `no target type ${config.type} in this build (have: ${this.#registry.targetTypes.map((t) => t.type).join(', ')})`);
     const target = type.create(name, config, { logger: this.logger.child({ target: name }) });
@@ -363,10 +496,11 @@ export class Gateway {
     const breaker = breakers[config.breaker]!;
     // A breaker's timeout, when it has one, caps the target's.
     const timeoutMs = Math.min(config.timeout, breaker.timeout ?? Infinity);
-    return new TargetLane(target, {
+    return new TargetLane(target, store.queue(name), {
       concurrency: config.concurrency,
       maxQueue: config.queue.maxSize,
       timeoutMs,
+      recovered: (record) => this.dispatcher.recovered(name, record),
       ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff } } : {}),
       ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst } } : {}),
       breaker: {
@@ -400,6 +534,7 @@ export class Gateway {
       this.#retiring.add(lane);
       void lane.idle().then(() => {
         this.#retiring.delete(lane);
+        if (this.#owners.get(lane.name) === lane) this.#owners.delete(lane.name);
         return lane.target.close();
       }).catch((err: unknown) => this.logger.warn({ err, target: lane.name }, 'a replaced target did not close cleanly'));
     }
@@ -514,6 +649,9 @@ export class Gateway {
       this.logger.warn({ trigger }, 'listeners changed: they apply after a restart');
     }
     let access: AccessControl;
+    for (const key of ['storage', 'deadletter'] as const) {
+      if (JSON.stringify(config[key]) !== JSON.stringify(this.#config[key])) this.logger.warn({ trigger }, `${key} changed: it applies after a restart`);
+    }
     let plan: Plan;
     try {
       // Key files (auth.jwt.publicKey) are read here: one that cannot be used refuses the reload.
@@ -532,9 +670,7 @@ export class Gateway {
     this.#version++;
     this.#config = config;
     this.#access = access;
-    this.#targets = plan.targets;
-    this.dispatcher.swap(plan.snapshot);
-    this.#retire(plan.replaced);
+    this.#commit(plan);
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
@@ -569,6 +705,7 @@ export class Gateway {
     await this.dispatcher.settled();
     await this.groups.close();
     await Promise.all(lanes.map((lane) => lane.target.close().catch(() => undefined)));
+    await this.#store?.close();
     await this.deadletter.close();
     await this.bus.close();
     await this.#admin?.close();

@@ -20,7 +20,7 @@ export {
   DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY,
   type Message, type MessageInit, type MessageSource, type Protocol, type QoS,
 } from './message.js';
-export { filterMatches, groupProblem, keyProblem, patternProblem, MAX_KEY_BYTES } from './topic/rules.js';
+export { filterMatches, groupProblem, keyProblem, labelProblem, patternProblem, MAX_KEY_BYTES, REPLY_PREFIX, REQUEST_PREFIX } from './topic/rules.js';
 export type { GroupDelivery, GroupMember, GroupMembership, GroupStats } from './groups/group-manager.js';
 export type { DeliveryContext, Target, TargetDeps, TargetReply, TargetType } from './targets/target.js';
 export { INBOX_PREFIX, ReplyGrants } from './delivery/inbox.js';

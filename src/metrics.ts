@@ -1,10 +1,26 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
 import type { AdapterStats } from './adapter.js';
+import type { DeadLetterUsage } from './deadletter/store.js';
 import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
 import { LatencyWindow } from './latency-window.js';
 import type { SecurityStats } from './gateway.js';
+import type { RecoveryReport, SyncPolicy } from './queue/index.js';
+
+/** The queue store as the metrics and /admin/stats show it. */
+export interface StorageStats {
+  dir: string;
+  sync: SyncPolicy;
+  /** per running target: records in the store (ready and held), held ones, bytes of the ready ones */
+  queues: ReadonlyMap<string, { records: number; held: number; bytes: number }>;
+  /** bytes of the segment files, and of the unsettled records in them (disk policies) */
+  files?: { total: number; live: number };
+  /** what this start found, and what became of records of targets no longer configured */
+  recovery: RecoveryReport & { noTarget: number; kept: number };
+  /** writes with no sender to tell that failed (attempts, settlements, compaction) */
+  errors: number;
+}
 
 /** What the metrics read at scrape time; nothing here is touched per message. */
 export interface MetricsSource {
@@ -16,6 +32,8 @@ export interface MetricsSource {
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
   groups(): GroupStats[];
   security(): SecurityStats;
+  storage(): StorageStats;
+  deadletter(): DeadLetterUsage;
 }
 
 /** Per-message events, recorded into plain maps on the hot path and exported at scrape time. */
@@ -280,12 +298,87 @@ export class GatewayMetrics implements DispatchObserver {
         }
       },
     });
+    this.#storeMetrics(source, registers);
     this.#accepted = new BucketHistogram('junction_ingress_ack_seconds', 'From a message entering the router to its acceptance (the ack), by protocol', LATENCY_BUCKETS, registers);
     this.#calls = new BucketHistogram('junction_target_call_seconds', 'Duration of calls to a target, by outcome', LATENCY_BUCKETS, registers);
   }
 
   /** Latencies of the last 10 s, for the dashboard: percentiles from HDR histograms rather than bucket bounds. */
   readonly recent = { ingress: new LatencyWindow(RECENT_SECONDS), targets: new LatencyWindow(RECENT_SECONDS) };
+  /** The queue store's and the dead-letter store's figures, read at scrape time. */
+  #storeMetrics(source: MetricsSource, registers: Registry[]): void {
+    const perQueue = (name: string, help: string, pick: (queue: { records: number; bytes: number }) => number) => new Gauge({
+      name, help, labelNames: ['target'], registers,
+      collect() {
+        this.reset();
+        for (const [target, queue] of source.storage().queues) this.set({ target }, pick(queue));
+      },
+    });
+    perQueue('junction_queue_store_records', 'Records of a target in the queue store: waiting, and taken but not settled', (q) => q.records);
+    perQueue('junction_queue_store_bytes', 'Bytes of the records waiting in a target\'s queue, as queue.maxBytes counts them', (q) => q.bytes);
+    new Gauge({
+      name: 'junction_queue_store_file_bytes', help: 'Bytes of the queue store\'s segment files (total), and of the unsettled records in them (live)', labelNames: ['kind'], registers,
+      collect() {
+        this.reset();
+        const files = source.storage().files;
+        if (!files) return;
+        this.set({ kind: 'total' }, files.total);
+        this.set({ kind: 'live' }, files.live);
+      },
+    });
+    new Gauge({
+      name: 'junction_queue_store_info', help: 'The queue store\'s sync policy (storage.sync): 1 for the one in use', labelNames: ['sync'], registers,
+      collect() {
+        this.reset();
+        this.set({ sync: source.storage().sync }, 1);
+      },
+    });
+    new Gauge({
+      name: 'junction_queue_recovery_records', help: 'What the queue store found at this start: records put back (recovered), damaged records skipped (corrupt, torn), records of targets no longer configured, dead-lettered (no_target) or kept for lack of dead-letter room (kept)', labelNames: ['outcome'], registers,
+      collect() {
+        this.reset();
+        const { records, corrupt, torn, noTarget, kept } = source.storage().recovery;
+        this.set({ outcome: 'recovered' }, records);
+        this.set({ outcome: 'corrupt' }, corrupt);
+        this.set({ outcome: 'torn' }, torn);
+        this.set({ outcome: 'no_target' }, noTarget);
+        this.set({ outcome: 'kept' }, kept);
+      },
+    });
+    new Gauge({
+      name: 'junction_queue_recovery_seconds', help: 'Time the queue store took to read its segments at this start', registers,
+      collect() { this.set(source.storage().recovery.durationMs / 1000); },
+    });
+    new Counter({
+      name: 'junction_queue_store_errors_total', help: 'Queue store writes that failed with no sender to tell (attempt counts, settlements, compaction)', registers,
+      collect() {
+        this.reset();
+        this.inc(source.storage().errors);
+      },
+    });
+    new Gauge({
+      name: 'junction_deadletter_bytes', help: 'Bytes of the dead-letter file and its rotated predecessors', registers,
+      collect() { this.set(source.deadletter().bytes); },
+    });
+    new Gauge({
+      name: 'junction_deadletter_max_bytes', help: 'deadletter.maxBytes: the bound on the dead-letter files', registers,
+      collect() { this.set(source.deadletter().maxBytes); },
+    });
+    new Counter({
+      name: 'junction_deadletter_refused_total', help: 'Dead letters refused at deadletter.maxBytes (whenFull: refuse)', registers,
+      collect() {
+        this.reset();
+        this.inc(source.deadletter().refused);
+      },
+    });
+    new Counter({
+      name: 'junction_deadletter_dropped_total', help: 'Dead-letter records deleted with the oldest file at deadletter.maxBytes (whenFull: dropOldest)', registers,
+      collect() {
+        this.reset();
+        this.inc(source.deadletter().dropped);
+      },
+    });
+  }
 
   received(protocol: Protocol, route: string): void {
     this.#received.add(protocol, route);

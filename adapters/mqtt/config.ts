@@ -12,6 +12,7 @@ const MqttSchema = Type.Object({
   maxInflightInbound: Default(Type.Integer({ minimum: 1, description: 'QoS 2 PUBLISHes of one client awaiting its PUBREL; one more closes the connection' }), 1000),
   maxOutboundBuffer: Default(Size('bytes waiting to be written to one client; past it QoS 0 deliveries to that client are dropped and counted'), '1mb'),
   drainTimeout: Default(Duration('a client whose socket stays full this long is disconnected (its QoS 1/2 messages stay queued if its session is persistent)'), '30s'),
+  maxPendingRequests: Default(Type.Integer({ minimum: 1, description: 'requests one client may have waiting for their answer (_request/<id>/<key>); one more is answered overloaded on _reply/<id>/error' }), 100),
   maxHold: Default(Duration('a QoS 1/2 PUBLISH refused as rate_limited or overloaded is retried with its acknowledgement withheld, pacing the client, at most this long; then its connection is closed'), '10s'),
 }, { ...strict, description: 'The embedded MQTT broker (listeners.mqtt, and /mqtt on listeners.http); these apply after a restart.' });
 

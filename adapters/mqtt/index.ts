@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
-  filterMatches, GatewayError, onExpiry, toGatewayError,
+  filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
 } from '../../src/index.js';
@@ -15,6 +15,7 @@ import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
 import { SubscriberPacing } from './pacing.js';
 import { messageFromPublish, publishProperties, refusalFor, type InboundPublish } from './mapping.js';
+import { MqttRequestReply, responderFilter, type RequestReplyCounters } from './request-reply.js';
 
 export const WEBSOCKET_PATH = '/mqtt';
 
@@ -36,7 +37,7 @@ interface Session {
 
 
 /** What the adapter counts beyond refusals; docs/mqtt.md says what each means. */
-interface MqttCounters {
+interface MqttCounters extends RequestReplyCounters {
   /** connections closed at accept because maxConnections were open */
   connectionsRefused: number;
   /** connections closed for announcing a packet over maxPacketSize */
@@ -80,6 +81,7 @@ export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
     subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, paced: 0, pacingBehind: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
+    requestsSent: 0, requestsHanded: 0, answers: 0,
   };
 
   readonly #ctx: AdapterContext<MqttSettings>;
@@ -98,8 +100,12 @@ export class MqttAdapter implements Adapter {
   readonly #sessions = new WeakMap<Client, Session>();
   /** clients whose CONNECT had an empty client id and asked for a persistent session */
   readonly #emptyIdPersistent = new WeakSet<Client>();
-  /** QoS 2 PUBLISHes the ACL refused: aedes still stores them and hands them to publish */
-  readonly #denied = new WeakSet<object>();
+  /**
+   * QoS 2 PUBLISHes settled in authorizePublish (refused by the ACL, requests, answers): aedes
+   * still stores them and hands them to publish, which must not route them
+   */
+  readonly #notRouted = new WeakSet<object>();
+  readonly #requestReply: MqttRequestReply;
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
   readonly #pacing = new SubscriberPacing({
@@ -118,6 +124,12 @@ export class MqttAdapter implements Adapter {
     this.#ctx = ctx;
     this.#settings = ctx.settings();
     this.#engine = engine;
+    this.#requestReply = new MqttRequestReply({
+      ctx,
+      counters: this.#counters,
+      identity: (client) => this.#sessions.get(client)?.identity,
+      message: (client, topic, payload, qos) => this.#message(this.#sessions.get(client)!, { cmd: 'publish', topic, payload, qos, retain: false, dup: false }),
+    });
   }
 
   stats(): AdapterStats {
@@ -151,12 +163,24 @@ export class MqttAdapter implements Adapter {
     };
     broker.on('clientError', clientError);
     broker.on('connectionError', clientError);
-    broker.on('subscribe', (subscriptions: Subscription[], client: Client) => this.#shares.activate(client, subscriptions.map((s) => s.topic)));
-    broker.on('clientReady', (client: Client) => this.#shares.activate(client));
+    broker.on('subscribe', (subscriptions: Subscription[], client: Client) => {
+      this.#shares.activate(client, subscriptions.map((s) => s.topic));
+      this.#requestReply.subscribed(client, subscriptions);
+    });
+    broker.on('clientReady', (client: Client) => {
+      this.#shares.activate(client);
+      // a resumed session's subscriptions: aedes restored them without a SUBSCRIBE
+      const restored = (client as Client & ClientSubscriptions).subscriptions;
+      this.#requestReply.subscribed(client, Object.entries(restored).map(([topic, { qos }]) => ({ topic, qos: qos as QoS })));
+    });
     broker.on('unsubscribe', (topics: string[], client: Client) => {
       for (const topic of topics) if (topic.startsWith(SHARE_PREFIX)) this.#shares.remove(client, topic);
+      this.#requestReply.unsubscribed(client, topics);
     });
-    broker.on('clientDisconnect', (client: Client) => this.#shares.removeAll(client));
+    broker.on('clientDisconnect', (client: Client) => {
+      this.#shares.removeAll(client);
+      this.#requestReply.disconnected(client);
+    });
     // aedes emits persistence and will-sweeper failures here; unhandled, they would throw.
     (broker as unknown as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
@@ -321,12 +345,20 @@ export class MqttAdapter implements Adapter {
       return;
     }
     const session = this.#sessions.get(client);
+    // Requests and answers (./request-reply.ts) are settled here, whatever their QoS.
+    if (session && (packet.topic.startsWith(REQUEST_PREFIX) || packet.topic.startsWith(INBOX_PREFIX))) {
+      if (packet.topic.startsWith(REQUEST_PREFIX)) this.#requestReply.request(client, packet.topic, packet.payload, packet.qos);
+      else this.#answer(client, session, packet);
+      if (packet.qos === 2) this.#notRouted.add(packet);
+      callback(null);
+      return;
+    }
     // The ACL refuses reserved keys ($SYS/, inboxes) too: aedes's default hook refused $SYS/
     // (aedes #597), and replacing it must not open them.
     if (!session || !this.#ctx.access().canPublish(session.identity, packet.topic)) {
       // [MQTT-3.3.5-2]: 3.1.1 cannot say no; acknowledge as usual and drop, as Mosquitto does.
       this.#ctx.refused('forbidden');
-      if (packet.qos === 2) this.#denied.add(packet);
+      if (packet.qos === 2) this.#notRouted.add(packet);
       callback(null);
       return;
     }
@@ -342,7 +374,7 @@ export class MqttAdapter implements Adapter {
    * will. QoS 0 and 1 were routed (or refused) there; QoS 2 is routed here, its PUBREC follows.
    */
   readonly #ingress = (client: Client, packet: PublishPacket, done: (error?: Error) => void): void => {
-    if (packet.qos < 2 || this.#denied.delete(packet)) {
+    if (packet.qos < 2 || this.#notRouted.delete(packet)) {
       done();
       return;
     }
@@ -365,6 +397,15 @@ export class MqttAdapter implements Adapter {
     const share = subscription.topic.startsWith(SHARE_PREFIX) ? parseShare(subscription.topic) : undefined;
     if (share && 'problem' in share) {
       this.#refuseSubscription('bad_request', callback);
+      return;
+    }
+    const respondsOn = responderFilter(subscription.topic);
+    if (respondsOn !== undefined) {
+      if (patternProblem(respondsOn) !== undefined) this.#refuseSubscription('bad_request', callback);
+      else if (full || !session || !this.#ctx.access().canRespond(session.identity, respondsOn)) this.#refuseSubscription('forbidden', callback);
+      // Requests are written to the client directly (./request-reply.ts): aedes stores the
+      // subscription, which no message on the bus can match, for a session to resume.
+      else callback(null, { ...subscription, qos: Math.min(subscription.qos, 1) as QoS });
       return;
     }
     if (full || !session || !this.#ctx.access().canSubscribe(session.identity, share ? share.filter : subscription.topic)) {
@@ -467,6 +508,28 @@ export class MqttAdapter implements Adapter {
       return this.#refused(toGatewayError(err), packet.qos, client);
     }
     return this.#ctx.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err)));
+  }
+
+  /**
+   * The answer of a responder to the request it was handed: the topic is the inbox, the
+   * correlation id the one the request carried. Acknowledged and dropped when it answers
+   * nothing (never handed, answered already, or too late), like any refused PUBLISH.
+   */
+  #answer(client: Client, session: Session, packet: PublishPacket): void {
+    const correlationId = this.#requestReply.answer(client, packet.topic);
+    if (correlationId === undefined) {
+      this.#ctx.refused('forbidden');
+      return;
+    }
+    let message: Message;
+    try {
+      message = this.#message(session, packet);
+    } catch (err) {
+      this.#ctx.refused(toGatewayError(err).code);
+      return;
+    }
+    message.correlationId = correlationId;
+    this.#ctx.dispatch(message).catch((err: unknown) => this.#ctx.refused(toGatewayError(err).code));
   }
 
   readonly #accepted = (): void => {

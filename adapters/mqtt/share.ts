@@ -1,7 +1,6 @@
 import type { Client } from 'aedes';
-import mqttPacket from 'mqtt-packet';
 import { groupProblem, patternProblem, type GroupDelivery, type GroupMember, type GroupMembership, type QoS } from '../../src/index.js';
-import type { GuardedConnection } from './guard.js';
+import { connectionOf, onPuback, writePublish } from './direct.js';
 
 /** `$share/<group>/<filter>`: MQTT 5's shared subscription, taken from 3.1.1 clients too. */
 export const SHARE_PREFIX = '$share/';
@@ -17,17 +16,9 @@ export function parseShare(topic: string): { group: string; filter: string } | {
   return problem ? { problem } : { group, filter };
 }
 
-/** aedes 1.2 client state read here (lib/client.js): its packet parser and packet id counter. */
-interface ClientInternals {
-  _parser: { on(event: 'packet', listener: (packet: { cmd: string; messageId?: number }) => void): void };
-  _nextId: number;
-  closed: boolean;
-}
-
 /**
  * One client's shared subscription: a member of a core group. Deliveries are written to the
- * client directly as PUBLISH packets with packet ids taken from the client's own counter (so
- * they never collide with aedes's), at the subscription's QoS (at most 1), and settle on the
+ * client directly (./direct.ts) at the subscription's QoS (at most 1), and settle on the
  * client's PUBACK; the group hands what the client does not acknowledge to another member.
  */
 export class ShareMember implements GroupMember {
@@ -43,18 +34,13 @@ export class ShareMember implements GroupMember {
     this.qos = qos;
   }
 
-  get #connection(): GuardedConnection {
-    return this.client.conn as GuardedConnection;
-  }
-
   offer(delivery: GroupDelivery): boolean {
-    const client = this.client as Client & ClientInternals;
-    if (client.closed) return false;
+    if (this.client.closed) return false;
     if (!this.#active) {
       this.#waiting = true;
       return false;
     }
-    const connection = this.#connection;
+    const connection = connectionOf(this.client);
     if (connection.outboundBytes > this.maxOutboundBuffer()) {
       if (!this.#waiting) {
         this.#waiting = true;
@@ -67,14 +53,10 @@ export class ShareMember implements GroupMember {
     }
     const { message } = delivery;
     const qos = Math.min(message.qos, this.qos) as 0 | 1;
-    const packet: mqttPacket.IPublishPacket = { cmd: 'publish', topic: message.key, payload: message.payload, qos, retain: false, dup: false };
-    if (qos === 1) {
-      packet.messageId = client._nextId;
-      client._nextId = client._nextId >= 65535 ? 1 : client._nextId + 1;
-      this.#pending.set(packet.messageId, delivery);
-    }
-    connection.write(mqttPacket.generate(packet));
-    if (qos === 0) delivery.settle();
+    const messageId = writePublish(this.client, { topic: message.key, payload: message.payload, qos });
+    if (messageId === undefined) return false;
+    if (qos === 1) this.#pending.set(messageId, delivery);
+    else delivery.settle();
     return true;
   }
 
@@ -116,10 +98,8 @@ export class SharedSubscriptions {
     if (!members) {
       members = new Map();
       this.#byClient.set(client, members);
-      // aedes answers PUBACKs for packet ids it did not send by doing nothing; these are ours.
-      (client as Client & ClientInternals)._parser.on('packet', (packet) => {
-        if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
-        for (const m of members!.values()) if (m.acknowledged(packet.messageId)) return;
+      onPuback(client, (messageId) => {
+        for (const m of members!.values()) if (m.acknowledged(messageId)) return;
       });
     }
     members.set(topic, member);

@@ -56,6 +56,15 @@ function ruleNames(gateway: Gateway, counted: Record<string, number>): string[] 
   return [...names, ...Object.keys(counted).filter((name) => !names.includes(name))];
 }
 
+/** The queue store's policy and bytes waiting in it, and how full the dead-letter store is. */
+function storageSummary(gateway: Gateway): { sync: string; queuedBytes: number; deadLetterBytes: number; deadLetterMaxBytes: number } {
+  const storage = gateway.storageStats();
+  let queuedBytes = 0;
+  for (const queue of storage.queues.values()) queuedBytes += queue.bytes;
+  const { bytes, maxBytes } = gateway.deadletter.usage;
+  return { sync: storage.sync, queuedBytes, deadLetterBytes: bytes, deadLetterMaxBytes: maxBytes };
+}
+
 /** One picture of the gateway, as the dashboard draws it. */
 export function dashboardSnapshot(gateway: Gateway, history: History): Record<string, unknown> {
   const targets: Record<string, unknown> = {};
@@ -81,6 +90,7 @@ export function dashboardSnapshot(gateway: Gateway, history: History): Record<st
     deadLetters: gateway.metrics.deadLetters(),
     routes: ruleNames(gateway, totals.routes).map((name) => ({ name, total: totals.routes[name] ?? 0, perSecond: rates[name] ?? 0 })),
     limiter: gateway.limiter.rejections,
+    storage: storageSummary(gateway),
     connections: gateway.connections(),
     subscriptions: connections.reduce((sum, c) => sum + c.subscriptions, 0),
     changes: gateway.recentChanges.slice(-20).reverse(),

@@ -4,10 +4,8 @@ import type { Gateway } from '../gateway.js';
 import type { ListenerTls } from '../tls/listener-tls.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
-import type { DeadLetterReason } from '../deadletter/store.js';
+import { DEAD_LETTER_REASONS as REASONS, type DeadLetterReason } from '../deadletter/store.js';
 import { formatDuration } from '../config/units.js';
-
-const REASONS: readonly DeadLetterReason[] = ['failed', 'retries_exhausted', 'breaker_open', 'overloaded', 'shed', 'expired', 'timeout', 'shutdown', 'routed'];
 
 function time(value: string): number | undefined {
   const n = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
@@ -40,14 +38,18 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Per target: accepted = delivered + expired + deadLettered + rerouted + returned + lost + queued + inFlight. */
+/**
+ * Per target: accepted + adopted = delivered + expired + deadLettered + rerouted + returned
+ * + unsettled + handedOver + queued + inFlight.
+ */
 export function stats(gateway: Gateway): Record<string, unknown> {
   const targets: Record<string, unknown> = {};
   for (const [name, lane] of gateway.lanes()) {
     const s = lane.stats;
-    const settled = s.delivered + s.expired + s.deadLettered + s.rerouted + s.returned + s.lost + s.queued + s.inFlight;
-    targets[name] = { ...s, breaker: lane.breaker?.state ?? 'none', balanced: settled === s.accepted };
+    const accounted = s.delivered + s.expired + s.deadLettered + s.rerouted + s.returned + s.unsettled + s.handedOver + s.queued + s.inFlight;
+    targets[name] = { ...s, breaker: lane.breaker?.state ?? 'none', balanced: accounted === s.accepted + s.adopted };
   }
+  const storage = gateway.storageStats();
   return {
     version: gateway.version,
     messages: gateway.dispatcher.counters,
@@ -56,7 +58,8 @@ export function stats(gateway: Gateway): Record<string, unknown> {
     adapters: Object.fromEntries(gateway.adapterStats()),
     security: gateway.securityStats(),
     groups: gateway.groups.stats(),
-    deadletter: { path: gateway.deadletter.path, written: gateway.deadletter.written },
+    deadletter: { path: gateway.deadletter.path, whenFull: gateway.config().deadletter.whenFull, level: gateway.deadletter.level, ...gateway.deadletter.usage },
+    storage: { ...storage, queues: Object.fromEntries(storage.queues) },
     targets,
   };
 }

@@ -166,7 +166,7 @@ async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
   ], {
     ...process.env,
     JUNCTION_HTTP_PORT: String(http), JUNCTION_MQTT_PORT: String(mqtt), JUNCTION_GRPC_PORT: String(grpc),
-    JUNCTION_ADMIN_PORT: String(admin), JUNCTION_DEADLETTER: path.join(dir, 'deadletter.jsonl'),
+    JUNCTION_ADMIN_PORT: String(admin), JUNCTION_DEADLETTER: path.join(dir, 'deadletter.jsonl'), JUNCTION_STORAGE_DIR: path.join(dir, 'queue'),
   });
   await waitUntil(child, 'junction', () => fetch(`http://${host}:${admin}/readyz`).then((r) => r.ok, () => false), 'become ready');
   return {

@@ -13,6 +13,11 @@ export type BusHandler = (message: Message) => unknown;
 export interface SubscribeOptions {
   /** the subscriber answers requests, so `deliverToOne` may pick it (WS, gRPC can; SSE cannot) */
   responder?: boolean;
+  /**
+   * A responder handed requests only, not what is published: for an engine that gets the
+   * publishes through `subscribeAll` already (the embedded MQTT broker).
+   */
+  requestsOnly?: boolean;
 }
 
 export interface BusSubscription {

@@ -77,7 +77,8 @@ export class LocalBus implements Bus {
   subscribe(pattern: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<BusSubscription> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
     const entry: Entry = { pattern, handler };
-    this.#subscriptions.add(pattern, entry);
+    const publishes = !(options.responder && options.requestsOnly);
+    if (publishes) this.#subscriptions.add(pattern, entry);
     if (options.responder) this.#responders.add(pattern, entry);
     let open = true;
     return Promise.resolve({
@@ -85,7 +86,7 @@ export class LocalBus implements Bus {
       close: () => {
         if (open) {
           open = false;
-          this.#subscriptions.remove(pattern, entry);
+          if (publishes) this.#subscriptions.remove(pattern, entry);
           if (options.responder) this.#responders.remove(pattern, entry);
         }
         return DONE;

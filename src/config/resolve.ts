@@ -18,6 +18,7 @@ export function resolveConfig(data: unknown, file: string, baseDir: string, regi
     deadletter: { ...config.deadletter, path: path.resolve(baseDir, config.deadletter.path) },
     listeners: Object.fromEntries(Object.entries(config.listeners).map(([name, listener]) => [name, listener?.tls ? { ...listener, tls: withTlsPaths(listener.tls, baseDir) } : listener])),
     auth: config.auth.jwt?.publicKey !== undefined ? { ...config.auth, jwt: { ...config.auth.jwt, publicKey: path.resolve(baseDir, config.auth.jwt.publicKey) } } : config.auth,
+    storage: { ...config.storage, dir: path.resolve(baseDir, config.storage.dir) },
     targets: Object.fromEntries(Object.entries(config.targets).map(([name, target]) => [name, withPaths(target, registry, baseDir)])),
     routes: config.routes.map((route) => lowerCaseHeaders(resolveRoute(route, config.requests))),
   });

@@ -158,9 +158,10 @@ export const ProtectionFields = {
   breaker: Default(Type.String({ description: 'name of an entry under `breakers`; without it the entry named `default`, else a breaker with the defaults' }), DEFAULT_BREAKER),
   rateLimit: Type.Optional(TargetRateLimitSchema),
   concurrency: Default(Type.Integer({ minimum: 1, description: 'calls in flight at once' }), 64),
-  queue: Default(Type.Object({
-    maxSize: Type.Integer({ minimum: 1, description: 'messages waiting for a call slot, ordered by priority' }),
-  }, strict), { maxSize: 10_000 }),
+  queue: Empty(Type.Object({
+    maxSize: Default(Type.Integer({ minimum: 1, description: 'messages waiting for a call slot, ordered by priority' }), 10_000),
+    maxBytes: Default(Size('bytes of the messages waiting for a call slot, as the queue store counts them (payload plus about 100 bytes); bounds the memory and disk a slow target can take'), '64mb'),
+  }, strict)),
   retry: Type.Optional(Type.Object({
     attempts: Type.Integer({ minimum: 1, description: 'total attempts, including the first' }),
     backoff: Duration('first backoff; doubles per attempt, with full jitter'),
@@ -194,6 +195,9 @@ const routeSchema = <P extends TSchema>(protocol: P) => Type.Object({
   fallback: Type.Optional(Type.Array(TargetRefSchema, { minItems: 1, description: 'used when a target rejects: breaker open, queue full, retries spent' })),
   continue: Default(Type.Boolean({ description: 'keep matching lower-precedence rules after this one' }), false),
   rateLimit: Type.Optional(RouteRateLimitSchema),
+  expired: Default(Type.Union([Type.Literal('drop'), Type.Literal('deadletter')], {
+    description: 'what becomes of a message whose expiry passes while it waits in the queue of one of this rule\'s targets: drop (counted as expired) or deadletter (reason expired)',
+  }), 'drop'),
 }, strict);
 
 /** A rule as the core reads it, whatever protocol names the registry allows in `match.protocols`. */
@@ -311,6 +315,10 @@ function gatewaySchema<T extends TSchema, P extends TSchema>(parts: Omit<Registe
     deadletter: Empty(Type.Object({
       path: Default(Type.String({ minLength: 1, description: 'JSONL file, relative to this config file' }), 'data/deadletter.jsonl'),
       maxFileSize: Default(Size('rotate the file past this size'), '64mb'),
+      maxBytes: Default(Size('bound on the dead-letter file and its rotated predecessors together'), '1gb'),
+      whenFull: Default(Type.Union([Type.Literal('refuse'), Type.Literal('dropOldest')], {
+        description: 'at maxBytes: refuse new dead letters (a sender still waiting gets overloaded; an accepted message stays in the queue store), or delete the oldest rotated file and count each record dropped',
+      }), 'refuse'),
     }, strict)),
     groups: Empty(Type.Object({
       maxQueue: Default(Type.Integer({ minimum: 1, description: 'messages a group holds while no member has room; past it the lowest priority is shed to the dead-letter store' }), 10_000),
@@ -319,6 +327,12 @@ function gatewaySchema<T extends TSchema, P extends TSchema>(parts: Omit<Registe
       retention: Default(Duration('a group whose members all left keeps collecting messages this long, then closes and dead-letters what it held'), '5m'),
       maxGroups: Default(Type.Integer({ minimum: 1, description: 'groups at once; one more is refused with overloaded' }), 1000),
     }, { ...strict, description: 'Competing consumers (docs/groups.md): subscribers that join a named group each get a share of its messages.' })),
+    storage: Empty(Type.Object({
+      dir: Default(Type.String({ minLength: 1, description: 'directory of the queue store, relative to this config file; one gateway per directory' }), './data'),
+      sync: Default(Type.Union([Type.Literal('os'), Type.Literal('fsync'), Type.Literal('none')], {
+        description: 'when an acknowledged QoS 1 message is safe: os, once written to the operating system (survives a crash of the process); fsync, once flushed to the disk in a group commit (survives power loss); none, kept in memory only (lost with the process)',
+      }), 'os'),
+    }, { ...strict, description: 'Where acknowledged QoS 1 messages wait for their targets (docs/durability.md).' })),
     ...parts.sections,
     auth: Empty(AuthSchema),
     breakers: Empty(BreakersSchema),

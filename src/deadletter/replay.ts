@@ -1,6 +1,8 @@
+import { createReadStream } from 'node:fs';
 import { appendFile, readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import type { Message } from '../message.js';
-import type { DeadLetterReason, DeadLetterRecord } from './store.js';
+import { deadLetterFiles, type DeadLetterReason, type DeadLetterRecord } from './store.js';
 
 export interface DeadLetterFilter {
   target?: string;
@@ -27,9 +29,27 @@ async function lines(path: string): Promise<string[]> {
   return text.split('\n').filter((line) => line.length > 0);
 }
 
+/** The lines of a file one at a time, so a listing never holds a whole file in memory; none when it is gone. */
+async function* linesOf(path: string): AsyncGenerator<string> {
+  const input = createReadStream(path);
+  const missing = new Promise<boolean>((resolve, reject) => {
+    input.once('open', () => resolve(false));
+    input.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve(true) : reject(err)));
+  });
+  // A rotated file dropped at the bound between listing the names and opening it has nothing to give.
+  if (await missing) return;
+  const reader = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of reader) if (line.length > 0) yield line;
+  } finally {
+    reader.close();
+    input.destroy();
+  }
+}
+
 /**
- * Reads the dead-letter file (and its rotated predecessor) and keeps a side file of replayed
- * record ids, which is what makes replay idempotent per record.
+ * Reads the dead-letter file and its rotated predecessors, oldest first, and keeps a side file of
+ * replayed record ids, which is what makes replay idempotent per record.
  */
 export class DeadLetterArchive {
   constructor(readonly path: string) {}
@@ -46,8 +66,8 @@ export class DeadLetterArchive {
     const replayed = await this.replayedIds();
     const wanted = filter.recordIds ? new Set(filter.recordIds) : undefined;
     const out: ListedRecord[] = [];
-    for (const file of [`${this.path}.1`, this.path]) {
-      for (const line of await lines(file)) {
+    for (const file of await deadLetterFiles(this.path)) {
+      for await (const line of linesOf(file)) {
         let record: DeadLetterRecord;
         try {
           record = JSON.parse(line) as DeadLetterRecord;

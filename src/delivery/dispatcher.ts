@@ -1,18 +1,29 @@
 import type { Bus } from '../bus/index.js';
-import type { DeadLetterReason, DeadLetterStore } from '../deadletter/store.js';
+import type { DeadLetterEntry, DeadLetterReason, DeadLetterStore } from '../deadletter/store.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isExpired, newMessageId, type Message } from '../message.js';
 import { keyProblem } from '../topic/rules.js';
-import type { RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
+import type { ExpiredPolicy, RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
 import type { IngressLimiter } from '../protection/ingress-limiter.js';
 import type { DispatchObserver } from '../metrics.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import { withTimeout } from '../timeouts.js';
+import { ThrottledLog } from '../throttled-log.js';
+import type { QueueRecord } from '../queue/index.js';
 import { INBOX_PREFIX, Inboxes } from './inbox.js';
-import type { Settlement, TargetLane } from './target-lane.js';
+import type { DeliveryOutcome, Settlement, TargetLane } from './target-lane.js';
+
+/**
+ * What the rule that queued a message for a target says about how its stay there may end: where
+ * a failure goes next, and whether an expiry is dead-lettered.
+ */
+interface QueuedBy {
+  fallback: TargetBinding[];
+  expired: ExpiredPolicy;
+}
 
 /** What the sender is told once a message is accepted. */
 export interface DispatchResult {
@@ -79,10 +90,12 @@ export class Dispatcher {
   #pendingWaiters: (() => void)[] = [];
   /** requests handed to a responder, waiting for its answer */
   readonly #inboxes = new Inboxes();
+  readonly #deadLetterFailures: ThrottledLog;
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
     this.#deps = deps;
+    this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
   }
 
   get snapshot(): RoutingSnapshot {
@@ -173,22 +186,31 @@ export class Dispatcher {
   }
 
   /**
-   * Target lanes take the message synchronously; only publishes and dead-letter writes are
-   * awaited, so the common case (targets only) allocates no promise per binding.
+   * Target lanes take the message synchronously; only publishes, dead-letter writes and the queue
+   * store's durability (under `sync: fsync`) are awaited, so the common case (targets only, `os`
+   * or `none`) allocates no promise per binding. A queue store that cannot write refuses the
+   * whole message: the sender retries (targets that took it already may get it twice).
    */
   #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<unknown> | undefined {
-    let waits: Promise<void>[] | undefined;
+    let waits: Promise<unknown>[] | undefined;
     for (const match of matches) {
       for (const binding of match.targets) {
         if (binding.kind === 'target') {
+          let durable: Promise<void> | undefined;
           try {
-            this.#enqueue(message, binding.name, match.fallback);
-            continue;
+            durable = this.#enqueue(message, binding.name, { fallback: match.fallback, expired: match.route.expired });
           } catch (err) {
+            const error = toGatewayError(err);
+            if (error.details.storage) {
+              for (const wait of waits ?? []) wait.catch(() => undefined);
+              throw error;
+            }
             // Refused before it was accepted there: straight down the fallback chain.
-            (waits ??= []).push(this.#tryChain(message, binding.name, toGatewayError(err), match.fallback).then(() => undefined));
+            (waits ??= []).push(this.#tryChain(message, binding.name, error, { fallback: match.fallback, expired: match.route.expired }));
             continue;
           }
+          if (durable) (waits ??= []).push(durable);
+          continue;
         }
         (waits ??= []).push(this.#deliver(message, binding));
       }
@@ -204,7 +226,7 @@ export class Dispatcher {
     for (const match of matches) {
       if (match.fallback.length > 0) continue;
       for (const binding of match.targets) {
-        if (binding.kind === 'target' && !this.#lane(binding.name).canAccept(message.priority)) {
+        if (binding.kind === 'target' && !this.#lane(binding.name).canAccept(message)) {
           throw new GatewayError('overloaded', `target ${binding.name} is at capacity`, { retryAfterMs: 1000 });
         }
       }
@@ -228,23 +250,69 @@ export class Dispatcher {
     return binding.kind === 'publish' ? this.#publish(message, binding.key) : this.#deadLetter(message, 'deadletter', 'routed', 0);
   }
 
-  /** Hands the message to a lane (or throws); a later failure continues down `chain`. */
-  #enqueue(message: Message, name: string, chain: TargetBinding[]): void {
+  /**
+   * Hands the message to a lane (or throws); a later failure continues down `chain`. Returns the
+   * promise of the store's durability, when its sync policy has one.
+   */
+  #enqueue(message: Message, name: string, rule: QueuedBy): Promise<void> | undefined {
     const lane = this.#lane(name);
-    const outcome = lane.submit(message);
-    this.#track(outcome.then(
-      () => undefined,
-      (err: unknown) => {
-        const error = toGatewayError(err);
-        if (error.details.expired) return undefined;
-        const settlement = this.#tryChain(message, name, error, chain).catch((writeError: unknown) => {
-          this.#deps.logger.error({ err: writeError, id: message.id, target: name }, 'dead-letter write failed: message lost');
-          return 'lost' as const;
-        });
-        lane.settle(settlement);
-        return settlement.then(() => undefined);
+    this.#pending++;
+    try {
+      return lane.submit(message, this.#outcome(message, name, () => rule));
+    } catch (err) {
+      this.#done();
+      throw err;
+    }
+  }
+
+  /**
+   * What becomes of a message a target lane took, nobody waiting for it: a failure goes down the
+   * fallback chain, then to the dead-letter store; an expiry ends it, or dead-letters it when its
+   * rule says so (the rule known only when it happens, for a recovered record). A message the
+   * dead-letter store refuses too stays unsettled in the queue store.
+   */
+  #outcome(message: Message, target: string, rule: () => QueuedBy): DeliveryOutcome {
+    const unlessRefused = (settlement: Promise<Settlement>): Promise<Settlement> => {
+      const settled = settlement.catch((writeError: unknown) => {
+        // A full dead-letter store logged that once, and counts its refusals.
+        if (toGatewayError(writeError).details.deadLetterFull !== true) this.#deadLetterFailures.report(writeError, { id: message.id, target });
+        return 'unsettled' as const;
+      });
+      void settled.finally(this.#done);
+      return settled;
+    };
+    return {
+      delivered: this.#done,
+      expired: (attempts) => {
+        if (rule().expired === 'drop') {
+          this.#done();
+          return undefined;
+        }
+        return unlessRefused(this.#deadLetter(message, target, 'expired', attempts, 'expired while queued').then(() => 'deadLettered' as const));
       },
-    ));
+      failed: (error, settle) => settle(unlessRefused(this.#tryChain(message, target, error, rule()))),
+    };
+  }
+
+  /**
+   * The outcome of a record recovery put back in a target's queue: its sender was acknowledged
+   * before the restart, so it ends as the rule that sends its key to that target now says (a
+   * failure follows its fallback chain, the rest of the chain when the target is itself a
+   * fallback), else as a rule with neither: dead-lettered on failure, dropped on expiry.
+   */
+  recovered(target: string, record: QueueRecord): DeliveryOutcome {
+    this.#pending++;
+    const { message } = record;
+    return this.#outcome(message, target, () => {
+      const decision = this.#snapshot.table.match({ key: message.key, protocol: message.source.protocol, headers: message.headers });
+      for (const match of decision.matches) {
+        const { expired } = match.route;
+        if (match.targets.some((b) => b.kind === 'target' && b.name === target)) return { fallback: match.fallback, expired };
+        const at = match.fallback.findIndex((b) => b.kind === 'target' && b.name === target);
+        if (at >= 0) return { fallback: match.fallback.slice(at + 1), expired };
+      }
+      return { fallback: [], expired: 'drop' };
+    });
   }
 
   /**
@@ -254,7 +322,8 @@ export class Dispatcher {
    */
   async replay(message: Message, target: string): Promise<'target' | 'router'> {
     if (this.#snapshot.lanes.has(target)) {
-      this.#enqueue(message, target, [{ kind: 'deadletter' }]);
+      // It came from the dead-letter store, so it goes back there rather than vanish, expired too.
+      await this.#enqueue(message, target, { fallback: [{ kind: 'deadletter' }], expired: 'deadletter' });
       return 'target';
     }
     await this.dispatch(message);
@@ -265,7 +334,8 @@ export class Dispatcher {
    * Tries the fallback chain in order; a message nobody takes ends in the dead-letter store,
    * so an accepted message is never lost.
    */
-  async #tryChain(message: Message, failedTarget: string, error: GatewayError, chain: TargetBinding[]): Promise<Settlement> {
+  async #tryChain(message: Message, failedTarget: string, error: GatewayError, rule: QueuedBy): Promise<Settlement> {
+    const chain = rule.fallback;
     for (let i = 0; i < chain.length; i++) {
       const binding = chain[i]!;
       try {
@@ -277,7 +347,8 @@ export class Dispatcher {
             await this.#publish(message, binding.key);
             return 'rerouted';
           case 'target':
-            this.#enqueue(message, binding.name, chain.slice(i + 1));
+            // The message leaves this target only once the fallback's queue store has it.
+            await this.#enqueue(message, binding.name, { fallback: chain.slice(i + 1), expired: rule.expired });
             return 'rerouted';
         }
       } catch (err) {
@@ -289,8 +360,14 @@ export class Dispatcher {
     return 'deadLettered';
   }
 
-  async #deadLetter(message: Message, target: string, reason: DeadLetterReason, attempts: number, error?: string): Promise<void> {
-    await this.#deps.deadletter.append({ message, target, reason, attempts, ...(error !== undefined ? { error } : {}) });
+  #deadLetter(message: Message, target: string, reason: DeadLetterReason, attempts: number, error?: string): Promise<void> {
+    return this.deadLetter({ message, target, reason, attempts, ...(error !== undefined ? { error } : {}) });
+  }
+
+  /** Writes a dead letter and counts it; throws what the dead-letter store throws (e.g. `overloaded` when full). */
+  async deadLetter(entry: DeadLetterEntry): Promise<void> {
+    const { target, reason } = entry;
+    await this.#deps.deadletter.append(entry);
     this.counters.deadLettered++;
     this.#deps.observer?.deadLettered(target, reason);
   }
@@ -334,13 +411,21 @@ export class Dispatcher {
     switch (replyBinding!.kind) {
       case 'target': {
         const lane = this.#lane(replyBinding!.name);
-        try {
-          reply = await lane.submit(message, { timeoutMs });
-        } catch (err) {
-          // The sender is still waiting: the failure is its answer, not a dead letter.
-          lane.settle(Promise.resolve('returned'));
-          throw err;
-        }
+        // The sender is waiting: the failure is its answer, not a dead letter, and nothing needs
+        // to survive a restart (transient), since nobody would be there to take the reply.
+        reply = await new Promise<TargetReply>((resolve, reject) => {
+          lane.submit(message, {
+            delivered: resolve,
+            expired: () => {
+              reject(new GatewayError('upstream_timeout', 'the message expired while queued', { expired: true }));
+              return undefined;
+            },
+            failed: (error, settle) => {
+              settle(RETURNED);
+              reject(error);
+            },
+          }, { timeoutMs, transient: true });
+        });
         break;
       }
       case 'publish':
@@ -372,13 +457,11 @@ export class Dispatcher {
     }
   }
 
-  #track(work: Promise<void>): void {
-    this.#pending++;
-    void work.finally(() => {
-      this.#pending--;
-      if (this.#pending === 0) for (const wake of this.#pendingWaiters.splice(0)) wake();
-    });
-  }
+  /** One message a lane took has reached its final state. */
+  readonly #done = (): void => {
+    this.#pending--;
+    if (this.#pending === 0) for (const wake of this.#pendingWaiters.splice(0)) wake();
+  };
 
   /** resolves when no accepted message is waiting for its final outcome */
   settled(): Promise<void> {
@@ -386,6 +469,8 @@ export class Dispatcher {
     return new Promise((resolve) => this.#pendingWaiters.push(resolve));
   }
 }
+
+const RETURNED: Promise<Settlement> = Promise.resolve('returned');
 
 /** How long a request waits for its reply: the sender's own wait, capped by the rule's or requests.timeout. */
 function replyWait(senderMs: number | undefined, capMs: number): number {

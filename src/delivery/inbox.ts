@@ -87,6 +87,18 @@ export class ReplyGrants {
     return grant.until > now;
   }
 
+  /**
+   * For a protocol whose answer cannot carry a correlation id (MQTT 3.1.1): the grant's own,
+   * when the same principal holds one for `key`; the inbox key is as unguessable as the id.
+   * Used once, like `take`.
+   */
+  claim(key: string, principal: string | undefined, now = Date.now()): string | undefined {
+    const grant = this.#grants.get(key);
+    if (!grant || principal !== grant.principal) return undefined;
+    this.#grants.delete(key);
+    return grant.until > now ? grant.correlationId : undefined;
+  }
+
   clear(): void {
     this.#grants.clear();
   }

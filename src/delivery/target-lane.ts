@@ -3,8 +3,8 @@ import { GatewayError, toGatewayError } from '../errors.js';
 import { isExpired, type Message } from '../message.js';
 import { TargetBreaker, type BreakerSettings, type BreakerTransition } from '../protection/breaker.js';
 import { TokenBucket, type BucketSpec } from '../protection/token-bucket.js';
+import type { QueueOutcome, QueueRecord, TargetQueue } from '../queue/index.js';
 import type { Target, TargetReply } from '../targets/target.js';
-import { PriorityQueue } from './priority-queue.js';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 
 export interface RetryPolicy {
@@ -23,6 +23,11 @@ export interface LaneOptions {
   /** paces calls to the downstream: messages wait in the queue for a token */
   rateLimit?: BucketSpec;
   breaker?: BreakerSettings;
+  /**
+   * What becomes of a record found in the queue with no sender behind it: one that recovery put
+   * back after a restart. Asked when the lane first takes or evicts such a record.
+   */
+  recovered: (record: QueueRecord) => DeliveryOutcome;
   onBreakerTransition?: (target: string, transition: BreakerTransition) => void;
   /** called after every call to the downstream, with its duration */
   onCall?: (target: string, ok: boolean, seconds: number) => void;
@@ -34,15 +39,29 @@ export interface LaneOptions {
   random?: () => number;
 }
 
-/** How a message this target gave up on ended, once the dispatcher has dealt with it. */
-export type Settlement = 'deadLettered' | 'rerouted' | 'returned' | 'lost';
+/**
+ * How a message this target gave up on ended, once the dispatcher has dealt with it. `unsettled`:
+ * the dead-letter store refused it too; the queue store keeps it, so a disk store offers it
+ * again at the next start.
+ */
+export type Settlement = 'deadLettered' | 'rerouted' | 'returned' | 'unsettled';
+
+const STORE_OUTCOME: Readonly<Record<Settlement, QueueOutcome | undefined>> = {
+  deadLettered: 'deadLettered',
+  rerouted: 'rerouted',
+  returned: 'returned',
+  unsettled: undefined,
+};
 
 /**
- * Where every message a lane accepted is, at any moment:
- * accepted = delivered + expired + deadLettered + rerouted + returned + lost + queued + inFlight.
+ * Where every message a lane took is, at any moment:
+ * accepted + adopted = delivered + expired + deadLettered + rerouted + returned + unsettled
+ *                      + handedOver + queued + inFlight.
  */
 export interface LaneStats {
   accepted: number;
+  /** records this lane took over without accepting them: put back by recovery, or handed over by the lane it replaced */
+  adopted: number;
   delivered: number;
   expired: number;
   /** given up here and written to the dead-letter store */
@@ -51,8 +70,10 @@ export interface LaneStats {
   rerouted: number;
   /** a request whose failure went back to the waiting sender */
   returned: number;
-  /** the dead-letter store failed too: logged as an error; should stay 0 */
-  lost: number;
+  /** given up here and refused by the dead-letter store too: kept in the queue store, logged */
+  unsettled: number;
+  /** queued records passed to the lane that replaced this one in a reload */
+  handedOver: number;
   queued: number;
   /** calls running, messages waiting out a retry backoff, and given-up messages being settled */
   inFlight: number;
@@ -60,15 +81,40 @@ export interface LaneStats {
   retries: number;
 }
 
+/**
+ * What becomes of one message a lane took. Exactly one of the three is called, once, by the lane
+ * that ends the message's stay: after a reload that may be the lane that replaced the one that
+ * accepted it.
+ */
+export interface DeliveryOutcome {
+  delivered(reply: TargetReply): void;
+  /**
+   * Its expiry passed while it waited. Nothing returned: that ends it, a final state of its own
+   * (counted as expired); or the settlement of its dead letter, when its rule asks for one.
+   */
+  expired(attempts: number): Promise<Settlement> | undefined;
+  /**
+   * The lane gave up on it. It stays in flight until `settle` says how it ended; the queue store
+   * forgets it then, unless it ended `unsettled`.
+   */
+  failed(error: GatewayError, settle: (settlement: Promise<Settlement>) => void): void;
+}
+
+export interface SubmitOptions {
+  /** how long the sender waits for the reply (requests): caps the call timeout and the retries */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** kept in memory only: the sender waits for the answer, so nobody would take it after a restart */
+  transient?: boolean;
+}
+
 interface Job {
-  message: Message;
+  record: QueueRecord;
+  outcome: DeliveryOutcome;
   timeoutMs: number;
   /** ms since epoch after which a retry is pointless: the requester stopped waiting */
   deadline: number;
   signal: AbortSignal | undefined;
-  attempts: number;
-  resolve: (reply: TargetReply) => void;
-  reject: (err: GatewayError) => void;
 }
 
 /** Each message gets its own error object: details such as `attempts` are per message. */
@@ -83,34 +129,46 @@ function backoff(policy: RetryPolicy, attempt: number, random: () => number): nu
 }
 
 /**
- * Everything between the router and one downstream: a bounded priority queue with shedding,
- * a concurrency limit, a token bucket that paces calls, retries with backoff and a breaker.
- * `submit` decides synchronously, so a dispatch can check every target and then commit to
- * all of them without an await in between.
+ * Everything between the router and one downstream: the target's queue in the queue store
+ * (bounded in messages and bytes, ordered by priority, shedding the lowest), a concurrency limit,
+ * a token bucket that paces calls, retries with backoff and a breaker. `submit` decides
+ * synchronously, so a dispatch can check every target and then commit to all of them without an
+ * await in between; the store's durability promise, when its sync policy has one, is returned
+ * for the acknowledgement to wait for.
+ *
+ * A lane takes from its queue once started. A reload that replaces it starts the new lane with
+ * this one as `previous`: the queued records and their senders' outcomes pass to the new lane,
+ * records waiting out a retry follow when their backoff ends, and calls running finish here.
  */
 export class TargetLane {
   readonly target: Target;
   readonly breaker: TargetBreaker | undefined;
+  readonly #queue: TargetQueue;
   readonly #options: LaneOptions;
   readonly #clock: Clock;
   readonly #random: () => number;
-  readonly #queue = new PriorityQueue<Job>();
   readonly #bucket: TokenBucket | undefined;
+  /** the outcomes of the records ready in the queue; a record taken without one was recovered */
+  #waiting = new Map<QueueRecord, Job>();
   #running = 0;
   #retrying = 0;
-  #stats = { accepted: 0, delivered: 0, expired: 0, shed: 0, retries: 0, deadLettered: 0, rerouted: 0, returned: 0, lost: 0 };
+  #stats = { accepted: 0, adopted: 0, delivered: 0, expired: 0, shed: 0, retries: 0, deadLettered: 0, rerouted: 0, returned: 0, unsettled: 0, handedOver: 0 };
   #settling = 0;
   #idleWaiters: (() => void)[] = [];
   #paceTimer: Timer | undefined;
   readonly #retryTimers = new Set<Timer>();
   readonly #retryJobs = new Set<Job>();
   #shedding = false;
+  /** taking from the queue: from `start` until a successor takes over */
+  #active = false;
+  #successor: TargetLane | undefined;
   #closed: GatewayError | undefined;
   /** aborts calls still running when the lane is closed at the end of a drain */
   readonly #abort = new AbortController();
 
-  constructor(target: Target, options: LaneOptions) {
+  constructor(target: Target, queue: TargetQueue, options: LaneOptions) {
     this.target = target;
+    this.#queue = queue;
     this.#options = options;
     this.#clock = options.clock ?? realClock;
     this.#random = options.random ?? Math.random;
@@ -125,56 +183,87 @@ export class TargetLane {
   }
 
   get stats(): LaneStats {
-    return { ...this.#stats, queued: this.#queue.size, inFlight: this.#running + this.#retrying + this.#settling };
+    return { ...this.#stats, queued: this.#active ? this.#queue.size : 0, inFlight: this.#running + this.#retrying + this.#settling };
   }
 
-  /** Records how a message this lane gave up on ended; until then it counts as in flight. */
-  settle(outcome: Promise<Settlement>): void {
-    void outcome.then((settlement) => {
-      this.#settling--;
-      this.#stats[settlement]++;
-      this.#wakeIfIdle();
-    });
+  /**
+   * Puts the lane in charge of its queue. With `previous` (the lane of the same target a reload
+   * replaces), the records queued there are handed over; without, whatever the queue holds was
+   * put back by recovery, and delivery of it begins.
+   */
+  start(previous?: TargetLane): void {
+    if (this.#active || this.#closed) return;
+    this.#active = true;
+    if (previous) previous.#handOver(this);
+    else this.#stats.adopted += this.#queue.size;
+    this.#pump();
+  }
+
+  #handOver(successor: TargetLane): void {
+    this.#active = false;
+    this.#successor = successor;
+    if (this.#paceTimer) this.#clock.clearTimeout(this.#paceTimer);
+    this.#paceTimer = undefined;
+    const queued = this.#queue.size;
+    this.#stats.handedOver += queued;
+    successor.#stats.adopted += queued;
+    for (const [record, job] of this.#waiting) successor.#waiting.set(record, job);
+    this.#waiting = new Map();
+    this.#setShedding(false);
+    this.#wakeIfIdle();
   }
 
   #hasRoom(): boolean {
     return this.#running < this.#options.concurrency || this.#queue.size < this.#options.maxQueue;
   }
 
-  /** whether `submit` would take a message of this priority (possibly by shedding a lower one) */
-  canAccept(priority: number): boolean {
+  /** whether `submit` would take this message now (possibly by shedding lower priorities), storage faults aside */
+  canAccept(message: Message): boolean {
     if (this.#closed) return false;
-    return this.#hasRoom() || this.#queue.hasBelow(priority);
+    return (this.#hasRoom() || this.#queue.hasBelow(message.priority)) && this.#queue.canAccept(message);
   }
 
   /**
-   * Accepts the message (returning the promise of its outcome) or throws `overloaded` at once.
-   * When the queue is full, a message of higher priority evicts the newest of the lowest
-   * priority, whose promise rejects with `shed`.
+   * Accepts the message, or throws `overloaded` at once with nothing changed. When the queue is
+   * full, a message of higher priority evicts the newest of the lowest priority, whose outcome
+   * fails with `shed`. Returns the promise the acknowledgement waits for when the store's sync
+   * policy has one (it rejects with `overloaded` if the message cannot be made durable; the
+   * message stays queued).
    */
-  submit(message: Message, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<TargetReply> {
+  submit(message: Message, outcome: DeliveryOutcome, options: SubmitOptions = {}): Promise<void> | undefined {
     if (this.#closed) throw new GatewayError('overloaded', `target ${this.name} is stopping`, { retryAfterMs: 1000 });
-    if (!this.#hasRoom()) {
-      const victim = this.#queue.popLowest(message.priority);
-      if (!victim) throw new GatewayError('overloaded', `target ${this.name} is at capacity`, { retryAfterMs: 1000 });
-      this.#stats.shed++;
-      this.#setShedding(true);
-      this.#giveUp(victim, new GatewayError('overloaded', `shed from the queue of ${this.name} for a message of priority ${message.priority}`, { shed: true }));
-    }
+    const full = !this.#hasRoom();
+    if (full && !this.#queue.hasBelow(message.priority)) throw new GatewayError('overloaded', `target ${this.name} is at capacity`, { retryAfterMs: 1000 });
+    const { record, durable, shed } = this.#queue.append(message, options.transient ? { transient: true } : undefined);
     this.#stats.accepted++;
-    const timeoutMs = Math.min(opts.timeoutMs ?? Infinity, this.#options.timeoutMs);
-    return new Promise<TargetReply>((resolve, reject) => {
-      this.#queue.push(message.priority, {
-        message,
-        timeoutMs,
-        deadline: opts.timeoutMs !== undefined ? this.#clock.now() + opts.timeoutMs : Infinity,
-        signal: opts.signal,
-        attempts: 0,
-        resolve,
-        reject,
-      });
-      this.#pump();
+    this.#waiting.set(record, {
+      record,
+      outcome,
+      timeoutMs: Math.min(options.timeoutMs ?? Infinity, this.#options.timeoutMs),
+      deadline: options.timeoutMs !== undefined ? this.#clock.now() + options.timeoutMs : Infinity,
+      signal: options.signal,
     });
+    for (const victim of shed) this.#shed(victim, message.priority);
+    // Shedding by bytes made room by count too; otherwise the count bound needs a victim of its own.
+    if (full && shed.length === 0) this.#shed(this.#queue.evict(message.priority)!, message.priority);
+    if (this.#active) this.#pump();
+    return durable;
+  }
+
+  #shed(victim: QueueRecord, priority: number): void {
+    this.#stats.shed++;
+    this.#setShedding(true);
+    this.#giveUp(this.#jobOf(victim), new GatewayError('overloaded', `shed from the queue of ${this.name} for a message of priority ${priority}`, { shed: true }));
+  }
+
+  /** The job of a record just taken or evicted, which leaves the waiting ones. */
+  #jobOf(record: QueueRecord): Job {
+    const job = this.#waiting.get(record);
+    if (job) {
+      this.#waiting.delete(record);
+      return job;
+    }
+    return { record, outcome: this.#options.recovered(record), timeoutMs: this.#options.timeoutMs, deadline: Infinity, signal: undefined };
   }
 
   #setShedding(shedding: boolean): void {
@@ -184,7 +273,7 @@ export class TargetLane {
   }
 
   #pump(): void {
-    while (this.#running < this.#options.concurrency && this.#queue.size > 0 && this.#paceTimer === undefined) {
+    while (this.#active && this.#running < this.#options.concurrency && this.#queue.size > 0 && this.#paceTimer === undefined) {
       if (this.#bucket) {
         const wait = this.#bucket.take(this.#clock.now());
         if (wait > 0) {
@@ -195,11 +284,11 @@ export class TargetLane {
           return;
         }
       }
-      const job = this.#queue.shift()!;
-      if (isExpired(job.message, this.#clock.now())) {
-        // Expired is a final state of its own: counted, not dead-lettered (DESIGN: dropped and counted).
-        this.#stats.expired++;
-        job.reject(new GatewayError('upstream_timeout', 'the message expired while queued', { expired: true }));
+      const record = this.#queue.take();
+      if (!record) break;
+      const job = this.#jobOf(record);
+      if (isExpired(record.message, this.#clock.now())) {
+        this.#expire(job);
         continue;
       }
       this.#run(job);
@@ -209,13 +298,16 @@ export class TargetLane {
   }
 
   #run(job: Job): void {
+    const { record } = job;
+    const message = record.message;
     this.#running++;
-    job.attempts++;
+    // Counted before the call, so a crash during it still counts it after a restart.
+    const attempt = this.#queue.recordAttempt(record);
     const signal = job.signal ? AbortSignal.any([job.signal, this.#abort.signal]) : this.#abort.signal;
-    const span = tracingOn() ? startSpan(`junction.target ${this.name}`, job.message.traceparent, SpanKind.CLIENT, { 'junction.target': this.name, 'junction.attempt': job.attempts }) : undefined;
-    const context = { timeoutMs: job.timeoutMs, signal, traceparent: span ? traceparentOf(span) : job.message.traceparent };
+    const span = tracingOn() ? startSpan(`junction.target ${this.name}`, message.traceparent, SpanKind.CLIENT, { 'junction.target': this.name, 'junction.attempt': attempt }) : undefined;
+    const context = { timeoutMs: job.timeoutMs, signal, traceparent: span ? traceparentOf(span) : message.traceparent };
     const call = span
-      ? () => this.target.deliver(job.message, context).then(
+      ? () => this.target.deliver(message, context).then(
         (reply) => {
           endSpan(span);
           return reply;
@@ -225,16 +317,17 @@ export class TargetLane {
           throw err;
         },
       )
-      : () => this.target.deliver(job.message, context);
+      : () => this.target.deliver(message, context);
     // Timed around the breaker, which refuses in no time while open: those count as fast failures.
     const started = performance.now();
-    const attempt = this.breaker ? this.breaker.call(call) : call();
-    attempt.then(
+    const result = this.breaker ? this.breaker.call(call) : call();
+    result.then(
       (reply) => {
         this.#options.onCall?.(this.name, true, (performance.now() - started) / 1000);
         this.#running--;
         this.#stats.delivered++;
-        job.resolve(reply);
+        this.#queue.settle(record, 'delivered');
+        job.outcome.delivered(reply);
         this.#pump();
       },
       (err: unknown) => {
@@ -251,9 +344,9 @@ export class TargetLane {
   #shouldRetry(job: Job, error: GatewayError): boolean {
     const policy = this.#options.retry;
     const now = this.#clock.now();
-    return !this.#closed && policy !== undefined && job.attempts < policy.attempts
+    return !this.#closed && policy !== undefined && job.record.attempts < policy.attempts
       && error.details.retryable === true && !error.details.breakerOpen
-      && !isExpired(job.message, now) && now < job.deadline;
+      && !isExpired(job.record.message, now) && now < job.deadline;
   }
 
   #retry(job: Job): void {
@@ -264,33 +357,82 @@ export class TargetLane {
       this.#retryTimers.delete(timer);
       this.#retryJobs.delete(job);
       this.#retrying--;
-      // Already accepted, so a retry goes back in even past maxQueue.
-      this.#queue.push(job.message.priority, job);
-      this.#pump();
-    }, backoff(this.#options.retry!, job.attempts, this.#random));
+      // Already accepted, so a retry goes back in even past the bounds.
+      this.#queue.release(job.record);
+      this.#current().#takeBack(job, this);
+    }, backoff(this.#options.retry!, job.record.attempts, this.#random));
     this.#retryTimers.add(timer);
   }
 
-  /** The job leaves the queue but stays in flight until the dispatcher settles it. */
+  /** the lane in charge of this target's queue now: this one, or the last that replaced it */
+  #current(): TargetLane {
+    // Each step follows a reload that replaced a lane, so this ends within the number of reloads.
+    return this.#successor ? this.#successor.#current() : this;
+  }
+
+  /** A record released after a retry backoff, back among the waiting ones of the lane in charge. */
+  #takeBack(job: Job, from: TargetLane): void {
+    this.#waiting.set(job.record, job);
+    if (from !== this) {
+      from.#stats.handedOver++;
+      this.#stats.adopted++;
+      from.#wakeIfIdle();
+    }
+    this.#pump();
+  }
+
+  #expire(job: Job): void {
+    this.#settling++;
+    const deadLetter = job.outcome.expired(job.record.attempts);
+    if (deadLetter) {
+      this.#settle(job, deadLetter);
+      return;
+    }
+    this.#settling--;
+    this.#stats.expired++;
+    this.#queue.settle(job.record, 'expired');
+  }
+
+  /** The message stays in flight until the outcome's `settle` says how it ended. */
   #giveUp(job: Job, error: GatewayError): void {
     this.#settling++;
-    error.details.attempts = job.attempts;
-    job.reject(error);
+    error.details.attempts = job.record.attempts;
+    let settled = false;
+    job.outcome.failed(error, (settlement) => {
+      if (settled) return;
+      settled = true;
+      this.#settle(job, settlement);
+    });
+  }
+
+  #settle(job: Job, settlement: Promise<Settlement>): void {
+    void settlement.then((how) => {
+      this.#settling--;
+      this.#stats[how]++;
+      const outcome = STORE_OUTCOME[how];
+      if (outcome) this.#queue.settle(job.record, outcome);
+      this.#wakeIfIdle();
+    });
+  }
+
+  #isIdle(): boolean {
+    return this.#running === 0 && this.#retrying === 0 && this.#settling === 0 && (!this.#active || this.#queue.size === 0);
   }
 
   #wakeIfIdle(): void {
-    if (this.#running === 0 && this.#retrying === 0 && this.#settling === 0 && this.#queue.size === 0) {
-      for (const wake of this.#idleWaiters.splice(0)) wake();
-    }
+    if (this.#isIdle()) for (const wake of this.#idleWaiters.splice(0)) wake();
   }
 
-  /** resolves when nothing is queued, running, waiting to retry or being settled */
+  /** resolves when nothing is queued (while in charge of the queue), running, waiting to retry or being settled */
   idle(): Promise<void> {
-    if (this.#running === 0 && this.#retrying === 0 && this.#settling === 0 && this.#queue.size === 0) return Promise.resolve();
+    if (this.#isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** Stops accepting; queued messages and pending retries are handed back with the given error. */
+  /**
+   * Stops accepting; queued messages (while in charge of the queue) and pending retries are given
+   * up with the given error, and calls still running are aborted.
+   */
   close(reason: GatewayError): void {
     this.#closed = reason;
     if (this.#paceTimer) this.#clock.clearTimeout(this.#paceTimer);
@@ -300,10 +442,12 @@ export class TargetLane {
     this.#retrying = 0;
     for (const job of this.#retryJobs) this.#giveUp(job, copy(reason));
     this.#retryJobs.clear();
-    for (const job of this.#queue.drain()) this.#giveUp(job, copy(reason));
+    if (this.#active) {
+      // Each round takes a record out of the queue, so this ends within the queue's size.
+      for (let record = this.#queue.take(); record; record = this.#queue.take()) this.#giveUp(this.#jobOf(record), copy(reason));
+    }
     this.#abort.abort(reason);
     this.#wakeIfIdle();
     this.breaker?.shutdown();
   }
 }
-

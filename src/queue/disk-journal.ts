@@ -10,7 +10,7 @@ const COMPACTION_STEP_BYTES = 1024 * 1024;
  * Writes each record's life into the segment log: its append before the acknowledgement, each
  * attempt before the call, its settlement after. Keeps track of which segment holds each record's
  * latest copy, deletes segments nobody needs any more and compacts the log when it grows past twice
- * what is unsettled. QoS 0 records are not written: they live in memory only.
+ * what is unsettled. Transient records (QoS 0, requests) are not written: they live in memory only.
  */
 export class DiskJournal implements Journal {
   readonly #log: SegmentLog;
@@ -45,7 +45,7 @@ export class DiskJournal implements Journal {
   }
 
   append(record: LocalRecord): Promise<void> | undefined {
-    if (record.message.qos === 0) return undefined;
+    if (record.transient) return undefined;
     const seq = this.#nextSeq;
     const mark = this.#out.length;
     writeAppendFrame(this.#out, seq, 0, record.target, record.message, record.bytes);

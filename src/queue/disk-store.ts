@@ -1,4 +1,5 @@
 import { FORMAT_VERSION, scanFrames, type Frame } from './codec.js';
+import { lockDirectory, type DirectoryLock } from './dir-lock.js';
 import { DiskJournal } from './disk-journal.js';
 import { LocalQueueStore, LocalRecord } from './local-queue.js';
 import { SegmentLog, type DiskSync, type Segment } from './segment-log.js';
@@ -31,11 +32,13 @@ interface Found {
  */
 export class DiskQueueStore extends LocalQueueStore {
   readonly #journal: DiskJournal;
+  readonly #lock: DirectoryLock;
   #recovery: RecoveryReport = { targets: [], records: 0, corrupt: 0, torn: 0, segments: 0, durationMs: 0 };
 
-  private constructor(journal: DiskJournal) {
+  private constructor(journal: DiskJournal, lock: DirectoryLock) {
     super(journal);
     this.#journal = journal;
+    this.#lock = lock;
   }
 
   get recovery(): RecoveryReport {
@@ -48,11 +51,22 @@ export class DiskQueueStore extends LocalQueueStore {
   }
 
   /**
-   * Reads every segment in `dir`, puts each unsettled record back in its target's queue (priority
-   * order, FIFO within a priority, with its attempts), then starts a new segment to write to.
+   * Claims `dir` (a DirectoryInUseError when another running process has it), reads every
+   * segment, puts each unsettled record back in its target's queue (priority order, FIFO within a
+   * priority, with its attempts), then starts a new segment to write to.
    */
   static async open(options: DiskStoreOptions): Promise<DiskQueueStore> {
     const started = performance.now();
+    const lock = await lockDirectory(options.dir);
+    try {
+      return await DiskQueueStore.#recover(options, lock, started);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  static async #recover(options: DiskStoreOptions, lock: DirectoryLock, started: number): Promise<DiskQueueStore> {
     const log = await SegmentLog.open(options.dir, options.sync, options.segmentBytes ?? DEFAULT_SEGMENT_BYTES);
     const found = new Map<number, Found>();
     let lastSeq = 0;
@@ -89,7 +103,7 @@ export class DiskQueueStore extends LocalQueueStore {
     }
     const segments = log.segments.length;
     log.start();
-    const store = new DiskQueueStore(new DiskJournal(log, lastSeq + 1, options.onError));
+    const store = new DiskQueueStore(new DiskJournal(log, lastSeq + 1, options.onError), lock);
     const targets = store.#restore([...found.values()]);
     store.#recovery = { targets, records: found.size, corrupt, torn, segments, durationMs: performance.now() - started };
     return store;
@@ -101,7 +115,7 @@ export class DiskQueueStore extends LocalQueueStore {
     const targets = new Set<string>();
     for (const { frame, attempts, segment } of found) {
       const queue = this.queue(frame.target);
-      const record = new LocalRecord(queue, frame.message, frame.bytes, attempts);
+      const record = new LocalRecord(queue, frame.message, frame.bytes, attempts, false);
       record.seq = frame.seq;
       this.#journal.adopt(record, segment);
       queue.restore(record);
@@ -113,6 +127,10 @@ export class DiskQueueStore extends LocalQueueStore {
 
   async close(): Promise<void> {
     this.closeQueues();
-    await this.#journal.close();
+    try {
+      await this.#journal.close();
+    } finally {
+      this.#lock.release();
+    }
   }
 }

@@ -2,7 +2,8 @@ import { DiskQueueStore } from './disk-store.js';
 import { MemoryQueueStore } from './memory-store.js';
 import type { QueueStore, SyncPolicy } from './store.js';
 
-export type { Appended, QueueLimits, QueueOutcome, QueueRecord, QueueStore, RecoveryReport, SyncPolicy, TargetQueue } from './store.js';
+export { DirectoryInUseError } from './dir-lock.js';
+export type { AppendOptions, Appended, QueueLimits, QueueOutcome, QueueRecord, QueueStore, RecoveryReport, SyncPolicy, TargetQueue } from './store.js';
 export { DEFAULT_SEGMENT_BYTES, DiskQueueStore, type DiskStoreOptions } from './disk-store.js';
 export { MemoryQueueStore } from './memory-store.js';
 

@@ -3,7 +3,7 @@ import { GatewayError } from '../errors.js';
 import { MAX_PRIORITY, type Message } from '../message.js';
 import { appendFrameBytes } from './codec.js';
 import type { Segment } from './segment-log.js';
-import type { Appended, QueueLimits, QueueOutcome, QueueRecord, QueueStore, RecoveryReport, TargetQueue } from './store.js';
+import type { AppendOptions, Appended, QueueLimits, QueueOutcome, QueueRecord, QueueStore, RecoveryReport, TargetQueue } from './store.js';
 
 type RecordState = 'ready' | 'held' | 'settled';
 
@@ -12,6 +12,8 @@ export class LocalRecord implements QueueRecord {
   readonly message: Message;
   /** its size in a segment file, which is also what the byte bound counts */
   readonly bytes: number;
+  /** kept in memory only: a QoS 0 message, or one appended as transient */
+  readonly transient: boolean;
   attempts: number;
   state: RecordState = 'ready';
   /** the disk journal's name for it, unique within its log */
@@ -19,11 +21,12 @@ export class LocalRecord implements QueueRecord {
   /** the segment file holding its latest copy; undefined while it lives in memory only */
   segment: Segment | undefined;
 
-  constructor(queue: LocalTargetQueue, message: Message, bytes: number, attempts: number) {
+  constructor(queue: LocalTargetQueue, message: Message, bytes: number, attempts: number, transient: boolean) {
     this.queue = queue;
     this.message = message;
     this.bytes = bytes;
     this.attempts = attempts;
+    this.transient = transient;
   }
 
   get target(): string {
@@ -77,12 +80,12 @@ export class LocalTargetQueue implements TargetQueue {
     this.#maxBytes = limits.maxBytes ?? Infinity;
   }
 
-  append(message: Message): Appended {
+  append(message: Message, options?: AppendOptions): Appended {
     if (this.#closed) throw new GatewayError('overloaded', `the queue of ${this.target} is closed`, { retryAfterMs: 1000 });
     const bytes = appendFrameBytes(this.target, message);
     const excess = this.#excess(message.priority, bytes);
     if (excess === undefined) throw new GatewayError('overloaded', `the queue of ${this.target} is full`, { retryAfterMs: 1000 });
-    const record = new LocalRecord(this, message, bytes, 0);
+    const record = new LocalRecord(this, message, bytes, 0, options?.transient === true || message.qos === 0);
     // Stored before anything is evicted, so a refused write leaves the queue as it was.
     const durable = this.#journal?.append(record);
     const shed = excess > 0 ? this.#shed(message.priority, excess) : NOTHING_SHED;
@@ -92,6 +95,11 @@ export class LocalTargetQueue implements TargetQueue {
 
   canAccept(message: Message): boolean {
     return !this.#closed && this.#excess(message.priority, appendFrameBytes(this.target, message)) !== undefined;
+  }
+
+  hasBelow(priority: number): boolean {
+    for (let p = 0; p < priority; p++) if (this.#bytesAt[p]! > 0) return true;
+    return false;
   }
 
   /** bytes to evict before a record of this priority and size fits, or undefined when it cannot */

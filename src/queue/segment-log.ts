@@ -12,15 +12,22 @@ export type DiskSync = 'os' | 'fsync';
 const REFUSALS = new Set(['ENOSPC', 'EFBIG', 'EDQUOT', 'EIO', 'EROFS']);
 
 /** What a sender is told when its message could not be stored. */
-export function storageRefusal(err: unknown): GatewayError {
+export function storageRefusal(err: unknown, store = 'the queue store'): GatewayError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code !== undefined && REFUSALS.has(code)) {
-    return new GatewayError('overloaded', `the queue store cannot write (${code})`, { retryAfterMs: 1000 });
+    return new GatewayError('overloaded', `${store} cannot write (${code})`, { retryAfterMs: 1000, storage: true });
   }
-  return new GatewayError('internal', `the queue store failed to write: ${err instanceof Error ? err.message : String(err)}`);
+  return new GatewayError('internal', `${store} failed to write: ${err instanceof Error ? err.message : String(err)}`, { storage: true });
 }
 
 const NAME = /^queue-(\d{12})\.log$/;
+
+/** A segment holding its header only: starting another such one cannot make room. */
+const EMPTY_SEGMENT_BYTES = (() => {
+  const header = new FrameBuffer();
+  writeSegmentFrame(header);
+  return header.length;
+})();
 
 export class Segment {
   readonly number: number;
@@ -69,6 +76,8 @@ export class SegmentLog {
   #totalBytes: number;
   #batch: Batch | undefined;
   #syncing: Promise<void> | undefined;
+  /** the newest segment reached the largest file the system allows (EFBIG): the next write starts another */
+  #atFileLimit = false;
   /** descriptors of closed segments that a running fsync still uses */
   #retired: number[] = [];
 
@@ -119,15 +128,17 @@ export class SegmentLog {
   /**
    * Writes `out` at the end of the log, all of it or nothing: after a failed write the segment is
    * cut back to where it was, so a refused record leaves no half frame behind. Throws the
-   * file system's error.
+   * file system's error. A segment that reached the file-size limit (EFBIG: a ulimit, the file
+   * system's largest file) is closed, and the next write starts a new one.
    */
   write(out: FrameBuffer): Segment {
-    if (this.active.size >= this.segmentBytes) this.#roll();
+    if (this.active.size >= this.segmentBytes || this.#atFileLimit) this.#roll();
     const segment = this.active;
     try {
       writeAll(segment.fd!, out.bytes, out.length, segment.size);
     } catch (err) {
       cutBack(segment.fd!, segment.size);
+      this.#atFileLimit = (err as NodeJS.ErrnoException).code === 'EFBIG' && segment.size > EMPTY_SEGMENT_BYTES;
       throw err;
     }
     segment.size += out.length;
@@ -196,6 +207,7 @@ export class SegmentLog {
     else closeSync(previous.fd!);
     previous.fd = undefined;
     this.#add(next);
+    this.#atFileLimit = false;
   }
 
   #add(segment: Segment): void {

@@ -23,8 +23,8 @@ import type { Message } from '../message.js';
  *   open, with the attempts recorded for it; taken-but-unsettled records included. A settled
  *   record may come back after a crash (delivery is at-least-once), an acknowledged one is never
  *   lost.
- * - QoS 0 records are queued like the others but never stored: `append` gives them no `durable`
- *   promise and they do not survive a restart.
+ * - QoS 0 records, and those appended as `transient`, are queued like the others but never
+ *   stored: `append` gives them no `durable` promise and they do not survive a restart.
  * - Records of one target never come out of another target's queue.
  */
 export interface QueueStore {
@@ -58,9 +58,11 @@ export interface TargetQueue {
    * `overloaded` and nothing was stored or evicted. A queue with no ready record takes any one
    * message, so a bound smaller than a message slows the target down instead of blocking it.
    */
-  append(message: Message): Appended;
+  append(message: Message, options?: AppendOptions): Appended;
   /** whether `append` would take this message now, by the byte bound (storage faults aside) */
   canAccept(message: Message): boolean;
+  /** whether a ready record of lower priority than `priority` exists: one `evict(priority)` would return */
+  hasBelow(priority: number): boolean;
   /** the oldest ready record of the highest priority, now held; undefined when none is ready */
   take(): QueueRecord | undefined;
   /**
@@ -87,6 +89,14 @@ export interface QueueRecord {
   readonly message: Message;
   /** calls made to the target so far: restored by recovery */
   readonly attempts: number;
+}
+
+export interface AppendOptions {
+  /**
+   * Kept in memory only, as a QoS 0 message is: for a message whose sender waits for the
+   * target's answer (a request), which a restart could not deliver to anyone.
+   */
+  transient?: boolean;
 }
 
 export interface Appended {

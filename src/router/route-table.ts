@@ -182,6 +182,7 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     mode: config.mode,
     timeout: config.timeout,
     continue: config.continue,
+    expired: config.expired,
   };
   let protocolMask = ANY_PROTOCOL;
   if (config.match.protocols !== undefined) {

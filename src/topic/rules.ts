@@ -11,20 +11,27 @@ export const MAX_KEY_BYTES = 65535;
 export const INBOX_PREFIX = '_inbox/';
 
 /**
+ * MQTT 3.1.1 has no reply address: a client sends a request by publishing to
+ * `_request/<id>/<key>` and gets the answer on `_reply/<id>` (adapters/mqtt/request-reply.ts).
+ */
+export const REQUEST_PREFIX = '_request/';
+export const REPLY_PREFIX = '_reply/';
+
+/**
  * Keys that belong to the gateway, on every protocol alike: `$SYS` is the broker's
  * [MQTT-4.7.2-1], and an inbox is answered only by the responder a request was handed to
  * (src/delivery/inbox.ts). No ACL rule can grant a publish to them.
  */
-const RESERVED_PREFIXES = ['$SYS/', INBOX_PREFIX] as const;
+const RESERVED_PREFIXES = ['$SYS/', INBOX_PREFIX, REQUEST_PREFIX, REPLY_PREFIX] as const;
 
 /** Why no client may publish to `key` whatever the ACL says, or undefined when one may. */
 export function reservedKeyProblem(key: string): string | undefined {
   if (key === '$SYS') return '$SYS is reserved for the broker';
   const prefix = RESERVED_PREFIXES.find((p) => key.startsWith(p));
   if (prefix === undefined) return undefined;
-  return prefix === INBOX_PREFIX
-    ? `${INBOX_PREFIX} keys take only the answer to a request handed to this client`
-    : `${prefix} keys are reserved for the broker`;
+  if (prefix === INBOX_PREFIX) return `${INBOX_PREFIX} keys take only the answer to a request handed to this client`;
+  if (prefix === REQUEST_PREFIX || prefix === REPLY_PREFIX) return `${prefix} keys carry MQTT 3.1.1 requests and their answers (docs/mqtt.md), never messages`;
+  return `${prefix} keys are reserved for the broker`;
 }
 
 /**

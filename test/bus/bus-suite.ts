@@ -167,6 +167,18 @@ export function busSuite(name: string, create: () => Promise<BusUnderTest>): voi
       expect(b.texts.length).toBe(5);
     });
 
+    it('a requests-only responder is handed requests and none of what is published', async () => {
+      const responder = recorder();
+      const subscription = await under.bus.subscribe('cmd/#', responder.handler, { responder: true, requestsOnly: true });
+      await under.peer.publish(message('cmd/reboot', 'published'));
+      expect(await under.peer.deliverToOne(message('cmd/reboot', 'asked'))).toBe(true);
+      await eventually(() => expect(responder.texts).toEqual(['asked']));
+      await settled();
+      expect(responder.texts).toEqual(['asked']);
+      await subscription.close();
+      expect(await under.bus.deliverToOne(message('cmd/reboot'))).toBe(false);
+    });
+
     it('keeps delivering to the others when one handler throws', async () => {
       const good = recorder();
       await under.bus.subscribe('boom', () => {

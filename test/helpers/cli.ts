@@ -38,9 +38,22 @@ export interface RunningGateway {
   exited: Promise<number | null>;
 }
 
+export interface StartOptions {
+  /**
+   * The soft limit on the size of any file the gateway writes (`ulimit -S -f`, in the shell's
+   * 512-byte blocks): a disk that refuses to take more, which `prlimit` can lift while it runs.
+   */
+  fileSizeBlocks?: number;
+}
+
 /** Starts `junction start` and resolves once it logs `gateway ready`. */
-export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}): Promise<RunningGateway> {
-  const child = spawn(process.execPath, [BIN, 'start', '-c', configPath], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): Promise<RunningGateway> {
+  const command = [process.execPath, BIN, 'start', '-c', configPath];
+  const [file, args] = options.fileSizeBlocks === undefined
+    ? [command[0]!, command.slice(1)]
+    // exec: the shell becomes the gateway, so its pid is the gateway's.
+    : ['/bin/sh', ['-c', 'ulimit -S -f "$0" && exec "$@"', String(options.fileSizeBlocks), ...command]];
+  const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const running: RunningGateway = {
     child,
     logs: [],

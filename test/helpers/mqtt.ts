@@ -100,6 +100,7 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
 const MQTT_COUNTERS = [
   'connectionsRefused', 'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
   'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'qos0Dropped', 'paced', 'pacingBehind', 'forwardFailed',
+  'requestsSent', 'requestsHanded', 'answers',
 ] as const;
 
 /** The MQTT adapter's counters now, with its refusals by code. */

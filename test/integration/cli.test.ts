@@ -161,9 +161,10 @@ describe('junction CLI', () => {
     blocker.close();
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe(`listeners.http: 127.0.0.1:${port} is already in use; change listeners.http.host/port in the config file`);
-    // It never served, so there was nothing to drain: the admin listener it had bound is released quietly.
+    // It never served, so there was nothing to drain: the admin listener and the queue store it
+    // had opened are released quietly.
     const logged = result.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { msg: string }).msg);
-    expect(logged).toEqual(['listener up']);
+    expect(logged).toEqual(['listener up', 'queue store recovered']);
   });
 
   it('start: a target that cannot be created is one line naming its key, exit 1', async () => {

@@ -53,6 +53,8 @@ routes:
     await page.goto(`${gw.admin}/dashboard`);
     await page.waitForFunction(() => document.getElementById('status')?.textContent === 'ready');
     await page.waitForFunction(() => document.getElementById('breaker-orders')?.textContent === 'closed');
+    expect(await page.locator('#storage').textContent()).toBe('sync os');
+    expect(await page.locator('#storage-detail').textContent()).toMatch(/MB queued · dead letters .* MB of 1024 MB$/);
 
     // Traffic while the page watches: the total rate tile must leave zero.
     const send = async (n: number) => {

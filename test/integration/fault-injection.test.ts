@@ -6,7 +6,7 @@ import { GatewayClient } from '../helpers/grpc.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { wsUrl } from '../helpers/ws.js';
 
-interface TargetStats { accepted: number; delivered: number; deadLettered: number; queued: number; inFlight: number; lost: number; balanced: boolean }
+interface TargetStats { accepted: number; delivered: number; deadLettered: number; queued: number; inFlight: number; unsettled: number; balanced: boolean }
 
 const PER_PROTOCOL = 5000;
 
@@ -123,7 +123,7 @@ routes:
     expect(acknowledged.size).toBe(4 * PER_PROTOCOL);
 
     const stats = lane.stats;
-    expect(stats).toMatchObject({ accepted: 4 * PER_PROTOCOL, queued: 0, inFlight: 0, lost: 0 });
+    expect(stats).toMatchObject({ accepted: 4 * PER_PROTOCOL, queued: 0, inFlight: 0, unsettled: 0 });
     // Every record, read in process: /admin/deadletter lists at most 10,000, and a run on a busy
     // machine (more timeouts, the breaker open longer) dead-letters more than that.
     const dead = (await gw.gateway.archive.list({}, Infinity)).map((r) => Buffer.from(r.message.payload, 'base64').toString());

@@ -15,7 +15,7 @@ interface BreakerListing {
 
 interface TargetStats {
   accepted: number; delivered: number; expired: number; deadLettered: number; rerouted: number;
-  returned: number; lost: number; queued: number; inFlight: number; shed: number; retries: number; balanced: boolean;
+  returned: number; unsettled: number; queued: number; inFlight: number; shed: number; retries: number; balanced: boolean;
 }
 
 async function json<T>(url: string, init?: RequestInit): Promise<T> {
@@ -274,7 +274,7 @@ routes:
     const deadIds = dl.records.map((r) => r.message.id);
     expect(new Set(deadIds).size).toBe(deadIds.length);
     const { targets } = await json<{ targets: Record<string, TargetStats> }>(`${gw.admin}/admin/stats`);
-    expect(targets.ingest).toMatchObject({ accepted: total, queued: 0, inFlight: 0, lost: 0, balanced: true });
+    expect(targets.ingest).toMatchObject({ accepted: total, queued: 0, inFlight: 0, unsettled: 0, balanced: true });
     // Every accepted message is delivered or dead-lettered; a delivered-then-retried one may be both
     // only if the downstream saw it, never neither.
     for (const id of accepted) expect(delivered.has(id) || deadIds.includes(id), id).toBe(true);

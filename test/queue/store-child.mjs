@@ -1,6 +1,8 @@
 // A process that uses a disk queue store until it is killed or the disk refuses it, printing one
 // line per acknowledged append; the parent test checks the store against those lines.
 // Run from the build: `node test/queue/store-child.mjs MODE DIR ...` after `npm run build`.
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { DiskQueueStore } from '../../dist/src/queue/index.js';
 import { appendFrameBytes } from '../../dist/src/queue/codec.js';
 import { createMessage } from '../../dist/src/message.js';
@@ -53,19 +55,28 @@ async function appendUntilKilled(sync, segmentBytes) {
   process.exit(1);
 }
 
+/** The size of the segment being written: the newest file. */
+function activeSegmentBytes() {
+  const newest = readdirSync(dir).filter((name) => name.endsWith('.log')).sort().at(-1);
+  return statSync(join(dir, newest)).size;
+}
+
 /**
- * Runs under a file-size limit: a few small appends, one the limit cuts short, one that fills the
- * file exactly to the limit, one byte too many.
+ * Runs under a file-size limit: a few small appends, one the limit cuts short (the next append
+ * starts a new segment), one that fills that segment exactly to the limit, one record too many
+ * (refused; the next starts a segment again).
  */
 async function fillToLimit(limit) {
   const store = await DiskQueueStore.open({ dir, sync: 'os', segmentBytes: 1 << 20, onError: (err) => print(`error ${err.message}`) });
   const queue = store.queue('ingest');
   for (let i = 0; i < 5; i++) tryAppend(queue, message(100));
   tryAppend(queue, message(limit));
+  tryAppend(queue, message(100));
   const exact = message(0);
-  const room = limit - store.diskBytes.total - appendFrameBytes('ingest', exact);
+  const room = limit - activeSegmentBytes() - appendFrameBytes('ingest', exact);
   tryAppend(queue, { ...exact, payload: Buffer.alloc(room, 7) });
-  print(`total ${store.diskBytes.total}`);
+  print(`filled ${activeSegmentBytes()}`);
+  tryAppend(queue, message(0));
   tryAppend(queue, message(0));
   process.exit(0);
 }

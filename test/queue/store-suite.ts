@@ -195,6 +195,17 @@ export function describeQueueStore(options: StoreSuiteOptions): void {
       expect((await takeNext(queue)).message.id).toBe(messages[3]!.id);
     });
 
+    it('tells whether a ready record of lower priority is there to evict', async () => {
+      const queue = (await open()).queue('ingest');
+      expect(queue.hasBelow(9)).toBe(false);
+      await appendAcked(queue, testMessage({ priority: 3 }));
+      expect([queue.hasBelow(3), queue.hasBelow(4)]).toEqual([false, true]);
+      const record = await takeNext(queue);
+      expect(queue.hasBelow(4)).toBe(false);
+      queue.release(record);
+      expect(queue.hasBelow(4)).toBe(true);
+    });
+
     it('refuses with overloaded at the byte bound when nothing lower can be shed, and the refused message is nowhere', async () => {
       const store = await open();
       const size = await recordBytes(store.queue('ingest'));
@@ -324,6 +335,23 @@ export function describeQueueStore(options: StoreSuiteOptions): void {
       expect(appended.durable).toBeUndefined();
       await appendAcked(queue, kept);
       expect((await takeNext(queue)).message.id).toBe(volatile.id);
+      await first.close();
+      const second = await open();
+      expect(second.recovery.records).toBe(1);
+      expect((await takeNext(second.queue('ingest'))).message.id).toBe(kept.id);
+    });
+
+    it('keeps records appended as transient in memory only, whatever their QoS', async () => {
+      const first = await open();
+      const queue = first.queue('ingest');
+      const request = testMessage({ qos: 1, priority: 9 });
+      const kept = testMessage({ qos: 1 });
+      const appended = queue.append(request, { transient: true });
+      expect(appended.durable).toBeUndefined();
+      await appendAcked(queue, kept);
+      const taken = await takeNext(queue);
+      expect(taken.message.id).toBe(request.id);
+      queue.recordAttempt(taken);
       await first.close();
       const second = await open();
       expect(second.recovery.records).toBe(1);

@@ -176,7 +176,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -440,7 +440,8 @@ describe('the resolved config', () => {
       limits: { maxPayloadSize: 1024 * 1024 },
       requests: { timeout: 5000 },
       shutdown: { drainTimeout: 10_000 },
-      deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024 },
+      deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024, maxBytes: 1024 ** 3, whenFull: 'refuse' },
+      storage: { dir: '/etc/junction/data', sync: 'os' },
       admin: {},
       groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000 },
       grpc: {
@@ -461,6 +462,7 @@ describe('the resolved config', () => {
         maxOutboundBuffer: 1024 * 1024,
         drainTimeout: 30_000,
         maxHold: 10_000,
+        maxPendingRequests: 100,
       },
       auth: {
         anonymous: false, users: [], apiKeys: [], certificate: { principal: 'commonName' },
@@ -507,6 +509,7 @@ describe('the resolved config', () => {
     collectDefaults(gatewayConfigSchema(builtins), config, '', found);
     // Relative paths are resolved against the config file's folder.
     found.get('.deadletter.path')!.expected = path.join(path.dirname(FILE), 'data/deadletter.jsonl');
+    found.get('.storage.dir')!.expected = path.join(path.dirname(FILE), 'data');
     const side = (which: 'expected' | 'actual') => Object.fromEntries([...found].map(([at, values]) => [at, values[which]]));
     expect(side('actual')).toEqual(side('expected'));
     // Every default the JSON Schema file shows, sections that merely start empty aside, was looked at.
@@ -553,27 +556,31 @@ describe('the resolved config', () => {
       'limits: { maxPayloadSize: 256kb }',
       'requests: { timeout: 1.5s }',
       'shutdown: { drainTimeout: 1m }',
-      'deadletter: { maxFileSize: 4096 }',
+      'deadletter: { maxFileSize: 4096, maxBytes: 2gb, whenFull: dropOldest }',
       'breakers: { slow: { timeout: 250ms, resetTimeout: 1h } }',
+      'targets: { t: { type: http, url: "http://x", queue: { maxBytes: 8mb } } }',
     ), FILE, {});
     expect(config.limits.maxPayloadSize).toBe(256 * 1024);
     expect(config.requests.timeout).toBe(1500);
     expect(config.shutdown.drainTimeout).toBe(60_000);
-    expect(config.deadletter.maxFileSize).toBe(4096);
+    expect(config.deadletter).toMatchObject({ maxFileSize: 4096, maxBytes: 2 * 1024 ** 3, whenFull: 'dropOldest' });
+    expect(config.targets.t!.queue).toEqual({ maxSize: 10_000, maxBytes: 8 * 1024 ** 2 });
     expect(config.breakers.slow).toMatchObject({ timeout: 250, resetTimeout: 3_600_000 });
   });
 
   it('resolves relative paths against the config file folder and keeps absolute ones', () => {
     const grpc = (proto: string) => yaml(
       'deadletter: { path: ../dl/out.jsonl }',
+      'storage: { dir: ../queue }',
       'targets:',
       `  billing: { type: grpc, address: "h:1", proto: ${proto}, method: b.v1.B/C }`,
     );
     const relative = loadConfigText(grpc('protos/b.proto'), 'conf/gateway.yaml', {});
     expect(relative.config.file).toBe(path.resolve('conf/gateway.yaml'));
     expect(relative.config.deadletter.path).toBe(path.resolve('dl/out.jsonl'));
+    expect(relative.config.storage.dir).toBe(path.resolve('queue'));
     expect(relative.config.targets.billing).toMatchObject({ proto: path.resolve('conf/protos/b.proto') });
-    expect(relative.warnings.map(brief)).toEqual([`3:49 targets.billing.proto: file not found: ${path.resolve('conf/protos/b.proto')}`]);
+    expect(relative.warnings.map(brief)).toEqual([`4:49 targets.billing.proto: file not found: ${path.resolve('conf/protos/b.proto')}`]);
     const absolute = loadConfigText(grpc('/srv/b.proto'), FILE, {});
     expect(absolute.config.targets.billing).toMatchObject({ proto: '/srv/b.proto' });
   });

@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../src/bus/index.js';
 import type { RouteConfig } from '../../src/config/schema.js';
-import { DeadLetterStore, type DeadLetterRecord } from '../../src/deadletter/store.js';
+import { DeadLetterStore, type DeadLetterOptions, type DeadLetterRecord } from '../../src/deadletter/store.js';
 import { Dispatcher, type RoutingSnapshot } from '../../src/delivery/dispatcher.js';
-import { TargetLane } from '../../src/delivery/target-lane.js';
+import { TargetLane, type LaneOptions } from '../../src/delivery/target-lane.js';
 import { GatewayError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { createMessage, type Message } from '../../src/message.js';
+import { DiskQueueStore, MemoryQueueStore, type QueueStore, type TargetQueue } from '../../src/queue/index.js';
 import { compileRouteTable } from '../../src/router/index.js';
 import type { DeliveryContext, Target, TargetReply } from '../../src/targets/target.js';
 
@@ -30,11 +31,27 @@ class RecordingTarget implements Target {
 }
 
 function route(name: string, key: string, to: RouteConfig['to'], extra: Partial<RouteConfig> = {}): RouteConfig {
-  return { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to, ...extra };
+  return { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to, ...extra };
 }
 
 function message(key: string, priority = 4): Message {
-  return createMessage({ key, payload: Buffer.from(key), priority, source: { protocol: 'internal' } });
+  return createMessage({ key, payload: Buffer.from(key), priority, qos: 1, source: { protocol: 'internal' } });
+}
+
+function deadLetterStore(path: string, bound: Partial<DeadLetterOptions> = {}): DeadLetterStore {
+  return new DeadLetterStore({ path, maxFileSize: 1024 * 1024, maxBytes: 16 * 1024 * 1024, whenFull: 'refuse', fsync: false, ...bound });
+}
+
+type LaneShape = Omit<LaneOptions, 'recovered'>;
+
+/** Lanes over `store`'s queues; a record recovery put back gets its outcome from `dispatcher`. */
+function makeLanes(targets: Target[], store: QueueStore, lane: LaneShape, dispatcher: () => Dispatcher): Map<string, TargetLane> {
+  return new Map(targets.map((t) => [t.name, new TargetLane(t, store.queue(t.name), { ...lane, recovered: (record) => dispatcher().recovered(t.name, record) })]));
+}
+
+function started(lanes: Map<string, TargetLane>): Map<string, TargetLane> {
+  for (const lane of lanes.values()) lane.start();
+  return lanes;
 }
 
 describe('Dispatcher', () => {
@@ -44,7 +61,7 @@ describe('Dispatcher', () => {
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'junction-dispatch-'));
-    store = new DeadLetterStore(join(dir, 'dl.jsonl'), 1024 * 1024);
+    store = deadLetterStore(join(dir, 'dl.jsonl'));
   });
   afterEach(async () => {
     await store.close();
@@ -54,7 +71,7 @@ describe('Dispatcher', () => {
   function snapshot(routes: RouteConfig[], targets: RecordingTarget[], version: number, lane = { concurrency: 4, maxQueue: 100, timeoutMs: 1000 }): RoutingSnapshot {
     return {
       table: compileRouteTable(routes, 'drop', version),
-      lanes: new Map(targets.map((t) => [t.name, new TargetLane(t, lane)])),
+      lanes: started(makeLanes(targets, new MemoryQueueStore(), lane, () => { throw new Error('a memory queue store recovers nothing'); })),
       requestTimeoutMs: 1000,
     };
   }
@@ -143,5 +160,106 @@ describe('Dispatcher', () => {
     await expect(dispatcher.dispatch(m)).resolves.toMatchObject({ expired: true });
     expect(dispatcher.counters.expired).toBe(1);
     expect(t.delivered).toHaveLength(0);
+  });
+
+  describe('on the queue store', () => {
+    const LANE = { concurrency: 4, maxQueue: 100, timeoutMs: 1000 };
+
+    /** One target's queue, with its appends' durability or refusal in the test's hands. */
+    function gated(queue: TargetQueue, append: (appended: ReturnType<TargetQueue['append']>) => ReturnType<TargetQueue['append']>): TargetQueue {
+      return new Proxy(queue, {
+        get(target, property) {
+          if (property === 'append') return (m: Message, o?: { transient?: boolean }) => append(target.append(m, o));
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    }
+
+    function oneLane(t: Target, queue: TargetQueue, routes: RouteConfig[]): { dispatcher: Dispatcher; lane: TargetLane } {
+      const lane = new TargetLane(t, queue, { ...LANE, recovered: () => { throw new Error('nothing recovered here'); } });
+      lane.start();
+      const dispatcher = new Dispatcher({ table: compileRouteTable(routes, 'drop', 1), lanes: new Map([[t.name, lane]]), requestTimeoutMs: 1000 }, { bus, deadletter: store, logger: silentLogger() });
+      return { dispatcher, lane };
+    }
+
+    it('accepts only once the queue store says the message is durable; a failed flush refuses the sender and the message stays queued', async () => {
+      const t = new RecordingTarget('t');
+      let flush!: { resolve: () => void; reject: (err: Error) => void };
+      const queue = gated(new MemoryQueueStore().queue('t'), (appended) => ({
+        ...appended,
+        durable: new Promise<void>((resolve, reject) => { flush = { resolve, reject }; }),
+      }));
+      const { dispatcher, lane } = oneLane(t, queue, [route('r', 'x/#', ['t'])]);
+      let accepted = false;
+      const first = dispatcher.dispatch(message('x/1')).then(() => { accepted = true; });
+      await lane.idle();
+      expect(t.delivered).toHaveLength(1);
+      expect(accepted).toBe(false);
+      flush.resolve();
+      await first;
+
+      const second = dispatcher.dispatch(message('x/2'));
+      flush.reject(new GatewayError('overloaded', 'the queue store cannot write (EIO)', { storage: true }));
+      await expect(second).rejects.toMatchObject({ code: 'overloaded' });
+      await lane.idle();
+      expect(t.delivered.map((m) => m.key)).toEqual(['x/1', 'x/2']);
+    });
+
+    it('refuses the sender when the queue store cannot write, without going down the fallback chain', async () => {
+      const primary = new RecordingTarget('primary');
+      const queue = gated(new MemoryQueueStore().queue('primary'), () => {
+        throw new GatewayError('overloaded', 'the queue store cannot write (ENOSPC)', { storage: true, retryAfterMs: 1000 });
+      });
+      const { dispatcher } = oneLane(primary, queue, [route('r', 'x/#', ['primary'], { fallback: ['deadletter'] })]);
+      await expect(dispatcher.dispatch(message('x/1'))).rejects.toMatchObject({ code: 'overloaded', details: { storage: true } });
+      await dispatcher.settled();
+      expect(await deadLetters()).toEqual([]);
+      expect(dispatcher.counters).toMatchObject({ accepted: 0, rejected: 1 });
+    });
+
+    it('keeps a message the full dead-letter store refuses unsettled in the queue store, and refuses a sender it would have dead-lettered', async () => {
+      await store.close();
+      store = deadLetterStore(join(dir, 'dl.jsonl'), { maxBytes: 10 });
+      const t = new RecordingTarget('t');
+      t.fail = new GatewayError('upstream_unavailable', 'down');
+      const queue = new MemoryQueueStore().queue('t');
+      const { dispatcher, lane } = oneLane(t, queue, [route('r', 'x/#', ['t']), route('d', 'dl/#', ['deadletter'])]);
+      await dispatcher.dispatch(message('x/1'));
+      await dispatcher.settled();
+      expect(lane.stats).toMatchObject({ accepted: 1, unsettled: 1, deadLettered: 0, inFlight: 0 });
+      expect(queue.held).toBe(1);
+      await expect(dispatcher.dispatch(message('dl/1'))).rejects.toMatchObject({ code: 'overloaded', details: { deadLetterFull: true } });
+      expect(store.usage).toMatchObject({ refused: 2, written: 0 });
+    });
+
+    it('sends a recovered record that fails down the fallback chain of the rule that routes its key to its target now, else to the dead-letter store', async () => {
+      const storeDir = join(dir, 'queue');
+      const before = await DiskQueueStore.open({ dir: storeDir, sync: 'os', onError: (err) => { throw err; } });
+      const routed = message('x/1');
+      const unrouted = message('y/1');
+      before.queue('primary').append(routed);
+      before.queue('primary').append(unrouted);
+      await before.close();
+
+      const queues = await DiskQueueStore.open({ dir: storeDir, sync: 'os', onError: (err) => { throw err; } });
+      try {
+        const primary = new RecordingTarget('primary');
+        const backup = new RecordingTarget('backup');
+        primary.fail = new GatewayError('upstream_unavailable', 'primary refuses', { retryable: false });
+        const lanes = makeLanes([primary, backup], queues, LANE, () => dispatcher);
+        const dispatcher: Dispatcher = new Dispatcher({
+          table: compileRouteTable([route('r', 'x/#', ['primary'], { fallback: ['backup'] })], 'drop', 1), lanes, requestTimeoutMs: 1000,
+        }, { bus, deadletter: store, logger: silentLogger() });
+        started(lanes);
+        await Promise.all([...lanes.values()].map((lane) => lane.idle()));
+        await dispatcher.settled();
+        expect(backup.delivered.map((m) => m.id)).toEqual([routed.id]);
+        expect((await deadLetters()).map((r) => [r.message.id, r.target, r.reason])).toEqual([[unrouted.id, 'primary', 'failed']]);
+        expect(lanes.get('primary')!.stats).toMatchObject({ adopted: 2, rerouted: 1, deadLettered: 1, queued: 0, inFlight: 0 });
+      } finally {
+        await queues.close();
+      }
+    });
   });
 });

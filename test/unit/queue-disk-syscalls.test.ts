@@ -154,6 +154,20 @@ describe('disk queue store against its file system', () => {
     });
   }
 
+  it('starts a new segment after one reached the file-size limit (EFBIG), so a ulimit does not stop the store for good', async () => {
+    const store = await open();
+    const queue = store.queue('ingest');
+    await appendAcked(queue, testMessage());
+    const segments = (await readdir(dir)).filter((name) => name.endsWith('.log'));
+    disk.writeFailure = { code: 'EFBIG', bytesBefore: 0 };
+    expect(() => queue.append(testMessage())).toThrow(expect.objectContaining({ code: 'overloaded', details: expect.objectContaining({ storage: true }) as unknown }) as Error);
+    disk.writeFailure = undefined;
+    await appendAcked(queue, testMessage());
+    expect((await readdir(dir)).filter((name) => name.endsWith('.log'))).toHaveLength(segments.length + 1);
+    await store.close();
+    expect((await open()).recovery.records).toBe(2);
+  });
+
   it('an unexpected write error refuses the message as internal, not overloaded', async () => {
     const queue = (await open()).queue('ingest');
     disk.writeFailure = { code: 'EBADF', bytesBefore: 0 };

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,6 +180,19 @@ describe('disk queue store', () => {
     const back = await takeNext(reopened.queue('ingest'));
     expect(back.message).toEqual(lingering);
     expect(back.attempts).toBe(2);
+  });
+
+  it('refuses a directory another running process holds, and takes over the lock of one that is gone', async () => {
+    // The parent process (vitest's) runs, and is not this one.
+    await writeFile(join(dir, 'queue.lock'), `${process.ppid}\n`);
+    await expect(open()).rejects.toMatchObject({ name: 'DirectoryInUseError', pid: process.ppid });
+    const gone = spawnSync(process.execPath, ['-e', '']).pid!;
+    await writeFile(join(dir, 'queue.lock'), `${gone}\n`);
+    const store = await open();
+    expect(await readFile(join(dir, 'queue.lock'), 'utf8')).toBe(`${process.pid}\n`);
+    await store.close();
+    stores.length = 0;
+    expect((await readdir(dir)).includes('queue.lock')).toBe(false);
   });
 
   it('refuses to read a segment written in a newer format', async () => {

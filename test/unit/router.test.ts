@@ -12,7 +12,7 @@ type RuleOptions = Partial<Omit<RouteConfig, 'name' | 'match'>> & {
 /** One rule as it comes out of the config decoder, which gives every rule a priority, mode and continue. */
 function rule(name: string, key: string, options: RuleOptions = {}): RouteConfig {
   const { protocols, headers, ...rest } = options;
-  const config: RouteConfig = { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to: ['publish'], ...rest };
+  const config: RouteConfig = { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to: ['publish'], ...rest };
   if (protocols !== undefined) config.match.protocols = protocols;
   if (headers !== undefined) config.match.headers = headers;
   return config;
@@ -279,6 +279,7 @@ describe('compiled table', () => {
           mode: 'request',
           timeout: 1500,
           continue: true,
+          expired: 'deadletter',
           rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' },
           protocols: ['http'],
           headers: { 'X-Tenant': 't1' },
@@ -290,8 +291,8 @@ describe('compiled table', () => {
     expect(table.version).toBe(7);
     expect(table.loadedAt).toBeInstanceOf(Date);
     expect(table.routes).toEqual([
-      { name: 'full', index: 1, pattern: 'b/+', priority: 20, setPriority: 9, mode: 'request', timeout: 1500, continue: true, rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' }, protocols: ['http'], headers: { 'x-tenant': 't1' } },
-      { name: 'plain', index: 0, pattern: 'a', priority: 0, mode: 'deliver', timeout: 5000, continue: false },
+      { name: 'full', index: 1, pattern: 'b/+', priority: 20, setPriority: 9, mode: 'request', timeout: 1500, continue: true, expired: 'deadletter', rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' }, protocols: ['http'], headers: { 'x-tenant': 't1' } },
+      { name: 'plain', index: 0, pattern: 'a', priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop' },
     ]);
     expect(compileRouteTable([], 'drop').version).toBe(1);
   });
