@@ -124,7 +124,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--priority <mix>', 'priority mix, PRIORITY[:WEIGHT],… e.g. 0:90,9:10', '0')
     .option('--keepalive <s>', 'heartbeat interval of held connections', '30')
     .option('--workers <n>', 'load-generator processes (default: one per 5,000 clients)')
-    .option('--cpu-prof <dir>', 'write a V8 CPU profile of the Junction process to this directory')
+    .option('--cpu-prof <dir>', 'write a V8 CPU profile of the server process (Junction or a bare Node peer) to this directory')
     .option('--tls', 'MQTT and HTTP over TLS: the server gets a throw-away certificate (Junction, mosquitto, fastify)')
     .option('--versus <servers>', 'the same load against Junction and these servers (comma-separated), alternating, with Junction ÷ peer ratios of rate and CPU per message')
     .option('--runs <n>', 'with --versus: runs per server (default 1)')

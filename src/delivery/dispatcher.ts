@@ -87,6 +87,8 @@ export class Dispatcher {
   #snapshot: RoutingSnapshot;
   readonly counters: DispatchCounters = { received: 0, accepted: 0, rejected: 0, expired: 0, deadLettered: 0, published: 0 };
   #pending = 0;
+  /** dispatches taken in and not settled yet: the gateway's work under way */
+  #inflight = 0;
   #pendingWaiters: (() => void)[] = [];
   /** requests handed to a responder, waiting for its answer */
   readonly #inboxes = new Inboxes();
@@ -96,6 +98,11 @@ export class Dispatcher {
     this.#snapshot = snapshot;
     this.#deps = deps;
     this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
+  }
+
+  /** dispatches under way: routed, not yet accepted or refused */
+  get inflight(): number {
+    return this.#inflight;
   }
 
   get snapshot(): RoutingSnapshot {
@@ -124,7 +131,14 @@ export class Dispatcher {
       const routed = this.#route(message, this.#snapshot, options);
       // Closures only when routing went asynchronous: the synchronous case is the common one.
       if (!(routed instanceof Promise)) return Promise.resolve(this.#accepted(message, started, span, routed));
-      return routed.then((result) => this.#accepted(message, started, span, result), (err: unknown) => { throw this.#refused(span, err); });
+      this.#inflight++;
+      return routed.then((result) => {
+        this.#inflight--;
+        return this.#accepted(message, started, span, result);
+      }, (err: unknown) => {
+        this.#inflight--;
+        throw this.#refused(span, err);
+      });
     } catch (err) {
       return Promise.reject(this.#refused(span, err));
     }
