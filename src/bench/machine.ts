@@ -58,7 +58,8 @@ function sampleGroup(pids: number[]): { rssBytes: number; peakRssBytes: number; 
 }
 
 /**
- * Tracks one server over a run: RSS before, once connected, after; CPU over the window. The
+ * Tracks one server over a run: RSS before, once connected, half-way, at the end of sending,
+ * after; CPU over the window. The
  * server is its process with its descendants, plus `companions` (cluster mode's redis-server).
  */
 export class FootprintTracker {
@@ -66,6 +67,8 @@ export class FootprintTracker {
   readonly #companions: readonly number[];
   readonly #rssBefore: number;
   #rssConnected: number | undefined;
+  #rssMid: number | undefined;
+  #rssEnd: number | undefined;
   #cpuAtStart = 0;
   #cpuSeconds = 0;
 
@@ -83,6 +86,16 @@ export class FootprintTracker {
     this.#rssConnected = this.#sample()?.rssBytes;
   }
 
+  /** Half-way through sending. */
+  midway(): void {
+    this.#rssMid = this.#sample()?.rssBytes;
+  }
+
+  /** The senders stopped; deliveries may still be draining. */
+  sendingEnded(): void {
+    this.#rssEnd = this.#sample()?.rssBytes;
+  }
+
   windowStarted(): void {
     this.#cpuAtStart = this.#sample()?.cpuSeconds ?? 0;
   }
@@ -97,6 +110,7 @@ export class FootprintTracker {
       pid: this.#pid,
       rssBeforeBytes: this.#rssBefore,
       ...(this.#rssConnected === undefined ? {} : { rssConnectedBytes: this.#rssConnected }),
+      ...(this.#rssMid === undefined || this.#rssEnd === undefined ? {} : { rssMidBytes: this.#rssMid, rssEndBytes: this.#rssEnd }),
       rssAfterBytes: now?.rssBytes ?? 0,
       peakRssBytes: now?.peakRssBytes ?? 0,
       cpuSeconds: Math.round(this.#cpuSeconds * 100) / 100,

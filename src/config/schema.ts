@@ -117,6 +117,10 @@ export const ListenerSchema = Type.Object({
 
 export const LimitsSchema = Type.Object({
   maxPayloadSize: Default(Size('largest payload accepted on any protocol'), '1mb'),
+  maxInflight: Default(Type.Integer({
+    minimum: 1,
+    description: 'messages taken in whose dispatch has not settled (subscribers still taking them, a reply awaited); past it an HTTP publish or request is answered 503 overloaded with Retry-After before its body is read',
+  }), 10_000),
 }, strict);
 
 // `default: {}`: Value.Default fills a map's entries only when the entry schema has a default of

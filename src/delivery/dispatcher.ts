@@ -89,6 +89,8 @@ export class Dispatcher {
   #snapshot: RoutingSnapshot;
   readonly counters: DispatchCounters = { received: 0, accepted: 0, rejected: 0, expired: 0, deadLettered: 0, published: 0 };
   #pending = 0;
+  /** dispatches taken in and not settled yet: the gateway's work under way */
+  #inflight = 0;
   #pendingWaiters: (() => void)[] = [];
   /** requests handed to a responder, waiting for its answer */
   readonly #inboxes: Inboxes;
@@ -99,6 +101,11 @@ export class Dispatcher {
     this.#deps = deps;
     this.#inboxes = new Inboxes(deps.cluster?.node);
     this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
+  }
+
+  /** dispatches under way: routed, not yet accepted or refused */
+  get inflight(): number {
+    return this.#inflight;
   }
 
   get snapshot(): RoutingSnapshot {
@@ -127,7 +134,14 @@ export class Dispatcher {
       const routed = this.#route(message, this.#snapshot, options);
       // Closures only when routing went asynchronous: the synchronous case is the common one.
       if (!(routed instanceof Promise)) return Promise.resolve(this.#accepted(message, started, span, routed));
-      return routed.then((result) => this.#accepted(message, started, span, result), (err: unknown) => { throw this.#refused(span, err); });
+      this.#inflight++;
+      return routed.then((result) => {
+        this.#inflight--;
+        return this.#accepted(message, started, span, result ?? { id: message.id });
+      }, (err: unknown) => {
+        this.#inflight--;
+        throw this.#refused(span, err);
+      });
     } catch (err) {
       return Promise.reject(this.#refused(span, err));
     }
@@ -151,8 +165,12 @@ export class Dispatcher {
     this.#inboxes.answer(message);
   }
 
-  /** A result now when every target took the message synchronously, else a promise of it. */
-  #route(message: Message, snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult> {
+  /**
+   * A result now when every target took the message synchronously, else a promise of it; a
+   * promise of nothing for deliveries under way (the result is then just the id: one promise less
+   * per message than mapping each to it).
+   */
+  #route(message: Message, snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
     if (isExpired(message)) {
       this.counters.expired++;
       return { id: message.id, expired: true };
@@ -176,7 +194,7 @@ export class Dispatcher {
       if (options.expectReply) {
         return this.#requestSubscriber(message, message.key, replyWait(options.timeoutMs, snapshot.requestTimeoutMs)).then((reply) => ({ id: message.id, reply }));
       }
-      return this.#publish(message, message.key).then(() => ({ id: message.id }));
+      return this.#publish(message, message.key);
     }
     for (const match of decision.matches) {
       checkPublishKeys(match, message.key);
@@ -188,12 +206,11 @@ export class Dispatcher {
   }
 
   /** The rest of routing, once the rules' rate limits let the message in. */
-  #routeAdmitted(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult> {
+  #routeAdmitted(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
     const first = matches[0]!;
     if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, matches, snapshot, options);
     this.#checkCapacity(message, matches);
-    const delivered = this.#deliverAll(message, matches);
-    return delivered ? delivered.then(() => ({ id: message.id })) : { id: message.id };
+    return this.#deliverAll(message, matches) ?? { id: message.id };
   }
 
   async #routeRequest(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
@@ -208,8 +225,8 @@ export class Dispatcher {
    * or `none`) allocates no promise per binding. A queue store that cannot write refuses the
    * whole message: the sender retries (targets that took it already may get it twice).
    */
-  #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<unknown> | undefined {
-    let waits: Promise<unknown>[] | undefined;
+  #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<void> | undefined {
+    let waits: Promise<void>[] | undefined;
     for (const match of matches) {
       for (const binding of match.targets) {
         if (binding.kind === 'target') {
@@ -223,7 +240,7 @@ export class Dispatcher {
               throw error;
             }
             // Refused before it was accepted there: straight down the fallback chain.
-            (waits ??= []).push(this.#tryChain(message, binding.name, error, { fallback: match.fallback, expired: match.route.expired }));
+            (waits ??= []).push(this.#tryChain(message, binding.name, error, { fallback: match.fallback, expired: match.route.expired }).then(nothing));
             continue;
           }
           if (durable) (waits ??= []).push(durable);
@@ -232,7 +249,7 @@ export class Dispatcher {
         (waits ??= []).push(this.#deliver(message, binding));
       }
     }
-    return waits && (waits.length === 1 ? waits[0] : Promise.all(waits));
+    return waits && (waits.length === 1 ? waits[0] : Promise.all(waits).then(nothing));
   }
 
   /**
@@ -505,3 +522,6 @@ function checkPublishKeys(match: RouteMatch, messageKey: string): void {
     }
   }
 }
+
+/** What a settled delivery resolves to: nothing, so the dispatch result is just the id. */
+function nothing(): void {}
