@@ -79,6 +79,23 @@ export interface AdapterContext<Settings = unknown> {
    * from the one place the adapter answers an error, for its own checks and `dispatch`'s alike.
    */
   refused(code: ErrorCode): void;
+  /** cluster mode only: sessions that follow their client from node to node */
+  readonly sessions?: SessionHandover;
+}
+
+/**
+ * In cluster mode a client id's session lives on one node at a time (docs/scale-out.md). The
+ * session's content is the protocol's own business: opaque bytes here.
+ */
+export interface SessionHandover {
+  /**
+   * This node takes the session of `clientId`. The node that had it, if alive, ends that client's
+   * connection there and hands over what it kept; resolves with that, or undefined when there is
+   * nothing to take over (a new session, or its node is gone).
+   */
+  claim(clientId: string): Promise<Buffer | undefined>;
+  /** How this node gives up a session another node claims: end the connection, export, forget. */
+  onClaim(handover: (clientId: string) => Promise<Buffer | undefined>): void;
 }
 
 /** One open client connection, for /admin/connections. */

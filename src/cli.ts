@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { builtins } from './builtins.js';
+import { PACKAGE_VERSION } from './version.js';
 import { loadConfigFile } from './config/load.js';
 import { ConfigError, formatIssue, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { SetupError } from './errors.js';
@@ -15,7 +15,7 @@ import type { Protocol } from './message.js';
 import { compileRouteTable } from './router/index.js';
 import { keyProblem } from './topic/rules.js';
 import { formatDuration } from './config/units.js';
-import type { RouteRateLimitConfig } from './config/schema.js';
+import { MAX_WORKERS, type RouteRateLimitConfig } from './config/schema.js';
 import { registerBenchCommand } from './bench/command.js';
 import type { LossReason, TargetBinding } from './router/types.js';
 
@@ -34,17 +34,35 @@ async function loadOrExit(file: string): Promise<{ config: GatewayConfig; warnin
   }
 }
 
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw new InvalidArgumentError(`a whole number from 1 to ${MAX_WORKERS}`);
+  return n;
+}
+
 function warn(warnings: ConfigIssue[]): void {
   for (const warning of warnings) console.error(`${formatIssue(warning)} (warning)`);
 }
 
-async function start(options: { config: string }): Promise<void> {
+async function start(options: { config: string; workers?: number }): Promise<void> {
   const { config, warnings } = await loadOrExit(options.config);
+  const workers = options.workers ?? config.workers;
+  if (workers > 1 && !config.cluster) {
+    console.error(`${options.workers !== undefined ? '--workers' : 'workers:'} ${workers}: several workers need cluster.redis in the config, so that they act as one gateway (docs/scale-out.md); without it run one process (--workers 1)`);
+    process.exit(1);
+  }
   const logger = createLogger(config.log.level);
   for (const warning of warnings) logger.warn({ warning: formatIssue(warning) }, 'config warning');
+  // Embedded mode loads nothing of the cluster: the supervisor module comes in only for workers.
+  const supervision = workers > 1 ? await import('./cluster/workers.js') : undefined;
+  if (supervision?.isSupervisor(workers)) {
+    supervision.superviseWorkers(workers, logger);
+    return;
+  }
+  const worker = supervision?.workerNumber();
   let gateway: Gateway;
   try {
-    gateway = await Gateway.start(config, { logger, registry: builtins, watchConfig: true });
+    gateway = await Gateway.start(config, { logger, registry: builtins, watchConfig: true, ...(worker !== undefined ? { worker } : {}) });
   } catch (err) {
     if (err instanceof SetupError) {
       console.error(err.message);
@@ -251,7 +269,7 @@ async function hashPasswordCommand(): Promise<void> {
 }
 
 /** package.json of the installed package: the CLI runs from dist/src/. */
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const version = PACKAGE_VERSION;
 
 /** What `junction` alone prints: the commands a first run needs, and where the rest is. */
 const FIRST_STEPS = `junction ${version}: a multi-protocol message gateway
@@ -315,6 +333,7 @@ const program = new Command('junction')
 program.command('start')
   .description('start the gateway')
   .option('-c, --config <file>', 'configuration file', DEFAULT_CONFIG)
+  .addOption(new Option('-w, --workers <n>', 'processes sharing the listeners, each a node of the cluster (needs cluster.redis above 1); overrides `workers:`').argParser(positiveInteger))
   .action(start);
 
 program.command('validate')

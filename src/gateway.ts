@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
+import { hostname } from 'node:os';
 import type { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
@@ -14,8 +16,8 @@ import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
 import { clientListener, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { ConfigError, formatIssue } from './config/types.js';
-import { DeadLetterStore, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
-import { DeadLetterArchive, messageOf, type DeadLetterFilter } from './deadletter/replay.js';
+import { DeadLetterStore, type DeadLetterSink, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
+import { DeadLetterArchive, messageOf, type DeadLetterFilter, type DeadLetterReader } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
 import { DirectoryInUseError, DiskQueueStore, openQueueStore, type QueueStore } from './queue/index.js';
@@ -27,13 +29,18 @@ import type { Registry } from './registry.js';
 import type { AdminListenerConfig, ListenerTimeouts, TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
+import type { RateBucket } from './protection/rate-bucket.js';
+import type { BucketSpec } from './protection/token-bucket.js';
 import { GatewayMetrics, type StorageStats } from './metrics.js';
 import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import { ThrottledLog } from './throttled-log.js';
-import type { Protocol } from './message.js';
+import type { Message, Protocol } from './message.js';
 import { clientErrorAnswer } from './problem.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
+import type { Cluster, NodeInfo } from './cluster/cluster.js';
+import type { ClusterNode } from './cluster/node.js';
+import { PACKAGE_VERSION } from './version.js';
 
 /**
  * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
@@ -41,12 +48,17 @@ import { MAX_KEY_BYTES } from './topic/rules.js';
  */
 const HTTP_MAX_HEAD_BYTES = 3 * MAX_KEY_BYTES + 16 * 1024;
 
+/** Retained messages a cluster node takes from Redis when it starts: a bound on the start's time and memory. */
+const RETAINED_RESTORED_MAX = 100_000;
+
 export interface GatewayOptions {
   logger: Logger;
   /** the protocols to run (one adapter each) and the target types to call; the config was loaded with it. Default: builtins */
   registry?: Registry;
   /** reload when the config file changes */
   watchConfig?: boolean;
+  /** this process's number among `--workers N` (1…N), which its cluster node id carries */
+  worker?: number;
 }
 
 /** One line of the dashboard's "last state changes". */
@@ -113,7 +125,8 @@ export class Gateway {
   readonly logger: Logger;
   readonly bus: Bus;
   readonly dispatcher: Dispatcher;
-  readonly deadletter: DeadLetterStore;
+  /** the dead-letter files of this gateway, or the dead-letter stream of the cluster */
+  readonly deadletter: DeadLetterSink;
   readonly #adapters = new Map<Protocol, Adapter>();
   /** opened in #start, before any lane exists */
   #store: QueueStore | undefined;
@@ -147,30 +160,41 @@ export class Gateway {
   readonly reloads = { ok: 0, unchanged: 0, refused: 0 };
   /** the last state changes (breaker transitions, shedding, reloads), newest last, for the dashboard */
   readonly recentChanges: StateChange[] = [];
-  readonly limiter = new IngressLimiter();
+  readonly limiter: IngressLimiter;
   readonly groups: GroupManager;
   readonly metrics: GatewayMetrics;
-  readonly archive: DeadLetterArchive;
+  readonly archive: DeadLetterReader;
   #replays: Promise<unknown> = Promise.resolve();
+  /** cluster mode (config `cluster`): this node, its Redis and the bus across nodes */
+  readonly #cluster: Cluster | undefined;
+  /** the cluster and this node's stores on Redis, closed last */
+  readonly #node: ClusterNode | undefined;
+  readonly #startedAt = Date.now();
 
-  private constructor(config: GatewayConfig, options: GatewayOptions) {
+  private constructor(config: GatewayConfig, options: GatewayOptions, node: ClusterNode | undefined) {
+    this.#node = node;
+    const cluster = node?.cluster;
+    this.#cluster = cluster;
+    const buckets = node?.stores.buckets;
+    this.limiter = new IngressLimiter(buckets ? { shared: (route, spec) => buckets.bucket('route', route, spec) } : {});
     this.#config = config;
     this.logger = options.logger;
     this.#storeErrors = new ThrottledLog(this.logger, 'queue store write failed');
     this.#registry = options.registry ?? builtins;
-    this.bus = new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
+    this.bus = cluster?.bus ?? new LocalBus((err, pattern) => this.logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'));
     this.admission = new Admission(this.logger);
     this.#access = new AccessControl(config, { guard: this.guard, logger: this.logger });
     for (const [name, listener] of Object.entries(config.listeners)) {
       if (listener?.tls) this.#tls.set(name, new ListenerTls(name, listener.tls, listener.timeouts.handshake));
     }
-    this.deadletter = new DeadLetterStore({
+    this.deadletter = node?.stores.deadletter ?? new DeadLetterStore({
       ...config.deadletter,
+
       // A dead letter settles a queued message, so it must be as durable as the queue was.
       fsync: config.storage.sync === 'fsync',
       onFill: (level, usage) => this.#deadLetterFill(level, usage),
     });
-    this.archive = new DeadLetterArchive(config.deadletter.path);
+    this.archive = node?.stores.deadletter ?? new DeadLetterArchive(config.deadletter.path);
     this.metrics = new GatewayMetrics({
       lanes: () => this.lanes(),
       connections: () => this.connections(),
@@ -194,12 +218,47 @@ export class Gateway {
     });
     // Lanes come once the queue store is open (#start); until then nothing is dispatched.
     const table = compileRouteTable(config.routes, config.defaultRoute, this.#version);
-    this.dispatcher = new Dispatcher({ table, lanes: new Map(), requestTimeoutMs: config.requests.timeout }, { bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics });
+    this.dispatcher = new Dispatcher({ table, lanes: new Map(), requestTimeoutMs: config.requests.timeout }, {
+      bus: this.bus, deadletter: this.deadletter, logger: this.logger, limiter: this.limiter, observer: this.metrics,
+      ...(cluster ? { cluster: { node: cluster.nodeId, answer: (node: string, message: Message) => cluster.answer(node, message) } } : {}),
+    });
+    cluster?.attach({
+      report: () => ({ version: PACKAGE_VERSION, configVersion: this.#version, configHash: this.#configHash(), ready: this.ready, connections: this.connections() as Record<string, number> }),
+      answer: (message) => {
+        try {
+          this.dispatcher.answer(message);
+        } catch (err) {
+          this.logger.debug({ err: (err as Error).message, key: message.key }, 'an answer from another node found no request waiting');
+        }
+      },
+      reload: (from) => void this.reload(`cluster (node ${from})`),
+    });
+  }
+
+
+  /** The config in force, less what differs between nodes by design (its file, the node id). */
+  #configHash(): string {
+    const { file: _file, cluster, ...shared } = this.#config;
+    const common = cluster ? { ...shared, cluster: { ...cluster, nodeId: undefined } } : shared;
+    return createHash('sha256').update(JSON.stringify(common)).digest('hex').slice(0, 12);
   }
 
   static async start(config: GatewayConfig, options: GatewayOptions): Promise<Gateway> {
     await startTracing(options.logger);
-    const gateway = new Gateway(config, options);
+    // Embedded mode loads no Redis code: the cluster modules come in only when configured.
+    // The dead-letter stream opens before the gateway exists: its fill levels reach it once it does.
+    const late: { fill?: (level: FillLevel, usage: DeadLetterUsage) => void } = {};
+    const node = config.cluster
+      ? await (await import('./cluster/node.js')).openClusterNode({ ...config, cluster: config.cluster }, options.logger, options.worker, (level, usage) => late.fill?.(level, usage))
+      : undefined;
+    let gateway: Gateway;
+    try {
+      gateway = new Gateway(config, options, node);
+    } catch (err) {
+      await node?.close();
+      throw err;
+    }
+    late.fill = (level, usage) => gateway.#deadLetterFill(level, usage);
     try {
       await gateway.#start(options);
     } catch (err) {
@@ -214,7 +273,26 @@ export class Gateway {
   }
 
   get ready(): boolean {
-    return this.#ready && !this.#draining;
+    return this.#ready && !this.#draining && (this.#cluster?.available ?? true);
+  }
+
+  /** What /readyz and the dashboard say: why the gateway is not ready, when it is not. */
+  get status(): 'ready' | 'draining' | 'starting' | 'redis_unreachable' {
+    if (this.ready) return 'ready';
+    if (this.#draining) return 'draining';
+    return this.#ready ? 'redis_unreachable' : 'starting';
+  }
+
+  /** The nodes of the cluster as of the last heartbeat; just this one when embedded. */
+  clusterNodes(): { mode: 'cluster' | 'embedded'; nodes: NodeInfo[] } {
+    if (this.#cluster) return { mode: 'cluster', nodes: this.#cluster.nodes() };
+    return {
+      mode: 'embedded',
+      nodes: [{
+        id: hostname(), self: true, pid: process.pid, host: hostname(), version: PACKAGE_VERSION, configVersion: this.#version,
+        configHash: this.#configHash(), ready: this.ready, connections: this.connections() as Record<string, number>, startedAt: this.#startedAt,
+      }],
+    };
   }
 
   get draining(): boolean {
@@ -239,6 +317,10 @@ export class Gateway {
       this.#adapters.set(registration.protocol, registration.create(this.#context(registration, http)));
     }
     for (const adapter of this.#adapters.values()) await adapter.register?.();
+    if (this.#cluster) {
+      const restored = await this.#cluster.bus.restoreRetained(RETAINED_RESTORED_MAX);
+      if (restored > 0) this.logger.info({ restored }, 'retained messages of the cluster restored');
+    }
     if (this.#http && listeners.http) {
       await this.#listen('http', this.#http, listeners.http);
     }
@@ -298,7 +380,13 @@ export class Gateway {
     return {
       protocol,
       logger: this.logger,
-      dispatch: (message, options) => this.dispatcher.dispatch(message, options),
+      dispatch: (message, options) => {
+        // Acknowledged QoS 1 messages must survive a node: without Redis they cannot be made to.
+        if (message.qos > 0 && this.#cluster && !this.#cluster.available) {
+          return Promise.reject(new GatewayError('overloaded', 'Redis is unreachable: QoS 1 messages are refused until it is back (QoS 0 still reaches this node\'s subscribers)', { retryAfterMs: 1000 }));
+        }
+        return this.dispatcher.dispatch(message, options);
+      },
       subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
       joinGroup: (group, pattern, member) => this.groups.join(group, pattern, member),
@@ -323,6 +411,7 @@ export class Gateway {
       access: () => this.#access,
       http,
       refused: (code) => this.metrics.rejected(protocol, code),
+      ...(this.#cluster ? { sessions: this.#cluster.sessionsOf(protocol) } : {}),
     };
   }
 
@@ -419,7 +508,7 @@ export class Gateway {
   async #recover(): Promise<void> {
     const { storage } = this.#config;
     try {
-      this.#store = await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
+      this.#store = this.#node?.stores.queues ?? await openQueueStore({ ...storage, onError: (err) => this.#storeErrors.report(err) });
     } catch (err) {
       if (err instanceof DirectoryInUseError) throw new SetupError('storage.dir', `${err.message}; give each gateway its own storage.dir`);
       const code = (err as NodeJS.ErrnoException).code;
@@ -502,6 +591,12 @@ export class Gateway {
     void lane.target.close().catch(() => undefined);
   }
 
+  /** A target's bucket: shared by every node in cluster mode, this lane's own when embedded. */
+  #rateLimit(target: string, spec: BucketSpec): { rateLimit: BucketSpec; sharedBucket?: RateBucket } {
+    const buckets = this.#node?.stores.buckets;
+    return buckets ? { rateLimit: spec, sharedBucket: buckets.bucket('target', target, spec) } : { rateLimit: spec };
+  }
+
   #createLane(name: string, config: TargetSettings, breakers: GatewayConfig['breakers']): TargetLane {
     const store = this.#store!;
     const type = this.#registry.targetType(config.type);
@@ -517,7 +612,7 @@ export class Gateway {
       timeoutMs,
       recovered: (record) => this.dispatcher.recovered(name, record),
       ...(config.retry ? { retry: { attempts: config.retry.attempts, backoffMs: config.retry.backoff, maxBackoffMs: config.retry.maxBackoff } } : {}),
-      ...(config.rateLimit ? { rateLimit: { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst } } : {}),
+      ...(config.rateLimit ? this.#rateLimit(name, { rate: config.rateLimit.rate, perMs: config.rateLimit.per, burst: config.rateLimit.burst }) : {}),
       breaker: {
         errorThresholdPercentage: breaker.errorThresholdPercentage,
         resetTimeout: breaker.resetTimeout,
@@ -690,6 +785,9 @@ export class Gateway {
     if (levelChanged && process.env.LOG_LEVEL === undefined) this.logger.level = config.log.level;
     this.reloads.ok++;
     this.logger.info({ trigger, version: this.#version, routes: config.routes.length }, 'reload ok');
+    if (this.#cluster && !trigger.startsWith('cluster')) {
+      void this.#cluster.announceReload().catch((err: unknown) => this.logger.warn({ err }, 'the other nodes could not be told of this reload'));
+    }
     this.#record({ kind: 'reload', at: Date.now(), text: `reload ok (${trigger}): version ${this.#version}` });
     return { ok: true, changed: true, version: this.#version, issues: [] };
   }
@@ -724,6 +822,7 @@ export class Gateway {
     await this.#store?.close();
     await this.deadletter.close();
     await this.bus.close();
+    await this.#node?.close();
     await this.#admin?.close();
     if (served) this.logger.info('stopped');
   }

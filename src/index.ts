@@ -1,6 +1,7 @@
 /** The core's public surface: adapters and targets import from here, never from internals. */
 export type {
-  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SharedSettings, SlowConsumerCounts, WebSocketServerNeeds,
+  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SessionHandover, SharedSettings, SlowConsumerCounts,
+  WebSocketServerNeeds,
 } from './adapter.js';
 /** Building blocks of config sections: durations, sizes and defaults as the loader reads them. */
 export { Default, Duration, Empty, Size, strict } from './config/schema.js';

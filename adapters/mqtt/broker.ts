@@ -12,14 +12,30 @@ export type Ingress = (client: Client, packet: PublishPacket, done: Done) => voi
  * keeps.
  */
 export interface MqttEngine extends Pick<Aedes, 'on' | 'listen' | 'handle' | 'close'> {
+  /** the clients connected to this broker, by client id (aedes keeps it; its types leave it out) */
+  readonly clients: Record<string, Client>;
   /** it speaks MQTT 5: deliveries carry the Message's properties (mapping.ts publishProperties) */
   readonly mqtt5: boolean;
-  readonly persistence: {
-    incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
-    destroy(): Promise<void>;
-  };
+  readonly persistence: SessionPersistence;
   /** Publishes as the broker (no client): retained storage, offline queues, each subscription's QoS. */
   forward(packet: PublishPacket, done: Done): void;
+}
+
+/** A session as the persistence keeps it: what moves to another node in cluster mode. */
+export interface StoredSubscription {
+  topic: string;
+  qos: number;
+}
+
+/** What the adapter uses of aedes-persistence's API (promise flavour, as aedes 1.2 sets it up). */
+export interface SessionPersistence {
+  incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
+  subscriptionsByClient(client: Pick<Client, 'id'>): Promise<StoredSubscription[]>;
+  addSubscriptions(client: Pick<Client, 'id'>, subscriptions: StoredSubscription[]): Promise<unknown>;
+  cleanSubscriptions(client: Pick<Client, 'id'>): Promise<unknown>;
+  outgoingEnqueue(subscription: { clientId: string }, packet: PublishPacket): Promise<unknown>;
+  outgoingStream(client: Pick<Client, 'id'>): AsyncIterable<PublishPacket>;
+  destroy(): Promise<void>;
 }
 
 /** Makes the engine; the adapter calls it once, with its hooks. */
@@ -38,10 +54,8 @@ export class GatewayBroker extends Aedes implements MqttEngine {
   /** aedes 1.2 speaks MQTT 3.1.1 only */
   readonly mqtt5: boolean = false;
   /** the aedes-persistence instance aedes set up in listen() (memory by default) */
-  declare persistence: {
-    incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
-    destroy(): Promise<void>;
-  };
+  declare persistence: SessionPersistence;
+  declare clients: Record<string, Client>;
   readonly #ingress: Ingress;
 
   constructor(options: AedesOptions, ingress: Ingress) {

@@ -7,9 +7,9 @@ import { createWebSocketStream, type WebSocket } from 'ws';
 import {
   filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
-  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SlowConsumerCounts,
+  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SessionHandover, type SlowConsumerCounts,
 } from '../../src/index.js';
-import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
+import { aedesEngine, type MqttEngine, type MqttEngineFactory, type StoredSubscription } from './broker.js';
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
@@ -70,6 +70,16 @@ interface MqttCounters extends RequestReplyCounters {
   forwardFailed: number;
   /** deliveries that had expired by the time the broker came to send them (offline queues too), never sent */
   expired: number;
+}
+
+/** Queued messages a session takes to another node at most (the oldest first). */
+const HANDOVER_MAX_PACKETS = 10_000;
+
+/** A session on its way to another node (cluster mode): what the persistence kept of it. */
+interface HandedSession {
+  subscriptions: StoredSubscription[];
+  /** brokerId and brokerCounter tell the packets apart in the persistence (outgoingUpdate) */
+  packets: { topic: string; qos: QoS; retain: boolean; payload: string; brokerId: string; brokerCounter: number }[];
 }
 
 /**
@@ -195,6 +205,7 @@ export class MqttAdapter implements Adapter {
     (broker as unknown as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
     this.#broker = broker;
+    this.#ctx.sessions?.onClaim(this.#handOver);
     this.#feed = await this.#ctx.subscribeAll(this.#forward);
 
     const http = this.#ctx.http;
@@ -321,7 +332,16 @@ export class MqttAdapter implements Adapter {
         client.close();
       });
       connection.once('close', cancelExpiry);
-      callback(null, true);
+      const sessions = this.#ctx.sessions;
+      if (!sessions) {
+        callback(null, true);
+        return;
+      }
+      // Cluster mode: the session comes from the node that had it before aedes looks for it.
+      this.#resume(sessions, client).then(() => callback(null, true), (err: unknown) => {
+        this.#ctx.logger.warn({ clientId: client.id, err }, 'MQTT session could not be taken over: it starts afresh here');
+        callback(null, true);
+      });
     }, (err: unknown) => {
       const error = toGatewayError(err);
       this.#counters.connectsRefused++;
@@ -331,6 +351,45 @@ export class MqttAdapter implements Adapter {
       const code = error.code === 'unauthenticated' ? (username || password ? 4 : 5) : 3;
       callback(refusal(error.message, code), false);
     });
+  };
+
+  /**
+   * Claims the client id's session in the cluster: the node that had it ends that connection
+   * ([MQTT-3.1.4-2]: the older one goes) and hands over its subscriptions and queued messages,
+   * which go into this broker's persistence unless the client asked for a clean session.
+   */
+  async #resume(sessions: SessionHandover, client: Client): Promise<void> {
+    const handed = await sessions.claim(client.id);
+    if (!handed || client.clean) return;
+    const session = JSON.parse(handed.toString()) as HandedSession;
+    const persistence = this.#broker!.persistence;
+    await persistence.addSubscriptions(client, session.subscriptions);
+    for (const packet of session.packets) {
+      await persistence.outgoingEnqueue({ clientId: client.id }, { ...packet, cmd: 'publish', dup: false, payload: Buffer.from(packet.payload, 'base64') });
+    }
+  }
+
+  /**
+   * Gives up a session another node claims: the client's connection here ends, and its
+   * subscriptions and queued messages (the first HANDOVER_MAX_PACKETS) leave with the answer.
+   */
+  readonly #handOver = async (clientId: string): Promise<Buffer | undefined> => {
+    const broker = this.#broker;
+    if (!broker) return undefined;
+    const connected = broker.clients[clientId];
+    if (connected) await new Promise<void>((resolve) => connected.close(() => resolve()));
+    const holder = { id: clientId };
+    const subscriptions = await broker.persistence.subscriptionsByClient(holder);
+    if (subscriptions.length === 0) return undefined;
+    const packets: HandedSession['packets'] = [];
+    for await (const packet of broker.persistence.outgoingStream(holder)) {
+      if (packets.length >= HANDOVER_MAX_PACKETS) break;
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      const { brokerId, brokerCounter } = packet as AedesPublishPacket;
+      packets.push({ topic: packet.topic, qos: packet.qos, retain: packet.retain, payload: payload.toString('base64'), brokerId, brokerCounter });
+    }
+    await broker.persistence.cleanSubscriptions(holder);
+    return Buffer.from(JSON.stringify({ subscriptions: subscriptions.map(({ topic, qos }) => ({ topic, qos })), packets } satisfies HandedSession));
   };
 
   /**

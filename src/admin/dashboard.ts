@@ -91,7 +91,7 @@ export function dashboardSnapshot(gateway: Gateway, history: History): Record<st
   return {
     t: Date.now(),
     version: gateway.version,
-    status: gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting',
+    status: gateway.status,
     point: history.points().at(-1) ?? null,
     delivered: tallies(gateway).delivered,
     latency: { ingress: gateway.metrics.recent.ingress.percentiles(), targets: gateway.metrics.recent.targets.percentiles() },
@@ -105,6 +105,7 @@ export function dashboardSnapshot(gateway: Gateway, history: History): Record<st
     connections: gateway.connections(),
     subscriptions: connections.reduce((sum, c) => sum + c.subscriptions, 0),
     changes: gateway.recentChanges.slice(-20).reverse(),
+    cluster: gateway.clusterNodes(),
   };
 }
 

@@ -103,8 +103,12 @@ export async function startAdminServer(gateway: Gateway, tls: ListenerTls | unde
   registerDashboard(app, gateway);
 
   app.get('/readyz', async (_request, reply) => {
-    const status = gateway.ready ? 'ready' : gateway.draining ? 'draining' : 'starting';
-    return reply.code(gateway.ready ? 200 : 503).send({ status, version: gateway.version });
+    return reply.code(gateway.ready ? 200 : 503).send({ status: gateway.status, version: gateway.version });
+  });
+
+  app.get('/admin/cluster', async () => {
+    const { mode, nodes } = gateway.clusterNodes();
+    return { mode, nodes: nodes.map((node) => ({ ...node, startedAt: new Date(node.startedAt).toISOString() })) };
   });
 
   app.get('/admin/routes', async () => {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { MachineInfo, ProcessFootprint } from './types.js';
 
@@ -31,9 +31,40 @@ export function sampleProcess(pid: number): { rssBytes: number; peakRssBytes: nu
   }
 }
 
-/** Tracks one server process over a run: RSS before, once connected, half-way, at the end of sending, after; CPU over the window. */
+/** The process and its descendants (the workers of `--workers N`), from each process's parent in /proc. */
+function withDescendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
+    } catch {
+      // gone since readdir
+    }
+  }
+  const tree = [pid];
+  // Each round adds one process's children: bounded by the processes listed.
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []));
+  return tree;
+}
+
+/** A group of processes summed: the server, its workers and what it needs (its Redis). */
+function sampleGroup(pids: number[]): { rssBytes: number; peakRssBytes: number; cpuSeconds: number } | undefined {
+  const samples = pids.map(sampleProcess).filter((s) => s !== undefined);
+  if (samples.length === 0) return undefined;
+  return samples.reduce((sum, s) => ({ rssBytes: sum.rssBytes + s.rssBytes, peakRssBytes: sum.peakRssBytes + s.peakRssBytes, cpuSeconds: sum.cpuSeconds + s.cpuSeconds }));
+}
+
+/**
+ * Tracks one server over a run: RSS before, once connected, half-way, at the end of sending,
+ * after; CPU over the window. The
+ * server is its process with its descendants, plus `companions` (cluster mode's redis-server).
+ */
 export class FootprintTracker {
   readonly #pid: number;
+  readonly #companions: readonly number[];
   readonly #rssBefore: number;
   #rssConnected: number | undefined;
   #rssMid: number | undefined;
@@ -41,35 +72,40 @@ export class FootprintTracker {
   #cpuAtStart = 0;
   #cpuSeconds = 0;
 
-  constructor(pid: number) {
+  constructor(pid: number, companions: readonly number[] = []) {
     this.#pid = pid;
-    this.#rssBefore = sampleProcess(pid)?.rssBytes ?? 0;
+    this.#companions = companions;
+    this.#rssBefore = this.#sample()?.rssBytes ?? 0;
+  }
+
+  #sample(): ReturnType<typeof sampleGroup> {
+    return sampleGroup([...withDescendants(this.#pid), ...this.#companions]);
   }
 
   connected(): void {
-    this.#rssConnected = sampleProcess(this.#pid)?.rssBytes;
+    this.#rssConnected = this.#sample()?.rssBytes;
   }
 
   /** Half-way through sending. */
   midway(): void {
-    this.#rssMid = sampleProcess(this.#pid)?.rssBytes;
+    this.#rssMid = this.#sample()?.rssBytes;
   }
 
   /** The senders stopped; deliveries may still be draining. */
   sendingEnded(): void {
-    this.#rssEnd = sampleProcess(this.#pid)?.rssBytes;
+    this.#rssEnd = this.#sample()?.rssBytes;
   }
 
   windowStarted(): void {
-    this.#cpuAtStart = sampleProcess(this.#pid)?.cpuSeconds ?? 0;
+    this.#cpuAtStart = this.#sample()?.cpuSeconds ?? 0;
   }
 
   windowEnded(): void {
-    this.#cpuSeconds = (sampleProcess(this.#pid)?.cpuSeconds ?? this.#cpuAtStart) - this.#cpuAtStart;
+    this.#cpuSeconds = (this.#sample()?.cpuSeconds ?? this.#cpuAtStart) - this.#cpuAtStart;
   }
 
   footprint(): ProcessFootprint {
-    const now = sampleProcess(this.#pid);
+    const now = this.#sample();
     return {
       pid: this.#pid,
       rssBeforeBytes: this.#rssBefore,

@@ -136,12 +136,12 @@ export async function runBench(scenario: ScenarioName, options: BenchOptions, co
   let server: ServerUnderTest;
   try {
     if (options.tls && !spec.tls) throw new Error(`--tls: ${scenario} has no TLS variant; the MQTT and HTTP scenarios have`);
-    server = await startServer(options.server, { host: options.host, ports: options.ports, cpuProfileDir: options.cpuProfileDir, tls: options.tls });
+    server = await startServer(options.server, { host: options.host, ports: options.ports, cpuProfileDir: options.cpuProfileDir, tls: options.tls, cluster: options.cluster });
   } catch (err) {
     for (const signal of signals) process.off(signal, interrupted);
     throw err;
   }
-  const tracker = server.pid === undefined ? undefined : new FootprintTracker(server.pid);
+  const tracker = server.pid === undefined ? undefined : new FootprintTracker(server.pid, server.companionPids);
   const workers = Array.from({ length: options.workers }, (_, i) => new Worker(i));
   const progress = new Progress(!options.json && process.stderr.isTTY === true, options.warmup + options.duration + 10);
   const ticker = setInterval(() => progress.update(workers.some((w) => w.sending) ? 'sending' : 'waiting', workers), 250);

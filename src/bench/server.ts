@@ -16,8 +16,10 @@ export interface ServerUnderTest {
   kind: ServerKind;
   host: string;
   ports: ServerPorts;
-  /** the process to sample for RSS and CPU; absent for `external` */
+  /** the process to sample for RSS and CPU, with its children (workers); absent for `external` */
   pid?: number;
+  /** processes the server needs besides its own, sampled with it (the Redis of cluster mode) */
+  companionPids?: number[];
   /** the CA certificate (PEM) its clients trust, when it serves TLS */
   tlsCa?: string;
   stop(): Promise<void>;
@@ -31,6 +33,8 @@ export interface ServerOptions {
   cpuProfileDir?: string;
   /** serve MQTT and HTTP over TLS with a throw-away certificate */
   tls?: boolean;
+  /** Junction only: cluster mode on a redis-server of the bench's own, with this many workers */
+  cluster?: { workers: number } | undefined;
 }
 
 /** Ask the kernel for a free port on the host, then give it back for the server to take. */
@@ -154,6 +158,30 @@ async function tlsBenchConfig(dir: string, certificate: BenchCertificate): Promi
   return copy;
 }
 
+/**
+ * A redis-server for cluster mode, as docs/scale-out-stores.md says to run it for the guarantee:
+ * append-only file flushed on every write, no eviction.
+ */
+async function startRedis(host: string, dir: string): Promise<{ url: string; child: ChildProcess }> {
+  if (!hasCommand('redis-server')) throw new Error('--cluster needs redis-server (apt-get install redis-server)');
+  const port = await freePort(host);
+  const child = spawnWithFileLimit('redis-server', [
+    '--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
+    '--maxmemory-policy', 'noeviction', '--protected-mode', 'no',
+  ]);
+  await waitForPort(host, port, child, 'redis-server');
+  return { url: `redis://${host}:${port}`, child };
+}
+
+/** bench.yaml (or its TLS copy) with a `cluster` section, written to `dir`. */
+async function clusterBenchConfig(dir: string, config: string, redis: string): Promise<string> {
+  const doc = parseDocument(await readFile(config, 'utf8'));
+  doc.set('cluster', { redis, nodeId: 'bench' });
+  const copy = path.join(dir, 'bench-cluster.yaml');
+  await writeFile(copy, doc.toString());
+  return copy;
+}
+
 /** `node --cpu-prof` into `dir`, for a server that runs on Node (Junction and the bare peers) */
 function profiling(dir: string | undefined): string[] {
   return dir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(dir)] : [];
@@ -163,21 +191,33 @@ async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
   const { host } = options;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
   const certificate = options.tls ? benchCertificate(dir) : undefined;
-  const config = certificate ? await tlsBenchConfig(dir, certificate) : path.join(PACKAGE_ROOT, 'config/examples/bench.yaml');
+  const plain = certificate ? await tlsBenchConfig(dir, certificate) : path.join(PACKAGE_ROOT, 'config/examples/bench.yaml');
+  const redis = options.cluster ? await startRedis(host, dir) : undefined;
+  const config = redis ? await clusterBenchConfig(dir, plain, redis.url) : plain;
   const [http, mqtt, grpc, admin] = await freePorts(host, 4) as [number, number, number, number];
   const child = spawnWithFileLimit(process.execPath, [
-    ...profiling(options.cpuProfileDir), path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', config,
+    ...profiling(options.cpuProfileDir), path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', config, '--workers', String(options.cluster?.workers ?? 1),
   ], {
     ...process.env,
     JUNCTION_HTTP_PORT: String(http), JUNCTION_MQTT_PORT: String(mqtt), JUNCTION_GRPC_PORT: String(grpc),
     JUNCTION_ADMIN_PORT: String(admin), JUNCTION_DEADLETTER: path.join(dir, 'deadletter.jsonl'), JUNCTION_STORAGE_DIR: path.join(dir, 'queue'),
   });
-  await waitUntil(child, 'junction', () => fetch(`http://${host}:${admin}/readyz`).then((r) => r.ok, () => false), 'become ready');
+  const workers = options.cluster?.workers ?? 1;
+  // With workers, /readyz answers for whichever took the connection: every worker must be a ready node.
+  const ready = workers > 1
+    ? () => fetch(`http://${host}:${admin}/admin/cluster`).then((r) => r.json() as Promise<{ nodes: { ready: boolean }[] }>).then(({ nodes }) => nodes.length === workers && nodes.every((n) => n.ready), () => false)
+    : () => fetch(`http://${host}:${admin}/readyz`).then((r) => r.ok, () => false);
+  await waitUntil(child, 'junction', ready, 'become ready');
   return {
     kind: 'junction', host, pid: child.pid!,
+    ...(redis ? { companionPids: [redis.child.pid!] } : {}),
     ports: { http, ws: http, wsPath: '/ws', mqtt, grpc },
     ...(certificate ? { tlsCa: certificate.ca } : {}),
-    stop: () => stopChild(child, dir),
+    stop: async () => {
+      await stopChild(child);
+      if (redis) await stopChild(redis.child);
+      await rm(dir, { recursive: true, force: true });
+    },
   };
 }
 

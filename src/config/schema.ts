@@ -86,6 +86,16 @@ const ListenerFields = {
   timeouts: Empty(ListenerTimeoutsSchema),
 };
 
+/** processes one `junction start` may run (`workers`, `--workers`) */
+export const MAX_WORKERS = 64;
+
+/** Cluster mode (docs/scale-out.md): absent, the gateway is one process and loads no Redis code. */
+export const ClusterSchema = Type.Object({
+  redis: Type.String({ pattern: '^rediss?://', expected: 'a Redis URL such as redis://host:6379', description: 'the Redis that joins gateway processes into one gateway; ${REDIS_URL} works as for every value' }),
+  nodeId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', expected: 'up to 64 letters, digits, _ and -', description: 'this node\'s name, unique among the live nodes; default: the host name; with workers, -1, -2, … is appended' })),
+  keyPrefix: Default(Type.String({ pattern: '^[^\\s]{1,64}$', expected: 'up to 64 characters without spaces', description: 'prefix of every Redis key and channel the gateway uses: gateways with different prefixes share a Redis without meeting' }), 'junction:'),
+}, { ...strict, description: 'Several processes and machines acting as one gateway on one Redis (docs/scale-out.md).' });
+
 /** The admin listener: its own token guards it (admin.token), not client credentials. */
 export const AdminListenerSchema = Type.Object(ListenerFields, strict);
 
@@ -351,6 +361,8 @@ function gatewaySchema<T extends TSchema, P extends TSchema>(parts: Omit<Registe
         description: 'when an acknowledged QoS 1 message is safe: os, once written to the operating system (survives a crash of the process); fsync, once flushed to the disk in a group commit (survives power loss); none, kept in memory only (lost with the process)',
       }), 'os'),
     }, { ...strict, description: 'Where acknowledged QoS 1 messages wait for their targets (docs/durability.md).' })),
+    cluster: Type.Optional(ClusterSchema),
+    workers: Default(Type.Integer({ minimum: 1, maximum: MAX_WORKERS, description: 'processes on this machine sharing the listeners (node:cluster), each a node of the cluster; above 1 needs cluster.redis. `junction start --workers N` overrides it' }), 1),
     ...parts.sections,
     auth: Empty(AuthSchema),
     breakers: Empty(BreakersSchema),
@@ -415,6 +427,7 @@ export function gatewayConfigSchema(registry: Registry): TSchema {
 
 export type ListenerConfig = StaticDecode<typeof ListenerSchema>;
 export type AdminListenerConfig = StaticDecode<typeof AdminListenerSchema>;
+export type ClusterSettings = StaticDecode<typeof ClusterSchema>;
 export type TlsSettings = StaticDecode<typeof TlsSchema>;
 /** The credentials a listener can take (docs/security.md). */
 export type CredentialKind = NonNullable<ListenerConfig['credentials']>[number];

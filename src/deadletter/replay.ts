@@ -47,11 +47,28 @@ async function* linesOf(path: string): AsyncGenerator<string> {
   }
 }
 
+/** Whether the filter selects the record, its replayed state aside; `wanted` is the filter's recordIds as a set. */
+export function selected(record: DeadLetterRecord, filter: DeadLetterFilter, wanted: ReadonlySet<string> | undefined): boolean {
+  const at = Date.parse(record.at);
+  if (filter.target !== undefined && record.target !== filter.target) return false;
+  if (filter.reason !== undefined && record.reason !== filter.reason) return false;
+  if (filter.since !== undefined && at < filter.since) return false;
+  if (filter.until !== undefined && at >= filter.until) return false;
+  return !wanted || wanted.has(record.recordId);
+}
+
+/** Lists dead letters and remembers which were replayed: from the files, or from Redis in a cluster. */
+export interface DeadLetterReader {
+  /** records in the order written, oldest first, up to `limit` */
+  list(filter?: DeadLetterFilter, limit?: number): Promise<ListedRecord[]>;
+  markReplayed(recordIds: readonly string[]): Promise<void>;
+}
+
 /**
  * Reads the dead-letter file and its rotated predecessors, oldest first, and keeps a side file of
  * replayed record ids, which is what makes replay idempotent per record.
  */
-export class DeadLetterArchive {
+export class DeadLetterArchive implements DeadLetterReader {
   constructor(readonly path: string) {}
 
   get replayedPath(): string {
@@ -75,12 +92,7 @@ export class DeadLetterArchive {
           // A torn last line (crash mid-write) is skipped rather than failing the listing.
           continue;
         }
-        const at = Date.parse(record.at);
-        if (filter.target !== undefined && record.target !== filter.target) continue;
-        if (filter.reason !== undefined && record.reason !== filter.reason) continue;
-        if (filter.since !== undefined && at < filter.since) continue;
-        if (filter.until !== undefined && at >= filter.until) continue;
-        if (wanted && !wanted.has(record.recordId)) continue;
+        if (!selected(record, filter, wanted)) continue;
         const isReplayed = replayed.has(record.recordId);
         if (filter.pendingOnly && isReplayed) continue;
         out.push({ ...record, replayed: isReplayed });

@@ -72,6 +72,45 @@ export interface DeadLetterUsage {
 
 /** The share of maxBytes past which the store says it is filling up (4/5, exact in floating point for any byte count). */
 const HIGH_WATER = 4 / 5;
+
+/** The level after a write: high past 80 %, normal below; full stays until below 80 % again. */
+export function levelAfterWrite(level: FillLevel, bytes: number, maxBytes: number): FillLevel {
+  const high = bytes >= HIGH_WATER * maxBytes;
+  if (level === 'full' && high) return 'full';
+  return high ? 'high' : 'normal';
+}
+
+/** What any dead-letter store keeps for an entry, under a record id unique to it. */
+export function deadLetterRecord(entry: DeadLetterEntry): DeadLetterRecord {
+  const { payload, ...rest } = entry.message;
+  const record: DeadLetterRecord = {
+    recordId: `${entry.message.id}:${entry.target}:${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`,
+    at: new Date().toISOString(),
+    target: entry.target,
+    reason: entry.reason,
+    attempts: entry.attempts,
+    message: { ...rest, payload: payload.toString('base64'), encoding: 'base64' },
+  };
+  if (entry.error !== undefined) record.error = entry.error;
+  return record;
+}
+
+/**
+ * Where dead letters are written: the JSONL files of one gateway (DeadLetterStore), or a Redis
+ * stream shared by every node of a cluster (RedisDeadLetterStore).
+ */
+export interface DeadLetterSink {
+  /** where the records are: the file's path, or the stream's key */
+  readonly path: string;
+  readonly usage: DeadLetterUsage;
+  readonly level: FillLevel;
+  /** records written by this process */
+  readonly written: number;
+  /** resolves once the record is stored; rejects with `overloaded` when full or when the storage refuses it */
+  append(entry: DeadLetterEntry): Promise<DeadLetterRecord>;
+  close(): Promise<void>;
+}
+
 /** Refusals re-measure the files (an operator may have archived some) at most this often. */
 const REMEASURE_MS = 1000;
 
@@ -127,7 +166,7 @@ interface RotatedFile {
  * while a write runs go out together in the next one; a record counts as dead-lettered once its
  * line is written to the OS (and flushed to the device under `fsync`).
  */
-export class DeadLetterStore {
+export class DeadLetterStore implements DeadLetterSink {
   readonly path: string;
   readonly #options: DeadLetterOptions;
   #file: FileHandle | undefined;
@@ -180,16 +219,7 @@ export class DeadLetterStore {
   }
 
   append(entry: DeadLetterEntry): Promise<DeadLetterRecord> {
-    const { payload, ...rest } = entry.message;
-    const record: DeadLetterRecord = {
-      recordId: `${entry.message.id}:${entry.target}:${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`,
-      at: new Date().toISOString(),
-      target: entry.target,
-      reason: entry.reason,
-      attempts: entry.attempts,
-      message: { ...rest, payload: payload.toString('base64'), encoding: 'base64' },
-    };
-    if (entry.error !== undefined) record.error = entry.error;
+    const record = deadLetterRecord(entry);
     const line = Buffer.from(`${JSON.stringify(record)}\n`);
     return new Promise((resolve, reject) => {
       this.#pending.push(new Pending(line, record, resolve, reject));
@@ -261,10 +291,8 @@ export class DeadLetterStore {
     await flush();
   }
 
-  /** After a write: high past 80 %, normal below; full stays until below 80 % again. */
   #updateLevel(): void {
-    const high = this.#bytes() >= HIGH_WATER * this.#options.maxBytes;
-    if (this.#level !== 'full' || !high) this.#setLevel(high ? 'high' : 'normal');
+    this.#setLevel(levelAfterWrite(this.#level, this.#bytes(), this.#options.maxBytes));
   }
 
   /** At the bound: whether `bytes` more fit after applying the policy. */

@@ -1,5 +1,5 @@
 import type { Bus } from '../bus/index.js';
-import type { DeadLetterEntry, DeadLetterReason, DeadLetterStore } from '../deadletter/store.js';
+import type { DeadLetterEntry, DeadLetterReason, DeadLetterSink } from '../deadletter/store.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isExpired, newMessageId, type Message } from '../message.js';
@@ -59,10 +59,12 @@ export interface DispatchCounters {
 
 export interface DispatcherDeps {
   bus: Bus;
-  deadletter: DeadLetterStore;
+  deadletter: DeadLetterSink;
   logger: Logger;
   limiter?: IngressLimiter;
   observer?: DispatchObserver;
+  /** cluster mode: this node's id, and how an answer reaches an inbox of another node */
+  cluster?: { node: string; answer(node: string, message: Message): Promise<void> };
 }
 
 function reasonFor(err: GatewayError): DeadLetterReason {
@@ -91,12 +93,13 @@ export class Dispatcher {
   #inflight = 0;
   #pendingWaiters: (() => void)[] = [];
   /** requests handed to a responder, waiting for its answer */
-  readonly #inboxes = new Inboxes();
+  readonly #inboxes: Inboxes;
   readonly #deadLetterFailures: ThrottledLog;
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
     this.#deps = deps;
+    this.#inboxes = new Inboxes(deps.cluster?.node);
     this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
   }
 
@@ -157,6 +160,11 @@ export class Dispatcher {
     return toGatewayError(err);
   }
 
+  /** An answer another node sent to one of this node's inboxes; throws `no_route` when nobody waits there. */
+  answer(message: Message): void {
+    this.#inboxes.answer(message);
+  }
+
   /**
    * A result now when every target took the message synchronously, else a promise of it; a
    * promise of nothing for deliveries under way (the result is then just the id: one promise less
@@ -169,6 +177,9 @@ export class Dispatcher {
     }
     // An answer to a request goes to the request waiting for it, and nowhere else.
     if (message.key.startsWith(INBOX_PREFIX)) {
+      const node = Inboxes.nodeOf(message.key);
+      const cluster = this.#deps.cluster;
+      if (cluster && node !== undefined && node !== cluster.node) return cluster.answer(node, message).then(() => ({ id: message.id }));
       this.#inboxes.answer(message);
       return { id: message.id };
     }
@@ -189,11 +200,17 @@ export class Dispatcher {
       checkPublishKeys(match, message.key);
       if (match.route.setPriority !== undefined) message.priority = match.route.setPriority;
     }
-    this.#deps.limiter?.admit(message, decision.matches);
-    const first = decision.matches[0]!;
-    if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, decision.matches, snapshot, options);
-    this.#checkCapacity(message, decision.matches);
-    return this.#deliverAll(message, decision.matches) ?? { id: message.id };
+    const admitted = this.#deps.limiter?.admit(message, decision.matches);
+    if (admitted) return admitted.then(() => this.#routeAdmitted(message, decision.matches, snapshot, options));
+    return this.#routeAdmitted(message, decision.matches, snapshot, options);
+  }
+
+  /** The rest of routing, once the rules' rate limits let the message in. */
+  #routeAdmitted(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
+    const first = matches[0]!;
+    if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, matches, snapshot, options);
+    this.#checkCapacity(message, matches);
+    return this.#deliverAll(message, matches) ?? { id: message.id };
   }
 
   async #routeRequest(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {

@@ -36,9 +36,24 @@ export interface PendingReply {
  */
 export class Inboxes {
   readonly #waiting = new Map<string, { correlationId: string; settle: (reply: TargetReply) => void }>();
+  readonly #prefix: string;
+
+  /**
+   * `node`, in cluster mode: this node's id goes into each inbox key (`_inbox/<node>.<token>`),
+   * so a responder on any node can send the answer to the node that waits for it.
+   */
+  constructor(node?: string) {
+    this.#prefix = node === undefined ? INBOX_PREFIX : `${INBOX_PREFIX}${node}.`;
+  }
+
+  /** The node an inbox key belongs to, in cluster mode (node ids have no `.`, tokens neither). */
+  static nodeOf(key: string): string | undefined {
+    const dot = key.indexOf('.', INBOX_PREFIX.length);
+    return dot < 0 ? undefined : key.slice(INBOX_PREFIX.length, dot);
+  }
 
   open(): PendingReply {
-    const key = `${INBOX_PREFIX}${token()}`;
+    const key = `${this.#prefix}${token()}`;
     const correlationId = token();
     let settle!: (reply: TargetReply) => void;
     const reply = new Promise<TargetReply>((resolve) => { settle = resolve; });

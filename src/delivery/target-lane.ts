@@ -3,6 +3,7 @@ import { GatewayError, toGatewayError } from '../errors.js';
 import { isExpired, type Message } from '../message.js';
 import { TargetBreaker, type BreakerSettings, type BreakerTransition } from '../protection/breaker.js';
 import { TokenBucket, type BucketSpec } from '../protection/token-bucket.js';
+import type { RateBucket } from '../protection/rate-bucket.js';
 import type { QueueOutcome, QueueRecord, TargetQueue } from '../queue/index.js';
 import type { Target, TargetReply } from '../targets/target.js';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
@@ -22,6 +23,8 @@ export interface LaneOptions {
   retry?: RetryPolicy;
   /** paces calls to the downstream: messages wait in the queue for a token */
   rateLimit?: BucketSpec;
+  /** cluster mode: the bucket every node's lane of this target takes from, in place of `rateLimit`'s own */
+  sharedBucket?: RateBucket;
   breaker?: BreakerSettings;
   /**
    * What becomes of a record found in the queue with no sender behind it: one that recovery put
@@ -147,7 +150,11 @@ export class TargetLane {
   readonly #options: LaneOptions;
   readonly #clock: Clock;
   readonly #random: () => number;
-  readonly #bucket: TokenBucket | undefined;
+  readonly #bucket: RateBucket | undefined;
+  /** a take from a shared bucket is under way: the pump waits for its answer */
+  #taking = false;
+  /** a token a shared bucket granted, not used yet */
+  #granted = false;
   /** the outcomes of the records ready in the queue; a record taken without one was recovered */
   #waiting = new Map<QueueRecord, Job>();
   #running = 0;
@@ -172,7 +179,7 @@ export class TargetLane {
     this.#options = options;
     this.#clock = options.clock ?? realClock;
     this.#random = options.random ?? Math.random;
-    if (options.rateLimit) this.#bucket = new TokenBucket(options.rateLimit, this.#clock.now());
+    this.#bucket = options.sharedBucket ?? (options.rateLimit ? new TokenBucket(options.rateLimit, this.#clock.now()) : undefined);
     if (options.breaker) {
       this.breaker = new TargetBreaker(options.breaker, (t) => options.onBreakerTransition?.(target.name, t), this.#clock);
     }
@@ -196,6 +203,8 @@ export class TargetLane {
     this.#active = true;
     if (previous) previous.#handOver(this);
     else this.#stats.adopted += this.#queue.size;
+    // Records can arrive with nobody submitting: a cluster node taking over a dead node's records.
+    this.#queue.onAvailable(() => this.#pump());
     this.#pump();
   }
 
@@ -272,18 +281,34 @@ export class TargetLane {
     this.#options.onShedding?.(this.name, shedding);
   }
 
+  #pace(wait: number): void {
+    this.#paceTimer = this.#clock.setTimeout(() => {
+      this.#paceTimer = undefined;
+      this.#pump();
+    }, wait);
+  }
+
   #pump(): void {
     while (this.#active && this.#running < this.#options.concurrency && this.#queue.size > 0 && this.#paceTimer === undefined) {
-      if (this.#bucket) {
+      if (this.#bucket && !this.#granted) {
+        if (this.#taking) return;
         const wait = this.#bucket.take(this.#clock.now());
+        if (typeof wait !== 'number') {
+          this.#taking = true;
+          void wait.then((later) => {
+            this.#taking = false;
+            this.#granted = later <= 0;
+            if (later > 0) this.#pace(later);
+            else this.#pump();
+          });
+          return;
+        }
         if (wait > 0) {
-          this.#paceTimer = this.#clock.setTimeout(() => {
-            this.#paceTimer = undefined;
-            this.#pump();
-          }, wait);
+          this.#pace(wait);
           return;
         }
       }
+      this.#granted = false;
       const record = this.#queue.take();
       if (!record) break;
       const job = this.#jobOf(record);

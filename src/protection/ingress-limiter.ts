@@ -3,7 +3,8 @@ import type { RouteRateLimitConfig } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
 import type { CompiledRoute, RouteMatch } from '../router/types.js';
-import { BucketMap } from './token-bucket.js';
+import type { RateBucket } from './rate-bucket.js';
+import { BucketMap, type BucketSpec } from './token-bucket.js';
 
 export type LimiterScope = RouteRateLimitConfig['scope'];
 
@@ -23,10 +24,14 @@ export class IngressLimiter {
   readonly rejections: Record<LimiterScope, number> = { client: 0, route: 0 };
   readonly #maxClients: number;
   readonly #clock: Clock;
+  /** cluster mode: `scope: route` buckets every node takes from (client buckets stay here) */
+  readonly #shared: ((route: string, spec: BucketSpec) => RateBucket) | undefined;
+  readonly #sharedBuckets = new Map<string, RateBucket>();
 
-  constructor(options: { maxClientsPerRule?: number; clock?: Clock } = {}) {
+  constructor(options: { maxClientsPerRule?: number; clock?: Clock; shared?: (route: string, spec: BucketSpec) => RateBucket } = {}) {
     this.#maxClients = options.maxClientsPerRule ?? 100_000;
     this.#clock = options.clock ?? realClock;
+    this.#shared = options.shared;
   }
 
   /** per compiled rule, so the hot path does not rebuild the key string */
@@ -51,20 +56,44 @@ export class IngressLimiter {
     return map;
   }
 
-  /** Takes a token from every bucket the winning rules name, or throws `rate_limited`. */
-  admit(message: Message, matches: readonly RouteMatch[]): void {
+  #sharedFor(route: string, limit: RouteRateLimitConfig, shared: (route: string, spec: BucketSpec) => RateBucket): RateBucket {
+    const id = `${route}\u0000${limit.rate}/${limit.per}/${limit.burst}`;
+    let bucket = this.#sharedBuckets.get(id);
+    if (!bucket) {
+      bucket = shared(route, { rate: limit.rate, perMs: limit.per, burst: limit.burst });
+      this.#sharedBuckets.set(id, bucket);
+    }
+    return bucket;
+  }
+
+  /**
+   * Takes a token from every bucket the winning rules name, or throws `rate_limited`. A shared
+   * bucket answers later: then the result is a promise, rejected with `rate_limited` when refused.
+   */
+  admit(message: Message, matches: readonly RouteMatch[]): void | Promise<void> {
     const now = this.#clock.now();
+    let pending: Promise<void>[] | undefined;
     for (const { route } of matches) {
       const limit = route.rateLimit;
       if (!limit) continue;
       const scope = limit.scope;
-      const wait = this.#mapFor(route, scope, limit).take(scope === 'client' ? clientKey(message) : '', now);
-      if (wait > 0) {
-        this.rejections[scope]++;
-        throw new GatewayError('rate_limited', scope === 'client'
-          ? `rate limit of rule ${route.name} for this client: ${limit.rate} per ${limit.per} ms`
-          : `rate limit of rule ${route.name}: ${limit.rate} per ${limit.per} ms`, { retryAfterMs: wait });
+      if (scope === 'route' && this.#shared) {
+        const wait = this.#sharedFor(route.name, limit, this.#shared).take(now);
+        if (typeof wait === 'number') this.#check(wait, route.name, limit);
+        else (pending ??= []).push(wait.then((later) => this.#check(later, route.name, limit)));
+        continue;
       }
+      this.#check(this.#mapFor(route, scope, limit).take(scope === 'client' ? clientKey(message) : '', now), route.name, limit);
     }
+    return pending && Promise.all(pending).then(() => undefined);
+  }
+
+  #check(wait: number, route: string, limit: RouteRateLimitConfig): void {
+    if (wait <= 0) return;
+    const scope = limit.scope;
+    this.rejections[scope]++;
+    throw new GatewayError('rate_limited', scope === 'client'
+      ? `rate limit of rule ${route} for this client: ${limit.rate} per ${limit.per} ms`
+      : `rate limit of rule ${route}: ${limit.rate} per ${limit.per} ms`, { retryAfterMs: wait });
   }
 }

@@ -58,6 +58,7 @@ export class LocalTargetQueue implements TargetQueue {
   #held = 0;
   #maxBytes = Infinity;
   #closed = false;
+  #onAvailable: (() => void) | undefined;
 
   constructor(target: string, journal: Journal | undefined) {
     this.target = target;
@@ -158,13 +159,20 @@ export class LocalTargetQueue implements TargetQueue {
     this.#journal?.settle(held, outcome);
   }
 
-  onAvailable(): void {
-    // Nothing to register: a local record is ready the moment append or release returns.
+  onAvailable(listener: () => void): void {
+    this.#onAvailable = listener;
   }
 
   /** Puts back a record found by recovery, without storing it again. */
   restore(record: LocalRecord): void {
     this.#push(record);
+  }
+
+  /** Queues records that arrived from elsewhere (a takeover) and tells the listener. */
+  arrive(records: readonly LocalRecord[]): void {
+    if (records.length === 0) return;
+    for (const record of records) this.#push(record);
+    this.#onAvailable?.();
   }
 
   close(): void {

@@ -46,11 +46,15 @@ export interface StartOptions {
   fileSizeBlocks?: number;
   /** the limit on open files (`ulimit -n`): descriptors the listeners compete for */
   openFiles?: number;
+  /** more arguments of `junction start`, e.g. `--workers 2` */
+  args?: string[];
+  /** `gateway ready` lines to wait for: one per worker with `--workers N` */
+  readyLines?: number;
 }
 
 /** Starts `junction start` and resolves once it logs `gateway ready`. */
 export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): Promise<RunningGateway> {
-  const command = [process.execPath, BIN, 'start', '-c', configPath];
+  const command = [process.execPath, BIN, 'start', '-c', configPath, ...(options.args ?? [])];
   const limits = [
     ...(options.fileSizeBlocks !== undefined ? [`ulimit -S -f ${options.fileSizeBlocks}`] : []),
     ...(options.openFiles !== undefined ? [`ulimit -n ${options.openFiles}`] : []),
@@ -68,6 +72,7 @@ export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, option
   };
   let buffered = '';
   let stderr = '';
+  let ready = 0;
   child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -79,7 +84,7 @@ export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, option
         const entry = JSON.parse(line) as Record<string, unknown>;
         running.logs.push(entry);
         if (entry.msg === 'listener up') running.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
-        if (entry.msg === 'gateway ready') resolve(running);
+        if (entry.msg === 'gateway ready' && ++ready === (options.readyLines ?? 1)) resolve(running);
       }
     });
     void running.exited.then((code) => reject(new Error(`gateway exited with ${code} before it was ready: ${stderr}`)));

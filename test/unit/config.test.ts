@@ -179,7 +179,7 @@ describe('YAML problems', () => {
       '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, timeouts, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, sse, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, cluster, workers, sse, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
     ]);
   });
 
@@ -453,6 +453,7 @@ describe('the resolved config', () => {
       shutdown: { drainTimeout: 10_000 },
       deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024, maxBytes: 1024 ** 3, whenFull: 'refuse' },
       storage: { dir: '/etc/junction/data', sync: 'os' },
+      workers: 1,
       admin: {},
       groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000 },
       grpc: {
@@ -510,6 +511,7 @@ describe('the resolved config', () => {
       ...['http', 'mqtt', 'grpc', 'admin'].map((name, i) => `  ${name}: { host: a, port: ${i + 1}, ${tls} }`),
       'auth: { jwt: { secret: "a secret of thirty-two characters!" }, acl: [{ principal: "*", publish: [x] }] }',
       'breakers: { quick: {} }',
+      'cluster: { redis: "redis://x:6379" }',
       'targets:',
       '  h: { type: http, url: "http://x", retry: { attempts: 2, backoff: 1s }, rateLimit: { rate: 5, per: 1s } }',
       '  g: { type: grpc, address: "x:1", proto: /dev/null, method: a.B/C, retry: { attempts: 2, backoff: 1s } }',

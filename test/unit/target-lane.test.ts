@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TargetLane, type DeliveryOutcome, type LaneOptions, type Settlement, type SubmitOptions } from '../../src/delivery/target-lane.js';
 import { GatewayError } from '../../src/errors.js';
+import { TokenBucket } from '../../src/protection/token-bucket.js';
 import { createMessage, type Message } from '../../src/message.js';
 import { DiskQueueStore, MemoryQueueStore, type QueueRecord, type TargetQueue } from '../../src/queue/index.js';
 import type { DeliveryContext, Target, TargetReply } from '../../src/targets/target.js';
@@ -238,6 +239,24 @@ describe('TargetLane pacing and concurrency', () => {
     expect(target.keys()).toEqual(['paced/0', 'paced/1', 'paced/2', 'paced/3', 'paced/4', 'paced/5']);
     await Promise.all(sent.map((s) => s.result));
     expect(lane.stats).toMatchObject({ delivered: 6, queued: 0, inFlight: 0 });
+    expect(clock.pending()).toBe(0);
+  });
+
+  it('paces the same with a shared bucket that answers later (cluster mode), taking one token per call', async () => {
+    let takes = 0;
+    const inner = new TokenBucket({ rate: 10, perMs: 1000, burst: 2 }, 0);
+    const sharedBucket = { take: (now: number) => { takes++; return Promise.resolve(inner.take(now)); } };
+    const { clock, target, lane } = setup({ concurrency: 10, rateLimit: { rate: 10, perMs: 1000, burst: 2 }, sharedBucket });
+    target.answer = (call) => call.succeed();
+    const start = clock.now();
+    const sent = Array.from({ length: 6 }, (_, i) => send(lane, message(`shared/${i}`)));
+    await clock.settle();
+    expect(target.calls).toHaveLength(2);
+    await clock.advance(400);
+    expect(target.calls.map((c) => c.at - start)).toEqual([0, 0, 100, 200, 300, 400]);
+    await Promise.all(sent.map((s) => s.result));
+    // One take per call, and one refused take before each of the four paced calls.
+    expect(takes).toBe(10);
     expect(clock.pending()).toBe(0);
   });
 

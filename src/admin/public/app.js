@@ -93,6 +93,11 @@
     $('storage').textContent = `sync ${snap.storage.sync}`;
     $('storage-detail').textContent = `${mb(snap.storage.queuedBytes)} queued · dead letters ${mb(snap.storage.deadLetterBytes)} of ${mb(snap.storage.deadLetterMaxBytes)}`;
 
+    $('cluster-mode').textContent = snap.cluster.mode === 'cluster' ? `cluster of ${snap.cluster.nodes.length}, from heartbeats` : 'embedded: one process';
+    rows('nodes', snap.cluster.nodes.map((n) => ({
+      id: `node-${n.id}`,
+      cells: [n.self ? `${n.id} (this one)` : n.id, n.ready ? 'yes' : 'no', sum(n.connections), n.version, `v${n.configVersion} ${n.configHash}`, new Date(n.startedAt).toLocaleString()],
+    })), 'no nodes');
     rows('targets', Object.entries(snap.targets).map(([name, t]) => {
       const breaker = document.createElement('span');
       breaker.id = `breaker-${name}`;
