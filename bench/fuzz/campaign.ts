@@ -15,8 +15,10 @@ import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { FUZZ_PROTOCOLS, GRPC_METHODS, inputs, type FuzzProtocol } from './inputs.js';
 
-/** connections (or HTTP/2 streams) each protocol's inputs are spread over at once */
+/** connections each protocol's inputs are spread over at once */
 const PARALLEL = 8;
+/** gRPC calls in flight at once (each on a connection of its own lane): a Subscribe call waits out INPUT_WAIT_MS */
+const GRPC_PARALLEL = 32;
 /** an input's connection is dropped after this long without the gateway closing it */
 const INPUT_WAIT_MS = 200;
 
@@ -48,7 +50,10 @@ export interface CampaignReport {
   /** log lines at error level or above (pino 50+): unhandled rejections and internal errors land here */
   errorLines: string[];
   rssMb: { before: number; peak: number; afterIdle: number };
-  wellBehaved: { sent: number; received: number };
+  /** the gateway's own view (its /metrics): JS heap in use, heap V8 holds, buffers outside the heap */
+  memoryMb: { before: ProcessMemory; afterIdle: ProcessMemory | undefined };
+  /** qos 1 messages it had acknowledged, received back, and publishes that failed (never acknowledged: not losses) */
+  wellBehaved: { sent: number; received: number; failed: number };
   loadAverage: number[];
   cpus: number;
 }
@@ -103,6 +108,18 @@ defaultRoute: publish
   return gateway;
 }
 
+export interface ProcessMemory {
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+}
+
+async function processMemory(adminPort: number): Promise<ProcessMemory> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const mb = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0) / 1048576);
+  return { heapUsed: mb('junction_nodejs_heap_size_used_bytes'), heapTotal: mb('junction_nodejs_heap_size_total_bytes'), external: mb('junction_nodejs_external_memory_bytes') };
+}
+
 function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -115,7 +132,7 @@ async function drive(gateway: Gateway, protocol: FuzzProtocol, source: Iterator<
     const step = source.next();
     return step.done ? undefined : step.value;
   };
-  const lanes = Array.from({ length: PARALLEL }, () => lane(gateway, protocol, next, counters));
+  const lanes = Array.from({ length: protocol === 'grpc' ? GRPC_PARALLEL : PARALLEL }, () => lane(gateway, protocol, next, counters));
   await Promise.all(lanes);
 }
 
@@ -191,17 +208,25 @@ async function grpcLane(port: number, next: () => Buffer | undefined, counters: 
 }
 
 /** An MQTT subscriber and an HTTP publisher of qos 1 messages on keys no fuzz input uses. */
-async function wellBehaved(ports: Record<string, number>): Promise<{ stop(): Promise<{ sent: number; received: number }> }> {
+async function wellBehaved(ports: Record<string, number>): Promise<{ stop(): Promise<CampaignReport['wellBehaved']> }> {
   const subscriber = await mqtt.connectAsync(`mqtt://127.0.0.1:${ports.mqtt}`, { reconnectPeriod: 0, clientId: 'well-behaved' });
   let received = 0;
   subscriber.on('message', () => received++);
   await subscriber.subscribeAsync('calm/#', { qos: 1 });
   let sent = 0;
+  let failed = 0;
   let stopping = false;
   const publishing = (async () => {
     while (!stopping) {
-      const response = await fetch(`http://127.0.0.1:${ports.http}/v1/messages/calm/x`, { method: 'POST', body: String(sent), headers: { 'x-qos': '1' } });
-      if (response.status === 202) sent++;
+      try {
+        const response = await fetch(`http://127.0.0.1:${ports.http}/v1/messages/calm/x`, { method: 'POST', body: String(sent), headers: { 'x-qos': '1' } });
+        await response.arrayBuffer();
+        if (response.status === 202) sent++;
+        else failed++;
+      } catch {
+        // A kept-alive connection the gateway closed as this request went out: it was never acknowledged.
+        failed++;
+      }
       await delay(20);
     }
   })();
@@ -212,7 +237,7 @@ async function wellBehaved(ports: Record<string, number>): Promise<{ stop(): Pro
       const deadline = Date.now() + 10_000;
       while (received < sent && Date.now() < deadline) await delay(50);
       await subscriber.endAsync();
-      return { sent, received };
+      return { sent, received, failed };
     },
   };
 }
@@ -227,6 +252,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const calm = await wellBehaved(gateway.ports);
     await delay(1000);
     const before = rssMb(pid);
+    const memoryBefore = await processMemory(gateway.ports.admin!);
     let peak = before;
     const sampler = setInterval(() => {
       if (!gateway.exited) peak = Math.max(peak, rssMb(pid));
@@ -247,6 +273,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     return {
       seed, results, crashed, errorLines: gateway.errorLines,
       rssMb: { before, peak, afterIdle: crashed ? 0 : rssMb(pid) },
+      memoryMb: { before: memoryBefore, afterIdle: crashed ? undefined : await processMemory(gateway.ports.admin!) },
       wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length,
     };
   } finally {

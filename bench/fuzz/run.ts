@@ -7,7 +7,7 @@
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { runCampaign } from './campaign.js';
+import { runCampaign, type ProcessMemory } from './campaign.js';
 import { FUZZ_PROTOCOLS, type FuzzProtocol } from './inputs.js';
 
 const { values } = parseArgs({
@@ -15,7 +15,7 @@ const { values } = parseArgs({
     inputs: { type: 'string', default: '1000000' },
     seed: { type: 'string' },
     only: { type: 'string' },
-    'idle-ms': { type: 'string', default: '10000' },
+    'idle-ms': { type: 'string', default: '120000' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -44,7 +44,9 @@ if (values.json) {
   }
   console.log(`crashed: ${report.crashed}; error lines: ${report.errorLines.length}`);
   console.log(`RSS MB: before ${report.rssMb.before}, peak ${report.rssMb.peak}, after idle ${report.rssMb.afterIdle}`);
-  console.log(`well-behaved client: ${report.wellBehaved.sent} sent, ${report.wellBehaved.received} received`);
+  const memory = (m: ProcessMemory | undefined) => (m ? `heap used ${m.heapUsed}, heap total ${m.heapTotal}, external ${m.external}` : 'n/a');
+  console.log(`gateway memory MB: before ${memory(report.memoryMb.before)}; after idle ${memory(report.memoryMb.afterIdle)}`);
+  console.log(`well-behaved client: ${report.wellBehaved.sent} acknowledged, ${report.wellBehaved.received} received, ${report.wellBehaved.failed} publishes failed (not acknowledged)`);
   for (const line of report.errorLines.slice(0, 20)) console.log(`  ${line.slice(0, 300)}`);
 }
 process.exitCode = report.crashed || report.errorLines.length > 0 || report.wellBehaved.received < report.wellBehaved.sent ? 1 : 0;
