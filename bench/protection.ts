@@ -58,7 +58,7 @@ class TimedTarget implements Target {
   async close(): Promise<void> {}
 }
 
-const ROUTES: RouteConfig[] = [{ name: 'r', match: { key: 'bench/#' }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to: ['sink'], rateLimit: { rate: 10_000_000, per: 1000, burst: 10_000_000, scope: 'route' } }];
+const ROUTES: RouteConfig[] = [{ name: 'r', match: { key: 'bench/#' }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to: ['sink'], rateLimit: { rate: 10_000_000, per: 1000, burst: 10_000_000, scope: 'route' } }];
 
 /** A memory store's queues hold only what was submitted: nothing recovered to give an outcome to. */
 const NOTHING_RECOVERED = { recovered: () => { throw new Error('a memory queue store recovers nothing'); } };

@@ -32,7 +32,7 @@ function prng(seed: number): () => number {
 }
 
 /** The rules below that set no precedence, mode or continue, as the config loader would give them. */
-const PLAIN = { priority: 0, mode: 'deliver', timeout: 5000, continue: false } as const;
+const PLAIN = { priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop' } as const;
 
 interface Workload {
   routes: RouteConfig[];
@@ -46,8 +46,8 @@ interface Workload {
  */
 function workload(size: number): Workload {
   const fixed: RouteConfig[] = [
-    { name: 'audit', match: { key: '+/+/+/status/alarm' }, priority: 10, mode: 'deliver', timeout: 5000, continue: true, to: ['audit'] },
-    { name: 'commands', match: { key: 'site0/+/device0/cmd/+', headers: { 'content-type': 'application/json' } }, priority: 5, mode: 'deliver', timeout: 5000, continue: false, to: ['commands'] },
+    { name: 'audit', match: { key: '+/+/+/status/alarm' }, priority: 10, mode: 'deliver', timeout: 5000, continue: true, expired: 'drop', to: ['audit'] },
+    { name: 'commands', match: { key: 'site0/+/device0/cmd/+', headers: { 'content-type': 'application/json' } }, priority: 5, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to: ['commands'] },
   ];
   const rest = size - fixed.length;
   const sites = Math.max(1, Math.floor(rest * 0.4));

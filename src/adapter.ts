@@ -64,6 +64,12 @@ export interface AdapterContext<Settings = unknown> {
   listen(accept: (connection: AcceptedConnection) => void, options?: ListenOptions): Promise<BoundListener>;
   /** the largest payload accepted on any protocol (limits.maxPayloadSize) in force */
   maxPayloadSize(): number;
+  /**
+   * Throws `overloaded` (retry after 1 s) while limits.maxInflight dispatches are under way: for a
+   * protocol that can only refuse (HTTP), to call before it reads a message in. Protocols that can
+   * stop reading (MQTT, WebSocket, gRPC streams) wait for their dispatches instead.
+   */
+  admitWork(): void;
   /** Authentication and ACL of the configuration in force, shared by every protocol. */
   access(): AccessControl;
   /** The shared HTTP listener, when `listeners.http` is configured. */

@@ -314,6 +314,12 @@ export class Gateway {
         }, accept, options);
       },
       maxPayloadSize: () => this.#config.limits.maxPayloadSize,
+      admitWork: () => {
+        const limit = this.#config.limits.maxInflight;
+        if (this.dispatcher.inflight >= limit) {
+          throw new GatewayError('overloaded', `${limit} messages are under way (limits.maxInflight): retry later`, { retryAfterMs: 1000 });
+        }
+      },
       access: () => this.#access,
       http,
       refused: (code) => this.metrics.rejected(protocol, code),

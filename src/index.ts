@@ -15,6 +15,7 @@ export type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
 export { ERRORS, GatewayError, isGatewayError, ListenerError, SetupError, shuttingDown, SHUTTING_DOWN, toGatewayError, type ErrorCode, type ErrorSpec, type GatewayErrorDetails } from './errors.js';
 export type { Logger } from './log.js';
 export { settledBy, withTimeout } from './timeouts.js';
+export { realClock, type Clock, type Timer } from './clock.js';
 export {
   createMessage, isExpired, isValidTraceparent, newMessageId, newTraceparent, parsePriority,
   DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY,

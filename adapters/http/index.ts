@@ -78,6 +78,19 @@ export class HttpAdapter implements Adapter {
       this.#ctx.refused(err.code);
       sendProblem(reply, err, request.url);
     });
+    // Before the body is read: an overloaded gateway refuses at once rather than buffer it.
+    app.addHook('onRequest', (request, _reply, next) => {
+      if (request.method !== 'POST' || !(request.url.startsWith(MESSAGES) || request.url.startsWith(REQUESTS))) {
+        next();
+        return;
+      }
+      try {
+        this.#ctx.admitWork();
+        next();
+      } catch (err) {
+        next(err as Error);
+      }
+    });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
     app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
     app.get(`${SUBSCRIBE}*`, (request, reply) => this.#subscribe(request, reply));

@@ -96,6 +96,11 @@ export class GuardedConnection extends Duplex {
     return this.#socket.writableLength;
   }
 
+  /** a write found the socket full and 'drain' has not come yet */
+  get needsDrain(): boolean {
+    return this.#socket.writableNeedDrain;
+  }
+
   override _read(): void {
     this.#socket.resume();
   }

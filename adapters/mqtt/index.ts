@@ -13,6 +13,7 @@ import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.j
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
+import { SubscriberPacing } from './pacing.js';
 import { messageFromPublish, publishProperties, refusalFor, type InboundPublish } from './mapping.js';
 import { MqttRequestReply, responderFilter, type RequestReplyCounters } from './request-reply.js';
 
@@ -59,6 +60,10 @@ interface MqttCounters extends RequestReplyCounters {
   held: number;
   /** held PUBLISHes still refused after mqtt.maxHold: their connection was closed */
   holdTimeouts: number;
+  /** times a subscriber's socket was full once its deliveries were written: their publishes waited for it to drain */
+  paced: number;
+  /** times a subscriber's socket stayed full past the pacing patience: it paced nobody until it drained */
+  pacingBehind: number;
   /** connections closed because their credential expired (a JWT's exp) */
   credentialsExpired: number;
   /** bus messages the broker could not take (a key deeper than aedes's 100 levels, or the broker closing) */
@@ -77,7 +82,7 @@ interface MqttCounters extends RequestReplyCounters {
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectTimeouts: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, paced: 0, pacingBehind: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
     requestsSent: 0, requestsHanded: 0, answers: 0,
   };
   /** QoS 0 deliveries dropped for a subscriber over maxOutboundBuffer; clients aedes cut at drainTimeout */
@@ -108,6 +113,17 @@ export class MqttAdapter implements Adapter {
   readonly #requestReply: MqttRequestReply;
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
+  readonly #pacing = new SubscriberPacing({
+    onPaced: () => this.#counters.paced++,
+    onBehind: () => this.#counters.pacingBehind++,
+  });
+  /**
+   * The connections a bus message is being handed to. aedes hands a QoS 0 publish to its online
+   * subscribers within `forward` (QoS 1 and 2 go through its persistence first, later), so
+   * authorizeForward collects them while `#collecting` is set.
+   */
+  readonly #hits: GuardedConnection[] = [];
+  #collecting = false;
 
   constructor(ctx: AdapterContext<MqttSettings>, engine: MqttEngineFactory) {
     this.#ctx = ctx;
@@ -350,7 +366,11 @@ export class MqttAdapter implements Adapter {
       callback(null);
       return;
     }
-    this.#route(client, session, packet).then(() => callback(null), callback);
+    if (this.#held.has(client)) {
+      this.#route(client, session, packet).then(() => callback(null), callback);
+      return;
+    }
+    this.#attemptNow(client, session, packet, callback);
   };
 
   /**
@@ -454,6 +474,7 @@ export class MqttAdapter implements Adapter {
       const granted = grantedQos(subscriptions, packet.topic, packet.qos);
       if (granted < packet.qos) packet.qos = granted as QoS;
     }
+    if (this.#collecting) this.#hits.push(connection);
     return packet;
   };
 
@@ -519,6 +540,26 @@ export class MqttAdapter implements Adapter {
     this.#counters.routed++;
   };
 
+  /**
+   * #attempt for a client with nothing held (the common case), answering aedes's callback from
+   * the dispatch itself: one promise per PUBLISH instead of two.
+   */
+  #attemptNow(client: Client, session: Session, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    let message: Message;
+    try {
+      message = this.#message(session, packet);
+    } catch (err) {
+      this.#refused(toGatewayError(err), packet.qos, client).then(() => callback(null), callback);
+      return;
+    }
+    this.#ctx.dispatch(message).then(() => {
+      this.#counters.routed++;
+      callback(null);
+    }, (err: unknown) => {
+      this.#refusal(client, message, toGatewayError(err)).then(() => callback(null), callback);
+    });
+  }
+
   #refusal(client: Client, message: Message, error: GatewayError): Promise<void> {
     // A will (its client already closed) cannot be held or closed: it is dropped and counted.
     if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
@@ -582,22 +623,35 @@ export class MqttAdapter implements Adapter {
   /**
    * The bus's deliveries, each published by the broker as its own (no client): retained storage,
    * offline queues of persistent sessions and delivery at each subscription's QoS, as aedes does.
+   * The bus waits until the clients it went to have it written, and while one of them has a full
+   * socket (SubscriberPacing): so the publisher, whatever its protocol, is acknowledged and read at
+   * the pace MQTT subscribers read.
    */
-  readonly #forward = (message: Message): void => {
+  readonly #forward = (message: Message): Promise<void> | undefined => {
     const broker = this.#broker;
-    if (!broker || this.#stopping) return;
-    broker.forward({
-      cmd: 'publish',
-      topic: message.key,
-      payload: message.payload,
-      qos: message.qos,
-      retain: message.retain === true,
-      dup: false,
-      // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
-      ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
-      // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
-      ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
-    }, this.#forwarded);
+    if (!broker || this.#stopping) return undefined;
+    const hits = this.#hits;
+    this.#collecting = true;
+    try {
+      broker.forward({
+        cmd: 'publish',
+        topic: message.key,
+        payload: message.payload,
+        qos: message.qos,
+        retain: message.retain === true,
+        dup: false,
+        // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
+        ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
+        // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
+        ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
+      }, this.#forwarded);
+    } finally {
+      this.#collecting = false;
+    }
+    if (hits.length === 0) return undefined;
+    const taken = hits.length === 1 ? this.#pacing.taken(hits[0]!) : this.#pacing.takenByAll(hits);
+    hits.length = 0;
+    return taken;
   };
 
   readonly #forwarded = (err?: Error): void => {

@@ -58,6 +58,11 @@ export interface AccessDeps {
 const UNKNOWN_USER_HASH = 'scrypt:16384:8:1:Wi/Jc2RjOyJK63ONGdaDPg==:rUxdzFdqeoDsnk1fdKqd1cXbJThoYvMbswwbb50G33k=';
 /** verified credentials remembered per loaded config */
 const REMEMBERED_MAX = 10_000;
+/**
+ * Keys whose publish decision is remembered per identity: a client repeats its keys, and a
+ * decision walks the ACL and builds its reason. Past this the memory starts over.
+ */
+const PUBLISH_DECISIONS_MAX = 1000;
 /** setTimeout's longest wait; a later expiry is waited for in steps */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -84,6 +89,8 @@ export class AccessControl {
   readonly #jwt: JwtVerifier | undefined;
   /** digest of credentials verified since this config was loaded → who they proved (bounded) */
   readonly #remembered = new Map<string, Identity>();
+  /** publish decisions by identity and key; a reload builds a new AccessControl, and with it an empty memory */
+  readonly #publishable = new WeakMap<Subject, Map<string, boolean>>();
 
   constructor(config: AccessConfig, deps: AccessDeps = {}) {
     this.#config = config;
@@ -201,7 +208,14 @@ export class AccessControl {
   }
 
   canPublish(identity: Subject, key: string): boolean {
-    return this.decide(identity, 'publish', key).allowed;
+    let known = this.#publishable.get(identity);
+    const remembered = known?.get(key);
+    if (remembered !== undefined) return remembered;
+    const allowed = this.decide(identity, 'publish', key).allowed;
+    if (known === undefined) this.#publishable.set(identity, known = new Map());
+    else if (known.size >= PUBLISH_DECISIONS_MAX) known.clear();
+    known.set(key, allowed);
+    return allowed;
   }
 
   /**

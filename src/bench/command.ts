@@ -28,6 +28,8 @@ interface RawOptions {
   json?: boolean;
   cpuProf?: string;
   tls?: boolean;
+  versus?: string;
+  runs?: string;
 }
 
 function number(name: string, value: string | undefined, { min = 0, integer = true } = {}): number | undefined {
@@ -81,6 +83,18 @@ export function resolveOptions(scenario: ScenarioName, raw: RawOptions): BenchOp
   };
 }
 
+/** `--versus aedes,mosquitto`: the peers to run beside Junction, which must be the server under test. */
+function versusPeers(list: string, server: ServerKind): ServerKind[] {
+  if (server !== 'junction') throw new Error('--versus compares Junction with peers: leave --server out');
+  const peers = list.split(',').map((p) => p.trim());
+  for (const peer of peers) {
+    if (!(SERVER_KINDS as readonly string[]).includes(peer) || peer === 'junction' || peer === 'external') {
+      throw new Error(`--versus: "${peer}" is not a peer; one of ${SERVER_KINDS.filter((k) => k !== 'junction' && k !== 'external').join(', ')}`);
+    }
+  }
+  return peers as ServerKind[];
+}
+
 const SCENARIO_HELP = SCENARIOS.map((name) => `  ${name.padEnd(17)} ${SCENARIO_SPECS[name].summary}\n${' '.repeat(20)}servers: ${SCENARIO_SPECS[name].servers.join(', ')}`).join('\n');
 
 export function registerBenchCommand(program: Command): void {
@@ -110,15 +124,29 @@ export function registerBenchCommand(program: Command): void {
     .option('--priority <mix>', 'priority mix, PRIORITY[:WEIGHT],… e.g. 0:90,9:10', '0')
     .option('--keepalive <s>', 'heartbeat interval of held connections', '30')
     .option('--workers <n>', 'load-generator processes (default: one per 5,000 clients)')
-    .option('--cpu-prof <dir>', 'write a V8 CPU profile of the Junction process to this directory')
+    .option('--cpu-prof <dir>', 'write a V8 CPU profile of the server process (Junction or a bare Node peer) to this directory')
     .option('--tls', 'MQTT and HTTP over TLS: the server gets a throw-away certificate (Junction, mosquitto, fastify)')
+    .option('--versus <servers>', 'the same load against Junction and these servers (comma-separated), alternating, with Junction ÷ peer ratios of rate and CPU per message')
+    .option('--runs <n>', 'with --versus: runs per server (default 1)')
     .option('--json', 'print the result as JSON')
     .action(async (scenario: string, raw: RawOptions) => {
       if (!(SCENARIOS as readonly string[]).includes(scenario)) throw new Error(`unknown scenario "${scenario}"; one of ${SCENARIOS.join(', ')}`);
       const options = resolveOptions(scenario as ScenarioName, raw);
       const [{ runBench }, { formatSummary }] = await Promise.all([import('./run.js'), import('./report.js')]);
       const command = ['junction', ...process.argv.slice(2)].join(' ');
-      const result = await runBench(scenario as ScenarioName, options, command);
-      process.stdout.write(`${options.json ? JSON.stringify(result, null, 2) : formatSummary(result)}\n`);
+      if (raw.versus === undefined) {
+        const result = await runBench(scenario as ScenarioName, options, command);
+        process.stdout.write(`${options.json ? JSON.stringify(result, null, 2) : formatSummary(result)}\n`);
+        return;
+      }
+      const peers = versusPeers(raw.versus, options.server);
+      const runs = number('runs', raw.runs, { min: 1 }) ?? 1;
+      const [{ alternate, comparisonOf }, { renderComparison }] = await Promise.all([import('./comparison.js'), import('./render.js')]);
+      const servers: ServerKind[] = ['junction', ...peers];
+      const results = await alternate(servers, runs, (server) => runBench(scenario as ScenarioName, { ...options, server }, command), (result, run) => {
+        if (!options.json) process.stderr.write(`${result.server}, run ${run + 1} of ${runs}:\n${formatSummary(result)}\n\n`);
+      });
+      const comparison = comparisonOf(scenario, command, servers, results);
+      process.stdout.write(`${options.json ? JSON.stringify(comparison, null, 2) : renderComparison(comparison).join('\n')}\n`);
     });
 }

@@ -31,11 +31,13 @@ export function sampleProcess(pid: number): { rssBytes: number; peakRssBytes: nu
   }
 }
 
-/** Tracks one server process over a run: RSS before, once connected, after; CPU over the window. */
+/** Tracks one server process over a run: RSS before, once connected, half-way, at the end of sending, after; CPU over the window. */
 export class FootprintTracker {
   readonly #pid: number;
   readonly #rssBefore: number;
   #rssConnected: number | undefined;
+  #rssMid: number | undefined;
+  #rssEnd: number | undefined;
   #cpuAtStart = 0;
   #cpuSeconds = 0;
 
@@ -46,6 +48,16 @@ export class FootprintTracker {
 
   connected(): void {
     this.#rssConnected = sampleProcess(this.#pid)?.rssBytes;
+  }
+
+  /** Half-way through sending. */
+  midway(): void {
+    this.#rssMid = sampleProcess(this.#pid)?.rssBytes;
+  }
+
+  /** The senders stopped; deliveries may still be draining. */
+  sendingEnded(): void {
+    this.#rssEnd = sampleProcess(this.#pid)?.rssBytes;
   }
 
   windowStarted(): void {
@@ -62,6 +74,7 @@ export class FootprintTracker {
       pid: this.#pid,
       rssBeforeBytes: this.#rssBefore,
       ...(this.#rssConnected === undefined ? {} : { rssConnectedBytes: this.#rssConnected }),
+      ...(this.#rssMid === undefined || this.#rssEnd === undefined ? {} : { rssMidBytes: this.#rssMid, rssEndBytes: this.#rssEnd }),
       rssAfterBytes: now?.rssBytes ?? 0,
       peakRssBytes: now?.peakRssBytes ?? 0,
       cpuSeconds: Math.round(this.#cpuSeconds * 100) / 100,

@@ -22,7 +22,7 @@ export function mediansOf(runs: BenchResult[]): ServerMedians {
     p999: m((r) => r.latency.p999) ?? 0,
     peakRssBytes: m((r) => r.serverProcess?.peakRssBytes),
     rssPerConnectionBytes: m((r) => r.connections?.rssPerConnectionBytes),
-    cpuSecondsPerMillion: m((r) => (r.serverProcess && r.received > 0 ? (r.serverProcess.cpuSeconds / r.received) * 1e6 : undefined)),
+    cpuUsPerMessage: m((r) => r.cpuUsPerMessage),
     lost: m((r) => (r.latencyKind === 'delivery' ? Math.max(0, r.expected - r.received) : 0)) ?? 0,
     errors: m((r) => r.errors) ?? 0,
     connected: m((r) => r.connections?.connected),

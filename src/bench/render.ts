@@ -28,9 +28,10 @@ function verdict(met: boolean | null): string {
   return met ? '**met**' : '**not met**';
 }
 
-function section(c: Comparison): string[] {
+/** One comparison as Markdown: its command, a table of medians per server, flags and its goal. */
+export function renderComparison(c: Comparison): string[] {
   const connections = isConnectionsScenario(c.scenario);
-  const head = ['server', 'runs', 'received/s', 'Junction ÷ peer', 'p50 ms', 'p99 ms', 'p99.9 ms', 'peak RSS MiB', 'CPU s / M msgs', 'lost', 'errors'];
+  const head = ['server', 'runs', 'received/s', 'rate, Junction ÷ peer', 'CPU µs / msg', 'CPU, Junction ÷ peer', 'p50 ms', 'p99 ms', 'p99.9 ms', 'peak RSS MiB', 'lost', 'errors'];
   if (connections) head.push('connected / wanted', 'dropped', 'RSS / conn KB');
   const rows = serverOrder(c).map(([server, m]) => {
     const cells = [
@@ -38,11 +39,12 @@ function section(c: Comparison): string[] {
       String(m.runs),
       formatRate(m.receivedPerS),
       server === 'junction' ? '' : formatRatio(c.ratios[server]),
+      orDash(m.cpuUsPerMessage, formatSig),
+      server === 'junction' ? '' : formatRatio(c.cpuRatios[server]),
       formatSig(m.p50),
       formatSig(m.p99),
       formatSig(m.p999),
       orDash(m.peakRssBytes, (b) => formatSig(b / MiB)),
-      orDash(m.cpuSecondsPerMillion, formatSig),
       formatCount(m.lost),
       formatCount(m.errors),
     ];
@@ -87,7 +89,7 @@ export function renderMarkdown(file: ComparisonFile, chartPath: string): string 
     '',
     `![throughput and latency](${chartPath})`,
   ];
-  for (const c of file.comparisons) lines.push('', ...section(c));
+  for (const c of file.comparisons) lines.push('', ...renderComparison(c));
   return `${lines.join('\n')}\n`;
 }
 

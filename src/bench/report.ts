@@ -18,7 +18,7 @@ export function formatSummary(result: BenchResult): string {
   if (result.latencyKind !== 'none') {
     rows.push(
       ['sent', `${integer(result.sent)} (${integer(result.sentPerS)}/s${result.targetRate ? `, asked for ${integer(result.targetRate)}/s` : ''})`],
-      [result.latencyKind === 'ack' ? 'acknowledged' : 'delivered', `${integer(result.received)} of ${integer(result.expected)} expected (${integer(result.receivedPerS)}/s over ${result.durationS} s)`],
+      [result.latencyKind === 'ack' ? 'acknowledged' : 'delivered', `${integer(result.received)} of ${integer(result.expected)} expected (${integer(result.receivedPerS)}/s over ${result.durationS} s${result.cpuUsPerMessage !== undefined ? `; server CPU ${result.cpuUsPerMessage} µs per message` : ''})`],
       [`${result.latencyKind} latency`, `p50 ${ms(result.latency.p50)} ms · p90 ${ms(result.latency.p90)} · p99 ${ms(result.latency.p99)} · p99.9 ${ms(result.latency.p999)} · max ${ms(result.latency.max)}`],
     );
   }

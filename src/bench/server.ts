@@ -27,7 +27,7 @@ export interface ServerOptions {
   host: string;
   /** ports of an external server */
   ports: ServerPorts;
-  /** directory for the gateway's V8 CPU profile (`node --cpu-prof`) */
+  /** directory for the V8 CPU profile (`node --cpu-prof`) of Junction or of a bare Node peer */
   cpuProfileDir?: string;
   /** serve MQTT and HTTP over TLS with a throw-away certificate */
   tls?: boolean;
@@ -154,15 +154,19 @@ async function tlsBenchConfig(dir: string, certificate: BenchCertificate): Promi
   return copy;
 }
 
+/** `node --cpu-prof` into `dir`, for a server that runs on Node (Junction and the bare peers) */
+function profiling(dir: string | undefined): string[] {
+  return dir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(dir)] : [];
+}
+
 async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
   const { host } = options;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'junction-bench-'));
   const certificate = options.tls ? benchCertificate(dir) : undefined;
   const config = certificate ? await tlsBenchConfig(dir, certificate) : path.join(PACKAGE_ROOT, 'config/examples/bench.yaml');
   const [http, mqtt, grpc, admin] = await freePorts(host, 4) as [number, number, number, number];
-  const nodeArgs = options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfileDir)] : [];
   const child = spawnWithFileLimit(process.execPath, [
-    ...nodeArgs, path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', config,
+    ...profiling(options.cpuProfileDir), path.join(PACKAGE_ROOT, 'bin/junction.js'), 'start', '-c', config,
   ], {
     ...process.env,
     JUNCTION_HTTP_PORT: String(http), JUNCTION_MQTT_PORT: String(mqtt), JUNCTION_GRPC_PORT: String(grpc),
@@ -178,12 +182,12 @@ async function startJunction(options: ServerOptions): Promise<ServerUnderTest> {
 }
 
 /** The bare libraries of bench/peers/, each a script that prints READY once it listens. */
-async function startPeer(kind: 'aedes' | 'ws' | 'fastify' | 'grpc', host: string, tls: boolean): Promise<ServerUnderTest> {
+async function startPeer(kind: 'aedes' | 'ws' | 'fastify' | 'grpc', host: string, tls: boolean, cpuProfileDir: string | undefined): Promise<ServerUnderTest> {
   if (tls && kind !== 'fastify') throw new Error(`--tls: bench/peers/${kind} serves no TLS; fastify and mosquitto do`);
   const port = await freePort(host);
   const dir = tls ? await mkdtemp(path.join(os.tmpdir(), 'junction-bench-peer-')) : undefined;
   const certificate = dir ? benchCertificate(dir) : undefined;
-  const child = spawnWithFileLimit(process.execPath, [path.join(PACKAGE_ROOT, `dist/bench/peers/${kind}.js`), '--host', host, '--port', String(port),
+  const child = spawnWithFileLimit(process.execPath, [...profiling(cpuProfileDir), path.join(PACKAGE_ROOT, `dist/bench/peers/${kind}.js`), '--host', host, '--port', String(port),
     ...(certificate ? ['--cert', certificate.cert, '--key', certificate.key] : [])]);
   await waitForReady(child, `bench/peers/${kind}`);
   const ports: ServerPorts = kind === 'aedes' ? { mqtt: port } : kind === 'ws' ? { ws: port, wsPath: '/ws' } : kind === 'fastify' ? { http: port } : { grpc: port };
@@ -229,7 +233,7 @@ async function startNats(host: string): Promise<ServerUnderTest> {
 export async function startServer(kind: ServerKind, options: ServerOptions): Promise<ServerUnderTest> {
   switch (kind) {
     case 'junction': return startJunction(options);
-    case 'aedes': case 'ws': case 'fastify': case 'grpc': return startPeer(kind, options.host, options.tls === true);
+    case 'aedes': case 'ws': case 'fastify': case 'grpc': return startPeer(kind, options.host, options.tls === true, options.cpuProfileDir);
     case 'mosquitto': return startMosquitto(options.host, options.tls === true);
     case 'nats':
       if (options.tls) throw new Error('--tls: the bench starts nats-server without TLS');

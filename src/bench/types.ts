@@ -59,6 +59,9 @@ export interface ProcessFootprint {
   /** resident set once every client had connected (connections scenarios) */
   rssConnectedBytes?: number;
   rssAfterBytes: number;
+  /** resident set half-way through the measured window, and when the senders stopped: equal when memory stays flat under load */
+  rssMidBytes?: number;
+  rssEndBytes?: number;
   /** VmHWM: the highest resident set the process ever had */
   peakRssBytes: number;
   /** user + system CPU seconds spent during the measured window */
@@ -91,6 +94,13 @@ export interface BenchResult {
   /** sends per second per key (mixed: one key per publishing protocol) */
   sentPerSByKey: Record<string, number>;
   receivedPerS: number;
+  /**
+   * Server CPU time per message received (a delivery, or an ack for request-style scenarios), in
+   * microseconds: the figure that compares servers best on a shared machine, where rates drift
+   * with the load of other processes. Absent when the server's process is not known (`external`)
+   * or nothing was received.
+   */
+  cpuUsPerMessage?: number;
   /** the latency that matters for the scenario: delivery (end to end) or ack */
   latencyKind: 'delivery' | 'ack' | 'none';
   latency: LatencySummary;
@@ -132,6 +142,8 @@ export interface Comparison {
   medians: Record<string, ServerMedians>;
   /** per peer: Junction's median throughput divided by the peer's */
   ratios: Record<string, number>;
+  /** per peer: Junction's median server CPU per message divided by the peer's (lower is better) */
+  cpuRatios: Record<string, number>;
 }
 
 export interface ServerMedians {
@@ -143,7 +155,8 @@ export interface ServerMedians {
   p999: number;
   peakRssBytes: number | null;
   rssPerConnectionBytes: number | null;
-  cpuSecondsPerMillion: number | null;
+  /** server CPU µs per message received (BenchResult.cpuUsPerMessage) */
+  cpuUsPerMessage: number | null;
   lost: number;
   errors: number;
   /** connection figures, null when the runs held no connections of their own */

@@ -2,9 +2,13 @@ import type { Message } from '../message.js';
 
 /**
  * Receives a delivery. It runs inside `publish`, so it must not block or throw: a subscriber
- * that cannot write at once buffers (and sheds by its own policy), never waits.
+ * that cannot write at once buffers (and sheds by its own policy), never waits. A subscriber that
+ * takes a message asynchronously (the embedded MQTT broker, whose clients' sockets are written
+ * later and may be full) may return a promise of when it has: an in-process publish waits for it,
+ * and that wait is what slows a publisher down to what the subscribers take instead of buffering
+ * in between. Any other value returned is ignored.
  */
-export type BusHandler = (message: Message) => void;
+export type BusHandler = (message: Message) => unknown;
 
 export interface SubscribeOptions {
   /** the subscriber answers requests, so `deliverToOne` may pick it (WS, gRPC can; SSE cannot) */
@@ -29,7 +33,10 @@ export interface BusSubscription {
  * The contract every implementation keeps (test/bus/bus-suite.ts checks it):
  * - `publish` hands the message to every subscription whose pattern matches its key by MQTT's
  *   topic rules (src/topic/rules.ts) once, and to every `subscribeAll` handler once; it resolves
- *   once each has it. Handlers of one subscription see one publisher's messages in publish order.
+ *   once each has it. The in-process bus also waits for a promise a handler returned (a
+ *   rejection is the handler's failure, not the publisher's); a bus that carries messages to
+ *   other processes resolves once it handed the message over. Handlers of one subscription see
+ *   one publisher's messages in publish order.
  * - Handlers get the published object itself and must not change it.
  * - A subscription delivers nothing after `close()` resolves, and nothing after the bus closed.
  * - `deliverToOne` hands a request to one responder whose pattern matches, in turn among them.

@@ -9,11 +9,12 @@ interface Entry {
 
 const EVERY_KEY = '';
 const DONE: Promise<void> = Promise.resolve();
+const nothing = (): void => undefined;
 
 /**
  * The in-process bus: one topic trie of subscriptions (the router's trie), matched once per
  * publish. Deliveries happen inside `publish`, so publishing costs one trie walk and one call
- * per subscriber, and no promise beyond the one returned.
+ * per subscriber, and no promise beyond the one returned, unless a subscriber returns its own.
  */
 export class LocalBus implements Bus {
   readonly #subscriptions = new TopicTrie<Entry>();
@@ -39,24 +40,37 @@ export class LocalBus implements Bus {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
     const hits = this.#scratch[this.#depth] ??= [];
     this.#depth++;
+    let taking: Promise<void> | undefined;
+    let more: Promise<void>[] | undefined;
     try {
       this.#subscriptions.match(message.key, (entry) => {
         hits.push(entry);
       });
       for (const entry of this.#everything) hits.push(entry);
-      for (let i = 0; i < hits.length; i++) this.#call(hits[i]!, message);
+      for (let i = 0; i < hits.length; i++) {
+        const pending = this.#call(hits[i]!, message);
+        if (pending === undefined) continue;
+        if (taking === undefined) taking = pending;
+        else (more ??= []).push(pending);
+      }
     } finally {
       hits.length = 0;
       this.#depth--;
     }
-    return DONE;
+    if (taking === undefined) return DONE;
+    if (more === undefined) return taking;
+    more.push(taking);
+    return Promise.all(more).then(nothing);
   }
 
-  #call(entry: Entry, message: Message): void {
+  /** Hands over one delivery; a promise when the subscriber takes it asynchronously, never rejected. */
+  #call(entry: Entry, message: Message): Promise<void> | undefined {
     try {
-      entry.handler(message);
+      const taking = entry.handler(message);
+      return taking instanceof Promise ? taking.then(nothing, (err: unknown) => this.#onError(err, entry.pattern)) : undefined;
     } catch (err) {
       this.#onError(err, entry.pattern);
+      return undefined;
     }
   }
 
@@ -99,8 +113,8 @@ export class LocalBus implements Bus {
       candidates.push(entry);
     });
     if (candidates.length === 0) return Promise.resolve(false);
-    this.#call(candidates[this.#rotation++ % candidates.length]!, message);
-    return Promise.resolve(true);
+    const taking = this.#call(candidates[this.#rotation++ % candidates.length]!, message);
+    return taking === undefined ? Promise.resolve(true) : taking.then(() => true);
   }
 
   close(): Promise<void> {

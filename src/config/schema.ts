@@ -107,6 +107,10 @@ export const ListenerSchema = Type.Object({
 
 export const LimitsSchema = Type.Object({
   maxPayloadSize: Default(Size('largest payload accepted on any protocol'), '1mb'),
+  maxInflight: Default(Type.Integer({
+    minimum: 1,
+    description: 'messages taken in whose dispatch has not settled (subscribers still taking them, a reply awaited); past it an HTTP publish or request is answered 503 overloaded with Retry-After before its body is read',
+  }), 10_000),
 }, strict);
 
 // `default: {}`: Value.Default fills a map's entries only when the entry schema has a default of
@@ -209,6 +213,9 @@ const routeSchema = <P extends TSchema>(protocol: P) => Type.Object({
   fallback: Type.Optional(Type.Array(TargetRefSchema, { minItems: 1, description: 'used when a target rejects: breaker open, queue full, retries spent' })),
   continue: Default(Type.Boolean({ description: 'keep matching lower-precedence rules after this one' }), false),
   rateLimit: Type.Optional(RouteRateLimitSchema),
+  expired: Default(Type.Union([Type.Literal('drop'), Type.Literal('deadletter')], {
+    description: 'what becomes of a message whose expiry passes while it waits in the queue of one of this rule\'s targets: drop (counted as expired) or deadletter (reason expired)',
+  }), 'drop'),
 }, strict);
 
 /** A rule as the core reads it, whatever protocol names the registry allows in `match.protocols`. */

@@ -4,7 +4,7 @@ import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isExpired, newMessageId, type Message } from '../message.js';
 import { keyProblem } from '../topic/rules.js';
-import type { RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
+import type { ExpiredPolicy, RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
 import type { IngressLimiter } from '../protection/ingress-limiter.js';
 import type { DispatchObserver } from '../metrics.js';
@@ -15,6 +15,15 @@ import { ThrottledLog } from '../throttled-log.js';
 import type { QueueRecord } from '../queue/index.js';
 import { INBOX_PREFIX, Inboxes } from './inbox.js';
 import type { DeliveryOutcome, Settlement, TargetLane } from './target-lane.js';
+
+/**
+ * What the rule that queued a message for a target says about how its stay there may end: where
+ * a failure goes next, and whether an expiry is dead-lettered.
+ */
+interface QueuedBy {
+  fallback: TargetBinding[];
+  expired: ExpiredPolicy;
+}
 
 /** What the sender is told once a message is accepted. */
 export interface DispatchResult {
@@ -78,6 +87,8 @@ export class Dispatcher {
   #snapshot: RoutingSnapshot;
   readonly counters: DispatchCounters = { received: 0, accepted: 0, rejected: 0, expired: 0, deadLettered: 0, published: 0 };
   #pending = 0;
+  /** dispatches taken in and not settled yet: the gateway's work under way */
+  #inflight = 0;
   #pendingWaiters: (() => void)[] = [];
   /** requests handed to a responder, waiting for its answer */
   readonly #inboxes = new Inboxes();
@@ -87,6 +98,11 @@ export class Dispatcher {
     this.#snapshot = snapshot;
     this.#deps = deps;
     this.#deadLetterFailures = new ThrottledLog(deps.logger, 'dead-letter write failed: the message stays in the queue store');
+  }
+
+  /** dispatches under way: routed, not yet accepted or refused */
+  get inflight(): number {
+    return this.#inflight;
   }
 
   get snapshot(): RoutingSnapshot {
@@ -115,7 +131,14 @@ export class Dispatcher {
       const routed = this.#route(message, this.#snapshot, options);
       // Closures only when routing went asynchronous: the synchronous case is the common one.
       if (!(routed instanceof Promise)) return Promise.resolve(this.#accepted(message, started, span, routed));
-      return routed.then((result) => this.#accepted(message, started, span, result), (err: unknown) => { throw this.#refused(span, err); });
+      this.#inflight++;
+      return routed.then((result) => {
+        this.#inflight--;
+        return this.#accepted(message, started, span, result ?? { id: message.id });
+      }, (err: unknown) => {
+        this.#inflight--;
+        throw this.#refused(span, err);
+      });
     } catch (err) {
       return Promise.reject(this.#refused(span, err));
     }
@@ -134,8 +157,12 @@ export class Dispatcher {
     return toGatewayError(err);
   }
 
-  /** A result now when every target took the message synchronously, else a promise of it. */
-  #route(message: Message, snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult> {
+  /**
+   * A result now when every target took the message synchronously, else a promise of it; a
+   * promise of nothing for deliveries under way (the result is then just the id: one promise less
+   * per message than mapping each to it).
+   */
+  #route(message: Message, snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
     if (isExpired(message)) {
       this.counters.expired++;
       return { id: message.id, expired: true };
@@ -156,7 +183,7 @@ export class Dispatcher {
       if (options.expectReply) {
         return this.#requestSubscriber(message, message.key, replyWait(options.timeoutMs, snapshot.requestTimeoutMs)).then((reply) => ({ id: message.id, reply }));
       }
-      return this.#publish(message, message.key).then(() => ({ id: message.id }));
+      return this.#publish(message, message.key);
     }
     for (const match of decision.matches) {
       checkPublishKeys(match, message.key);
@@ -166,8 +193,7 @@ export class Dispatcher {
     const first = decision.matches[0]!;
     if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, decision.matches, snapshot, options);
     this.#checkCapacity(message, decision.matches);
-    const delivered = this.#deliverAll(message, decision.matches);
-    return delivered ? delivered.then(() => ({ id: message.id })) : { id: message.id };
+    return this.#deliverAll(message, decision.matches) ?? { id: message.id };
   }
 
   async #routeRequest(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
@@ -182,14 +208,14 @@ export class Dispatcher {
    * or `none`) allocates no promise per binding. A queue store that cannot write refuses the
    * whole message: the sender retries (targets that took it already may get it twice).
    */
-  #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<unknown> | undefined {
-    let waits: Promise<unknown>[] | undefined;
+  #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<void> | undefined {
+    let waits: Promise<void>[] | undefined;
     for (const match of matches) {
       for (const binding of match.targets) {
         if (binding.kind === 'target') {
           let durable: Promise<void> | undefined;
           try {
-            durable = this.#enqueue(message, binding.name, match.fallback);
+            durable = this.#enqueue(message, binding.name, { fallback: match.fallback, expired: match.route.expired });
           } catch (err) {
             const error = toGatewayError(err);
             if (error.details.storage) {
@@ -197,7 +223,7 @@ export class Dispatcher {
               throw error;
             }
             // Refused before it was accepted there: straight down the fallback chain.
-            (waits ??= []).push(this.#tryChain(message, binding.name, error, match.fallback));
+            (waits ??= []).push(this.#tryChain(message, binding.name, error, { fallback: match.fallback, expired: match.route.expired }).then(nothing));
             continue;
           }
           if (durable) (waits ??= []).push(durable);
@@ -206,7 +232,7 @@ export class Dispatcher {
         (waits ??= []).push(this.#deliver(message, binding));
       }
     }
-    return waits && (waits.length === 1 ? waits[0] : Promise.all(waits));
+    return waits && (waits.length === 1 ? waits[0] : Promise.all(waits).then(nothing));
   }
 
   /**
@@ -245,11 +271,11 @@ export class Dispatcher {
    * Hands the message to a lane (or throws); a later failure continues down `chain`. Returns the
    * promise of the store's durability, when its sync policy has one.
    */
-  #enqueue(message: Message, name: string, chain: TargetBinding[]): Promise<void> | undefined {
+  #enqueue(message: Message, name: string, rule: QueuedBy): Promise<void> | undefined {
     const lane = this.#lane(name);
     this.#pending++;
     try {
-      return lane.submit(message, this.#outcome(message, name, () => chain));
+      return lane.submit(message, this.#outcome(message, name, () => rule));
     } catch (err) {
       this.#done();
       throw err;
@@ -258,30 +284,38 @@ export class Dispatcher {
 
   /**
    * What becomes of a message a target lane took, nobody waiting for it: a failure goes down the
-   * fallback chain (known only when it happens, for a recovered record), then to the dead-letter
-   * store. A message the dead-letter store refuses too stays unsettled in the queue store.
+   * fallback chain, then to the dead-letter store; an expiry ends it, or dead-letters it when its
+   * rule says so (the rule known only when it happens, for a recovered record). A message the
+   * dead-letter store refuses too stays unsettled in the queue store.
    */
-  #outcome(message: Message, target: string, chain: () => TargetBinding[]): DeliveryOutcome {
+  #outcome(message: Message, target: string, rule: () => QueuedBy): DeliveryOutcome {
+    const unlessRefused = (settlement: Promise<Settlement>): Promise<Settlement> => {
+      const settled = settlement.catch((writeError: unknown) => {
+        // A full dead-letter store logged that once, and counts its refusals.
+        if (toGatewayError(writeError).details.deadLetterFull !== true) this.#deadLetterFailures.report(writeError, { id: message.id, target });
+        return 'unsettled' as const;
+      });
+      void settled.finally(this.#done);
+      return settled;
+    };
     return {
       delivered: this.#done,
-      expired: this.#done,
-      failed: (error, settle) => {
-        const settlement = this.#tryChain(message, target, error, chain()).catch((writeError: unknown) => {
-          // A full dead-letter store logged that once, and counts its refusals.
-          if (toGatewayError(writeError).details.deadLetterFull !== true) this.#deadLetterFailures.report(writeError, { id: message.id, target });
-          return 'unsettled' as const;
-        });
-        settle(settlement);
-        void settlement.finally(this.#done);
+      expired: (attempts) => {
+        if (rule().expired === 'drop') {
+          this.#done();
+          return undefined;
+        }
+        return unlessRefused(this.#deadLetter(message, target, 'expired', attempts, 'expired while queued').then(() => 'deadLettered' as const));
       },
+      failed: (error, settle) => settle(unlessRefused(this.#tryChain(message, target, error, rule()))),
     };
   }
 
   /**
    * The outcome of a record recovery put back in a target's queue: its sender was acknowledged
-   * before the restart, so a failure follows the fallback chain of the rule that sends its key to
-   * that target now (the rest of the chain when the target is itself a fallback), else the
-   * dead-letter store.
+   * before the restart, so it ends as the rule that sends its key to that target now says (a
+   * failure follows its fallback chain, the rest of the chain when the target is itself a
+   * fallback), else as a rule with neither: dead-lettered on failure, dropped on expiry.
    */
   recovered(target: string, record: QueueRecord): DeliveryOutcome {
     this.#pending++;
@@ -289,11 +323,12 @@ export class Dispatcher {
     return this.#outcome(message, target, () => {
       const decision = this.#snapshot.table.match({ key: message.key, protocol: message.source.protocol, headers: message.headers });
       for (const match of decision.matches) {
-        if (match.targets.some((b) => b.kind === 'target' && b.name === target)) return match.fallback;
+        const { expired } = match.route;
+        if (match.targets.some((b) => b.kind === 'target' && b.name === target)) return { fallback: match.fallback, expired };
         const at = match.fallback.findIndex((b) => b.kind === 'target' && b.name === target);
-        if (at >= 0) return match.fallback.slice(at + 1);
+        if (at >= 0) return { fallback: match.fallback.slice(at + 1), expired };
       }
-      return [];
+      return { fallback: [], expired: 'drop' };
     });
   }
 
@@ -304,7 +339,8 @@ export class Dispatcher {
    */
   async replay(message: Message, target: string): Promise<'target' | 'router'> {
     if (this.#snapshot.lanes.has(target)) {
-      await this.#enqueue(message, target, [{ kind: 'deadletter' }]);
+      // It came from the dead-letter store, so it goes back there rather than vanish, expired too.
+      await this.#enqueue(message, target, { fallback: [{ kind: 'deadletter' }], expired: 'deadletter' });
       return 'target';
     }
     await this.dispatch(message);
@@ -315,7 +351,8 @@ export class Dispatcher {
    * Tries the fallback chain in order; a message nobody takes ends in the dead-letter store,
    * so an accepted message is never lost.
    */
-  async #tryChain(message: Message, failedTarget: string, error: GatewayError, chain: TargetBinding[]): Promise<Settlement> {
+  async #tryChain(message: Message, failedTarget: string, error: GatewayError, rule: QueuedBy): Promise<Settlement> {
+    const chain = rule.fallback;
     for (let i = 0; i < chain.length; i++) {
       const binding = chain[i]!;
       try {
@@ -328,7 +365,7 @@ export class Dispatcher {
             return 'rerouted';
           case 'target':
             // The message leaves this target only once the fallback's queue store has it.
-            await this.#enqueue(message, binding.name, chain.slice(i + 1));
+            await this.#enqueue(message, binding.name, { fallback: chain.slice(i + 1), expired: rule.expired });
             return 'rerouted';
         }
       } catch (err) {
@@ -396,7 +433,10 @@ export class Dispatcher {
         reply = await new Promise<TargetReply>((resolve, reject) => {
           lane.submit(message, {
             delivered: resolve,
-            expired: () => reject(new GatewayError('upstream_timeout', 'the message expired while queued', { expired: true })),
+            expired: () => {
+              reject(new GatewayError('upstream_timeout', 'the message expired while queued', { expired: true }));
+              return undefined;
+            },
             failed: (error, settle) => {
               settle(RETURNED);
               reject(error);
@@ -465,3 +505,6 @@ function checkPublishKeys(match: RouteMatch, messageKey: string): void {
     }
   }
 }
+
+/** What a settled delivery resolves to: nothing, so the dispatch result is just the id. */
+function nothing(): void {}

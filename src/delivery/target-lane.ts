@@ -88,8 +88,11 @@ export interface LaneStats {
  */
 export interface DeliveryOutcome {
   delivered(reply: TargetReply): void;
-  /** its expiry passed while it waited: a final state of its own, counted, not dead-lettered */
-  expired(): void;
+  /**
+   * Its expiry passed while it waited. Nothing returned: that ends it, a final state of its own
+   * (counted as expired); or the settlement of its dead letter, when its rule asks for one.
+   */
+  expired(attempts: number): Promise<Settlement> | undefined;
   /**
    * The lane gave up on it. It stays in flight until `settle` says how it ended; the queue store
    * forgets it then, unless it ended `unsettled`.
@@ -285,9 +288,7 @@ export class TargetLane {
       if (!record) break;
       const job = this.#jobOf(record);
       if (isExpired(record.message, this.#clock.now())) {
-        this.#stats.expired++;
-        this.#queue.settle(record, 'expired');
-        job.outcome.expired();
+        this.#expire(job);
         continue;
       }
       this.#run(job);
@@ -380,6 +381,18 @@ export class TargetLane {
     this.#pump();
   }
 
+  #expire(job: Job): void {
+    this.#settling++;
+    const deadLetter = job.outcome.expired(job.record.attempts);
+    if (deadLetter) {
+      this.#settle(job, deadLetter);
+      return;
+    }
+    this.#settling--;
+    this.#stats.expired++;
+    this.#queue.settle(job.record, 'expired');
+  }
+
   /** The message stays in flight until the outcome's `settle` says how it ended. */
   #giveUp(job: Job, error: GatewayError): void {
     this.#settling++;
@@ -388,13 +401,17 @@ export class TargetLane {
     job.outcome.failed(error, (settlement) => {
       if (settled) return;
       settled = true;
-      void settlement.then((how) => {
-        this.#settling--;
-        this.#stats[how]++;
-        const outcome = STORE_OUTCOME[how];
-        if (outcome) this.#queue.settle(job.record, outcome);
-        this.#wakeIfIdle();
-      });
+      this.#settle(job, settlement);
+    });
+  }
+
+  #settle(job: Job, settlement: Promise<Settlement>): void {
+    void settlement.then((how) => {
+      this.#settling--;
+      this.#stats[how]++;
+      const outcome = STORE_OUTCOME[how];
+      if (outcome) this.#queue.settle(job.record, outcome);
+      this.#wakeIfIdle();
     });
   }
 

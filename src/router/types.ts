@@ -24,7 +24,11 @@ export interface CompiledRoute {
   timeout: number;
   continue: boolean;
   rateLimit?: RouteRateLimitConfig;
+  /** what becomes of a message that expires in the queue of one of this rule's targets */
+  expired: ExpiredPolicy;
 }
+
+export type ExpiredPolicy = 'drop' | 'deadletter';
 
 export interface RouteMatch {
   route: CompiledRoute;

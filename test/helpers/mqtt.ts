@@ -99,7 +99,7 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
 /** What the MQTT adapter counts (docs/mqtt.md, Counters). */
 const MQTT_COUNTERS = [
   'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
-  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'shed', 'disconnected', 'forwardFailed',
+  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'paced', 'pacingBehind', 'shed', 'disconnected', 'forwardFailed',
   'requestsSent', 'requestsHanded', 'answers',
 ] as const;
 

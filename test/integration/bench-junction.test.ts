@@ -15,6 +15,7 @@ describe('junction bench against Junction', { timeout: 120_000 }, () => {
     expect(result.server).toBe('junction');
     expect(result.serverProcess!.peakRssBytes).toBeGreaterThan(10 * 2 ** 20);
     expect(result.serverProcess!.cpuSeconds).toBeGreaterThan(0);
+    expect(result.cpuUsPerMessage).toBeCloseTo((result.serverProcess!.cpuSeconds / 400) * 1e6, 0);
     expect(result.command).toContain('bench http-publish');
   });
 

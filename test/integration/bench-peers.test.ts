@@ -12,6 +12,7 @@ import { WebSocketServer } from 'ws';
 import { BIN, runCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { bench, expectComplete } from '../helpers/bench.js';
+import type { Comparison } from '../../src/bench/types.js';
 
 describe('junction bench against peers', { timeout: 120_000 }, () => {
   it('the bare libraries of bench/peers answer the same clients', async () => {
@@ -26,6 +27,16 @@ describe('junction bench against peers', { timeout: 120_000 }, () => {
     expectComplete(await bench(['mqtt-pubsub', '--server', 'nats', '--count', '300', '--qos', '1']), 300, 1);
     expectComplete(await bench(['work-queue', '--server', 'mosquitto', '--count', '300', '--subscribers', '3']), 300, 1);
     expectComplete(await bench(['ws-fanout', '--server', 'nats', '--subscribers', '10', '--rate', '200', '--count', '100', '--qos', '1']), 100, 10);
+  });
+
+  it('--versus: the same load against Junction and a peer, with ratios of rate and CPU per message', async () => {
+    const run = await runCli(['bench', 'grpc-stream', '--versus', 'grpc', '--count', '300', '--json', '--warmup', '0'], { timeoutMs: 60_000 });
+    expect(run.code, run.stderr).toBe(0);
+    const comparison = JSON.parse(run.stdout) as Comparison;
+    expect(comparison.runs.map((r) => r.server)).toEqual(['junction', 'grpc']);
+    for (const r of comparison.runs) expectComplete(r, 300, 1);
+    expect(comparison.cpuRatios.grpc).toBeCloseTo(comparison.medians.junction!.cpuUsPerMessage! / comparison.medians.grpc!.cpuUsPerMessage!);
+    expect(comparison.ratios.grpc).toBeGreaterThan(0);
   });
 
   it('--tls: Mosquitto and fastify over TLS, and a clear refusal where a server has none', async () => {
@@ -93,6 +104,8 @@ describe('junction bench reports what went wrong', { timeout: 120_000 }, () => {
       [['teleport'], /unknown scenario "teleport"/],
       [['http-publish', '--priority', '12'], /--priority: expected PRIORITY\[:WEIGHT\]/],
       [['http-publish', '--duration', '-1'], /--duration: expected a number ≥ 0.1/],
+      [['http-publish', '--versus', 'fastify', '--server', 'fastify'], /--versus compares Junction with peers/],
+      [['http-publish', '--versus', 'nginx'], /--versus: "nginx" is not a peer/],
     ];
     for (const [args, message] of cases) {
       const run = await runCli(['bench', ...args], { timeoutMs: 20_000 });

@@ -51,6 +51,36 @@ routes:
     await eventually(async () => expect(sample(await scrape(gw!.admin), 'junction_target_expired_total', { target: 'slow' })).toBe(1));
   });
 
+  it('dead-letters with reason expired what expired in a target queue when the rule says expired: deadletter', async () => {
+    const held: (() => void)[] = [];
+    downstream = await startDownstream((_req, res) => held.push(() => res.writeHead(204).end()));
+    gw = await startGateway(`
+targets:
+  slow: { type: http, url: "${downstream.url}/in", concurrency: 1, timeout: 30s }
+routes:
+  - { name: kept, match: { key: "jobs/kept/#" }, expired: deadletter, to: [slow] }
+  - { name: dropped, match: { key: "jobs/dropped/#" }, to: [slow] }
+`);
+    const ws = await publisher(gw);
+    ws.send({ op: 'publish', id: 0, key: 'jobs/kept/first', payload: 'first', qos: 1 });
+    await eventually(() => expect(held).toHaveLength(1));
+    ws.send({ op: 'publish', id: 1, key: 'jobs/kept/short', payload: 'kept-short', qos: 1, ttl: 100 });
+    ws.send({ op: 'publish', id: 2, key: 'jobs/dropped/short', payload: 'dropped-short', qos: 1, ttl: 100 });
+    ws.send({ op: 'publish', id: 3, key: 'jobs/kept/long', payload: 'long', qos: 1 });
+    await ws.next((f) => f.op === 'ack' && f.id === 3);
+    await pastExpiry();
+    downstream.handler = (_req, res) => res.writeHead(204).end();
+    held[0]!();
+    await eventually(() => expect(downstream!.received.map((r) => r.body.toString())).toEqual(['first', 'long']), 10_000);
+    const listed = (await (await fetch(`${gw.admin}/admin/deadletter?reason=expired`)).json()) as { records: { target: string; reason: string; message: { key: string } }[] };
+    expect(listed.records.map((r) => [r.message.key, r.target, r.reason])).toEqual([['jobs/kept/short', 'slow', 'expired']]);
+    const metrics = await scrape(gw.admin);
+    expect(sample(metrics, 'junction_dead_lettered_total', { target: 'slow', reason: 'expired' })).toBe(1);
+    expect(sample(metrics, 'junction_target_expired_total', { target: 'slow' })).toBe(1);
+    const stats = (await (await fetch(`${gw.admin}/admin/stats`)).json()) as { targets: Record<string, { expired: number; deadLettered: number; delivered: number }> };
+    expect(stats.targets.slow).toMatchObject({ delivered: 2, expired: 1, deadLettered: 1 });
+  });
+
   it('never hands a persistent MQTT session what expired while it was offline, and counts it', async () => {
     gw = await startGateway('defaultRoute: publish', undefined, { listeners: ['mqtt'] });
     const first = await connectMqtt(gw.mqtt, { clientId: 'offline-1', clean: false });

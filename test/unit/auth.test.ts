@@ -108,6 +108,22 @@ describe('AccessControl', () => {
     expect(open.canPublish(anonymous, 'devices/undefined/x')).toBe(false);
   });
 
+  it('remembers publish decisions per identity and key, and asks the ACL of each identity itself', () => {
+    const acl = [allow({ principal: '*', publish: ['devices/{principal}/#'] })];
+    const control = new AccessControl({ auth: { ...authDefaults, anonymous: false, users: [], acl }, listeners });
+    const one = { principal: 'dev-1', roles: [], claims: {} };
+    const two = { principal: 'dev-2', roles: [], claims: {} };
+    for (let i = 0; i < 3; i++) {
+      expect(control.canPublish(one, 'devices/dev-1/temp')).toBe(true);
+      expect(control.canPublish(two, 'devices/dev-1/temp')).toBe(false);
+      expect(control.canPublish(one, '$SYS/x')).toBe(false);
+    }
+    // Past the memory's bound it starts over and still answers the same.
+    for (let i = 0; i < 1500; i++) expect(control.canPublish(one, `devices/dev-1/${i}`)).toBe(true);
+    expect(control.canPublish(two, 'devices/dev-2/temp')).toBe(true);
+    expect(control.canPublish(one, 'devices/dev-2/temp')).toBe(false);
+  });
+
   it('without acl: everything is allowed for a demo open to anonymous clients, nothing once anonymous is off; reserved keys never', () => {
     const subject = { principal: 'p', roles: [], claims: {} };
     const demo = new AccessControl({ auth: { ...authDefaults, anonymous: true, users: [] }, listeners });

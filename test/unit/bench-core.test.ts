@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { LatencyHistogram } from '../../src/bench/histogram.js';
 import { expandPriorityMix, SCENARIO_SPECS } from '../../src/bench/scenarios.js';
 import { resolveOptions } from '../../src/bench/command.js';
+import { alternate, comparisonOf } from '../../src/bench/comparison.js';
+import type { BenchResult, ServerKind } from '../../src/bench/types.js';
 import { paddingFor, readStamp, readStampBytes, stampedPayload } from '../../src/bench/stamp.js';
 
 describe('send stamps', () => {
@@ -84,5 +86,37 @@ describe('scenario topologies', () => {
     expect(resolveOptions('ws-connections', { ...base, connections: '19000' }).workers).toBe(4);
     expect(resolveOptions('mqtt-pubsub', base).workers).toBe(1);
     expect(resolveOptions('http-publish', base).workers).toBe(2);
+  });
+});
+
+describe('comparisons', () => {
+  const result = (server: ServerKind, receivedPerS: number, cpuUsPerMessage?: number): BenchResult => ({
+    scenario: 'mqtt-pubsub', server, options: {}, command: '', startedAt: '', durationS: 1, sent: 1, received: 1, expected: 1, errors: 0, errorSamples: [],
+    machine: { cpus: 2, cpuModel: 'x', memGiB: 1, node: 'v20', os: 'linux', loadAverage: 1 },
+    sentPerS: receivedPerS, sentPerSByKey: {}, receivedPerS, latencyKind: 'delivery', latency: { count: 1, mean: 1, p50: 1, p90: 1, p99: 1, p999: 1, max: 1 },
+    loadGenerator: { workers: 1, busiestWorkerCpu: 0.5, saturated: false }, ...(cpuUsPerMessage !== undefined ? { cpuUsPerMessage } : {}),
+  });
+
+  it('alternate servers run by run, reversing the order every other run', async () => {
+    const order: ServerKind[] = [];
+    await alternate(['junction', 'aedes'], 3, (server) => {
+      order.push(server);
+      return Promise.resolve(result(server, 1));
+    });
+    expect(order).toEqual(['junction', 'aedes', 'aedes', 'junction', 'junction', 'aedes']);
+  });
+
+  it('give Junction ÷ peer ratios of median rate and of median CPU per message', () => {
+    const c = comparisonOf('QoS 0', 'junction bench mqtt-pubsub', ['junction', 'aedes', 'mosquitto'], [
+      result('junction', 40_000, 30), result('junction', 50_000, 20), result('junction', 45_000, 25),
+      result('aedes', 90_000, 10), result('aedes', 100_000, 12),
+      result('mosquitto', 80_000),
+    ]);
+    expect(c.medians.junction).toMatchObject({ runs: 3, receivedPerS: 45_000, cpuUsPerMessage: 25 });
+    expect(c.ratios.aedes).toBeCloseTo(45_000 / 95_000);
+    expect(c.cpuRatios.aedes).toBeCloseTo(25 / 11);
+    // No CPU figure for a server (an external one): no CPU ratio rather than NaN.
+    expect(c.ratios.mosquitto).toBeCloseTo(45_000 / 80_000);
+    expect(c.cpuRatios).not.toHaveProperty('mosquitto');
   });
 });

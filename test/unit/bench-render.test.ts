@@ -25,7 +25,7 @@ function run(scenario: ScenarioName, server: ServerKind, receivedPerS: number, c
 function medians(m: Partial<ServerMedians> & Pick<ServerMedians, 'receivedPerS'>): ServerMedians {
   return {
     runs: 3, sentPerS: m.receivedPerS, p50: 1.234, p99: 12.345, p999: 45.678, peakRssBytes: 100 * 1024 * 1024,
-    rssPerConnectionBytes: null, cpuSecondsPerMillion: 31.25, lost: 0, errors: 0, connected: null, wanted: null, dropped: null, ...m,
+    rssPerConnectionBytes: null, cpuUsPerMessage: 31.25, lost: 0, errors: 0, connected: null, wanted: null, dropped: null, ...m,
   };
 }
 
@@ -45,10 +45,11 @@ const fixture: ComparisonFile = {
       ],
       medians: {
         aedes: medians({ receivedPerS: 48_000.4, p99: 30.5 }),
-        junction: medians({ receivedPerS: 120_000, p50: 0.8764, p99: 4.321, p999: 1234.5, lost: 1.5 }),
-        mosquitto: medians({ receivedPerS: 150_000, p99: 2.1, peakRssBytes: null, cpuSecondsPerMillion: null }),
+        junction: medians({ receivedPerS: 120_000, p50: 0.8764, p99: 4.321, p999: 1234.5, lost: 1.5, cpuUsPerMessage: 12.5 }),
+        mosquitto: medians({ receivedPerS: 150_000, p99: 2.1, peakRssBytes: null, cpuUsPerMessage: null }),
       },
       ratios: { aedes: 2.5, mosquitto: 0.8 },
+      cpuRatios: { aedes: 0.4 },
     },
     {
       label: '10k idle <&> sockets',
@@ -65,6 +66,7 @@ const fixture: ComparisonFile = {
         ws: medians({ receivedPerS: 0, runs: 1, rssPerConnectionBytes: 5_000, connected: 10_000, wanted, dropped: 0 }),
       },
       ratios: {},
+      cpuRatios: {},
     },
   ],
 };
@@ -80,20 +82,20 @@ describe('renderMarkdown', () => {
     expect(md).toContain('![throughput and latency](bench/results/chart.svg)');
   });
 
-  it('has one table row per server, Junction first, with formatted medians and Junction ÷ peer', () => {
+  it('has one table row per server, Junction first, with formatted medians and Junction ÷ peer for rate and CPU per message', () => {
     expect(md).toContain('### QoS 0, 1 → 1 (`mqtt-pubsub`)\n\n```sh\njunction bench mqtt-pubsub --qos 0 --publishers 1 --subscribers 1\n```\n');
     const rows = md.split('\n').filter((l) => /^\| (junction|aedes|mosquitto|ws) /.test(l));
     expect(rows.slice(0, 3)).toEqual([
-      '| junction | 3 | 120,000 |  | 0.876 | 4.32 | 1,230 | 100 | 31.3 | 1.5 | 0 |',
-      '| aedes | 3 | 48,000 | 2.5× | 1.23 | 30.5 | 45.7 | 100 | 31.3 | 0 | 0 |',
-      '| mosquitto | 3 | 150,000 | 0.8× | 1.23 | 2.1 | 45.7 | — | — | 0 | 0 |',
+      '| junction | 3 | 120,000 |  | 12.5 |  | 0.876 | 4.32 | 1,230 | 100 | 1.5 | 0 |',
+      '| aedes | 3 | 48,000 | 2.5× | 31.3 | 0.4× | 1.23 | 30.5 | 45.7 | 100 | 0 | 0 |',
+      '| mosquitto | 3 | 150,000 | 0.8× | — | — | 1.23 | 2.1 | 45.7 | — | 0 | 0 |',
     ]);
   });
 
   it('adds connected / wanted, dropped and RSS per connection for connection scenarios', () => {
-    expect(md).toContain('| server | runs | received/s | Junction ÷ peer | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU s / M msgs | lost | errors | connected / wanted | dropped | RSS / conn KB |');
-    expect(md).toContain('| junction | 2 | 0 |  | 1.23 | 12.3 | 45.7 | 100 | 31.3 | 0 | 0 | 9,995 / 10,000 | 1 | 6.13 |');
-    expect(md).toContain('| ws | 1 | 0 | — | 1.23 | 12.3 | 45.7 | 100 | 31.3 | 0 | 0 | 10,000 / 10,000 | 0 | 4.88 |');
+    expect(md).toContain('| server | runs | received/s | rate, Junction ÷ peer | CPU µs / msg | CPU, Junction ÷ peer | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | lost | errors | connected / wanted | dropped | RSS / conn KB |');
+    expect(md).toContain('| junction | 2 | 0 |  | 31.3 |  | 1.23 | 12.3 | 45.7 | 100 | 0 | 0 | 9,995 / 10,000 | 1 | 6.13 |');
+    expect(md).toContain('| ws | 1 | 0 | — | 31.3 | — | 1.23 | 12.3 | 45.7 | 100 | 0 | 0 | 10,000 / 10,000 | 0 | 4.88 |');
     expect(md).toContain('### 10k idle \\<\\&\\> sockets (`ws-connections`)');
   });
 

@@ -448,7 +448,7 @@ describe('the resolved config', () => {
       file: FILE,
       listeners: {},
       log: { level: 'info' },
-      limits: { maxPayloadSize: 1024 * 1024 },
+      limits: { maxPayloadSize: 1024 * 1024, maxInflight: 10_000 },
       requests: { timeout: 5000 },
       shutdown: { drainTimeout: 10_000 },
       deadletter: { path: '/etc/junction/data/deadletter.jsonl', maxFileSize: 64 * 1024 * 1024, maxBytes: 1024 ** 3, whenFull: 'refuse' },

@@ -31,7 +31,7 @@ class RecordingTarget implements Target {
 }
 
 function route(name: string, key: string, to: RouteConfig['to'], extra: Partial<RouteConfig> = {}): RouteConfig {
-  return { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to, ...extra };
+  return { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to, ...extra };
 }
 
 function message(key: string, priority = 4): Message {

@@ -12,7 +12,7 @@ type RuleOptions = Partial<Omit<RouteConfig, 'name' | 'match'>> & {
 /** One rule as it comes out of the config decoder, which gives every rule a priority, mode and continue. */
 function rule(name: string, key: string, options: RuleOptions = {}): RouteConfig {
   const { protocols, headers, ...rest } = options;
-  const config: RouteConfig = { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, to: ['publish'], ...rest };
+  const config: RouteConfig = { name, match: { key }, priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop', to: ['publish'], ...rest };
   if (protocols !== undefined) config.match.protocols = protocols;
   if (headers !== undefined) config.match.headers = headers;
   return config;
@@ -279,6 +279,7 @@ describe('compiled table', () => {
           mode: 'request',
           timeout: 1500,
           continue: true,
+          expired: 'deadletter',
           rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' },
           protocols: ['http'],
           headers: { 'X-Tenant': 't1' },
@@ -290,8 +291,8 @@ describe('compiled table', () => {
     expect(table.version).toBe(7);
     expect(table.loadedAt).toBeInstanceOf(Date);
     expect(table.routes).toEqual([
-      { name: 'full', index: 1, pattern: 'b/+', priority: 20, setPriority: 9, mode: 'request', timeout: 1500, continue: true, rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' }, protocols: ['http'], headers: { 'x-tenant': 't1' } },
-      { name: 'plain', index: 0, pattern: 'a', priority: 0, mode: 'deliver', timeout: 5000, continue: false },
+      { name: 'full', index: 1, pattern: 'b/+', priority: 20, setPriority: 9, mode: 'request', timeout: 1500, continue: true, expired: 'deadletter', rateLimit: { rate: 10, per: 1000, burst: 10, scope: 'route' }, protocols: ['http'], headers: { 'x-tenant': 't1' } },
+      { name: 'plain', index: 0, pattern: 'a', priority: 0, mode: 'deliver', timeout: 5000, continue: false, expired: 'drop' },
     ]);
     expect(compileRouteTable([], 'drop').version).toBe(1);
   });
@@ -321,5 +322,33 @@ describe('compiled table', () => {
   it('leaves route checks to the config loader, which positions them: a duplicate name compiles', () => {
     const table = compileRouteTable([rule('r', 'a'), rule('r', 'b')], 'drop');
     expect(table.routes.map((r) => `${r.name} ${r.pattern}`)).toEqual(['r a', 'r b']);
+  });
+});
+
+describe('decision cache', () => {
+  it('hands a repeated key the decision it made the first time, frozen, per protocol', () => {
+    const table = compileRouteTable([
+      rule('mqtt-only', 'a/+', { protocols: ['mqtt'], to: [{ publish: 'out/{1}' }] }),
+      rule('others', 'a/#'),
+    ], 'drop');
+    const first = table.match(message('a/b', 'mqtt'));
+    expect(table.match(message('a/b', 'mqtt'))).toBe(first);
+    expect(Object.isFrozen(first) && Object.isFrozen(first.matches[0]!.targets[0])).toBe(true);
+    expect(first.matches[0]!.targets).toEqual([{ kind: 'publish', key: 'out/b' }]);
+    expect(table.match(message('a/b', 'http')).matches.map((m) => m.route.name)).toEqual(['others']);
+    expect(table.match(message('a/c', 'mqtt')).matches[0]!.targets).toEqual([{ kind: 'publish', key: 'out/c' }]);
+    expect(table.match(message('x', 'mqtt'))).toEqual({ matches: [], default: 'drop' });
+  });
+
+  it('decides again for every message when a header condition was looked at', () => {
+    const table = compileRouteTable([
+      rule('urgent', 'a/#', { headers: { 'x-class': 'urgent' }, to: ['fast'] }),
+      rule('rest', 'a/#', { to: ['slow'] }),
+    ], 'drop');
+    const urgent = message('a/b', 'mqtt', { 'x-class': 'urgent' });
+    expect(table.match(urgent).matches[0]!.route.name).toBe('urgent');
+    expect(table.match(message('a/b')).matches[0]!.route.name).toBe('rest');
+    expect(table.match(urgent).matches[0]!.route.name).toBe('urgent');
+    expect(table.match(urgent)).not.toBe(table.match(urgent));
   });
 });

@@ -88,7 +88,11 @@ function recorder(): { outcome: DeliveryOutcome; sent: Omit<Sent, 'durable'> } {
   const result = new Promise<TargetReply | GatewayError>((resolve) => { finish = resolve; });
   const outcome: DeliveryOutcome = {
     delivered: (reply) => { done = true; finish(reply); },
-    expired: () => { done = true; finish(new GatewayError('upstream_timeout', 'expired while queued', { expired: true })); },
+    expired: () => {
+      done = true;
+      finish(new GatewayError('upstream_timeout', 'expired while queued', { expired: true }));
+      return undefined;
+    },
     failed: (error, settle) => { done = true; settleWith = settle; finish(error); },
   };
   return {
