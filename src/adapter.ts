@@ -101,6 +101,19 @@ export interface ConnectionInfo {
 export interface AdapterStats {
   counters: Readonly<Record<string, number>>;
   gauges?: Readonly<Record<string, number>>;
+  /** an adapter with subscribers: what its slow-consumer policy did, the same two counts on every protocol */
+  slowConsumers?: SlowConsumerCounts;
+}
+
+/**
+ * The slow-consumer policy's outcomes (`junction_subscriber_shed_total`,
+ * `junction_subscriber_disconnects_total`): both only grow.
+ */
+export interface SlowConsumerCounts {
+  /** qos 0 deliveries dropped because their subscriber was too far behind */
+  shed: number;
+  /** subscribers disconnected with their protocol's signal for not draining in time */
+  disconnected: number;
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, 
 import { AccessControl, AuthGuard } from './auth/index.js';
 import type { GuardCounters } from './auth/guard.js';
 import { Admission, type AdmissionLimit } from './admission.js';
-import { bindListener } from './listener.js';
+import { bindListener, httpTimeouts } from './listener.js';
 import { ListenerTls } from './tls/listener-tls.js';
 import { LocalBus, type Bus } from './bus/index.js';
 import { GroupManager } from './groups/group-manager.js';
@@ -24,7 +24,7 @@ import type { Logger } from './log.js';
 import { compileRouteTable } from './router/index.js';
 import { builtins } from './builtins.js';
 import type { Registry } from './registry.js';
-import type { AdminListenerConfig, TargetSettings } from './config/schema.js';
+import type { AdminListenerConfig, ListenerTimeouts, TargetSettings } from './config/schema.js';
 import { startAdminServer } from './admin/server.js';
 import { IngressLimiter } from './protection/ingress-limiter.js';
 import { GatewayMetrics, type StorageStats } from './metrics.js';
@@ -68,6 +68,8 @@ export interface SecurityStats {
   guard: GuardCounters & { trackedAddresses: number; pendingChecks: number };
   admission: Record<string, Record<AdmissionLimit, number>>;
   tlsHandshakeFailures: Record<string, Record<string, number>>;
+  /** HTTP requests answered 408 because their head or body did not arrive in time, by listener */
+  requestTimeouts: Record<string, number>;
 }
 
 export interface ReloadOutcome {
@@ -134,6 +136,7 @@ export class Gateway {
   readonly guard = new AuthGuard();
   /** connection limits at accept, on every listener */
   readonly admission: Admission;
+  readonly #requestTimeouts: Record<string, number> = {};
   /** certificates of the listeners that have TLS, renewed in place */
   readonly #tls = new Map<string, ListenerTls>();
   #tlsWatcher: FSWatcher | undefined;
@@ -159,7 +162,7 @@ export class Gateway {
     this.admission = new Admission(this.logger);
     this.#access = new AccessControl(config, { guard: this.guard, logger: this.logger });
     for (const [name, listener] of Object.entries(config.listeners)) {
-      if (listener?.tls) this.#tls.set(name, new ListenerTls(name, listener.tls));
+      if (listener?.tls) this.#tls.set(name, new ListenerTls(name, listener.tls, listener.timeouts.handshake));
     }
     this.deadletter = new DeadLetterStore({
       ...config.deadletter,
@@ -224,10 +227,10 @@ export class Gateway {
 
   async #start(options: GatewayOptions): Promise<void> {
     const { listeners } = this.#config;
-    const http = listeners.http ? this.#httpListener() : undefined;
+    const http = listeners.http ? this.#httpListener(listeners.http.timeouts) : undefined;
     // The admin listener comes up first, so /readyz can say "starting" while recovery runs and the rest binds.
     if (listeners.admin) {
-      const admin = await startAdminServer(this, this.#tls.get('admin'));
+      const admin = await startAdminServer(this, this.#tls.get('admin'), listeners.admin.timeouts);
       this.#admin = admin;
       await this.#listen('admin', admin, listeners.admin);
     }
@@ -258,13 +261,15 @@ export class Gateway {
    * The shared HTTP listener. Its one WebSocket server serves every WebSocket path (/ws, /mqtt),
    * so its options are settled when the listener starts, from what the adapters declared.
    */
-  #httpListener(): HttpMount {
+  #httpListener(timeouts: ListenerTimeouts): HttpMount {
     const tls = this.#tls.get('http');
+    const { server: serverTimeouts, ...fastifyTimeouts } = httpTimeouts(timeouts);
+    const server = { maxHeaderSize: HTTP_MAX_HEAD_BYTES, ...serverTimeouts };
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
     const app = Fastify({
-      logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false,
+      logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false, ...fastifyTimeouts,
       // Node's https server takes the http server's options too; Fastify reads `http` only without TLS.
-      ...(tls ? { https: { ...tls.serverOptions(), maxHeaderSize: HTTP_MAX_HEAD_BYTES } } : { http: { maxHeaderSize: HTTP_MAX_HEAD_BYTES } }),
+      ...(tls ? { https: { ...tls.serverOptions(), ...server } } : { http: server }),
       clientErrorHandler: (err, socket) => {
         const answer = clientErrorAnswer(err, HTTP_MAX_HEAD_BYTES);
         if (answer) {
@@ -336,6 +341,10 @@ export class Gateway {
     const client = clientListener(this.#config, name);
     if (client) this.admission.watch(name, app.server, () => client);
     this.#tls.get(name)?.attach(app.server as unknown as TlsServer, this.logger);
+    // Beside Fastify's own handler, which answers 408.
+    app.server.on('clientError', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') this.#requestTimeouts[name] = (this.#requestTimeouts[name] ?? 0) + 1;
+    });
     try {
       await app.listen({ host, port });
     } catch (err) {
@@ -626,6 +635,7 @@ export class Gateway {
     return {
       guard: { ...this.guard.counters, trackedAddresses: this.guard.trackedAddresses, pendingChecks: this.guard.pending },
       admission: this.admission.refusals(),
+      requestTimeouts: { ...this.#requestTimeouts },
       tlsHandshakeFailures: Object.fromEntries([...this.#tls].map(([name, tls]) => [name, { ...tls.failures }])),
     };
   }

@@ -1,9 +1,10 @@
 /** The core's public surface: adapters and targets import from here, never from internals. */
 export type {
-  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SharedSettings, WebSocketServerNeeds,
+  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SharedSettings, SlowConsumerCounts, WebSocketServerNeeds,
 } from './adapter.js';
 /** Building blocks of config sections: durations, sizes and defaults as the loader reads them. */
 export { Default, Duration, Empty, Size, strict } from './config/schema.js';
+export type { ListenerTimeouts } from './config/schema.js';
 export { parseDuration, parseSize } from './config/units.js';
 export { Registry } from './registry.js';
 export { onExpiry, tokenFromAuthorization, type AccessControl, type ClientCertificate, type Credentials, type Identity, type Peer } from './auth/index.js';

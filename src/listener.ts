@@ -1,6 +1,7 @@
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Admission, ListenerLimits } from './admission.js';
+import type { ListenerTimeouts } from './config/schema.js';
 import { ListenerError, type ListenerName } from './errors.js';
 import type { Logger } from './log.js';
 import type { ClientCertificate, ListenerTls } from './tls/listener-tls.js';
@@ -64,5 +65,27 @@ export async function bindListener(deps: ListenerDeps, accept: (connection: Acce
     server,
     address: () => server.address() as AddressInfo,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** Node's HTTP server options of a listener's timeouts: Fastify takes the first two itself, the rest go to the server. */
+export interface HttpTimeoutOptions {
+  keepAliveTimeout: number;
+  requestTimeout: number;
+  server: { headersTimeout: number; connectionsCheckingInterval: number };
+}
+
+/** How often Node looks for requests past their headers or request timeout (its default, 30 s, would add up to that much). */
+const HTTP_TIMEOUT_CHECK_MS = 1000;
+
+/** An HTTP listener's `timeouts` as Node's server options (Node refuses headers longer than the request). */
+export function httpTimeouts(timeouts: ListenerTimeouts): HttpTimeoutOptions {
+  return {
+    keepAliveTimeout: timeouts.keepAlive,
+    requestTimeout: timeouts.request,
+    server: {
+      headersTimeout: Math.min(timeouts.headers, timeouts.request),
+      connectionsCheckingInterval: Math.min(HTTP_TIMEOUT_CHECK_MS, timeouts.headers),
+    },
   };
 }

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { TargetLane } from './delivery/target-lane.js';
-import type { AdapterStats } from './adapter.js';
+import type { AdapterStats, SlowConsumerCounts } from './adapter.js';
 import type { DeadLetterUsage } from './deadletter/store.js';
 import type { GroupStats } from './groups/group-manager.js';
 import type { Protocol } from './message.js';
@@ -215,6 +215,17 @@ export class GatewayMetrics implements DispatchObserver {
         }
       },
     });
+    const perProtocolSlowConsumers = (name: string, help: string, pick: (counts: SlowConsumerCounts) => number) => new Counter({
+      name, help, labelNames: ['protocol'], registers,
+      collect() {
+        this.reset();
+        for (const [protocol, stats] of source.adapters()) {
+          if (stats.slowConsumers) this.inc({ protocol }, pick(stats.slowConsumers));
+        }
+      },
+    });
+    perProtocolSlowConsumers('junction_subscriber_shed_total', 'qos 0 deliveries dropped because their subscriber was too far behind, by protocol', (c) => c.shed);
+    perProtocolSlowConsumers('junction_subscriber_disconnects_total', 'Subscribers disconnected for not draining their buffer in time, by protocol', (c) => c.disconnected);
     new Gauge({
       name: 'junction_adapter_level', help: 'Levels each protocol adapter reports (e.g. the largest outbound backlog), by name', labelNames: ['protocol', 'name'], registers,
       collect() {
@@ -272,6 +283,13 @@ export class GatewayMetrics implements DispatchObserver {
       },
     });
     new Counter({
+      name: 'junction_request_timeouts_total', help: 'HTTP requests answered 408 because their head or body did not arrive within listeners.<name>.timeouts (slowloris)', labelNames: ['listener'], registers,
+      collect() {
+        this.reset();
+        for (const [listener, n] of Object.entries(source.security().requestTimeouts)) this.inc({ listener }, n);
+      },
+    });
+    new Counter({
       name: 'junction_auth_refusals_total', help: 'Credential checks refused before hashing: backed_off (the address failed too often), per_ip_queue_full, queue_full', labelNames: ['reason'], registers,
       collect() {
         this.reset();
@@ -290,7 +308,7 @@ export class GatewayMetrics implements DispatchObserver {
       collect() { this.set(source.security().guard.pendingChecks); },
     });
     new Counter({
-      name: 'junction_tls_handshake_failures_total', help: 'TLS handshakes that failed, by listener and reason (plaintext, old_version, client_certificate, aborted, other)', labelNames: ['listener', 'reason'], registers,
+      name: 'junction_tls_handshake_failures_total', help: 'TLS handshakes that failed, by listener and reason (plaintext, old_version, client_certificate, timeout, aborted, other)', labelNames: ['listener', 'reason'], registers,
       collect() {
         this.reset();
         for (const [listener, reasons] of Object.entries(source.security().tlsHandshakeFailures)) {

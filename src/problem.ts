@@ -51,11 +51,12 @@ export interface ClientErrorAnswer {
 
 /**
  * The answer to an HTTP server's 'clientError' (there is no reply object, only the socket), or
- * undefined when the client is gone. Its status is HTTP's own rather than the code's: 431 for a
+ * undefined when the client is gone (its connection reset, or closed in the middle of a request).
+ * Its status is HTTP's own rather than the code's: 431 for a
  * request head over `maxHeadBytes`, 408 for one that did not arrive in time, 400 otherwise.
  */
 export function clientErrorAnswer(err: NodeJS.ErrnoException, maxHeadBytes: number): ClientErrorAnswer | undefined {
-  if (err.code === 'ECONNRESET') return undefined;
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE') return undefined;
   const [error, status] = err.code === 'HPE_HEADER_OVERFLOW'
     ? [new GatewayError('too_large', `the request line and headers exceed ${maxHeadBytes} bytes (a key is at most ${MAX_KEY_BYTES} bytes)`), 431]
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'

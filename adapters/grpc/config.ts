@@ -17,6 +17,7 @@ const GrpcSchema = Type.Object({
   maxConcurrentStreams: Default(Type.Integer({ minimum: 1, description: 'calls in flight at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)' }), 1000),
   publishWindow: MessagesAndBytes('PublishStream, per stream, messages read but not yet acknowledged; past it the gateway stops reading', 1024, '4mb'),
   subscriberBuffer: MessagesAndBytes('Subscribe, per stream, deliveries waiting for a slow client; past it qos 0 deliveries are dropped, then the stream ends', 1024, '4mb'),
+  drainTimeout: Default(Duration('Subscribe: a stream that leaves a delivery unsent (the client reads nothing) for this long ends with RESOURCE_EXHAUSTED'), '30s'),
 }, { ...strict, description: 'The gRPC listener (listeners.grpc); these apply after a restart.' });
 
 /** room for the key, headers and protobuf framing around a payload of the largest size */

@@ -8,20 +8,22 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import {
   GatewayError, groupProblem, newMessageId, onExpiry, patternProblem, ReplyGrants, settledBy, shuttingDown, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type ListenerTimeouts, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
-import { callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
-import { loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
+import { asciiMetadata, callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
+import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
 import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
 
-/** grpc-js server options from the `grpc:` config section. */
-export function serverOptions(config: GrpcSettings): Record<string, number> {
+/** grpc-js server options from the `grpc:` config section and the listener's timeouts. */
+export function serverOptions(config: GrpcSettings, timeouts: ListenerTimeouts): Record<string, number> {
   return {
+    // grpc-js starts the clock when the connection opens, so one that never sends its preface is closed too.
+    'grpc.max_connection_idle_ms': timeouts.idle,
     'grpc.max_receive_message_length': config.maxReceiveMessageSize,
     'grpc.keepalive_time_ms': config.keepalive.time,
     'grpc.keepalive_timeout_ms': config.keepalive.timeout,
@@ -45,7 +47,7 @@ export class GrpcAdapter implements Adapter {
   /** unary calls whose dispatch has not settled */
   readonly #unaryCalls = new Set<Promise<void>>();
   /** docs/grpc.md says what each counts; pastDeadline: calls refused because their deadline passed before they were read */
-  readonly #counters: SubscriberCounters & { pastDeadline: number } = { dropped: 0, slowClosed: 0, expired: 0, peakBytes: 0, pastDeadline: 0 };
+  readonly #counters: SubscriberCounters & { pastDeadline: number } = { slowConsumers: { shed: 0, disconnected: 0 }, expired: 0, peakBytes: 0, pastDeadline: 0 };
   #server: Server | undefined;
   #health: HealthImplementation | undefined;
   #listener: BoundListener | undefined;
@@ -63,8 +65,8 @@ export class GrpcAdapter implements Adapter {
   }
 
   stats(): AdapterStats {
-    const { peakBytes, ...counters } = this.#counters;
-    return { counters, gauges: { peakBytes, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size } };
+    const { peakBytes, slowConsumers, ...counters } = this.#counters;
+    return { counters, gauges: { peakBytes, subscribers: this.#subscribers.size, publishStreams: this.#publishStreams.size }, slowConsumers: { ...slowConsumers } };
   }
 
   address(): AddressInfo | undefined {
@@ -94,7 +96,7 @@ export class GrpcAdapter implements Adapter {
     const listener = this.#ctx.listener();
     if (!listener || this.#server) return;
     const { service, reflection } = loadGatewayProto();
-    const server = new Server(serverOptions(this.#ctx.settings()));
+    const server = new Server(serverOptions(this.#ctx.settings(), listener.timeouts));
     server.addService(service, {
       Publish: this.#publish,
       PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {
@@ -281,7 +283,7 @@ export class GrpcAdapter implements Adapter {
       call.emit('error', refused);
       return;
     }
-    const { pattern, responder, group } = call.request;
+    const { pattern, responder, group } = decoded(call.request, 'junction.v1.SubscribeRequest');
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const groupIssue = group === '' ? undefined : groupProblem(group);
@@ -290,7 +292,8 @@ export class GrpcAdapter implements Adapter {
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw forbidden('subscribe to', pattern);
     if (responder && !this.#ctx.access().canRespond(identity, pattern)) throw forbidden('answer requests on', pattern);
     if (this.#stopping) throw shuttingDown();
-    const subscriber = new SubscriberStream(call, this.#ctx.settings().subscriberBuffer, this.#counters, () => this.#subscribers.delete(subscriber));
+    const { subscriberBuffer, drainTimeout } = this.#ctx.settings();
+    const subscriber = new SubscriberStream(call, { buffer: subscriberBuffer, drainTimeout }, this.#counters, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
     this.#describe(subscriber, 'subscribe', call.getPeer(), identity);
     const cancelExpiry = onExpiry(identity, () => subscriber.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));
@@ -325,7 +328,7 @@ export class GrpcAdapter implements Adapter {
       return;
     }
     const headers = new Metadata();
-    headers.set('junction-subscribed', pattern);
+    headers.set('junction-subscribed', asciiMetadata(pattern));
     call.sendMetadata(headers);
     subscriber.start();
   }
@@ -350,7 +353,7 @@ export class GrpcAdapter implements Adapter {
     call.on('close', () => this.#groupStreams.delete(id));
     call.on('cancelled', () => this.#groupStreams.delete(id));
     const headers = new Metadata();
-    headers.set('junction-subscribed', pattern);
+    headers.set('junction-subscribed', asciiMetadata(pattern));
     headers.set('junction-subscription', id);
     call.sendMetadata(headers);
     subscriber.start();
@@ -360,12 +363,13 @@ export class GrpcAdapter implements Adapter {
     const refused = this.#refused(call);
     if (refused) return callback(refused);
     this.#trackUnary(this.#admit(call).then(({ identity }) => {
-      const stream = this.#groupStreams.get(call.request.subscription);
+      const request = decoded(call.request, 'junction.v1.AckRequest');
+      const stream = this.#groupStreams.get(request.subscription);
       // Another principal's subscription is as unknown as one that does not exist.
       if (!stream || stream.principal !== identity.principal) {
-        throw new GatewayError('no_route', `no group subscription ${call.request.subscription} of this caller`, { field: 'subscription' });
+        throw new GatewayError('no_route', `no group subscription ${request.subscription} of this caller`, { field: 'subscription' });
       }
-      return { acked: stream.subscriber.acknowledge(call.request.ids) };
+      return { acked: stream.subscriber.acknowledge(request.ids) };
     }).then(
       (reply) => callback(null, reply),
       (err: unknown) => callback(this.#statusFor(err)),

@@ -3,7 +3,7 @@ import {
   createMessage, ERRORS, GatewayError,
   type GatewayErrorDetails, type Message, type MessageSource, type TargetReply,
 } from '../../src/index.js';
-import type { DeliveryOut, ErrorOut, MessageIn, ReplyOut } from './proto.js';
+import { decoded, type DeliveryOut, type ErrorOut, type MessageIn, type ReplyOut } from './proto.js';
 
 /**
  * Metadata that is transport, gRPC's own, binary, or credentials: never a message header.
@@ -36,7 +36,8 @@ export function callContext(metadata: Metadata, peer: string, principal: string 
  * A `junction.v1.Message` as a gateway Message. Proto3 cannot tell an empty string from an unset
  * one, so '' means "not given" for id, content type and the request/reply fields.
  */
-export function messageFromProto(input: MessageIn, call: CallContext, maxPayloadSize: number, id: string): Message {
+export function messageFromProto(request: MessageIn, call: CallContext, maxPayloadSize: number, id: string): Message {
+  const input = decoded(request, 'junction.v1.Message');
   if (input.payload.length > maxPayloadSize) {
     throw new GatewayError('too_large', `payload exceeds the limit of ${maxPayloadSize} bytes (limits.maxPayloadSize)`);
   }
@@ -114,6 +115,19 @@ export function statusOf(err: GatewayError, extra?: Record<string, string>): Sta
   const metadata = errorMetadata(err.code, err.details);
   for (const [name, value] of Object.entries(extra ?? {})) metadata.set(name, value);
   return { code: ERRORS[err.code].grpc as Status, details: err.message, metadata };
+}
+
+/**
+ * Text as an ASCII metadata value, which gRPC allows printable ASCII only in: other bytes of its
+ * UTF-8, and `%`, percent-encoded, as gRPC does for grpc-message.
+ */
+export function asciiMetadata(text: string): string {
+  if (!/[^\x20-\x24\x26-\x7e]/.test(text)) return text;
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
 }
 
 export function deadlinePassed(deadline: Date | number, now = Date.now()): boolean {

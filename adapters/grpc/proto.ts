@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ServiceDefinition } from '@grpc/grpc-js';
+import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import { loadSync, type Options, type PackageDefinition } from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
+import { GatewayError } from '../../src/index.js';
 
 const RELATIVE = path.join('proto', 'junction', 'v1', 'gateway.proto');
 
@@ -38,9 +39,42 @@ export interface GatewayProto {
 export function loadGatewayProto(): GatewayProto {
   const definition = loadSync(GATEWAY_PROTO, LOADER_OPTIONS);
   return {
-    service: definition['junction.v1.Gateway'] as ServiceDefinition,
+    service: tolerant(definition['junction.v1.Gateway'] as ServiceDefinition),
     reflection: loadSync([GATEWAY_PROTO, HEALTH_PROTO], { ...LOADER_OPTIONS, keepCase: true }),
   };
+}
+
+/**
+ * What a request message that is not valid protobuf becomes. grpc-js ends a call whose
+ * deserializer throws with INTERNAL (server-interceptors.js), where malformed input is
+ * INVALID_ARGUMENT; handlers see this instead, and `decoded` refuses it as bad_request.
+ */
+class UndecodableRequest {
+  constructor(readonly reason: string) {}
+}
+
+/** The service with deserializers that never throw: they yield an UndecodableRequest instead. */
+function tolerant(service: ServiceDefinition): ServiceDefinition {
+  const methods: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(service)) {
+    methods[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (err) {
+          return new UndecodableRequest(err instanceof Error ? err.message : String(err));
+        }
+      },
+    };
+  }
+  return methods;
+}
+
+/** `request` as decoded, or bad_request when it was not valid protobuf of `type`. */
+export function decoded<T>(request: T, type: string): T {
+  if (request instanceof UndecodableRequest) throw new GatewayError('bad_request', `not a valid ${type} message: ${request.reason}`);
+  return request;
 }
 
 /** `junction.v1.Message` as proto-loader decodes it with LOADER_OPTIONS. */

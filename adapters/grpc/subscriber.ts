@@ -1,21 +1,26 @@
 import { Metadata, status as Status, type ServerWritableStream, type StatusObject } from '@grpc/grpc-js';
 import {
   SubscriberBuffer,
-  type BufferLimits, type BusSubscription, type GroupDelivery, type GroupMember, type GroupMembership, type Message,
+  type BufferLimits, type BusSubscription, type SlowConsumerCounts, type GroupDelivery, type GroupMember, type GroupMembership, type Message,
 } from '../../src/index.js';
 import { deliveryOf } from './mapping.js';
 import type { DeliveryOut, SubscribeRequestIn } from './proto.js';
 
 /** The adapter's running totals, shared by every stream. */
 export interface SubscriberCounters {
-  /** deliveries dropped for slow subscribers */
-  dropped: number;
-  /** Subscribe streams ended because their buffer was full of deliveries that may not be dropped */
-  slowClosed: number;
+  /** qos 0 deliveries dropped for slow subscribers; streams ended with RESOURCE_EXHAUSTED */
+  readonly slowConsumers: SlowConsumerCounts;
   /** deliveries that expired while waiting in a buffer */
   expired: number;
   /** the most payload bytes any one subscriber held (buffered plus handed to grpc-js, unsent) */
   peakBytes: number;
+}
+
+/** How far behind a subscriber may fall (grpc.subscriberBuffer, grpc.drainTimeout). */
+export interface SubscriberPolicy {
+  buffer: BufferLimits;
+  /** ms a delivery handed to the call may stay unsent before the stream ends */
+  drainTimeout: number;
 }
 
 /** A delivery waiting for a slow subscriber. */
@@ -30,7 +35,8 @@ interface Waiting {
  * One Subscribe call. Deliveries go straight to the call while it keeps up; when grpc-js says
  * stop (`write()` false, until 'drain') or too many bytes are written but not yet sent, they
  * wait in a bounded SubscriberBuffer (the slow-consumer policy of every protocol). A subscriber
- * that falls too far behind loses qos 0 deliveries, then its stream (RESOURCE_EXHAUSTED).
+ * that falls too far behind loses qos 0 deliveries, then its stream (RESOURCE_EXHAUSTED): when a
+ * qos 1 delivery finds no room, or when nothing it was handed is sent for grpc.drainTimeout.
  */
 export class SubscriberStream implements GroupMember {
   subscription: BusSubscription | undefined;
@@ -43,11 +49,15 @@ export class SubscriberStream implements GroupMember {
   readonly #call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>;
   readonly #buffer: SubscriberBuffer<Waiting>;
   readonly #limits: BufferLimits;
+  readonly #drainTimeout: number;
   /** bytes written to the call whose HTTP/2 write has not completed: the client's unread window */
   readonly #unsentLimit: number;
   readonly #counters: SubscriberCounters;
   readonly #onClose: () => void;
   #unsentBytes = 0;
+  /** ms since epoch when a write last completed, or when the writes now unsent began */
+  #progressAt = 0;
+  #drainTimer: NodeJS.Timeout | undefined;
   #awaitingDrain = false;
   #droppedSinceLast = 0;
   #dropped = 0;
@@ -55,9 +65,11 @@ export class SubscriberStream implements GroupMember {
   #started = false;
   #closed = false;
 
-  constructor(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, limits: BufferLimits, counters: SubscriberCounters, onClose: () => void) {
+  constructor(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, policy: SubscriberPolicy, counters: SubscriberCounters, onClose: () => void) {
+    const limits = policy.buffer;
     this.#call = call;
     this.#limits = limits;
+    this.#drainTimeout = policy.drainTimeout;
     this.#buffer = new SubscriberBuffer<Waiting>(() => limits);
     // grpc-js queues up to 16 messages before write() says false; with large payloads that alone
     // could exceed the buffer, so unsent bytes are capped too, at a quarter of the buffer.
@@ -89,13 +101,13 @@ export class SubscriberStream implements GroupMember {
     } else if (outcome.dropped === 1) {
       this.#drop(1);
     } else {
-      this.#counters.slowClosed++;
-      this.end({
-        code: Status.RESOURCE_EXHAUSTED,
-        details: `subscriber too slow: ${this.#buffer.size} deliveries (${this.#buffer.bytes} bytes) wait for it, the limit is ${this.#limits.messages} messages or ${this.#limits.bytes} bytes (grpc.subscriberBuffer)`,
-        metadata: this.#trailers(),
-      });
+      this.#cut(`subscriber too slow: ${this.#buffer.size} deliveries (${this.#buffer.bytes} bytes) wait for it, the limit is ${this.#limits.messages} messages or ${this.#limits.bytes} bytes (grpc.subscriberBuffer)`);
     }
+  }
+
+  #cut(details: string): void {
+    this.#counters.slowConsumers.disconnected++;
+    this.end({ code: Status.RESOURCE_EXHAUSTED, details, metadata: this.#trailers() });
   }
 
   /** Stops delivering, releases what is buffered and ends the call with `status` (OK when absent). */
@@ -139,6 +151,7 @@ export class SubscriberStream implements GroupMember {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#drainTimer);
     this.#buffer.clear();
     this.#call.removeListener('drain', this.#onDrain);
     void this.subscription?.close();
@@ -157,7 +170,7 @@ export class SubscriberStream implements GroupMember {
   #drop(count: number): void {
     this.#dropped += count;
     this.#droppedSinceLast += count;
-    this.#counters.dropped += count;
+    this.#counters.slowConsumers.shed += count;
   }
 
   #notePeak(): void {
@@ -177,10 +190,13 @@ export class SubscriberStream implements GroupMember {
       return false;
     }
     const size = message.payload.length;
+    if (this.#unsentBytes === 0) this.#progressAt = now;
     this.#unsentBytes += size;
     this.#notePeak();
+    this.#drainTimer ??= this.#watchDrain(this.#drainTimeout);
     const ok = this.#call.write(deliveryOf(message, this.#droppedSinceLast, now), () => {
       this.#unsentBytes -= size;
+      this.#progressAt = Date.now();
       this.#flush();
     });
     this.#droppedSinceLast = 0;
@@ -189,6 +205,19 @@ export class SubscriberStream implements GroupMember {
       this.#call.once('drain', this.#onDrain);
     }
     return true;
+  }
+
+  /** One timer per stream while it has unsent writes, rather than one per write. */
+  #watchDrain(delay: number): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      this.#drainTimer = undefined;
+      if (this.#closed || this.#unsentBytes === 0) return;
+      const stalled = Date.now() - this.#progressAt;
+      if (stalled >= this.#drainTimeout) this.#cut(`subscriber too slow: nothing it was sent was read for ${stalled} ms (grpc.drainTimeout)`);
+      else this.#drainTimer = this.#watchDrain(this.#drainTimeout - stalled);
+    }, delay);
+    timer.unref();
+    return timer;
   }
 
   readonly #onDrain = (): void => {

@@ -3,7 +3,9 @@ import {
   GatewayError, groupProblem, isExpired, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type GroupDelivery, type GroupMember, type GroupMembership,
   type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
+  type SlowConsumerCounts,
 } from '../../src/index.js';
+import { sseSection, type SseSettings } from './config.js';
 import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 
 const MESSAGES = '/v1/messages/';
@@ -15,8 +17,6 @@ const ENDPOINTS = [
   { prefix: REQUESTS, method: 'POST', names: 'key' },
   { prefix: SUBSCRIBE, method: 'GET', names: 'pattern' },
 ] as const;
-/** An SSE client whose socket holds more than this unsent is a slow consumer and is closed. */
-const SSE_MAX_BUFFERED = 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
 
 /**
@@ -25,21 +25,23 @@ const SSE_HEARTBEAT_MS = 15_000;
  * Every error is RFC 9457 problem+json.
  */
 export class HttpAdapter implements Adapter {
-  readonly #ctx: AdapterContext;
+  readonly #ctx: AdapterContext<SseSettings>;
   readonly #streams = new Set<SseStream>();
   #stopping = false;
-  /** SSE streams closed because their client fell more than SSE_MAX_BUFFERED behind */
-  #sseSlowClosed = 0;
+  /** qos 0 deliveries dropped for SSE streams over sse.maxOutboundBuffer; streams closed as slow consumers */
+  readonly #slowConsumers: SlowConsumerCounts = { shed: 0, disconnected: 0 };
   /** SSE deliveries that had expired by the time they came to be written, never written */
   #sseExpired = 0;
+  /** requests whose client went away before their body was read: nobody to answer, nothing refused */
+  #aborted = 0;
   #streamSequence = 0;
 
-  constructor(ctx: AdapterContext) {
+  constructor(ctx: AdapterContext<SseSettings>) {
     this.#ctx = ctx;
   }
 
   stats(): AdapterStats {
-    return { counters: { sseSlowClosed: this.#sseSlowClosed, sseExpired: this.#sseExpired } };
+    return { counters: { sseExpired: this.#sseExpired, aborted: this.#aborted }, slowConsumers: { ...this.#slowConsumers } };
   }
 
   register(): void {
@@ -54,6 +56,10 @@ export class HttpAdapter implements Adapter {
       collectBody(request, body, this.#ctx.maxPayloadSize()).then((buf) => parsed(null, buf), (err: Error) => parsed(err));
     });
     app.setErrorHandler((err, request, reply) => {
+      if (err instanceof RequestAborted) {
+        this.#aborted++;
+        return;
+      }
       const gatewayError = err instanceof GatewayError ? err : fastifyError(err);
       if (gatewayError.code === 'internal') this.#ctx.logger.error({ err }, 'HTTP request failed');
       this.#ctx.refused(gatewayError.code);
@@ -157,11 +163,14 @@ export class HttpAdapter implements Adapter {
       protocol: 'http', id: `sse-${(++this.#streamSequence).toString(36)}`, remoteAddress: request.ip, since: Date.now(), subscriptions: 1,
       ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
     };
-    const stream = new SseStream(reply, caller, () => {
-      this.#sseSlowClosed++;
-      this.#ctx.logger.info({ pattern, remoteAddress: request.ip }, 'slow SSE consumer closed');
-    }, () => {
-      this.#sseExpired++;
+    const stream = new SseStream(reply, caller, {
+      settings: () => this.#ctx.settings(),
+      shed: () => this.#slowConsumers.shed++,
+      slow: (why) => {
+        this.#slowConsumers.disconnected++;
+        this.#ctx.logger.info({ pattern, remoteAddress: request.ip, why }, 'slow SSE consumer closed');
+      },
+      expired: () => this.#sseExpired++,
     });
     this.#streams.add(stream);
     stream.onClose(() => this.#streams.delete(stream));
@@ -196,27 +205,38 @@ export class HttpAdapter implements Adapter {
   }
 }
 
+/** What an SSE stream reports to the adapter, and the settings it reads. */
+interface SseHost {
+  settings(): SseSettings;
+  /** a qos 0 delivery was dropped: the stream is over sse.maxOutboundBuffer */
+  shed(): void;
+  /** the stream is being closed as a slow consumer */
+  slow(why: string): void;
+  expired(): void;
+}
+
 /**
  * One Server-Sent Events response: an `event: message` per delivery, a comment as heartbeat. As a
  * group member (`?group=`) it takes a delivery only while its connection keeps up, and a delivery
  * counts as handled once written: SSE has no way to acknowledge, so a group's messages reach SSE
- * members at most once.
+ * members at most once. A stream behind by more than sse.maxOutboundBuffer loses its qos 0
+ * deliveries; one that cannot take a qos 1 delivery, or stays full for sse.drainTimeout, is cut.
  */
 class SseStream implements GroupMember {
   subscription: BusSubscription | undefined;
   membership: GroupMembership | undefined;
   #groupWaiting = false;
   readonly #reply: FastifyReply;
-  readonly #onSlow: () => void;
-  readonly #onExpired: () => void;
+  readonly #host: SseHost;
   #heartbeat: NodeJS.Timeout | undefined;
+  /** runs while the connection is full: cut at sse.drainTimeout unless it drains first */
+  #drainTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #closeHandlers: (() => void)[] = [];
 
-  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, onSlow: () => void, onExpired: () => void) {
-    this.#onExpired = onExpired;
+  constructor(reply: FastifyReply, readonly caller: ConnectionInfo, host: SseHost) {
     this.#reply = reply;
-    this.#onSlow = onSlow;
+    this.#host = host;
     reply.raw.on('close', () => void this.end());
   }
 
@@ -265,13 +285,14 @@ class SseStream implements GroupMember {
   send(message: Message): void {
     if (this.#closed) return;
     if (isExpired(message)) {
-      this.#onExpired();
+      this.#host.expired();
       return;
     }
     const raw = this.#reply.raw;
-    if (raw.writableLength > SSE_MAX_BUFFERED) {
-      this.#onSlow();
-      void this.end();
+    const { maxOutboundBuffer } = this.#host.settings();
+    if (raw.writableLength > maxOutboundBuffer) {
+      if (message.qos === 0) this.#host.shed();
+      else this.#cut(`a qos 1 delivery found ${raw.writableLength} bytes unsent (sse.maxOutboundBuffer)`);
       return;
     }
     const data = {
@@ -285,13 +306,33 @@ class SseStream implements GroupMember {
       ...(message.replyTo !== undefined ? { replyTo: message.replyTo } : {}),
       ...(message.correlationId !== undefined ? { correlationId: message.correlationId } : {}),
     };
-    raw.write(`event: message\nid: ${message.id}\ndata: ${JSON.stringify(data)}\n\n`);
+    if (!raw.write(`event: message\nid: ${message.id}\ndata: ${JSON.stringify(data)}\n\n`)) this.#watchDrain();
+  }
+
+  #watchDrain(): void {
+    if (this.#drainTimer !== undefined) return;
+    const { drainTimeout } = this.#host.settings();
+    this.#drainTimer = setTimeout(() => this.#cut(`nothing could be sent for ${drainTimeout} ms (sse.drainTimeout)`), drainTimeout);
+    this.#drainTimer.unref();
+    this.#reply.raw.once('drain', () => {
+      clearTimeout(this.#drainTimer);
+      this.#drainTimer = undefined;
+    });
+  }
+
+  /** A slow consumer's connection is destroyed, not ended: an end would wait behind what it does not read. */
+  #cut(why: string): void {
+    if (this.#closed) return;
+    this.#host.slow(why);
+    void this.end();
+    this.#reply.raw.destroy();
   }
 
   async end(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#heartbeat);
+    clearTimeout(this.#drainTimer);
     for (const handler of this.#closeHandlers) handler();
     if (!this.#reply.raw.destroyed) this.#reply.raw.end();
     this.membership?.leave();
@@ -319,8 +360,15 @@ function collectBody(request: FastifyRequest, body: NodeJS.ReadableStream, limit
       chunks.push(chunk);
     });
     body.on('end', () => resolve(Buffer.concat(chunks, size)));
-    body.on('error', reject);
+    body.on('error', (err: NodeJS.ErrnoException) => reject(request.raw.destroyed ? new RequestAborted() : err));
   });
+}
+
+/** The client closed its connection before the request's body arrived (Node's `aborted` error). */
+class RequestAborted extends Error {
+  constructor() {
+    super('the client closed the connection before the request body arrived');
+  }
 }
 
 function tooLarge(limit: number): GatewayError {
@@ -336,7 +384,8 @@ function fastifyError(err: unknown): GatewayError {
   return toGatewayError(err);
 }
 
-export const httpProtocol: ProtocolRegistration = {
+export const httpProtocol: ProtocolRegistration<SseSettings> = {
   protocol: 'http',
+  section: sseSection,
   create: (ctx) => new HttpAdapter(ctx),
 };

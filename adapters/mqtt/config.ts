@@ -4,7 +4,6 @@ import { Default, Duration, parseSize, Size, strict, type ConfigSection, type Sh
 /** The `mqtt:` section of gateway.yaml, with its defaults. */
 const MqttSchema = Type.Object({
   websocket: Default(Type.Boolean({ description: 'also serve MQTT over WebSocket at /mqtt on the HTTP listener' }), true),
-  maxConnections: Default(Type.Integer({ minimum: 1, description: 'open MQTT connections, TCP and WebSocket, counted from accept (before CONNECT); one more is closed at once' }), 10_000),
   maxPacketSize: Type.Optional(Size('largest MQTT packet a client may send; its fixed header alone gets the connection closed. Default: limits.maxPayloadSize + 64kb')),
   connectTimeout: Default(Duration('a connection whose CONNECT has not arrived by then is closed'), '10s'),
   keepaliveLimit: Default(Type.Integer({ minimum: 0, maximum: 65535, description: 'largest keepalive, in seconds, a client may ask for; 0 = any. A client asking for more, or for none, is refused with CONNACK return code 6' }), 0),
@@ -14,7 +13,13 @@ const MqttSchema = Type.Object({
   drainTimeout: Default(Duration('a client whose socket stays full this long is disconnected (its QoS 1/2 messages stay queued if its session is persistent)'), '30s'),
   maxPendingRequests: Default(Type.Integer({ minimum: 1, description: 'requests one client may have waiting for their answer (_request/<id>/<key>); one more is answered overloaded on _reply/<id>/error' }), 100),
   maxHold: Default(Duration('a QoS 1/2 PUBLISH refused as rate_limited or overloaded is retried with its acknowledgement withheld, pacing the client, at most this long; then its connection is closed'), '10s'),
-}, { ...strict, description: 'The embedded MQTT broker (listeners.mqtt, and /mqtt on listeners.http); these apply after a restart.' });
+}, {
+  ...strict,
+  description: 'The embedded MQTT broker (listeners.mqtt, and /mqtt on listeners.http); these apply after a restart.',
+  retired: {
+    maxConnections: 'open connections are limited per listener, before CONNECT: set listeners.mqtt.maxConnections (MQTT over TCP) and listeners.http.maxConnections (the HTTP listener, MQTT over WebSocket included)',
+  },
+});
 
 /** room for the fixed header, topic (up to 64 KiB) and packet id around a payload of the largest size */
 const MQTT_PACKET_OVERHEAD = parseSize('64kb');

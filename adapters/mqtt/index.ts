@@ -7,7 +7,7 @@ import { createWebSocketStream, type WebSocket } from 'ws';
 import {
   filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
-  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS,
+  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SlowConsumerCounts,
 } from '../../src/index.js';
 import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
@@ -28,6 +28,10 @@ interface ExpiringPacket {
 interface ClientSubscriptions {
   subscriptions: Record<string, { qos: number }>;
 }
+/** The error aedes destroys a client's socket with when it stayed full for drainTimeout (aedes/lib/client.js). */
+const AEDES_DRAIN_TIMEOUT = 'drain timeout';
+/** The error aedes closes a connection with when no CONNECT came within connectTimeout. */
+const AEDES_CONNECT_TIMEOUT = 'connect did not arrive in time';
 
 /** Who a connected client is, and the `source` of each Message it publishes (one object, shared). */
 interface Session {
@@ -38,14 +42,14 @@ interface Session {
 
 /** What the adapter counts beyond refusals; docs/mqtt.md says what each means. */
 interface MqttCounters extends RequestReplyCounters {
-  /** connections closed at accept because maxConnections were open */
-  connectionsRefused: number;
   /** connections closed for announcing a packet over maxPacketSize */
   oversizePackets: number;
   /** connections closed for a Remaining Length longer than 4 bytes */
   malformedPackets: number;
   /** connections closed by aedes for a protocol error, a parse error or a socket error */
   clientErrors: number;
+  /** connections closed because no CONNECT arrived within connectTimeout (slowloris) */
+  connectTimeouts: number;
   /** CONNECTs refused: bad credentials, none when required, or an empty client id with a persistent session */
   connectsRefused: number;
   /** subscriptions answered with 0x80: ACL or maxSubscriptions */
@@ -56,8 +60,6 @@ interface MqttCounters extends RequestReplyCounters {
   held: number;
   /** held PUBLISHes still refused after mqtt.maxHold: their connection was closed */
   holdTimeouts: number;
-  /** QoS 0 deliveries dropped because the subscriber had more than maxOutboundBuffer unsent */
-  qos0Dropped: number;
   /** times a subscriber's socket was full once its deliveries were written: their publishes waited for it to drain */
   paced: number;
   /** times a subscriber's socket stayed full past the pacing patience: it paced nobody until it drained */
@@ -79,10 +81,14 @@ interface MqttCounters extends RequestReplyCounters {
  */
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
-    connectionsRefused: 0, oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectsRefused: 0,
-    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, qos0Dropped: 0, paced: 0, pacingBehind: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
+    oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectTimeouts: 0, connectsRefused: 0,
+    subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, paced: 0, pacingBehind: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
     requestsSent: 0, requestsHanded: 0, answers: 0,
   };
+  /** QoS 0 deliveries dropped for a subscriber over maxOutboundBuffer; clients aedes cut at drainTimeout */
+  readonly #slowConsumers: SlowConsumerCounts = { shed: 0, disconnected: 0 };
+  /** aedes reports a drain timeout once per write that was waiting, and again as the socket's error */
+  readonly #cutForDrain = new WeakSet<Client>();
 
   readonly #ctx: AdapterContext<MqttSettings>;
   /** read once: the mqtt section applies after a restart */
@@ -94,7 +100,6 @@ export class MqttAdapter implements Adapter {
   #listener: BoundListener | undefined;
   /** open connections, CONNECT or not, with the aedes client handling each and when it came */
   readonly #connections = new Map<GuardedConnection, { client: Client; since: number }>();
-  #atCapacity = false;
   #stopping = false;
   #stopped: Promise<void> | undefined;
   readonly #sessions = new WeakMap<Client, Session>();
@@ -133,7 +138,7 @@ export class MqttAdapter implements Adapter {
   }
 
   stats(): AdapterStats {
-    return { counters: { ...this.#counters } };
+    return { counters: { ...this.#counters }, slowConsumers: { ...this.#slowConsumers } };
   }
 
   /**
@@ -158,7 +163,12 @@ export class MqttAdapter implements Adapter {
     }, this.#ingress);
     const logger = this.#ctx.logger;
     const clientError = (client: Client, err: Error) => {
-      this.#counters.clientErrors++;
+      if (err.message === AEDES_CONNECT_TIMEOUT) this.#counters.connectTimeouts++;
+      else if (err.message !== AEDES_DRAIN_TIMEOUT) this.#counters.clientErrors++;
+      else if (!this.#cutForDrain.has(client)) {
+        this.#cutForDrain.add(client);
+        this.#slowConsumers.disconnected++;
+      }
       logger.debug({ clientId: client.id ?? undefined, err: err.message }, 'MQTT connection closed on error');
     };
     broker.on('clientError', clientError);
@@ -266,16 +276,6 @@ export class MqttAdapter implements Adapter {
       stream.destroy();
       return;
     }
-    if (this.#connections.size >= this.#settings.maxConnections) {
-      this.#counters.connectionsRefused++;
-      this.#ctx.refused('overloaded');
-      if (!this.#atCapacity) this.#ctx.logger.warn({ maxConnections: this.#settings.maxConnections }, 'MQTT connections at mqtt.maxConnections: refusing new ones');
-      this.#atCapacity = true;
-      stream.destroy();
-      return;
-    }
-    if (this.#atCapacity) this.#ctx.logger.info({ open: this.#connections.size }, 'MQTT connections below mqtt.maxConnections again');
-    this.#atCapacity = false;
     const connection = new GuardedConnection(stream, this.#settings.maxPacketSize, { remoteAddress, listener, certificate }, (violation) => this.#violation(violation, remoteAddress));
     this.#connections.set(connection, { client: broker.handle(connection, request), since: Date.now() });
     // 'close' comes on a later tick, even for a connection aedes destroyed right away
@@ -467,7 +467,7 @@ export class MqttAdapter implements Adapter {
     const subscriptions = (client as Client & ClientSubscriptions).subscriptions;
     const connection = client.conn as GuardedConnection;
     if (connection.outboundBytes > this.#settings.maxOutboundBuffer && (packet.qos === 0 || grantedQos(subscriptions, packet.topic, 1) === 0)) {
-      this.#counters.qos0Dropped++;
+      this.#slowConsumers.shed++;
       return null;
     }
     if (packet.qos > 0) {

@@ -4,9 +4,10 @@ import { realClock, type Clock } from '../../src/index.js';
  * How long a subscriber's full socket may hold the publishers of what it receives: one that keeps
  * up drains within milliseconds, so past this it is behind, and its own slow-consumer policy
  * (QoS 0 dropped past mqtt.maxOutboundBuffer, disconnected after mqtt.drainTimeout) takes over
- * instead of slowing everybody else down to it.
+ * instead of slowing everybody else down to it. Short, because while it runs every subscriber of
+ * those publishers waits too: one stuck client costs the others at most this once per stall.
  */
-export const PACING_PATIENCE_MS = 1000;
+export const PACING_PATIENCE_MS = 500;
 
 /** What pacing needs of a subscriber's connection (GuardedConnection). */
 export interface PacedConnection {

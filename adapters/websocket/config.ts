@@ -4,8 +4,6 @@ import { Default, Duration, parseSize, Size, strict, type ConfigSection, type Sh
 /** The `websocket:` section of gateway.yaml, with its defaults. */
 const WebSocketSchema = Type.Object({
   enabled: Default(Type.Boolean({ description: 'serve the JSON frame protocol at /ws on the HTTP listener (docs/websocket.md)' }), true),
-  maxConnections: Default(Type.Integer({ minimum: 1, description: 'open /ws sockets on the listener, counted from the upgrade request; past it the handshake is refused with 503' }), 10_000),
-  maxConnectionsPerIp: Default(Type.Integer({ minimum: 1, description: 'open /ws sockets from one remote address; past it the handshake is refused with 503' }), 1000),
   maxSubscriptions: Default(Type.Integer({ minimum: 1, description: 'patterns one socket may hold; past it `subscribe` is answered with error overloaded' }), 1000),
   maxInflight: Default(Type.Integer({ minimum: 1, description: 'frames of one socket being processed at once (publishes awaiting acceptance, requests awaiting replies); past it the gateway stops reading that socket until one completes' }), 64),
   maxFrameSize: Type.Optional(Size('largest frame a client may send; a larger one closes the socket with 1009. Default: limits.maxPayloadSize in base64 (4/3) + 64kb. The WebSocket server behind /ws and /mqtt takes the larger of this and mqtt.maxPacketSize at start')),
@@ -15,7 +13,14 @@ const WebSocketSchema = Type.Object({
   idleTimeout: Default(Duration('a socket holding no subscription that sends no frame for this long is closed with 4408; 0s = never'), '5m'),
   handshakeTimeout: Default(Duration('an upgrade request whose credentials are not verified by then is refused with 503'), '10s'),
   perMessageDeflate: Default(Type.Boolean({ description: 'permessage-deflate compression; it costs memory and CPU per socket. Applies after a restart, to /mqtt too' }), false),
-}, { ...strict, description: 'The WebSocket JSON frame protocol at /ws on listeners.http. Limits apply to new sockets and frames at once after a reload unless noted.' });
+}, {
+  ...strict,
+  description: 'The WebSocket JSON frame protocol at /ws on listeners.http. Limits apply to new sockets and frames at once after a reload unless noted.',
+  retired: {
+    maxConnections: 'open connections are limited per listener, at accept: set listeners.http.maxConnections (a WebSocket is one connection of the HTTP listener)',
+    maxConnectionsPerIp: 'open connections are limited per listener, at accept: set listeners.http.maxConnectionsPerIp (a WebSocket is one connection of the HTTP listener)',
+  },
+});
 
 /** room for the op, key, headers and JSON escaping around a payload of the largest size */
 const WEBSOCKET_FRAME_OVERHEAD = parseSize('64kb');

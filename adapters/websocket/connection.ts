@@ -2,7 +2,7 @@ import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES, CONTROL_PRIORITY, GatewayError, isExpired, onExpiry, ReplyGrants, SubscriberBuffer, toGatewayError,
   type DeliveryAckFrame, type GroupDelivery, type GroupMembership,
-  type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource,
+  type AdapterContext, type BusSubscription, type ErrorCode, type Identity, type Message, type MessageSource, type SlowConsumerCounts,
   type ClientFrame, type FrameId, type PublishFrame, type RequestFrame, type SubscribeFrame, type UnsubscribeFrame,
 } from '../../src/index.js';
 import type { WebSocketSettings } from './config.js';
@@ -13,15 +13,13 @@ export interface ConnectionHost {
   readonly ctx: AdapterContext<WebSocketSettings>;
   readonly counters: WebSocketCounters;
   peakOutboundBytes: number;
+  /** qos 0 deliveries dropped for slow consumers, and sockets closed with 1013 as slow consumers */
+  readonly slowConsumers: SlowConsumerCounts;
   forget(connection: Connection): void;
 }
 
 /** What the adapter counts beyond refusals; docs/websocket.md says what each means. */
 export interface WebSocketCounters {
-  /** qos 0 deliveries dropped for slow consumers */
-  dropped: number;
-  /** sockets closed with 1013 as slow consumers */
-  slowClosed: number;
   /** sockets terminated for not answering pings */
   reaped: number;
   /** sockets closed with 4408 for idling */
@@ -455,7 +453,7 @@ export class Connection {
     }
     const queue = this.#queue ??= new SubscriberBuffer<Outbound>(() => ({ messages: Infinity, bytes: this.#settings.maxOutboundBuffer }));
     const result = queue.add(item, this.socket.bufferedAmount);
-    if (result.dropped > 0) this.#host.counters.dropped += result.dropped;
+    this.#host.slowConsumers.shed += result.dropped;
     if (!result.queued && result.dropped === 0) {
       this.close(CLOSE_CODES.tryAgainLater, 'slow consumer: outbound buffer full (websocket.maxOutboundBuffer)');
       return;
@@ -504,7 +502,7 @@ export class Connection {
   /** Closes with a code and reason; what waits to be sent is dropped, memory is freed at once. */
   close(code: number, reason: string): void {
     if (this.#closed) return;
-    if (code === CLOSE_CODES.tryAgainLater) this.#host.counters.slowClosed++;
+    if (code === CLOSE_CODES.tryAgainLater) this.#host.slowConsumers.disconnected++;
     this.#queue?.clear();
     this.#markClosed();
     // The closing handshake needs the client's close frame read; frames before it are ignored.

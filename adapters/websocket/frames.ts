@@ -7,6 +7,11 @@ import {
 const OPS = ['publish', 'subscribe', 'unsubscribe', 'request', 'ping', 'ack'] as const;
 const MAX_ID_LENGTH = 128;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/**
+ * How deep a JSON payload may nest. It is turned back into bytes with JSON.stringify, which
+ * recurses and throws a RangeError a few thousand levels down; no message needs this many.
+ */
+export const MAX_PAYLOAD_DEPTH = 128;
 
 function bad(field: string, message: string): GatewayError {
   return new GatewayError('bad_request', message, { field });
@@ -148,11 +153,25 @@ function payloadOf(frame: PublishFrame | RequestFrame, maxPayloadSize: number): 
   } else if (typeof payload === 'string') {
     bytes = Buffer.from(payload, 'utf8');
   } else {
+    if (nestsDeeperThan(payload, MAX_PAYLOAD_DEPTH)) throw bad('payload', `a JSON payload may nest at most ${MAX_PAYLOAD_DEPTH} levels of arrays and objects`);
     bytes = Buffer.from(JSON.stringify(payload), 'utf8');
     contentType ??= 'application/json';
   }
   if (bytes.length > maxPayloadSize) throw tooLarge(maxPayloadSize);
   return { bytes, contentType };
+}
+
+/** Whether arrays and objects nest more than `limit` levels in `value`; walked without recursion, for the same reason. */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const pending: { value: object; depth: number }[] = [];
+  if (value !== null && typeof value === 'object') pending.push({ value, depth: 1 });
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    if (next.depth > limit) return true;
+    for (const child of Object.values(next.value)) {
+      if (child !== null && typeof child === 'object') pending.push({ value: child as object, depth: next.depth + 1 });
+    }
+  }
+  return false;
 }
 
 function tooLarge(limit: number): GatewayError {

@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES, GatewayError, sendProblem, settledBy, shuttingDown, SHUTTING_DOWN, toGatewayError, withTimeout, tokenFromAuthorization, TOKEN_QUERY_PARAMETER, TOKEN_SUBPROTOCOL_PREFIX,
-  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type ConnectionInfo, type Identity, type ProtocolRegistration, type SlowConsumerCounts,
 } from '../../src/index.js';
 import { webSocketSection, type WebSocketSettings } from './config.js';
 import { Connection, type ConnectionHost, type WebSocketCounters } from './connection.js';
@@ -14,20 +14,18 @@ const MAX_TICK_MS = 1000;
 const MIN_TICK_MS = 10;
 
 /**
- * The JSON frame protocol at `/ws` on the HTTP listener (docs/websocket.md). Credentials and
- * connection limits are checked before the upgrade (401 / 503 on the handshake); a heartbeat
+ * The JSON frame protocol at `/ws` on the HTTP listener (docs/websocket.md). Credentials are
+ * checked before the upgrade (401 / 429 / 503 on the handshake); a heartbeat
  * pings sockets it has not heard from, terminates those that missed the previous ping, and
  * closes idle and stalled ones.
  */
 export class WebSocketAdapter implements Adapter, ConnectionHost {
   readonly ctx: AdapterContext<WebSocketSettings>;
-  readonly counters: WebSocketCounters = { dropped: 0, slowClosed: 0, reaped: 0, idleClosed: 0, handshakesRefused: 0, expired: 0 };
+  readonly counters: WebSocketCounters = { reaped: 0, idleClosed: 0, handshakesRefused: 0, expired: 0 };
+  readonly slowConsumers: SlowConsumerCounts = { shed: 0, disconnected: 0 };
   /** largest outbound backlog (queue plus socket buffer) one socket reached, in bytes */
   peakOutboundBytes = 0;
   readonly #connections = new Set<Connection>();
-  /** upgrade requests admitted (sockets, and handshakes being authenticated) per remote address */
-  readonly #perAddress = new Map<string, number>();
-  #admitted = 0;
   readonly #identities = new WeakMap<IncomingMessage, { identity: Identity; response: ServerResponse }>();
   #timer: NodeJS.Timeout | undefined;
   #lastPingRound = Date.now();
@@ -39,7 +37,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
   }
 
   stats(): AdapterStats {
-    return { counters: { ...this.counters }, gauges: { peakOutboundBytes: this.peakOutboundBytes } };
+    return { counters: { ...this.counters }, gauges: { peakOutboundBytes: this.peakOutboundBytes }, slowConsumers: { ...this.slowConsumers } };
   }
 
   register(): void {
@@ -78,29 +76,15 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
   }
 
   /**
-   * Before the upgrade: limits first (cheap), then credentials (scrypt or bcrypt on the thread
-   * pool, bounded by handshakeTimeout). The slot is held until the TCP socket closes, so a
-   * flood of handshakes counts against the limits while it is being authenticated.
+   * Before the upgrade: credentials (scrypt or bcrypt on the thread pool, bounded by
+   * handshakeTimeout). How many sockets may be open, in all and per address, is the HTTP
+   * listener's admission (listeners.http.maxConnections, maxConnectionsPerIp), decided at accept.
    */
   async #admit(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const config = this.ctx.settings();
     if (this.#stopping) return this.#refuseHandshake(reply, shuttingDown());
-    const address = request.ip;
-    const fromAddress = this.#perAddress.get(address) ?? 0;
-    if (this.#admitted >= config.maxConnections || fromAddress >= config.maxConnectionsPerIp) {
-      const which = this.#admitted >= config.maxConnections ? `${config.maxConnections} WebSocket connections (websocket.maxConnections)` : `${config.maxConnectionsPerIp} WebSocket connections from one address (websocket.maxConnectionsPerIp)`;
-      return this.#refuseHandshake(reply, new GatewayError('overloaded', `at most ${which}`, { retryAfterMs: 1000 }));
-    }
-    this.#admitted++;
-    this.#perAddress.set(address, fromAddress + 1);
-    request.raw.socket.once('close', () => {
-      this.#admitted--;
-      const left = (this.#perAddress.get(address) ?? 1) - 1;
-      if (left === 0) this.#perAddress.delete(address);
-      else this.#perAddress.set(address, left);
-    });
     try {
-      const peer = { listener: 'http', address, certificate: this.ctx.http?.clientCertificate(request.raw.socket) };
+      const peer = { listener: 'http', address: request.ip, certificate: this.ctx.http?.clientCertificate(request.raw.socket) };
       const identity = await withTimeout(this.ctx.access().authenticate({ token: tokenOf(request) }, peer), config.handshakeTimeout,
         () => new GatewayError('overloaded', 'credentials could not be checked within websocket.handshakeTimeout', { retryAfterMs: 1000 }));
       this.#identities.set(request.raw, { identity, response: reply.raw });

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Gateway } from '../gateway.js';
+import type { SlowConsumerCounts } from '../adapter.js';
 import { History, type Tallies } from './history.js';
 
 /** How often the history is sampled, the latency window moves on and the event stream sends a snapshot. */
@@ -65,6 +66,15 @@ function storageSummary(gateway: Gateway): { sync: string; queuedBytes: number; 
   return { sync: storage.sync, queuedBytes, deadLetterBytes: bytes, deadLetterMaxBytes: maxBytes };
 }
 
+/** Per protocol, deliveries shed for slow subscribers and subscribers cut for not draining. */
+function slowConsumers(gateway: Gateway): Record<string, SlowConsumerCounts> {
+  const out: Record<string, SlowConsumerCounts> = {};
+  for (const [protocol, stats] of gateway.adapterStats()) {
+    if (stats.slowConsumers) out[protocol] = stats.slowConsumers;
+  }
+  return out;
+}
+
 /** One picture of the gateway, as the dashboard draws it. */
 export function dashboardSnapshot(gateway: Gateway, history: History): Record<string, unknown> {
   const targets: Record<string, unknown> = {};
@@ -91,6 +101,7 @@ export function dashboardSnapshot(gateway: Gateway, history: History): Record<st
     routes: ruleNames(gateway, totals.routes).map((name) => ({ name, total: totals.routes[name] ?? 0, perSecond: rates[name] ?? 0 })),
     limiter: gateway.limiter.rejections,
     storage: storageSummary(gateway),
+    slowConsumers: slowConsumers(gateway),
     connections: gateway.connections(),
     subscriptions: connections.reduce((sum, c) => sum + c.subscriptions, 0),
     changes: gateway.recentChanges.slice(-20).reverse(),

@@ -2,6 +2,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
 import type { Gateway } from '../gateway.js';
 import type { ListenerTls } from '../tls/listener-tls.js';
+import type { ListenerTimeouts } from '../config/schema.js';
+import { httpTimeouts } from '../listener.js';
 import { registerDashboard } from './dashboard.js';
 import type { DeadLetterFilter } from '../deadletter/replay.js';
 import { DEAD_LETTER_REASONS as REASONS, type DeadLetterReason } from '../deadletter/store.js';
@@ -68,8 +70,9 @@ export function stats(gateway: Gateway): Record<string, unknown> {
  * The admin listener (loopback by default): health, readiness, the live route table and
  * reload. It is a separate server so none of this is reachable from the public listeners.
  */
-export async function startAdminServer(gateway: Gateway, tls: ListenerTls | undefined): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, forceCloseConnections: true, ...(tls ? { https: tls.serverOptions() } : {}) });
+export async function startAdminServer(gateway: Gateway, tls: ListenerTls | undefined, timeouts: ListenerTimeouts): Promise<FastifyInstance> {
+  const { server, ...fastifyTimeouts } = httpTimeouts(timeouts);
+  const app = Fastify({ logger: false, forceCloseConnections: true, ...fastifyTimeouts, ...(tls ? { https: { ...tls.serverOptions(), ...server } } : { http: server }) });
 
   // Probes stay open; everything that shows or changes the gateway needs the token when one is set.
   app.addHook('onRequest', async (request, reply) => {

@@ -19,12 +19,14 @@ interface JsonSchema {
   expectedKey?: string;
   /** where the values this key refuses belong instead */
   elsewhere?: string;
+  /** keys this object no longer has, each with where its setting went (src/config/schema.ts) */
+  retired?: Record<string, string>;
   properties?: Record<string, JsonSchema>;
   patternProperties?: Record<string, JsonSchema>;
   required?: string[];
 }
 
-// strict: false lets the schema carry its wording keywords (`expected`, `elsewhere`).
+// strict: false lets the schema carry its wording keywords (`expected`, `elsewhere`, `retired`).
 const ajv = new Ajv({ allErrors: true, verbose: true, strict: false });
 const validators = new WeakMap<Registry, ValidateFunction>();
 
@@ -98,7 +100,10 @@ function reportSchemaErrors(errors: ErrorObject[], data: unknown, report: Report
       emit(e.instancePath, [], `missing required key${names.length > 1 ? 's' : ''} ${names.join(', ')}`);
     } else if (e.keyword === 'additionalProperties') {
       const name = String(e.params.additionalProperty);
-      const message = parent.properties
+      const retired = parent.retired?.[name];
+      const message = retired !== undefined
+        ? `"${name}" is no longer a key here: ${retired}`
+        : parent.properties
         ? `unknown key "${name}"; expected one of: ${Object.keys(parent.properties).join(', ')}`
         : `invalid name "${name}"; expected ${parent.expectedKey ?? `a name matching ${Object.keys(parent.patternProperties ?? {})[0]}`}`;
       emit(e.instancePath, [name], message, true);

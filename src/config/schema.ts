@@ -15,7 +15,8 @@ import type { Registry } from '../registry.js';
  *
  * Keywords beyond JSON Schema word errors for operators (schema-errors.ts): `expected`, what a
  * valid value looks like; `expectedKey`, the same for the names of a map's entries; and
- * `elsewhere`, where the values a key refuses belong instead.
+ * `elsewhere`, where the values a key refuses belong instead; and `retired`, on an object, the
+ * keys it no longer has, each with where its setting went.
  */
 
 export const Duration = (description: string) =>
@@ -66,10 +67,23 @@ export const TlsSchema = Type.Object({
 }, { ...strict, description: 'TLS 1.2 or later on this listener (docs/security.md)' });
 
 
+/**
+ * How long each phase of a connection may take, so a client that trickles or sends nothing
+ * (slowloris) holds its socket seconds, not minutes. MQTT's CONNECT is mqtt.connectTimeout.
+ */
+export const ListenerTimeoutsSchema = Type.Object({
+  handshake: Default(Duration('TLS: a connection that has not finished its handshake by then is closed (counted as a handshake failure, reason timeout)'), '5s'),
+  headers: Default(Duration('HTTP: a request whose line and headers have not all arrived by then is answered 408 and closed; a connection that sends nothing is closed too. At most `request`'), '10s'),
+  request: Default(Duration('HTTP: a request whose body has not all arrived by then (from its first byte) is answered 408 and closed'), '30s'),
+  keepAlive: Default(Duration('HTTP: a kept-alive connection with no request for this long is closed'), '5s'),
+  idle: Default(Duration('gRPC: a connection with no call in progress for this long is closed (GOAWAY; grpc-js clients reconnect when they need to)'), '2m'),
+}, { ...strict, description: 'Timeouts of each phase of a connection; they apply after a restart' });
+
 const ListenerFields = {
   host: Type.String({ minLength: 1, description: 'address to bind, e.g. 0.0.0.0 or 127.0.0.1' }),
   port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one' }),
   tls: Type.Optional(TlsSchema),
+  timeouts: Empty(ListenerTimeoutsSchema),
 };
 
 /** The admin listener: its own token guards it (admin.token), not client credentials. */
@@ -410,3 +424,4 @@ export type TargetSettings = StaticDecode<typeof AnyTargetSchema>;
 export type TargetRefConfig = StaticDecode<typeof TargetRefSchema>;
 /** A rule as loaded: its `timeout` given, requests.timeout when the file has none. */
 export type RouteConfig = StaticDecode<typeof RouteSchema> & { timeout: number };
+export type ListenerTimeouts = StaticDecode<typeof ListenerTimeoutsSchema>;

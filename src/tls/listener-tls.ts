@@ -51,10 +51,14 @@ export class ListenerTls {
   #failuresSinceLog = 0;
   #lastFailureLog = 0;
 
+  /** ms a client has to finish its handshake (listeners.<name>.timeouts.handshake) */
+  readonly #handshakeTimeout: number;
+
   /** Reads the files; throws SetupError naming the key of the file that cannot be used. */
-  constructor(listener: string, config: TlsConfig) {
+  constructor(listener: string, config: TlsConfig, handshakeTimeout: number) {
     this.listener = listener;
     this.config = config;
+    this.#handshakeTimeout = handshakeTimeout;
     this.#material = this.#read();
   }
 
@@ -72,6 +76,7 @@ export class ListenerTls {
       // `request`: a client without a certificate (or with one the CA did not sign) still gets in,
       // and authenticates otherwise; the certificate is a credential only when it verifies.
       rejectUnauthorized: clientCert === 'require',
+      handshakeTimeout: this.#handshakeTimeout,
     };
   }
 
@@ -163,6 +168,7 @@ function handshakeFailure(err: NodeJS.ErrnoException): string {
   if (/WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|PACKET_LENGTH_TOO_LONG|record layer failure/i.test(text)) return 'plaintext';
   if (/UNSUPPORTED_PROTOCOL|VERSION_TOO_LOW|NO_PROTOCOLS_AVAILABLE/i.test(text)) return 'old_version';
   if (/CERTIFICATE|PEER_DID_NOT_RETURN|UNKNOWN_CA|CERT/i.test(text)) return 'client_certificate';
+  if (/HANDSHAKE_TIMEOUT/i.test(text)) return 'timeout';
   if (/ECONNRESET|socket hang up|timed out|ETIMEDOUT/i.test(text)) return 'aborted';
   return 'other';
 }

@@ -44,15 +44,21 @@ export interface StartOptions {
    * 512-byte blocks): a disk that refuses to take more, which `prlimit` can lift while it runs.
    */
   fileSizeBlocks?: number;
+  /** the limit on open files (`ulimit -n`): descriptors the listeners compete for */
+  openFiles?: number;
 }
 
 /** Starts `junction start` and resolves once it logs `gateway ready`. */
 export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): Promise<RunningGateway> {
   const command = [process.execPath, BIN, 'start', '-c', configPath];
-  const [file, args] = options.fileSizeBlocks === undefined
+  const limits = [
+    ...(options.fileSizeBlocks !== undefined ? [`ulimit -S -f ${options.fileSizeBlocks}`] : []),
+    ...(options.openFiles !== undefined ? [`ulimit -n ${options.openFiles}`] : []),
+  ];
+  const [file, args] = limits.length === 0
     ? [command[0]!, command.slice(1)]
     // exec: the shell becomes the gateway, so its pid is the gateway's.
-    : ['/bin/sh', ['-c', 'ulimit -S -f "$0" && exec "$@"', String(options.fileSizeBlocks), ...command]];
+    : ['/bin/sh', ['-c', `${limits.join(' && ')} && exec "$@"`, 'sh', ...command]];
   const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const running: RunningGateway = {
     child,

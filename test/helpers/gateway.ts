@@ -84,11 +84,11 @@ function withAnonymous(yaml: string): string {
   return /^auth:/m.test(yaml) ? yaml : `${yaml}\nauth: { anonymous: true }\n`;
 }
 
-/** A protocol adapter's counters and levels, as /admin/stats and /metrics report them. */
+/** A protocol adapter's counters, levels and slow-consumer counts (`shed`, `disconnected`), as /admin/stats and /metrics report them. */
 export function adapterStats(gateway: Gateway, protocol: Protocol): Record<string, number> {
   const stats = gateway.adapterStats().get(protocol);
   if (!stats) throw new Error(`no ${protocol} adapter runs`);
-  return { ...stats.counters, ...stats.gauges };
+  return { ...stats.counters, ...stats.gauges, ...stats.slowConsumers };
 }
 
 /** Named counters and levels of a protocol adapter; a name the adapter does not report is an error. */

@@ -98,8 +98,8 @@ export function connectPacket(clientId: string, options: { clean?: boolean; keep
 
 /** What the MQTT adapter counts (docs/mqtt.md, Counters). */
 const MQTT_COUNTERS = [
-  'connectionsRefused', 'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
-  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'qos0Dropped', 'paced', 'pacingBehind', 'forwardFailed',
+  'oversizePackets', 'malformedPackets', 'clientErrors', 'connectsRefused',
+  'subscriptionsRefused', 'routed', 'held', 'holdTimeouts', 'paced', 'pacingBehind', 'shed', 'disconnected', 'forwardFailed',
   'requestsSent', 'requestsHanded', 'answers',
 ] as const;
 

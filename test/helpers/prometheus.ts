@@ -27,7 +27,11 @@ export interface Scrape {
 export async function scrape(adminUrl: string, headers: Record<string, string> = {}): Promise<Scrape> {
   const response = await fetch(`${adminUrl}/metrics`, { headers });
   if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
-  const text = await response.text();
+  return parseScrape(await response.text());
+}
+
+/** /metrics text as `scrape` returns it, for a test that fetched it itself (over TLS, say). */
+export function parseScrape(text: string): Scrape {
   return { text, families: new Map(parsePrometheusTextFormat(text).map((family) => [family.name, family])) };
 }
 

@@ -58,7 +58,6 @@ auth:
   acl: [ { principal: "*", publish: ["#"] } ]
   backoff: { after: 5, initial: 1m, max: 1m }
   verification: { concurrency: 2, maxPending: 1000, maxPendingPerIp: 8 }
-mqtt: { maxConnections: 1000 }
 `, undefined, { listeners: ['mqtt'], listenerKeys: { mqtt: 'maxConnectionsPerIp: 1000, connectRate: { rate: 1000, per: 1s, burst: 1000 }' } });
     const flood = Array.from({ length: 200 }, (_, i) => connackFrom(gw!.mqttPort, '127.0.0.2', connectWithPassword(`bad-${i}`, 'device', `guess-${i}`)));
     const legit = connackCode(gw.mqtt, { username: 'device', password: 'right', clientId: 'legit' });

@@ -11,7 +11,7 @@ import type { MessageFrame } from '../../src/client/protocol.js';
 
 interface AdminStats {
   rejections: Record<string, Record<string, number>>;
-  adapters: Record<string, { counters: Record<string, number>; gauges?: Record<string, number> }>;
+  adapters: Record<string, { counters: Record<string, number>; gauges?: Record<string, number>; slowConsumers?: Record<string, number> }>;
 }
 
 describe('one bus to every subscriber', () => {
@@ -106,7 +106,8 @@ describe('what adapters count reaches /metrics and /admin/stats', () => {
     expect(stats.rejections.ws).toEqual({ no_route: 1, bad_request: 2 });
     expect(stats.rejections.mqtt).toEqual({ too_large: 1 });
     expect(stats.adapters.mqtt!.counters.oversizePackets).toBe(1);
-    expect(stats.adapters.ws!.counters).toMatchObject({ dropped: 0, slowClosed: 0, handshakesRefused: 0 });
+    expect(stats.adapters.ws!.counters).toMatchObject({ handshakesRefused: 0 });
+    expect(stats.adapters.ws!.slowConsumers).toEqual({ shed: 0, disconnected: 0 });
     expect(Object.keys(stats.adapters).sort()).toEqual(['grpc', 'http', 'mqtt', 'ws']);
   });
 });

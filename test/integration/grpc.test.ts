@@ -23,7 +23,7 @@ const REFLECTION_PROTO = createRequire(import.meta.url).resolve('@grpc/reflectio
 
 /** The gRPC adapter's counters and levels now (docs/grpc.md). */
 function grpcStats(gw: TestGateway) {
-  return adapterCounts(gw.gateway, 'grpc', ['dropped', 'slowClosed', 'expired', 'pastDeadline', 'peakBytes', 'subscribers', 'publishStreams']);
+  return adapterCounts(gw.gateway, 'grpc', ['shed', 'disconnected', 'expired', 'pastDeadline', 'peakBytes', 'subscribers', 'publishStreams']);
 }
 
 /** Collects a stream's messages as they come. */
@@ -112,6 +112,24 @@ routes:
     expect(noRoute.metadata.get('junction-error-code')).toEqual(['no_route']);
 
     expect((await c.publish({ key: 'known/a', payload: Buffer.alloc(1024) })).id).not.toBe('');
+  });
+
+  it('answers a request that is not valid protobuf with INVALID_ARGUMENT, on every method', async () => {
+    gw = await startGateway('defaultRoute: publish', undefined, { listeners: ['grpc'] });
+    // A field tag whose varint never ends.
+    const garbage = Buffer.from([0xff, 0xff, 0xff]);
+    for (const method of [service.Publish, service.Request, service.Subscribe, service.Ack]) {
+      const call = rawCall(gw.grpc, method.path, garbage);
+      const trailers = await call.trailers;
+      call.close();
+      expect(Number(trailers['grpc-status']), method.path).toBe(Status.INVALID_ARGUMENT);
+      expect(trailers['junction-error-code'], method.path).toBe('bad_request');
+    }
+    const stream = rawCall(gw.grpc, service.PublishStream.path, garbage);
+    await eventually(() => expect(stream.messages).toHaveLength(1));
+    stream.close();
+    expect(service.PublishStream.responseDeserialize(stream.messages[0]!)).toMatchObject({ sequence: 1, error: { code: 'bad_request' } });
+    expect(gw.gateway.metrics.rejections().grpc).toEqual({ bad_request: 5 });
   });
 
   it('rejects a message larger than grpc.maxReceiveMessageSize before decoding it', async () => {
@@ -308,6 +326,13 @@ auth:
     expect(delivery.ttlMs).toBeLessThanOrEqual(60_000);
     expect(delivery.timestampMs).toBeGreaterThan(0);
 
+    // Keys are UTF-8; the subscribed header is ASCII, so it carries the pattern percent-encoded.
+    const accented = client().subscribe('capteurs/température/#');
+    const accentedDeliveries = collect(accented);
+    expect((await subscribed(accented)).get('junction-subscribed')).toEqual(['capteurs/temp%C3%A9rature/#']);
+    expect((await fetch(`${gw.http}/v1/messages/capteurs/temp%C3%A9rature/salon`, { method: 'POST', body: '19.5' })).status).toBe(202);
+    await eventually(() => expect(accentedDeliveries.map((d) => d.key)).toEqual(['capteurs/température/salon']));
+
     const bad = client().subscribe('devices/#/x');
     collect(bad);
     const status = await ended(bad);
@@ -377,8 +402,8 @@ grpc: { subscriberBuffer: { messages: 256, bytes: 1mb } }
     }
     publisher.end();
     expect((await ended(publisher)).code).toBe(Status.OK);
-    expect(stats().slowClosed).toBe(1);
-    expect(stats().dropped).toBeGreaterThan(0);
+    expect(stats().disconnected).toBe(1);
+    expect(stats().shed).toBeGreaterThan(0);
     // What the gateway held for the subscriber stayed within its buffer plus a quarter of it in
     // flight (and one payload over, the one that did not fit).
     expect(stats().peakBytes).toBeLessThanOrEqual(1024 * 1024 + 256 * 1024 + payload.length);
@@ -410,14 +435,14 @@ grpc: { subscriberBuffer: { messages: 4, bytes: 1mb } }
     publisher.end();
     await ended(publisher);
     expect(acks.filter((a) => a.error === null)).toHaveLength(total);
-    expect(stats().dropped).toBeGreaterThan(0);
+    expect(stats().shed).toBeGreaterThan(0);
 
     slow.resume();
-    await eventually(() => expect(slow.messages.length + stats().dropped).toBe(total));
+    await eventually(() => expect(slow.messages.length + stats().shed).toBe(total));
     const deliveries = slow.messages.map((bytes) => service.Subscribe.responseDeserialize(bytes));
     // Every gap is reported in the delivery after it, and the stream is still open.
-    expect(deliveries.reduce((sum, d) => sum + d.dropped, 0)).toBe(stats().dropped);
-    expect(stats().slowClosed).toBe(0);
+    expect(deliveries.reduce((sum, d) => sum + d.dropped, 0)).toBe(stats().shed);
+    expect(stats().disconnected).toBe(0);
     expect(stats().subscribers).toBe(1);
     // The buffer kept the highest priority, and those come last.
     expect(deliveries.slice(-4).map((d) => d.priority)).toEqual([9, 9, 9, 9]);

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { createConnection } from 'node:net';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
-import { refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { adapterCounts, refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
 import { hashPassword } from '../../src/auth/password.js';
 
@@ -298,5 +299,19 @@ auth:
     expect((await problem(denied)).code).toBe('forbidden');
     const deniedSubscribe = await fetch(`${gw.http}/v1/subscribe/devices/${encodeURIComponent('#')}`, { headers: basic });
     expect(deniedSubscribe.status).toBe(403);
+  });
+
+  it('takes a request its client abandoned mid-body for what it is: counted as aborted, not an internal error, and not logged as one', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const errors = vi.spyOn(gw.gateway.logger, 'error');
+    const socket = createConnection(Number(new URL(gw.http).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write('POST /v1/messages/a/b HTTP/1.1\r\nHost: junction\r\nContent-Length: 1000\r\n\r\nthe first bytes');
+    await eventually(() => expect(gw!.gateway.admission.open().http).toBe(1));
+    socket.destroy();
+    await eventually(() => expect(adapterCounts(gw!.gateway, 'http', ['aborted']).aborted).toBe(1));
+    expect(refusals(gw.gateway, 'http')).toEqual({});
+    expect(errors).not.toHaveBeenCalled();
   });
 });

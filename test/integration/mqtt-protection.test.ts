@@ -203,7 +203,7 @@ describe('MQTT limits', () => {
       await arrived;
     }
     expect(reader.messages).toHaveLength(count);
-    expect(mqttStats(gw!.gateway).qos0Dropped).toBeGreaterThan(0);
+    expect(mqttStats(gw!.gateway).shed).toBeGreaterThan(0);
   });
 
   it('refuses an empty client id with a persistent session: CONNACK 0x02 [MQTT-3.1.3-8]', async () => {
@@ -216,13 +216,9 @@ describe('MQTT limits', () => {
     expect(await connackCode(gw!.mqtt, { clientId: '', clean: true })).toBe(0);
   });
 
-  it('closes connections past mqtt.maxConnections at once and refuses subscriptions past mqtt.maxSubscriptions', async () => {
-    const { mqtt, mqttPort } = await start('mqtt: { maxConnections: 2, maxSubscriptions: 2 }\ndefaultRoute: publish');
+  it('refuses subscriptions past mqtt.maxSubscriptions', async () => {
+    const { mqtt } = await start('mqtt: { maxSubscriptions: 2 }\ndefaultRoute: publish');
     const first = await connectMqtt(mqtt);
-    await connectMqtt(mqtt);
-    const third = await rawConnection(mqttPort);
-    await third.closed;
-    expect(mqttStats(gw!.gateway).connectionsRefused).toBe(1);
     expect(await subscribeCodes(first.client, { a: { qos: 1 }, b: { qos: 1 }, c: { qos: 1 } })).toEqual([1, 1, 128]);
   });
 });

@@ -6,7 +6,7 @@ import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
 /** The WebSocket adapter's counters and levels now (docs/websocket.md). */
 function wsStats(gw: TestGateway) {
-  return adapterCounts(gw.gateway, 'ws', ['dropped', 'slowClosed', 'peakOutboundBytes']);
+  return adapterCounts(gw.gateway, 'ws', ['shed', 'disconnected', 'peakOutboundBytes']);
 }
 
 const MB = 1024 * 1024;
@@ -59,16 +59,16 @@ describe('WebSocket backpressure', () => {
     const total = 3100;
     const isHigh = (i: number) => i % 31 === 30;
     await publishPaced(publisher, total, (i) => ({ op: 'publish', key: `feed/${i}`, payload, priority: isHigh(i) ? 9 : 0 }));
-    const { dropped } = wsStats(gw);
-    expect(dropped).toBeGreaterThan(0);
+    const { shed } = wsStats(gw);
+    expect(shed).toBeGreaterThan(0);
 
     sub.socket.resume();
     const received = () => sub.frames.filter((f): f is MessageFrame => f.op === 'message');
-    await eventually(() => expect(received().length + wsStats(gw!).dropped).toBe(total), 20_000);
+    await eventually(() => expect(received().length + wsStats(gw!).shed).toBe(total), 20_000);
     const high = received().filter((m) => m.priority === 9).length;
     const low = received().filter((m) => m.priority === 0).length;
     expect(high).toBe(100);
-    expect(low).toBe(3000 - wsStats(gw).dropped);
+    expect(low).toBe(3000 - wsStats(gw).shed);
   });
 
   it('keeps memory bounded while 50 MB are published at a client that never reads, then closes it with 1013', async () => {
@@ -83,13 +83,13 @@ describe('WebSocket backpressure', () => {
       // 50 MB of qos 0: the gateway may drop these for a slow consumer, so it does.
       await publishPaced(publisher, 800, () => ({ op: 'publish', key: 'firehose', payload }));
       const stats = wsStats(gw);
-      expect(stats.dropped).toBeGreaterThan(0);
-      expect(stats.slowClosed).toBe(0);
+      expect(stats.shed).toBeGreaterThan(0);
+      expect(stats.disconnected).toBe(0);
       // Then qos 1, which may not be dropped: once the buffer holds nothing droppable, the consumer is closed.
       let i = 0;
       await eventually(async () => {
         await publishPaced(publisher, 4, () => ({ op: 'publish', id: `q${i++}`, key: 'firehose', payload, qos: 1 }), 4);
-        expect(wsStats(gw!).slowClosed).toBe(1);
+        expect(wsStats(gw!).disconnected).toBe(1);
       }, 20_000, 0);
     } finally {
       clearInterval(sampler);
@@ -110,7 +110,7 @@ describe('WebSocket backpressure', () => {
     const payload = 'z'.repeat(32 * 1024);
     await eventually(async () => {
       await publishPaced(publisher, 64, () => ({ op: 'publish', key: 'ticks', payload }));
-      expect(wsStats(gw!).slowClosed).toBe(1);
+      expect(wsStats(gw!).disconnected).toBe(1);
     }, 20_000, 0);
     sub.socket.resume();
     const closed = await sub.closed;

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AckFrame, ErrorFrame, MessageFrame, ReplyFrame } from '../../src/client/protocol.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
 import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
@@ -185,6 +185,23 @@ describe('WebSocket adapter', () => {
     c.send({ op: 'publish', id: 'big64', key: 'a', payload: randomBytes(1100).toString('base64'), encoding: 'base64', qos: 1 });
     expect(await c.next<ErrorFrame>(isError('big64'))).toMatchObject({ code: 'too_large' });
     // Errors leave the socket open.
+    c.send({ op: 'ping', id: 'still' });
+    await c.next((f) => f.op === 'pong');
+  });
+
+  it('refuses a payload nested deeper than 128 levels as bad_request, without an error log line, and stays open', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const errors = vi.spyOn(gw.gateway.logger, 'error');
+    const c = await client();
+    const nested = (depth: number) => `{"op":"publish","id":"deep${depth}","key":"a","qos":1,"payload":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    for (const depth of [129, 10_000, 100_000]) {
+      c.send(nested(depth));
+      expect(await c.next<ErrorFrame>(isError(`deep${depth}`))).toMatchObject({ code: 'bad_request', field: 'payload' });
+    }
+    c.send(nested(128));
+    await c.next(isAck('deep128'));
+    expect(refusals(gw.gateway, 'ws')).toEqual({ bad_request: 3 });
+    expect(errors).not.toHaveBeenCalled();
     c.send({ op: 'ping', id: 'still' });
     await c.next((f) => f.op === 'pong');
   });

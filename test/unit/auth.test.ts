@@ -60,7 +60,7 @@ describe('filterCovers', () => {
   });
 });
 
-const listeners = { http: { host: 'x', port: 1, maxConnections: 1, maxConnectionsPerIp: 1, connectRate: { rate: 1, per: 1000, burst: 1 } } };
+const listeners = { http: { host: 'x', port: 1, maxConnections: 1, maxConnectionsPerIp: 1, connectRate: { rate: 1, per: 1000, burst: 1 }, timeouts: { handshake: 1, headers: 1, request: 1, keepAlive: 1, idle: 1 } } };
 const authDefaults = {
   apiKeys: [], certificate: { principal: 'commonName' as const },
   backoff: { after: 3, initial: 1000, max: 8000 }, verification: { concurrency: 2, maxPending: 100, maxPendingPerIp: 4 },

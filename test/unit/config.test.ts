@@ -74,10 +74,13 @@ function collectDefaults(schema: SchemaNode, value: unknown, at: string, found: 
   }
 }
 
+/** Every listener's phase timeouts by default: a slowloris is cut within seconds. */
+const DEFAULT_TIMEOUTS = { handshake: 5000, headers: 10_000, request: 30_000, keepAlive: 5000, idle: 120_000 };
+
 describe('shipped configs', () => {
   it('accepts the DESIGN.md sample and decodes it', async () => {
     const { config, warnings } = await loadConfigFile(path.join(ROOT, 'config/examples/design-sample.yaml'), {});
-    expect(config.listeners.admin).toEqual({ host: '127.0.0.1', port: 9180 });
+    expect(config.listeners.admin).toEqual({ host: '127.0.0.1', port: 9180, timeouts: DEFAULT_TIMEOUTS });
     expect(config.breakers.default).toEqual({ timeout: 2000, errorThresholdPercentage: 50, resetTimeout: 10_000, volumeThreshold: 10, rollingCountTimeout: 10_000, halfOpenProbes: 1 });
     expect(config.targets.ingest).toMatchObject({ type: 'http', timeout: 2000, rateLimit: { rate: 500, per: 1000, burst: 1000 }, retry: { attempts: 3, backoff: 100 } });
     expect(config.targets.billing).toMatchObject({ type: 'grpc', method: 'billing.v1.Billing/Charge' });
@@ -173,10 +176,18 @@ describe('YAML problems', () => {
 
   it('points an unknown key at the key itself and lists what is allowed', () => {
     expect(issuesOf(yaml('listeners:', '  http:', '    host: a', '    port: 1', '    tls12: true'))).toEqual([
-      '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, credentials, maxConnections, maxConnectionsPerIp, connectRate',
+      '5:5 listeners.http.tls12: unknown key "tls12"; expected one of: host, port, tls, timeouts, credentials, maxConnections, maxConnectionsPerIp, connectRate',
     ]);
     expect(issuesOf(yaml('listener: {}'))).toEqual([
-      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+      '1:1 listener: unknown key "listener"; expected one of: $schema, listeners, log, limits, requests, shutdown, admin, deadletter, groups, storage, sse, grpc, mqtt, websocket, auth, breakers, targets, routes, defaultRoute',
+    ]);
+  });
+
+  it('says where a retired key\'s setting went: the connection limits of a protocol are its listener\'s', () => {
+    expect(issuesOf(yaml('mqtt:', '  maxConnections: 10', 'websocket: { maxConnections: 10, maxConnectionsPerIp: 2, maxSubscriptions: 5 }'))).toEqual([
+      '2:3 mqtt.maxConnections: "maxConnections" is no longer a key here: open connections are limited per listener, before CONNECT: set listeners.mqtt.maxConnections (MQTT over TCP) and listeners.http.maxConnections (the HTTP listener, MQTT over WebSocket included)',
+      '3:14 websocket.maxConnections: "maxConnections" is no longer a key here: open connections are limited per listener, at accept: set listeners.http.maxConnections (a WebSocket is one connection of the HTTP listener)',
+      '3:34 websocket.maxConnectionsPerIp: "maxConnectionsPerIp" is no longer a key here: open connections are limited per listener, at accept: set listeners.http.maxConnectionsPerIp (a WebSocket is one connection of the HTTP listener)',
     ]);
   });
 
@@ -450,10 +461,11 @@ describe('the resolved config', () => {
         maxConcurrentStreams: 1000,
         publishWindow: { messages: 1024, bytes: 4 * 1024 * 1024 },
         subscriberBuffer: { messages: 1024, bytes: 4 * 1024 * 1024 },
+        drainTimeout: 30_000,
       },
+      sse: { maxOutboundBuffer: 1024 * 1024, drainTimeout: 30_000 },
       mqtt: {
         websocket: true,
-        maxConnections: 10_000,
         maxPacketSize: 1024 * 1024 + 64 * 1024,
         connectTimeout: 10_000,
         keepaliveLimit: 0,
@@ -471,8 +483,6 @@ describe('the resolved config', () => {
       },
       websocket: {
         enabled: true,
-        maxConnections: 10_000,
-        maxConnectionsPerIp: 1000,
         maxSubscriptions: 1000,
         maxInflight: 64,
         maxFrameSize: Math.ceil(1024 * 1024 / 3) * 4 + 64 * 1024,

@@ -86,6 +86,9 @@
     $('limiter').textContent = String(sum(snap.limiter));
     $('delivered-total').textContent = String(snap.delivered);
     $('no-targets').hidden = Object.keys(snap.targets).length > 0;
+    const slow = Object.entries(snap.slowConsumers);
+    $('slow-consumers').textContent = `${sum(Object.fromEntries(slow.map(([p, c]) => [p, c.disconnected])))} cut`;
+    $('slow-consumers-detail').textContent = slow.map(([p, c]) => `${p} ${c.shed} shed, ${c.disconnected} cut`).join(' · ');
     const mb = (bytes) => `${fmt(bytes / 1048576)} MB`;
     $('storage').textContent = `sync ${snap.storage.sync}`;
     $('storage-detail').textContent = `${mb(snap.storage.queuedBytes)} queued · dead letters ${mb(snap.storage.deadLetterBytes)} of ${mb(snap.storage.deadLetterMaxBytes)}`;
