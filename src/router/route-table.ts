@@ -55,12 +55,6 @@ function protocolBits(routes: readonly RouteConfig[]): Map<Protocol, number> {
   return bits;
 }
 const SLOT = /\{([0-9]+)\}/g;
-/**
- * Keys whose decision a table remembers, per protocol: devices repeat their keys, and a decision
- * costs a trie walk and a few arrays. Past this the memory starts over, so keys that never repeat
- * cannot grow it without bound.
- */
-const DECISION_CACHE_KEYS = 10_000;
 
 /**
  * Compiles `routes:` into an immutable table. Rules that share a key pattern share one trie entry
@@ -109,25 +103,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
     return { route: rule.route, captures, targets: bind(rule.targets, captures, key), fallback: bind(rule.fallback, captures, key) };
   };
 
-  // Decisions that depended on key and protocol alone (no header condition was looked at), by
-  // protocol then key. A reload compiles a new table, and with it an empty cache.
-  const decisions = new Map<Protocol, Map<string, RouteDecision>>();
-  let headerDependent = false;
-
   const match = (message: RoutableMessage): RouteDecision => {
-    let known = decisions.get(message.protocol);
-    const cached = known?.get(message.key);
-    if (cached !== undefined) return cached;
-    const decision = decide(message);
-    if (headerDependent) return decision;
-    if (known === undefined) decisions.set(message.protocol, known = new Map());
-    else if (known.size >= DECISION_CACHE_KEYS) known.clear();
-    known.set(message.key, freezeDecision(decision));
-    return decision;
-  };
-
-  const decide = (message: RoutableMessage): RouteDecision => {
-    headerDependent = false;
     reachedCount = 0;
     capCount = 0;
     trie.match(message.key, collect);
@@ -138,7 +114,6 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
       const list = reached[0]!;
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
-        if (rule.headerCount > 0) headerDependent = true;
         if (!admits(rule, message, protocolBit)) continue;
         matches.push(matchOf(rule, 0, message.key));
         if (!rule.continues) break;
@@ -160,7 +135,6 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
         if (best < 0) break;
         const rule = reached[best]![cursor[best]!]!;
         cursor[best]!++;
-        if (rule.headerCount > 0) headerDependent = true;
         if (!admits(rule, message, protocolBit)) continue;
         matches.push(matchOf(rule, best, message.key));
         if (!rule.continues) break;
@@ -170,7 +144,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
   };
 
   const explain = (message: RoutableMessage): RouteExplanation => {
-    const decision = decide(message);
+    const decision = match(message);
     const candidates: Rule[] = [];
     trie.match(message.key, (list) => {
       candidates.push(...list);
@@ -197,20 +171,6 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
     match,
     explain,
   });
-}
-
-/** A decision shared by every message of its key: nothing of it may change. */
-function freezeDecision(decision: RouteDecision): RouteDecision {
-  for (const m of decision.matches) {
-    Object.freeze(m.captures);
-    Object.freeze(m.targets);
-    Object.freeze(m.fallback);
-    for (const binding of m.targets) Object.freeze(binding);
-    for (const binding of m.fallback) Object.freeze(binding);
-    Object.freeze(m);
-  }
-  Object.freeze(decision.matches);
-  return Object.freeze(decision);
 }
 
 function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Protocol, number>): Rule {

@@ -324,31 +324,3 @@ describe('compiled table', () => {
     expect(table.routes.map((r) => `${r.name} ${r.pattern}`)).toEqual(['r a', 'r b']);
   });
 });
-
-describe('decision cache', () => {
-  it('hands a repeated key the decision it made the first time, frozen, per protocol', () => {
-    const table = compileRouteTable([
-      rule('mqtt-only', 'a/+', { protocols: ['mqtt'], to: [{ publish: 'out/{1}' }] }),
-      rule('others', 'a/#'),
-    ], 'drop');
-    const first = table.match(message('a/b', 'mqtt'));
-    expect(table.match(message('a/b', 'mqtt'))).toBe(first);
-    expect(Object.isFrozen(first) && Object.isFrozen(first.matches[0]!.targets[0])).toBe(true);
-    expect(first.matches[0]!.targets).toEqual([{ kind: 'publish', key: 'out/b' }]);
-    expect(table.match(message('a/b', 'http')).matches.map((m) => m.route.name)).toEqual(['others']);
-    expect(table.match(message('a/c', 'mqtt')).matches[0]!.targets).toEqual([{ kind: 'publish', key: 'out/c' }]);
-    expect(table.match(message('x', 'mqtt'))).toEqual({ matches: [], default: 'drop' });
-  });
-
-  it('decides again for every message when a header condition was looked at', () => {
-    const table = compileRouteTable([
-      rule('urgent', 'a/#', { headers: { 'x-class': 'urgent' }, to: ['fast'] }),
-      rule('rest', 'a/#', { to: ['slow'] }),
-    ], 'drop');
-    const urgent = message('a/b', 'mqtt', { 'x-class': 'urgent' });
-    expect(table.match(urgent).matches[0]!.route.name).toBe('urgent');
-    expect(table.match(message('a/b')).matches[0]!.route.name).toBe('rest');
-    expect(table.match(urgent).matches[0]!.route.name).toBe('urgent');
-    expect(table.match(urgent)).not.toBe(table.match(urgent));
-  });
-});
