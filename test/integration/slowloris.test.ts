@@ -81,9 +81,11 @@ describe('every phase of every listener has a timeout', () => {
   it('closes idle and trickling connections on each listener within its timeouts, counted, while a normal client is served', async () => {
     const gw = await spawnGateway((dir) => {
       const pki = makePki(dir);
+      // undici keeps no connection whose server says keep-alive 1 s (less than its own threshold),
+      // so the normal client below opens one per request: more than the default connectRate.
       return `
 listeners:
-  http: { host: 127.0.0.1, port: 0, timeouts: { headers: 1s, request: 2s, keepAlive: 1s } }
+  http: { host: 127.0.0.1, port: 0, timeouts: { headers: 1s, request: 2s, keepAlive: 1s }, connectRate: { rate: 10000, per: 1s, burst: 10000 } }
   mqtt: { host: 127.0.0.1, port: 0 }
   grpc: { host: 127.0.0.1, port: 0, timeouts: { idle: 1s } }
   admin: { host: 127.0.0.1, port: 0, tls: { cert: ${pki.serverCert}, key: ${pki.serverKey} }, timeouts: { handshake: 1s } }
