@@ -3,6 +3,15 @@ import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/junction.js', import.meta.url));
 
+/** The start of a config for a gateway run from dist/: every listener on an ephemeral loopback port, clients anonymous. */
+export const EVERY_LISTENER = `listeners:
+  http: { host: 127.0.0.1, port: 0 }
+  mqtt: { host: 127.0.0.1, port: 0 }
+  grpc: { host: 127.0.0.1, port: 0 }
+  admin: { host: 127.0.0.1, port: 0 }
+auth: { anonymous: true }
+`;
+
 export interface CliResult {
   code: number | null;
   stdout: string;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MessageFrame } from '../../src/client/protocol.js';
-import { runCli, startCli, type RunningGateway } from '../helpers/cli.js';
+import { EVERY_LISTENER, runCli, type RunningGateway, startCli } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { GatewayClient, subscribed, type Delivery } from '../helpers/grpc.js';
@@ -28,13 +28,7 @@ interface Node {
 }
 
 const LISTENERS = `
-listeners:
-  http: { host: 127.0.0.1, port: 0 }
-  mqtt: { host: 127.0.0.1, port: 0 }
-  grpc: { host: 127.0.0.1, port: 0 }
-  admin: { host: 127.0.0.1, port: 0 }
-auth: { anonymous: true }
-storage: { dir: data }
+${EVERY_LISTENER}storage: { dir: data }
 deadletter: { path: data/deadletter.jsonl }
 `;
 

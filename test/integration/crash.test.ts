@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeadLetterArchive } from '../../src/deadletter/replay.js';
-import { startCli, type RunningGateway } from '../helpers/cli.js';
+import { EVERY_LISTENER, type RunningGateway, startCli } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { connectPublisher, PUBLISH_PROTOCOLS, type Ports, type Publisher } from '../helpers/publishers.js';
@@ -55,13 +55,7 @@ describe('kill -9 under QoS 1 traffic from every protocol', { timeout: 150_000 }
     });
     const config = join(dir, 'gateway.yaml');
     await writeFile(config, `
-listeners:
-  http: { host: 127.0.0.1, port: 0 }
-  mqtt: { host: 127.0.0.1, port: 0 }
-  grpc: { host: 127.0.0.1, port: 0 }
-  admin: { host: 127.0.0.1, port: 0 }
-auth: { anonymous: true }
-storage: { dir: queue, sync: os }
+${EVERY_LISTENER}storage: { dir: queue, sync: os }
 deadletter: { path: dl.jsonl }
 targets:
   sink: { type: http, url: "${downstream.url}/in", concurrency: ${CONCURRENCY}, timeout: 5s, retry: { attempts: 5, backoff: 20ms } }

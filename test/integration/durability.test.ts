@@ -3,20 +3,14 @@ import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runCli, startCli, type RunningGateway } from '../helpers/cli.js';
+import { EVERY_LISTENER, runCli, type RunningGateway, startCli } from '../helpers/cli.js';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { sample, scrape } from '../helpers/prometheus.js';
 import { connectPublisher, PUBLISH_PROTOCOLS, type Ports, type PublishResult } from '../helpers/publishers.js';
 
 const LISTENERS = `
-listeners:
-  http: { host: 127.0.0.1, port: 0 }
-  mqtt: { host: 127.0.0.1, port: 0 }
-  grpc: { host: 127.0.0.1, port: 0 }
-  admin: { host: 127.0.0.1, port: 0 }
-auth: { anonymous: true }
-deadletter: { path: dl.jsonl }
+${EVERY_LISTENER}deadletter: { path: dl.jsonl }
 `;
 
 interface DeadLetters {

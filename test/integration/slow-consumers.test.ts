@@ -14,7 +14,7 @@ import mqtt from 'mqtt';
 import { Agent, EventSource, request } from 'undici';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCli, type RunningGateway } from '../helpers/cli.js';
+import { EVERY_LISTENER, type RunningGateway, startCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { GatewayClient, rawCall, service, subscribed } from '../helpers/grpc.js';
 import { connectPacket, subscribePacket } from '../helpers/mqtt.js';
@@ -38,13 +38,7 @@ const DRAIN_TIMEOUT_MS = 3000;
  * reader on a busy machine, and a healthy subscriber needs the buffer to ride out bursts.
  */
 const config = (dir: string) => `
-listeners:
-  http: { host: 127.0.0.1, port: 0 }
-  mqtt: { host: 127.0.0.1, port: 0 }
-  grpc: { host: 127.0.0.1, port: 0 }
-  admin: { host: 127.0.0.1, port: 0 }
-auth: { anonymous: true }
-storage: { dir: ${join(dir, 'store')} }
+${EVERY_LISTENER}storage: { dir: ${join(dir, 'store')} }
 deadletter: { path: ${join(dir, 'deadletter.jsonl')} }
 defaultRoute: publish
 limits: { maxPayloadSize: 64kb }
