@@ -29,55 +29,56 @@ describe('message expiry in every queue', () => {
     return ws;
   }
 
-  it('never delivers to a downstream what expired while it waited behind a stuck call, and counts it', async () => {
+  /**
+   * Starts a gateway whose target `slow` (one call at a time) is stuck on the first message,
+   * sends what `queue` publishes behind it, waits past their expiry, then lets the downstream
+   * answer everything.
+   */
+  async function behindAStuckCall(routes: string, first: string, queue: (ws: WsTestClient) => Promise<void>): Promise<TestGateway> {
     const held: (() => void)[] = [];
     downstream = await startDownstream((_req, res) => held.push(() => res.writeHead(204).end()));
     gw = await startGateway(`
 targets:
   slow: { type: http, url: "${downstream.url}/in", concurrency: 1, timeout: 30s }
 routes:
-  - { name: r, match: { key: "jobs/#" }, to: [slow] }
+${routes}
 `);
     const ws = await publisher(gw);
-    ws.send({ op: 'publish', id: 0, key: 'jobs/first', payload: 'first', qos: 1 });
+    ws.send({ op: 'publish', id: 0, key: first, payload: 'first', qos: 1 });
     await eventually(() => expect(held).toHaveLength(1));
-    ws.send({ op: 'publish', id: 1, key: 'jobs/short', payload: 'short', qos: 1, ttl: 100 });
-    ws.send({ op: 'publish', id: 2, key: 'jobs/long', payload: 'long', qos: 1 });
-    await ws.next((f) => f.op === 'ack' && f.id === 2);
+    await queue(ws);
     await pastExpiry();
     downstream.handler = (_req, res) => res.writeHead(204).end();
     held[0]!();
+    return gw;
+  }
+
+  it('never delivers to a downstream what expired while it waited behind a stuck call, and counts it', async () => {
+    const gateway = await behindAStuckCall('  - { name: r, match: { key: "jobs/#" }, to: [slow] }', 'jobs/first', async (ws) => {
+      ws.send({ op: 'publish', id: 1, key: 'jobs/short', payload: 'short', qos: 1, ttl: 100 });
+      ws.send({ op: 'publish', id: 2, key: 'jobs/long', payload: 'long', qos: 1 });
+      await ws.next((f) => f.op === 'ack' && f.id === 2);
+    });
     await eventually(() => expect(downstream!.received.map((r) => r.body.toString())).toEqual(['first', 'long']), 10_000);
-    await eventually(async () => expect(sample(await scrape(gw!.admin), 'junction_target_expired_total', { target: 'slow' })).toBe(1));
+    await eventually(async () => expect(sample(await scrape(gateway.admin), 'junction_target_expired_total', { target: 'slow' })).toBe(1));
   });
 
   it('dead-letters with reason expired what expired in a target queue when the rule says expired: deadletter', async () => {
-    const held: (() => void)[] = [];
-    downstream = await startDownstream((_req, res) => held.push(() => res.writeHead(204).end()));
-    gw = await startGateway(`
-targets:
-  slow: { type: http, url: "${downstream.url}/in", concurrency: 1, timeout: 30s }
-routes:
-  - { name: kept, match: { key: "jobs/kept/#" }, expired: deadletter, to: [slow] }
-  - { name: dropped, match: { key: "jobs/dropped/#" }, to: [slow] }
-`);
-    const ws = await publisher(gw);
-    ws.send({ op: 'publish', id: 0, key: 'jobs/kept/first', payload: 'first', qos: 1 });
-    await eventually(() => expect(held).toHaveLength(1));
-    ws.send({ op: 'publish', id: 1, key: 'jobs/kept/short', payload: 'kept-short', qos: 1, ttl: 100 });
-    ws.send({ op: 'publish', id: 2, key: 'jobs/dropped/short', payload: 'dropped-short', qos: 1, ttl: 100 });
-    ws.send({ op: 'publish', id: 3, key: 'jobs/kept/long', payload: 'long', qos: 1 });
-    await ws.next((f) => f.op === 'ack' && f.id === 3);
-    await pastExpiry();
-    downstream.handler = (_req, res) => res.writeHead(204).end();
-    held[0]!();
+    const routes = `  - { name: kept, match: { key: "jobs/kept/#" }, expired: deadletter, to: [slow] }
+  - { name: dropped, match: { key: "jobs/dropped/#" }, to: [slow] }`;
+    const gateway = await behindAStuckCall(routes, 'jobs/kept/first', async (ws) => {
+      ws.send({ op: 'publish', id: 1, key: 'jobs/kept/short', payload: 'kept-short', qos: 1, ttl: 100 });
+      ws.send({ op: 'publish', id: 2, key: 'jobs/dropped/short', payload: 'dropped-short', qos: 1, ttl: 100 });
+      ws.send({ op: 'publish', id: 3, key: 'jobs/kept/long', payload: 'long', qos: 1 });
+      await ws.next((f) => f.op === 'ack' && f.id === 3);
+    });
     await eventually(() => expect(downstream!.received.map((r) => r.body.toString())).toEqual(['first', 'long']), 10_000);
-    const listed = (await (await fetch(`${gw.admin}/admin/deadletter?reason=expired`)).json()) as { records: { target: string; reason: string; message: { key: string } }[] };
+    const listed = (await (await fetch(`${gateway.admin}/admin/deadletter?reason=expired`)).json()) as { records: { target: string; reason: string; message: { key: string } }[] };
     expect(listed.records.map((r) => [r.message.key, r.target, r.reason])).toEqual([['jobs/kept/short', 'slow', 'expired']]);
-    const metrics = await scrape(gw.admin);
+    const metrics = await scrape(gateway.admin);
     expect(sample(metrics, 'junction_dead_lettered_total', { target: 'slow', reason: 'expired' })).toBe(1);
     expect(sample(metrics, 'junction_target_expired_total', { target: 'slow' })).toBe(1);
-    const stats = (await (await fetch(`${gw.admin}/admin/stats`)).json()) as { targets: Record<string, { expired: number; deadLettered: number; delivered: number }> };
+    const stats = (await (await fetch(`${gateway.admin}/admin/stats`)).json()) as { targets: Record<string, { expired: number; deadLettered: number; delivered: number }> };
     expect(stats.targets.slow).toMatchObject({ delivered: 2, expired: 1, deadLettered: 1 });
   });
 
