@@ -4,6 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
 
 export interface RedisOptions {
   /** append-only file with an fsync per write, for tests of what survives a Redis restart */
@@ -103,4 +105,29 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   }
   await rm(dir, { recursive: true, force: true });
   throw lastError;
+}
+
+/**
+ * One redis-server for the whole test file, started before its first test and stopped after its
+ * last; the returned function gives it to tests (and to the hooks and helpers they call).
+ */
+export function redisForFile(options: RedisOptions = {}): () => RedisServer {
+  let server: RedisServer | undefined;
+  beforeAll(async () => {
+    server = await startRedis(options);
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  return () => {
+    if (!server) throw new Error('the test file\'s redis-server is not started yet: call this inside a test or hook');
+    return server;
+  };
+}
+
+/** A connection to the test's Redis that fails commands at once while Redis is away, instead of queueing them. */
+export async function connectRedis(server: RedisServer): Promise<Redis> {
+  const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+  await redis.connect();
+  return redis;
 }

@@ -1,22 +1,14 @@
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { RateBucket } from '../../src/protection/rate-bucket.js';
 import { RedisBucketFactory } from '../../src/protection/redis-bucket.js';
 import type { BucketSpec } from '../../src/protection/token-bucket.js';
 import { eventually } from '../helpers/eventually.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { connectRedis, redisForFile } from '../helpers/redis.js';
 
-let server: RedisServer;
+const server = redisForFile();
 let prefixes = 0;
-
-beforeAll(async () => {
-  server = await startRedis();
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
 
 /** Refills one token a minute: within a test's run the budget is the burst, whatever the machine's speed. */
 const SLOW: BucketSpec = { rate: 1, perMs: 60_000, burst: 5 };
@@ -36,8 +28,7 @@ describe('token buckets on Redis', () => {
 
   /** A node's factory: its own connection to the shared Redis. */
   async function node(onUnavailable?: (error: Error) => void): Promise<{ buckets: RedisBucketFactory; redis: Redis }> {
-    const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-    await redis.connect();
+    const redis = await connectRedis(server());
     clients.push(redis);
     return { buckets: new RedisBucketFactory({ redis, keyPrefix, ...(onUnavailable ? { onUnavailable } : {}) }), redis };
   }

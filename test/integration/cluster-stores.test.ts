@@ -1,27 +1,19 @@
 import { createServer, type AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openRedisStores, type RedisStores, type RedisStoresOptions } from '../../src/cluster/stores.js';
 import { GatewayError } from '../../src/errors.js';
 import { eventually } from '../helpers/eventually.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { redisForFile } from '../helpers/redis.js';
 import { testMessage } from '../queue/messages.js';
 import { appendAcked, takeMany, takeNext } from '../queue/store-suite.js';
 
-let server: RedisServer;
-
-beforeAll(async () => {
-  // Durability across a Redis crash needs the append-only file, fsynced per write (docs/scale-out-stores.md).
-  server = await startRedis({ appendOnly: true });
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
+// Durability across a Redis crash needs the append-only file, fsynced per write (docs/scale-out-stores.md).
+const server = redisForFile({ appendOnly: true });
 
 function options(keyPrefix: string, overrides: Partial<RedisStoresOptions> = {}): RedisStoresOptions {
   return {
-    redis: server.url, keyPrefix, nodeId: 'node-a',
+    redis: server().url, keyPrefix, nodeId: 'node-a',
     deadletter: { maxBytes: 1024 * 1024, whenFull: 'refuse' },
     onError: () => undefined,
     ...overrides,
@@ -82,9 +74,9 @@ describe('openRedisStores', () => {
       };
       const acked = Array.from({ length: 50 }, () => testMessage());
       for (const message of acked) await appendAcked(queue, message);
-      await server.kill();
+      await server().kill();
       await eventually(async () => expect(await attempt()).toBe('refused'), 5000, 20);
-      await server.start();
+      await server().start();
       await eventually(async () => expect(await attempt()).toBe('stored'), 10_000, 100);
       const held = await takeMany(queue, 51 + memoryOnly);
       expect(held.slice(0, 50).map((record) => record.message.id)).toEqual(acked.map((message) => message.id));
@@ -105,8 +97,8 @@ describe('openRedisStores', () => {
     const acked = Array.from({ length: 20 }, () => testMessage());
     for (const message of acked) await appendAcked(first.queues.queue('ingest'), message);
     await takeMany(first.queues.queue('ingest'), 5);
-    await server.kill();
-    await server.start();
+    await server().kill();
+    await server().start();
     await first.close();
     const second = await openRedisStores(options('factory4:'));
     try {

@@ -1,21 +1,13 @@
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RedisDeadLetterStore, type RedisDeadLetterOptions } from '../../src/deadletter/redis-store.js';
 import { messageOf } from '../../src/deadletter/replay.js';
 import type { DeadLetterUsage, FillLevel } from '../../src/deadletter/store.js';
 import { createMessage, type Message } from '../../src/message.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { connectRedis, redisForFile } from '../helpers/redis.js';
 
-let server: RedisServer;
+const server = redisForFile();
 let prefixes = 0;
-
-beforeAll(async () => {
-  server = await startRedis();
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
 
 function message(n: number): Message {
   // Same-sized records, so bounds count in records.
@@ -39,8 +31,7 @@ describe('dead-letter store on a Redis stream', () => {
 
   /** A node's store: its own connection to the shared Redis. */
   async function node(options: Partial<RedisDeadLetterOptions> = {}): Promise<RedisDeadLetterStore> {
-    const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-    await redis.connect();
+    const redis = await connectRedis(server());
     clients.push(redis);
     return RedisDeadLetterStore.open({ redis, keyPrefix, maxBytes: 1e9, whenFull: 'refuse', onFill: (level, usage) => levels.push([level, usage]), ...options });
   }

@@ -2,32 +2,22 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { RedisQueueStore, type RedisQueueStoreOptions } from '../../src/queue/redis-store.js';
 import { eventually } from '../helpers/eventually.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { connectRedis, redisForFile } from '../helpers/redis.js';
 import { testMessage } from '../queue/messages.js';
 import { appendAcked, describeQueueStore, takeMany, takeNext } from '../queue/store-suite.js';
 
 /** Spawned from the build (`npm test` builds first). */
 const CHILD = fileURLToPath(new URL('../queue/redis-store-child.mjs', import.meta.url));
 
-let server: RedisServer;
+const server = redisForFile();
 let prefixes = 0;
 
-beforeAll(async () => {
-  server = await startRedis();
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-async function connect(): Promise<Redis> {
-  const redis = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-  await redis.connect();
-  return redis;
+function connect(): Promise<Redis> {
+  return connectRedis(server());
 }
 
 function options(redis: Redis, keyPrefix: string, nodeId: string, overrides: Partial<RedisQueueStoreOptions> = {}): RedisQueueStoreOptions {
@@ -108,7 +98,7 @@ describe('redis queue store across nodes', () => {
 
   it('hands every record a node acknowledged and did not settle to the others after a kill -9 mid-stream', async () => {
     const survivor = await node('survivor', { claimIdleMs: 500 });
-    const child = spawn(process.execPath, [CHILD, server.url, keyPrefix, 'doomed', '500'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CHILD, server().url, keyPrefix, 'doomed', '500'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: string[] = [];
     let partial = '';
     child.stdout.on('data', (chunk: Buffer) => {

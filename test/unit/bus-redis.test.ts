@@ -1,26 +1,18 @@
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMessage, type Message } from '../../src/message.js';
 import { eventually } from '../helpers/eventually.js';
 import { RedisBus } from '../../src/bus/redis-bus.js';
 import { busSuite } from '../bus/bus-suite.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { redisForFile } from '../helpers/redis.js';
 
-let redis: RedisServer;
+const redis = redisForFile();
 let runs = 0;
-
-beforeAll(async () => {
-  redis = await startRedis();
-});
-
-afterAll(async () => {
-  await redis.stop();
-});
 
 /** One node of a cluster: its own two connections and its own id, on the test's Redis. */
 async function node(nodeId: string, prefix: string): Promise<{ bus: RedisBus; quit(): Promise<void> }> {
-  const command = new Redis(redis.url, { enableOfflineQueue: false, lazyConnect: true });
-  const subscriber = new Redis(redis.url, { lazyConnect: true });
+  const command = new Redis(redis().url, { enableOfflineQueue: false, lazyConnect: true });
+  const subscriber = new Redis(redis().url, { lazyConnect: true });
   await Promise.all([command.connect(), subscriber.connect()]);
   const bus = new RedisBus({ command, subscriber, nodeId, prefix, live: () => true, onError: () => undefined });
   await bus.open();
@@ -44,8 +36,8 @@ busSuite('across nodes (RedisBus)', async () => {
 describe('RedisBus after a lost subscriber connection', () => {
   it('hands over the QoS 1 messages published meanwhile, once each and in order, and not the QoS 0 ones', async () => {
     const prefix = `reconnect${++runs}:`;
-    const command = new Redis(redis.url, { enableOfflineQueue: false, lazyConnect: true });
-    const subscriber = new Redis(redis.url, { lazyConnect: true });
+    const command = new Redis(redis().url, { enableOfflineQueue: false, lazyConnect: true });
+    const subscriber = new Redis(redis().url, { lazyConnect: true });
     await Promise.all([command.connect(), subscriber.connect()]);
     const receiver = new RedisBus({ command, subscriber, nodeId: 'r', prefix, live: () => true, onError: () => undefined });
     await receiver.open();
