@@ -406,14 +406,14 @@ export class TargetLane {
     this.#pump();
   }
 
+  /** Dropped and counted, unless its outcome dead-letters it: then it stays in flight until that settles. */
   #expire(job: Job): void {
-    this.#settling++;
     const deadLetter = job.outcome.expired(job.record.attempts);
     if (deadLetter) {
+      this.#settling++;
       this.#settle(job, deadLetter);
       return;
     }
-    this.#settling--;
     this.#stats.expired++;
     this.#queue.settle(job.record, 'expired');
   }
