@@ -228,11 +228,13 @@ export class Dispatcher {
   #deliverAll(message: Message, matches: readonly RouteMatch[]): Promise<void> | undefined {
     let waits: Promise<void>[] | undefined;
     for (const match of matches) {
+      let queuedBy: QueuedBy | undefined;
       for (const binding of match.targets) {
         if (binding.kind === 'target') {
+          queuedBy ??= { fallback: match.fallback, expired: match.route.expired };
           let durable: Promise<void> | undefined;
           try {
-            durable = this.#enqueue(message, binding.name, { fallback: match.fallback, expired: match.route.expired });
+            durable = this.#enqueue(message, binding.name, queuedBy);
           } catch (err) {
             const error = toGatewayError(err);
             if (error.details.storage) {
@@ -240,7 +242,7 @@ export class Dispatcher {
               throw error;
             }
             // Refused before it was accepted there: straight down the fallback chain.
-            (waits ??= []).push(this.#tryChain(message, binding.name, error, { fallback: match.fallback, expired: match.route.expired }).then(nothing));
+            (waits ??= []).push(this.#tryChain(message, binding.name, error, queuedBy).then(nothing));
             continue;
           }
           if (durable) (waits ??= []).push(durable);
