@@ -22,6 +22,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
@@ -64,22 +65,11 @@ interface Downstream {
   stop(): void;
 }
 
-function lines(child: ChildProcess, onLine: (line: string) => void): void {
-  let buffered = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
-      onLine(buffered.slice(0, at));
-      buffered = buffered.slice(at + 1);
-    }
-  });
-}
-
 async function startDownstream(): Promise<Downstream> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--downstream'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const waiting: ((n: number) => void)[] = [];
   const port = await new Promise<number>((resolve, reject) => {
-    lines(child, (line) => {
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
       if (line.startsWith('READY ')) resolve(Number(line.slice(6)));
       if (line.startsWith('RECEIVED ')) waiting.shift()?.(Number(line.slice(9)));
     });
@@ -110,7 +100,7 @@ async function startGateway(config: string): Promise<Gateway> {
   const ports: Record<string, number> = {};
   const logs: Record<string, unknown>[] = [];
   await new Promise<void>((resolve, reject) => {
-    lines(child, (line) => {
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
       const entry = JSON.parse(line) as Record<string, unknown>;
       logs.push(entry);
       if (entry.msg === 'listener up') ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());

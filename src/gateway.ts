@@ -189,7 +189,6 @@ export class Gateway {
     }
     this.deadletter = node?.stores.deadletter ?? new DeadLetterStore({
       ...config.deadletter,
-
       // A dead letter settles a queued message, so it must be as durable as the queue was.
       fsync: config.storage.sync === 'fsync',
       onFill: (level, usage) => this.#deadLetterFill(level, usage),

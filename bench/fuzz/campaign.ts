@@ -10,6 +10,7 @@ import { connect as h2connect, constants as h2, type ClientHttp2Session } from '
 import { createConnection, type Socket } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
@@ -84,24 +85,17 @@ defaultRoute: publish
   child.on('exit', () => { gateway.exited = true; });
   child.stderr!.on('data', (chunk: Buffer) => gateway.errorLines.push(chunk.toString().trim()));
   await new Promise<void>((resolve, reject) => {
-    let buffered = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        let entry: Record<string, unknown>;
-        try {
-          entry = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          gateway.errorLines.push(line);
-          continue;
-        }
-        if (Number(entry.level) >= 50) gateway.errorLines.push(line);
-        if (entry.msg === 'listener up') gateway.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
-        if (entry.msg === 'gateway ready') resolve();
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        gateway.errorLines.push(line);
+        return;
       }
+      if (Number(entry.level) >= 50) gateway.errorLines.push(line);
+      if (entry.msg === 'listener up') gateway.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
+      if (entry.msg === 'gateway ready') resolve();
     });
     child.once('exit', (code) => reject(new Error(`the gateway exited with ${code} before it was ready`)));
   });

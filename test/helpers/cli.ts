@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/junction.js', import.meta.url));
@@ -79,22 +80,15 @@ export function startCli(configPath: string, env: NodeJS.ProcessEnv = {}, option
     ports: {},
     exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))),
   };
-  let buffered = '';
   let stderr = '';
   let ready = 0;
   child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
   return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        running.logs.push(entry);
-        if (entry.msg === 'listener up') running.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
-        if (entry.msg === 'gateway ready' && ++ready === (options.readyLines ?? 1)) resolve(running);
-      }
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      running.logs.push(entry);
+      if (entry.msg === 'listener up') running.ports[String(entry.listener)] = Number(String(entry.address).split(':').pop());
+      if (entry.msg === 'gateway ready' && ++ready === (options.readyLines ?? 1)) resolve(running);
     });
     void running.exited.then((code) => reject(new Error(`gateway exited with ${code} before it was ready: ${stderr}`)));
   });
