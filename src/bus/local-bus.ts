@@ -5,6 +5,8 @@ import type { Bus, BusHandler, BusSubscription, SubscribeOptions } from './bus.j
 interface Entry {
   readonly pattern: string;
   readonly handler: BusHandler;
+  /** reports a rejection of the handler's promise: made once per subscription, not per delivery */
+  readonly failed: (err: unknown) => void;
 }
 
 const EVERY_KEY = '';
@@ -43,9 +45,7 @@ export class LocalBus implements Bus {
     let taking: Promise<void> | undefined;
     let more: Promise<void>[] | undefined;
     try {
-      this.#subscriptions.match(message.key, (entry) => {
-        hits.push(entry);
-      });
+      this.#subscriptions.match(message.key, this.#collect);
       for (const entry of this.#everything) hits.push(entry);
       for (let i = 0; i < hits.length; i++) {
         const pending = this.#call(hits[i]!, message);
@@ -63,11 +63,20 @@ export class LocalBus implements Bus {
     return Promise.all(more).then(nothing);
   }
 
+  /** Adds a matched entry to the hits of the publish under way (the innermost, when they nest). */
+  readonly #collect = (entry: Entry): void => {
+    this.#scratch[this.#depth - 1]!.push(entry);
+  };
+
+  #entry(pattern: string, handler: BusHandler): Entry {
+    return { pattern, handler, failed: (err) => this.#onError(err, pattern) };
+  }
+
   /** Hands over one delivery; a promise when the subscriber takes it asynchronously, never rejected. */
   #call(entry: Entry, message: Message): Promise<void> | undefined {
     try {
       const taking = entry.handler(message);
-      return taking instanceof Promise ? taking.then(nothing, (err: unknown) => this.#onError(err, entry.pattern)) : undefined;
+      return taking instanceof Promise ? taking.then(nothing, entry.failed) : undefined;
     } catch (err) {
       this.#onError(err, entry.pattern);
       return undefined;
@@ -76,7 +85,7 @@ export class LocalBus implements Bus {
 
   subscribe(pattern: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<BusSubscription> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
-    const entry: Entry = { pattern, handler };
+    const entry = this.#entry(pattern, handler);
     const publishes = !(options.responder && options.requestsOnly);
     if (publishes) this.#subscriptions.add(pattern, entry);
     if (options.responder) this.#responders.add(pattern, entry);
@@ -96,7 +105,7 @@ export class LocalBus implements Bus {
 
   subscribeAll(handler: BusHandler): Promise<BusSubscription> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
-    const entry: Entry = { pattern: EVERY_KEY, handler };
+    const entry = this.#entry(EVERY_KEY, handler);
     this.#everything.add(entry);
     return Promise.resolve({
       pattern: EVERY_KEY,
