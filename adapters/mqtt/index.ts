@@ -692,18 +692,14 @@ export class MqttAdapter implements Adapter {
     const hits = this.#hits;
     this.#collecting = true;
     try {
-      broker.forward({
-        cmd: 'publish',
-        topic: message.key,
-        payload: message.payload,
-        qos: message.qos,
-        retain: message.retain === true,
-        dup: false,
-        // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
-        ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
-        // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
-        ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
-      }, this.#forwarded);
+      // Set field by field rather than spread in: a spread of a conditional object costs an
+      // object per message (and a slower copy) even when it is empty.
+      const packet: PublishPacket & ExpiringPacket = { cmd: 'publish', topic: message.key, payload: message.payload, qos: message.qos, retain: message.retain === true, dup: false };
+      // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
+      if (broker.mqtt5) packet.properties = publishProperties(message);
+      // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
+      if (message.expiresAt !== undefined) packet.messageExpiry = message.expiresAt;
+      broker.forward(packet, this.#forwarded);
     } finally {
       this.#collecting = false;
     }
