@@ -7,6 +7,13 @@ interface Entry {
   readonly handler: BusHandler;
   /** reports a rejection of the handler's promise: made once per subscription, not per delivery */
   readonly failed: (err: unknown) => void;
+  /**
+   * The last promise the handler returned, and that promise with its rejection reported: a
+   * handler that takes a turn's deliveries together (the MQTT broker) returns one promise for
+   * all of them, which then costs one reaction per turn instead of one per message.
+   */
+  lastTaking: Promise<unknown> | undefined;
+  lastTaken: Promise<void> | undefined;
 }
 
 const EVERY_KEY = '';
@@ -21,7 +28,8 @@ const nothing = (): void => undefined;
 export class LocalBus implements Bus {
   readonly #subscriptions = new TopicTrie<Entry>();
   readonly #responders = new TopicTrie<Entry>();
-  readonly #everything = new Set<Entry>();
+  /** subscribeAll's entries: an array copied on change, so a publish walks it without an iterator object */
+  #everything: readonly Entry[] = [];
   readonly #onError: (err: unknown, pattern: string) => void;
   /** matched entries of the publishes under way; a handler that publishes nests one level */
   readonly #scratch: Entry[][] = [];
@@ -46,7 +54,8 @@ export class LocalBus implements Bus {
     let more: Promise<void>[] | undefined;
     try {
       this.#subscriptions.match(message.key, this.#collect);
-      for (const entry of this.#everything) hits.push(entry);
+      const everything = this.#everything;
+      for (let i = 0; i < everything.length; i++) hits.push(everything[i]!);
       for (let i = 0; i < hits.length; i++) {
         const pending = this.#call(hits[i]!, message);
         if (pending === undefined) continue;
@@ -69,14 +78,19 @@ export class LocalBus implements Bus {
   };
 
   #entry(pattern: string, handler: BusHandler): Entry {
-    return { pattern, handler, failed: (err) => this.#onError(err, pattern) };
+    return { pattern, handler, failed: (err) => this.#onError(err, pattern), lastTaking: undefined, lastTaken: undefined };
   }
 
   /** Hands over one delivery; a promise when the subscriber takes it asynchronously, never rejected. */
   #call(entry: Entry, message: Message): Promise<void> | undefined {
     try {
       const taking = entry.handler(message);
-      return taking instanceof Promise ? taking.then(nothing, entry.failed) : undefined;
+      if (!(taking instanceof Promise)) return undefined;
+      if (taking !== entry.lastTaking) {
+        entry.lastTaking = taking;
+        entry.lastTaken = taking.then(nothing, entry.failed);
+      }
+      return entry.lastTaken;
     } catch (err) {
       this.#onError(err, entry.pattern);
       return undefined;
@@ -106,11 +120,11 @@ export class LocalBus implements Bus {
   subscribeAll(handler: BusHandler): Promise<BusSubscription> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
     const entry = this.#entry(EVERY_KEY, handler);
-    this.#everything.add(entry);
+    this.#everything = [...this.#everything, entry];
     return Promise.resolve({
       pattern: EVERY_KEY,
       close: () => {
-        this.#everything.delete(entry);
+        this.#everything = this.#everything.filter((e) => e !== entry);
         return DONE;
       },
     });
