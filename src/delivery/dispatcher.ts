@@ -196,13 +196,16 @@ export class Dispatcher {
       }
       return this.#publish(message, message.key);
     }
-    for (const match of decision.matches) {
+    // Indexed loops on the hot path: for…of made an iterator result per step here (heap profile).
+    const matches = decision.matches;
+    for (let i = 0; i < matches.length; i++) {
+      const match = matches[i]!;
       checkPublishKeys(match, message.key);
       if (match.route.setPriority !== undefined) message.priority = match.route.setPriority;
     }
-    const admitted = this.#deps.limiter?.admit(message, decision.matches);
-    if (admitted) return admitted.then(() => this.#routeAdmitted(message, decision.matches, snapshot, options));
-    return this.#routeAdmitted(message, decision.matches, snapshot, options);
+    const admitted = this.#deps.limiter?.admit(message, matches);
+    if (admitted) return admitted.then(() => this.#routeAdmitted(message, matches, snapshot, options));
+    return this.#routeAdmitted(message, matches, snapshot, options);
   }
 
   /** The rest of routing, once the rules' rate limits let the message in. */
@@ -229,9 +232,11 @@ export class Dispatcher {
     // The first wait alone, the others in an array: most messages have one (a publish) or none.
     let first: Promise<void> | undefined;
     let more: Promise<void>[] | undefined;
-    for (const match of matches) {
+    for (let m = 0; m < matches.length; m++) {
+      const match = matches[m]!;
       let queuedBy: QueuedBy | undefined;
-      for (const binding of match.targets) {
+      for (let b = 0; b < match.targets.length; b++) {
+        const binding = match.targets[b]!;
         let pending: Promise<void> | undefined;
         if (binding.kind === 'target') {
           queuedBy ??= { fallback: match.fallback, expired: match.route.expired };
@@ -263,9 +268,11 @@ export class Dispatcher {
    * anywhere and the sender is told `overloaded`, so a retry cannot duplicate.
    */
   #checkCapacity(message: Message, matches: RouteMatch[]): void {
-    for (const match of matches) {
+    for (let m = 0; m < matches.length; m++) {
+      const match = matches[m]!;
       if (match.fallback.length > 0) continue;
-      for (const binding of match.targets) {
+      for (let b = 0; b < match.targets.length; b++) {
+        const binding = match.targets[b]!;
         if (binding.kind === 'target' && !this.#lane(binding.name).canAccept(message)) {
           throw new GatewayError('overloaded', `target ${binding.name} is at capacity`, { retryAfterMs: 1000 });
         }
@@ -526,7 +533,8 @@ function checkPublishKeys(match: RouteMatch, messageKey: string): void {
 }
 
 function checkBindingKeys(match: RouteMatch, bindings: readonly TargetBinding[], messageKey: string): void {
-  for (const binding of bindings) {
+  for (let i = 0; i < bindings.length; i++) {
+    const binding = bindings[i]!;
     // The message's own key was checked at ingress; only keys a template made need a look.
     if (binding.kind !== 'publish' || binding.key === messageKey) continue;
     const problem = keyProblem(binding.key);
