@@ -223,6 +223,48 @@ routes:
     await resumed.client.endAsync();
   });
 
+  it('a persistent MQTT session whose node is killed with kill -9 resumes on B with every QoS 1 message queued for it, before and after the kill', async () => {
+    const [, b, c] = nodes as [Node, Node, Node];
+    const nodeDir = join(dir, 'e');
+    await mkdir(nodeDir);
+    const doomed = await startCli(await writeConfig(nodeDir, `{ redis: "\${REDIS_URL}", nodeId: e }`), { REDIS_URL: redis.url });
+    try {
+      const device = await connectMqtt(`mqtt://127.0.0.1:${doomed.ports.mqtt}`, { clientId: 'device-2', clean: false });
+      await device.client.subscribeAsync('cmd/device-2', { qos: 1 });
+      await device.client.endAsync();
+      // A watcher on B: B queues each message for the device before it sends it on to its clients.
+      const watcher = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`);
+      await watcher.client.subscribeAsync('cmd/device-2', { qos: 1 });
+      const before = Array.from({ length: 40 }, (_, i) => `before-${i}`);
+      const after = Array.from({ length: 20 }, (_, i) => `after-${i}`);
+      for (const text of before) {
+        const response = await fetch(`${c.http}/v1/messages/cmd/device-2`, { method: 'POST', body: text, headers: { 'x-qos': '1' } });
+        expect(response.status).toBeLessThan(300);
+      }
+      await eventually(() => expect(watcher.texts()).toHaveLength(before.length));
+      doomed.child.kill('SIGKILL');
+      await doomed.exited;
+      // Published once the session's node is gone: the survivors queue them for it.
+      for (const text of after) {
+        const response = await fetch(`${c.http}/v1/messages/cmd/device-2`, { method: 'POST', body: text, headers: { 'x-qos': '1' } });
+        expect(response.status).toBeLessThan(300);
+      }
+      await eventually(() => expect(watcher.texts()).toHaveLength(before.length + after.length));
+      await watcher.client.endAsync();
+
+      const resumed = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`, { clientId: 'device-2', clean: false });
+      expect(resumed.sessionPresent).toBe(true);
+      const expected = [...before, ...after];
+      await eventually(() => expect(new Set(resumed.texts())).toEqual(new Set(expected)));
+      // Nothing was in flight to the device when its node died: nothing comes twice, and in order.
+      expect(resumed.texts()).toEqual(expected);
+      await resumed.client.endAsync();
+    } finally {
+      doomed.child.kill('SIGKILL');
+      await doomed.exited;
+    }
+  });
+
   it('a client id connected on a second node ends its connection on the first', async () => {
     const [a, b] = nodes as [Node, Node, Node];
     const first = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`, { clientId: 'twice' });
