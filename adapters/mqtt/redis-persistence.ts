@@ -215,6 +215,8 @@ export class RedisSessionStore {
   #trie = new QlobberSub(TRIE_OPTIONS);
   /** the persistent (QoS ≥ 1) subscriptions in the trie, by client: what to take out when they change */
   #matched = new Map<string, Map<string, TopicSubscription>>();
+  /** clients whose subscriptions changed while the trie was being loaded: read again once it is */
+  #changedWhileLoading: Set<string> | undefined;
   /** settles once the last queueing did: the broker sends messages on in the order it got them */
   #enqueued: Promise<void> = DONE;
   #destroyed = false;
@@ -258,6 +260,17 @@ export class RedisSessionStore {
    */
   async resync(): Promise<void> {
     const index = this.#key('sessions');
+    const changed = new Set<string>();
+    this.#changedWhileLoading = changed;
+    try {
+      await this.#load(index);
+    } finally {
+      this.#changedWhileLoading = undefined;
+    }
+    for (const clientId of changed) this.noteReceived(Buffer.from(clientId));
+  }
+
+  async #load(index: string): Promise<void> {
     await this.#redis.zremrangebyscore(index, '-inf', Date.now());
     const trie = new QlobberSub(TRIE_OPTIONS);
     const matched = new Map<string, Map<string, TopicSubscription>>();
@@ -286,11 +299,13 @@ export class RedisSessionStore {
   };
 
   #replace(clientId: string, subscriptions: ClientSubscription[]): void {
+    this.#changedWhileLoading?.add(clientId);
     this.#forget(clientId);
     fill(this.#trie, this.#matched, clientId, subscriptions);
   }
 
   #forget(clientId: string): void {
+    this.#changedWhileLoading?.add(clientId);
     const old = this.#matched.get(clientId);
     if (!old) return;
     for (const topic of old.keys()) this.#trie.remove(topic, { clientId, topic });
@@ -365,6 +380,7 @@ export class RedisSessionStore {
 
   async removeSubscriptions(client: Pick<Client, 'id'>, topics: string[]): Promise<void> {
     if (topics.length > 0) await this.#redis.mqttUnsubscribe(this.#key('subs', client.id), this.#key('sessions'), client.id, ...topics);
+    this.#changedWhileLoading?.add(client.id);
     const current = this.#matched.get(client.id);
     if (current) {
       for (const topic of topics) {

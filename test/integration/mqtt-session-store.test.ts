@@ -1,9 +1,11 @@
 import assert from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import type { PublishPacket } from 'aedes';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisSessionStore } from '../../adapters/mqtt/redis-persistence.js';
+import { eventually } from '../helpers/eventually.js';
 import { connectRedis, redisForFile } from '../helpers/redis.js';
 
 const require = createRequire(import.meta.url);
@@ -93,5 +95,82 @@ describe('aedes-persistence abstract suite: RedisSessionStore', () => {
     const defined = abstractSource.match(/^ {2}test\('/gm)?.length ?? 0;
     expect(defined).toBeGreaterThanOrEqual(50);
     expect(registered).toBe(defined);
+  });
+});
+
+/** Two nodes' stores on one prefix, notes passed between them as the cluster's bus would. */
+async function twoNodes(maxQueued = 1000): Promise<{ a: RedisSessionStore; b: RedisSessionStore; full: number[]; keyPrefix: string }> {
+  const keyPrefix = `nodes${++instances}:mqtt:`;
+  const full: number[] = [];
+  const stores: RedisSessionStore[] = [];
+  const options = (other: () => RedisSessionStore) => ({
+    redis, keyPrefix, maxQueued, sessionExpiryMs: 60_000,
+    broadcast: (note: Buffer) => {
+      other().noteReceived(note);
+      return Promise.resolve();
+    },
+    onError: (err: Error) => errors.push(err),
+    onQueueFull: (count: number) => full.push(count),
+  });
+  stores.push(new RedisSessionStore(options(() => stores[1]!)), new RedisSessionStore(options(() => stores[0]!)));
+  const broker = { id: 'broker' };
+  await Promise.all(stores.map((store) => store.setup(broker)));
+  return { a: stores[0]!, b: stores[1]!, full, keyPrefix };
+}
+
+function publish(text: string, counter: number): PublishPacket & { brokerId: string; brokerCounter: number } {
+  return { cmd: 'publish', topic: 'cmd/x', payload: Buffer.from(text), qos: 1, retain: false, dup: false, brokerId: 'origin.1', brokerCounter: counter };
+}
+
+async function queued(store: RedisSessionStore, clientId: string): Promise<string[]> {
+  const texts: string[] = [];
+  for await (const packet of store.outgoingStream({ id: clientId })) texts.push(String((packet as { payload: Buffer }).payload));
+  return texts;
+}
+
+describe('RedisSessionStore across nodes', () => {
+  it('knows a subscription made on another node, and a node started later loads it', async () => {
+    const { a, b, keyPrefix } = await twoNodes();
+    await a.addSubscriptions({ id: 'dev' }, [{ topic: 'cmd/#', qos: 1 }]);
+    await eventually(async () => expect(await b.subscriptionsByTopic('cmd/x')).toMatchObject([{ clientId: 'dev', topic: 'cmd/#', qos: 1 }]));
+    await a.removeSubscriptions({ id: 'dev' }, ['cmd/#']);
+    await eventually(async () => expect(await b.subscriptionsByTopic('cmd/x')).toEqual([]));
+    await a.addSubscriptions({ id: 'dev' }, [{ topic: 'cmd/+', qos: 1 }]);
+    const late = new RedisSessionStore({ redis, keyPrefix, maxQueued: 1000, sessionExpiryMs: 60_000, broadcast: () => Promise.resolve(), onError: (err) => errors.push(err), onQueueFull: () => undefined });
+    await late.setup({ id: 'late' });
+    expect(await late.subscriptionsByTopic('cmd/x')).toMatchObject([{ clientId: 'dev', topic: 'cmd/+' }]);
+    expect(errors).toEqual([]);
+  });
+
+  it('queues a message every node queues once per session, and not again once it was acknowledged', async () => {
+    const { a, b } = await twoNodes();
+    const subscriptions = [{ clientId: 'dev', topic: 'cmd/x', qos: 1 }];
+    await a.outgoingEnqueueCombi(subscriptions, publish('one', 1));
+    await b.outgoingEnqueueCombi(subscriptions, publish('one', 1));
+    await a.outgoingEnqueueCombi(subscriptions, publish('two', 2));
+    expect(await queued(b, 'dev')).toEqual(['one', 'two']);
+    // Delivered and acknowledged on A; B gets to the message later.
+    await a.outgoingUpdate({ id: 'dev' }, { ...publish('one', 1), messageId: 7 });
+    expect(await a.outgoingClearMessageId({ id: 'dev' }, { messageId: 7 })).toMatchObject({ messageId: 7, brokerCounter: 1 });
+    await b.outgoingEnqueueCombi(subscriptions, publish('one', 1));
+    expect(await queued(a, 'dev')).toEqual(['two']);
+    expect(errors).toEqual([]);
+  });
+
+  it('keeps at most maxQueued messages per session, and counts the ones it did not queue', async () => {
+    const { a, full } = await twoNodes(2);
+    const subscriptions = [{ clientId: 'dev', topic: 'cmd/x', qos: 1 }, { clientId: 'other', topic: 'cmd/x', qos: 1 }];
+    for (let i = 1; i <= 3; i++) await a.outgoingEnqueueCombi(subscriptions, publish(`m${i}`, i));
+    expect(await queued(a, 'dev')).toEqual(['m1', 'm2']);
+    expect(full).toEqual([2]);
+  });
+
+  it('settles queueings in call order, a message with no session to queue for included', async () => {
+    const { a } = await twoNodes();
+    const settled: string[] = [];
+    const first = a.outgoingEnqueueCombi([{ clientId: 'dev' }], publish('one', 1)).then(() => settled.push('one'));
+    const second = a.outgoingEnqueueCombi([], publish('two', 2)).then(() => settled.push('two'));
+    await Promise.all([first, second]);
+    expect(settled).toEqual(['one', 'two']);
   });
 });
