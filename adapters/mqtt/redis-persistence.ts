@@ -391,8 +391,14 @@ export class RedisSessionStore {
     this.#changed(client.id);
   }
 
+  /**
+   * aedes reads them when a client resumes its session: the trie takes them too, so the node
+   * serving the client queues for it whatever notes it missed.
+   */
   async subscriptionsByClient(client: Pick<Client, 'id'>): Promise<ClientSubscription[]> {
-    return parseSubscriptions(await this.#redis.hgetall(this.#key('subs', client.id)));
+    const subscriptions = parseSubscriptions(await this.#redis.hgetall(this.#key('subs', client.id)));
+    this.#replace(client.id, subscriptions);
+    return subscriptions;
   }
 
   subscriptionsByTopic(topic: string): Promise<TopicSubscription[]> {

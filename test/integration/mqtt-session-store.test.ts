@@ -142,6 +142,16 @@ describe('RedisSessionStore across nodes', () => {
     expect(errors).toEqual([]);
   });
 
+  it('takes a resumed session\'s subscriptions into its trie, a note it missed or not', async () => {
+    const { a, keyPrefix } = await twoNodes();
+    const deaf = new RedisSessionStore({ redis, keyPrefix, maxQueued: 1000, sessionExpiryMs: 60_000, broadcast: () => Promise.resolve(), onError: (err) => errors.push(err), onQueueFull: () => undefined });
+    await deaf.setup({ id: 'deaf' });
+    await a.addSubscriptions({ id: 'dev' }, [{ topic: 'cmd/x', qos: 1 }]);
+    expect(await deaf.subscriptionsByTopic('cmd/x')).toEqual([]);
+    expect(await deaf.subscriptionsByClient({ id: 'dev' })).toMatchObject([{ topic: 'cmd/x', qos: 1 }]);
+    expect(await deaf.subscriptionsByTopic('cmd/x')).toMatchObject([{ clientId: 'dev', topic: 'cmd/x' }]);
+  });
+
   it('queues a message every node queues once per session, and not again once it was acknowledged', async () => {
     const { a, b } = await twoNodes();
     const subscriptions = [{ clientId: 'dev', topic: 'cmd/x', qos: 1 }];
