@@ -19,6 +19,10 @@ interface NodeLocalStore {
   getWill(client: Pick<Client, 'id'>): Promise<unknown>;
   delWill(client: Pick<Client, 'id'>): Promise<unknown>;
   streamWill(brokers?: Record<string, number>): Readable;
+  incomingStorePacket(client: Pick<Client, 'id'>, packet: StoredPacket): Promise<void>;
+  incomingGetPacket(client: Pick<Client, 'id'>, packet: { messageId?: number }): Promise<StoredPacket>;
+  incomingDelPacket(client: Pick<Client, 'id'>, packet: { messageId?: number }): Promise<void>;
+  cleanIncoming(client: Pick<Client, 'id'>): Promise<void>;
   destroy(): Promise<void>;
 }
 const MemoryPersistence = require('aedes-persistence/asyncPersistence.js') as new () => NodeLocalStore;
@@ -479,8 +483,9 @@ export class RedisSessionStore {
     if (updated === 0) throw new Error('no such packet');
   }
 
-  async outgoingClearMessageId(client: Pick<Client, 'id'>, packet: { messageId?: number }): Promise<StoredPacket | undefined> {
-    if (packet?.messageId === undefined) return undefined;
+  /** aedes calls it at every PUBACK and PUBCOMP, a clean session's too, which has nothing queued. */
+  async outgoingClearMessageId(client: SessionClient, packet: { messageId?: number }): Promise<StoredPacket | undefined> {
+    if (packet?.messageId === undefined || isClean(client)) return undefined;
     const stored = await this.#redis.mqttClearBuffer(this.#key('pkt', client.id), this.#key('out', client.id), this.#key('done', client.id), String(packet.messageId), this.#options.maxQueued, this.#options.sessionExpiryMs);
     if (!stored) return undefined;
     return decodePacket(stored, packet.messageId);
@@ -509,24 +514,30 @@ export class RedisSessionStore {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Incoming QoS 2 packets, between PUBLISH and PUBREL
+  // Incoming QoS 2 packets, between PUBLISH and PUBREL: a clean session's in this node's memory,
+  // since it ends with its connection; a persistent session's in Redis
 
-  async incomingStorePacket(client: Pick<Client, 'id'>, packet: StoredPacket): Promise<void> {
+  async incomingStorePacket(client: SessionClient, packet: StoredPacket): Promise<void> {
+    if (isClean(client)) return this.#local.incomingStorePacket(client, packet);
     const incoming = this.#key('in', client.id);
     await this.#redis.multi().hset(incoming, String(packet.messageId), encodePacket(packet)).pexpire(incoming, this.#options.sessionExpiryMs).exec();
   }
 
-  async incomingGetPacket(client: Pick<Client, 'id'>, packet: { messageId?: number }): Promise<StoredPacket> {
+  async incomingGetPacket(client: SessionClient, packet: { messageId?: number }): Promise<StoredPacket> {
+    if (isClean(client)) return this.#local.incomingGetPacket(client, packet);
     const stored = await this.#redis.hgetBuffer(this.#key('in', client.id), String(packet.messageId));
     if (!stored) throw new Error('no such packet');
     return decodePacket(stored, packet.messageId);
   }
 
-  async incomingDelPacket(client: Pick<Client, 'id'>, packet: { messageId?: number }): Promise<void> {
+  async incomingDelPacket(client: SessionClient, packet: { messageId?: number }): Promise<void> {
+    if (isClean(client)) return this.#local.incomingDelPacket(client, packet);
     if (await this.#redis.hdel(this.#key('in', client.id), String(packet.messageId)) === 0) throw new Error('no such packet');
   }
 
-  async cleanIncoming(client: Pick<Client, 'id'>): Promise<void> {
+  /** At a clean session's start and end: a persistent session it replaces had its packets in Redis. */
+  async cleanIncoming(client: SessionClient): Promise<void> {
+    await this.#local.cleanIncoming(client);
     await this.#redis.del(this.#key('in', client.id));
   }
 
@@ -537,6 +548,14 @@ export class RedisSessionStore {
     await this.#enqueued.then(nothing);
     await this.#local.destroy();
   }
+}
+
+/** aedes's Client, or the bare `{ id }` aedes and the abstract suite also pass. */
+type SessionClient = Pick<Client, 'id'> & { clean?: boolean };
+
+/** A clean session [MQTT-3.1.2-6] ends with its connection: nothing of it goes to Redis. */
+function isClean(client: SessionClient): boolean {
+  return client.clean === true;
 }
 
 function fill(trie: SubscriptionTrie, matched: Map<string, Map<string, TopicSubscription>>, clientId: string, subscriptions: ClientSubscription[]): void {

@@ -175,6 +175,20 @@ describe('RedisSessionStore across nodes', () => {
     expect(full).toEqual([2]);
   });
 
+  it('keeps nothing of a clean session in Redis: its acknowledgements cost no round trip, its QoS 2 packets stay in memory', async () => {
+    const { a, keyPrefix } = await twoNodes();
+    const clean = { id: 'dev', clean: true };
+    await a.outgoingEnqueueCombi([{ clientId: 'dev' }], publish('one', 1));
+    await a.outgoingUpdate({ id: 'dev' }, { ...publish('one', 1), messageId: 3 });
+    expect(await a.outgoingClearMessageId(clean, { messageId: 3 })).toBeUndefined();
+    expect(await queued(a, 'dev')).toEqual(['one']);
+    await a.incomingStorePacket(clean, { ...publish('two', 2), messageId: 9 });
+    expect(await a.incomingGetPacket(clean, { messageId: 9 })).toMatchObject({ messageId: 9, topic: 'cmd/x' });
+    expect(await redis.exists(`${keyPrefix}in:dev`)).toBe(0);
+    await a.cleanIncoming(clean);
+    await expect(a.incomingGetPacket(clean, { messageId: 9 })).rejects.toThrow('no such packet');
+  });
+
   it('settles queueings in call order, a message with no session to queue for included', async () => {
     const { a } = await twoNodes();
     const settled: string[] = [];
