@@ -15,7 +15,8 @@ export type BusHandler = (message: Message, origin?: BusOrigin) => unknown;
  * publishing process (a node id with a per-start suffix, so a restarted node starts a new count)
  * and the message's place in that process's publish order, which every node delivers in. It lets
  * state shared by the nodes (MQTT sessions in Redis) name one message the same way everywhere.
- * The in-process bus and QoS 0 messages have none.
+ * The in-process bus, QoS 0 messages and the retained messages a starting node restores
+ * (RedisBus.restoreRetained) have none.
  */
 export interface BusOrigin {
   readonly publisher: string;
