@@ -182,8 +182,11 @@ routes:
     });
   });
 
-  it('a node started after a retained message was set has it too', async () => {
+  it('a node started after a retained message was set has it too, and does not queue it again for the sessions that had it', async () => {
     const [a] = nodes as [Node, Node, Node];
+    const device = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`, { clientId: 'device-3', clean: false });
+    await device.client.subscribeAsync('state/door', { qos: 1 });
+    await device.client.endAsync();
     const publisher = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`);
     await publisher.client.publishAsync('state/door', 'closed', { qos: 1, retain: true });
     const nodeDir = join(dir, 'd');
@@ -195,6 +198,15 @@ routes:
       await eventually(() => expect(subscriber.messages).toMatchObject([{ topic: 'state/door', retain: true }]));
       expect(subscriber.texts()).toEqual(['closed']);
       await subscriber.client.endAsync(true);
+      // The new node restored the retained message before its listeners opened: stored, not queued again.
+      const resumed = await connectMqtt(`mqtt://127.0.0.1:${late.ports.mqtt}`, { clientId: 'device-3', clean: false });
+      expect(resumed.sessionPresent).toBe(true);
+      await eventually(() => expect(resumed.texts()).toContain('closed'));
+      // Whatever else would come has come by the time a message published after it arrives.
+      await publisher.client.publishAsync('state/door', 'open', { qos: 1, retain: true });
+      await eventually(() => expect(resumed.texts()).toContain('open'));
+      expect(resumed.texts()).toEqual(['closed', 'open']);
+      await resumed.client.endAsync();
     } finally {
       late.child.kill('SIGTERM');
       await late.exited;
