@@ -455,7 +455,7 @@ describe('the resolved config', () => {
       storage: { dir: '/etc/junction/data', sync: 'os' },
       workers: 1,
       admin: {},
-      groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000 },
+      groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000, maxQueuedBytes: 64 * 1024 * 1024 },
       grpc: {
         maxReceiveMessageSize: 1024 * 1024 + 64 * 1024,
         keepalive: { time: 60_000, timeout: 20_000 },
@@ -474,6 +474,8 @@ describe('the resolved config', () => {
         maxInflightInbound: 1000,
         maxOutboundBuffer: 1024 * 1024,
         drainTimeout: 30_000,
+        maxQueuedPerSession: 1000,
+        sessionExpiry: 7 * 24 * 3600 * 1000,
         maxHold: 10_000,
         maxPendingRequests: 100,
       },

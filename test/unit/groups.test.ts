@@ -1,6 +1,9 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../src/bus/index.js';
 import type { DeadLetterEntry } from '../../src/deadletter/store.js';
+import { GatewayError } from '../../src/errors.js';
 import { GroupManager, type GroupDelivery, type GroupMember, type GroupSettings } from '../../src/groups/group-manager.js';
 import { silentLogger } from '../../src/log.js';
 import { createMessage, type Message } from '../../src/message.js';
@@ -38,7 +41,7 @@ describe('groups of competing consumers', () => {
   beforeEach(() => {
     clock = fakeClock();
     bus = new LocalBus((err) => { throw err; });
-    settings = { maxQueue: 4, maxInflight: 2, ackTimeout: 1000, retention: 60_000, maxGroups: 2 };
+    settings = { maxQueue: 4, maxInflight: 2, ackTimeout: 1000, retention: 60_000, maxGroups: 2, maxQueuedBytes: Infinity };
     deadLetters = [];
     manager = new GroupManager({
       bus, clock, logger: silentLogger(), settings: () => settings,
@@ -117,6 +120,52 @@ describe('groups of competing consumers', () => {
     settings.maxInflight = 10;
     await manager.join('g', 'jobs/#', late);
     expect(late.texts).toEqual(['p9', 'p7', 'p5', 'p2']);
+  });
+
+  it('bounds the bytes all groups queue together: the group holding the most sheds first', async () => {
+    settings.maxQueue = 1000;
+    settings.maxInflight = 100;
+    // Names of one length: a message counts the same in both groups.
+    const size = manager.bytesOf('idle', message('m0'));
+    settings.maxQueuedBytes = size * 10;
+    (await manager.join('idle', 'jobs/#', new TestMember())).leave();
+    const busy = new TestMember();
+    busy.room = false;
+    const busyIn = await manager.join('busy', 'jobs/a', busy);
+    // The group nobody consumes takes messages the busy one does not see, then both fill up.
+    await publish(...Array.from({ length: 6 }, (_, i) => createMessage({ key: 'jobs/b', payload: Buffer.from(`d${i}`), qos: 1, source: { protocol: 'internal' } })));
+    await publish(...Array.from({ length: 4 }, (_, i) => message(`m${i}`)));
+    const byName = () => Object.fromEntries(manager.stats().map((s) => [s.name, s]));
+    expect(manager.queuedBytes).toBe(size * 10);
+    expect([byName().idle!.queued, byName().busy!.queued]).toEqual([6, 4]);
+    // The idle group, holding the most, lost its newest to make room for the busy one's; past
+    // that, what it is offered itself is refused rather than shed from the group holding less.
+    expect(deadLetters.map((d) => `${d.target} ${d.message.payload.toString()}`)).toEqual([
+      'group:idle m2', 'group:idle m1', 'group:idle m3', 'group:idle m0',
+    ]);
+    // A message larger than the whole bound is dead-lettered, not allowed to flush the others out.
+    await publish(createMessage({ key: 'jobs/a', payload: Buffer.alloc(size * 11), qos: 1, source: { protocol: 'internal' } }));
+    expect(manager.queuedBytes).toBe(size * 10);
+    expect(deadLetters.at(-1)!.error).toContain('groups.maxQueuedBytes');
+    // What a member takes leaves the count.
+    busy.room = true;
+    busyIn.ready();
+    expect(byName().busy).toMatchObject({ queued: 0, queuedBytes: 0 });
+    expect(manager.queuedBytes).toBe(size * 6);
+  });
+
+  it('says once, not once per message, that a full dead-letter store loses what groups shed', async () => {
+    const lines: { msg: string; failures: number }[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _encoding, done) { lines.push(JSON.parse(chunk.toString()) as { msg: string; failures: number }); done(); } });
+    const refusing = new GroupManager({
+      bus, clock, logger: pino({ base: null }, sink), settings: () => settings,
+      deadLetter: () => Promise.reject(new GatewayError('overloaded', 'the dead-letter store is full (deadletter.maxBytes)')),
+    });
+    (await refusing.join('g', 'jobs/#', new TestMember())).leave();
+    await publish(...Array.from({ length: 100 }, (_, i) => message(`m${i}`)));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lines.map((l) => l.msg)).toEqual(['dead-letter write failed: messages shed from groups are lost']);
+    expect(refusing.stats()[0]).toMatchObject({ queued: settings.maxQueue, deadLettered: 100 - settings.maxQueue });
   });
 
   it('never hands out a message that expired while it waited', async () => {
