@@ -2,7 +2,7 @@
  * Protection layer benchmarks, in process (no sockets, so only the layer itself is measured):
  *
  * 1. Hot-path cost: msgs/s through Dispatcher → TargetLane (priority queue, token bucket,
- *    concurrency limit, opossum breaker) to an in-memory target, against the same dispatch with the
+ *    concurrency limit, circuit breaker) to an in-memory target, against the same dispatch with the
  *    lane's protections turned off (no bucket, no breaker, unbounded). Goal: ≥ 0.9×.
  * 2. Priority under overload: a target that serves 2,000 msgs/s (concurrency 2 × 1 ms) offered
  *    4,000 msgs/s (2×), 10 % priority 9, 90 % priority 0; p50/p99 queueing+service latency per

@@ -174,6 +174,12 @@ export function parsePriority(value: unknown): number | undefined {
   return n;
 }
 
+/**
+ * The headers of every message that came without any: shared rather than an object per message
+ * (most MQTT messages have none), frozen since handlers must not change what they are handed.
+ */
+const NO_HEADERS: Record<string, string> = Object.freeze({});
+
 /** Builds a Message at ingress, rejecting bad input with `bad_request` naming the field. */
 export function createMessage(init: MessageInit): Message {
   const problem = keyProblem(init.key);
@@ -198,7 +204,7 @@ export function createMessage(init: MessageInit): Message {
     id: init.id ?? newMessageId(),
     key: init.key,
     payload: init.payload,
-    headers: init.headers ?? {},
+    headers: init.headers ?? NO_HEADERS,
     priority,
     qos,
     source: init.source,

@@ -13,9 +13,9 @@ import {
 import { forbidden, identify } from './auth.js';
 import { grpcSection, type GrpcSettings } from './config.js';
 import { asciiMetadata, callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
-import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type DeliveryOut, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
+import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
 import { PublishStreamSession } from './publish-stream.js';
-import { SubscriberStream, type SubscriberCounters } from './subscriber.js';
+import { SubscriberStream, type DeliveryEncoder, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
 
@@ -49,6 +49,8 @@ export class GrpcAdapter implements Adapter {
   /** docs/grpc.md says what each counts; pastDeadline: calls refused because their deadline passed before they were read */
   readonly #counters: SubscriberCounters & { pastDeadline: number } = { slowConsumers: { shed: 0, disconnected: 0 }, expired: 0, peakBytes: 0, pastDeadline: 0 };
   #server: Server | undefined;
+  /** set with the service in start(): Subscribe streams write each message's one encoding */
+  #encodeDelivery: DeliveryEncoder | undefined;
   #health: HealthImplementation | undefined;
   #listener: BoundListener | undefined;
   /** client certificates of open mutual-TLS connections, by the peer address grpc-js reports for their calls */
@@ -95,14 +97,15 @@ export class GrpcAdapter implements Adapter {
   async start(): Promise<void> {
     const listener = this.#ctx.listener();
     if (!listener || this.#server) return;
-    const { service, reflection } = loadGatewayProto();
+    const { service, reflection, encodeDelivery } = loadGatewayProto();
+    this.#encodeDelivery = encodeDelivery;
     const server = new Server(serverOptions(this.#ctx.settings(), listener.timeouts));
     server.addService(service, {
       Publish: this.#publish,
       PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {
         this.#publishStream(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
       },
-      Subscribe: (call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>) => {
+      Subscribe: (call: ServerWritableStream<SubscribeRequestIn, Buffer>) => {
         this.#subscribe(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
       },
       Request: this.#request,
@@ -277,7 +280,7 @@ export class GrpcAdapter implements Adapter {
     call.on('cancelled', closed);
   }
 
-  async #subscribe(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>): Promise<void> {
+  async #subscribe(call: ServerWritableStream<SubscribeRequestIn, Buffer>): Promise<void> {
     const refused = this.#refused(call);
     if (refused) {
       call.emit('error', refused);
@@ -293,7 +296,7 @@ export class GrpcAdapter implements Adapter {
     if (responder && !this.#ctx.access().canRespond(identity, pattern)) throw forbidden('answer requests on', pattern);
     if (this.#stopping) throw shuttingDown();
     const { subscriberBuffer, drainTimeout } = this.#ctx.settings();
-    const subscriber = new SubscriberStream(call, { buffer: subscriberBuffer, drainTimeout }, this.#counters, () => this.#subscribers.delete(subscriber));
+    const subscriber = new SubscriberStream(call, { buffer: subscriberBuffer, drainTimeout }, this.#counters, this.#encodeDelivery!, () => this.#subscribers.delete(subscriber));
     this.#subscribers.add(subscriber);
     this.#describe(subscriber, 'subscribe', call.getPeer(), identity);
     const cancelExpiry = onExpiry(identity, () => subscriber.end(this.#reject(new GatewayError('unauthenticated', 'the credential expired'))));
@@ -334,7 +337,7 @@ export class GrpcAdapter implements Adapter {
   }
 
   /** The stream as a member of a group; acknowledged through `Ack` under a subscription id of its own. */
-  async #joinGroup(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, subscriber: SubscriberStream, group: string, pattern: string, identity: Identity): Promise<void> {
+  async #joinGroup(call: ServerWritableStream<SubscribeRequestIn, Buffer>, subscriber: SubscriberStream, group: string, pattern: string, identity: Identity): Promise<void> {
     let membership;
     try {
       membership = await this.#ctx.joinGroup(group, pattern, subscriber);

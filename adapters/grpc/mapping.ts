@@ -62,7 +62,8 @@ export function messageFromProto(request: MessageIn, call: CallContext, maxPaylo
   });
 }
 
-export function deliveryOf(message: Message, dropped: number, now: number): DeliveryOut {
+/** What every subscriber of a message gets alike: a Delivery without ttl_ms and dropped. */
+function sharedDelivery(message: Message): Omit<DeliveryOut, 'ttlMs' | 'dropped'> {
   return {
     id: message.id,
     key: message.key,
@@ -75,9 +76,44 @@ export function deliveryOf(message: Message, dropped: number, now: number): Deli
     correlationId: message.correlationId ?? '',
     traceparent: message.traceparent,
     timestampMs: message.timestamp,
-    ttlMs: message.expiresAt !== undefined ? Math.max(1, message.expiresAt - now) : 0,
-    dropped,
   };
+}
+
+/** Delivery's ttl_ms (12) and dropped (13) as protobuf keys: the field number, then wire type 0 (varint). */
+const TTL_MS_KEY = (12 << 3) | 0;
+const DROPPED_KEY = (13 << 3) | 0;
+
+const sharedEncodings = new WeakMap<Message, Buffer>();
+
+/**
+ * A `junction.v1.Delivery` as bytes. A fan-out hands the same Message to every subscriber: what
+ * they get alike is encoded once per message, and the two fields that differ (ttl_ms, the time
+ * left when written; dropped, per subscriber) are appended when not zero, which protobuf allows
+ * (fields may come in any order).
+ */
+export function deliveryBytes(message: Message, dropped: number, now: number, encode: (delivery: DeliveryOut) => Buffer): Buffer {
+  let shared = sharedEncodings.get(message);
+  if (shared === undefined) {
+    shared = encode(sharedDelivery(message) as DeliveryOut);
+    sharedEncodings.set(message, shared);
+  }
+  const ttlMs = message.expiresAt !== undefined ? Math.max(1, message.expiresAt - now) : 0;
+  if (ttlMs === 0 && dropped === 0) return shared;
+  const tail: number[] = [];
+  if (ttlMs > 0) pushVarintField(tail, TTL_MS_KEY, ttlMs);
+  if (dropped > 0) pushVarintField(tail, DROPPED_KEY, dropped);
+  return Buffer.concat([shared, Buffer.from(tail)]);
+}
+
+/** A uint32 field: its key (one byte for fields below 16), then the value 7 bits a byte, lowest first. */
+function pushVarintField(out: number[], key: number, value: number): void {
+  out.push(key);
+  let rest = value >>> 0;
+  while (rest >= 0x80) {
+    out.push((rest & 0x7f) | 0x80);
+    rest >>>= 7;
+  }
+  out.push(rest);
 }
 
 export function replyOf(id: string, reply: TargetReply | undefined): ReplyOut {

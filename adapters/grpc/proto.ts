@@ -28,7 +28,10 @@ export const GATEWAY_PROTO = findGatewayProto();
 export const LOADER_OPTIONS: Options = { keepCase: false, longs: Number, enums: String, defaults: true };
 
 export interface GatewayProto {
+  /** Subscribe writes bytes: each delivery is encoded once per message (mapping.ts deliveryBytes) */
   service: ServiceDefinition;
+  /** a `junction.v1.Delivery` as protobuf bytes */
+  encodeDelivery: (delivery: DeliveryOut) => Buffer;
   /**
    * The Gateway and health services for server reflection, loaded keeping the .proto's own field
    * names (`content_type`), so tools see the same descriptors as the published file.
@@ -38,8 +41,10 @@ export interface GatewayProto {
 
 export function loadGatewayProto(): GatewayProto {
   const definition = loadSync(GATEWAY_PROTO, LOADER_OPTIONS);
+  const service = definition['junction.v1.Gateway'] as ServiceDefinition;
   return {
-    service: tolerant(definition['junction.v1.Gateway'] as ServiceDefinition),
+    service: tolerant(service),
+    encodeDelivery: service.Subscribe!.responseSerialize as (delivery: DeliveryOut) => Buffer,
     reflection: loadSync([GATEWAY_PROTO, HEALTH_PROTO], { ...LOADER_OPTIONS, keepCase: true }),
   };
 }
@@ -53,7 +58,11 @@ class UndecodableRequest {
   constructor(readonly reason: string) {}
 }
 
-/** The service with deserializers that never throw: they yield an UndecodableRequest instead. */
+/**
+ * The service with deserializers that never throw: they yield an UndecodableRequest instead.
+ * Subscribe's serializer passes bytes through: a fan-out writes the one encoding of a message to
+ * every subscriber rather than have grpc-js encode it again for each.
+ */
 function tolerant(service: ServiceDefinition): ServiceDefinition {
   const methods: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const [name, method] of Object.entries(service)) {
@@ -66,6 +75,7 @@ function tolerant(service: ServiceDefinition): ServiceDefinition {
           return new UndecodableRequest(err instanceof Error ? err.message : String(err));
         }
       },
+      ...(name === 'Subscribe' ? { responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : method.responseSerialize(value)) } : {}),
     };
   }
   return methods;

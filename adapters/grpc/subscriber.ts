@@ -3,7 +3,7 @@ import {
   SubscriberBuffer,
   type BufferLimits, type BusSubscription, type SlowConsumerCounts, type GroupDelivery, type GroupMember, type GroupMembership, type Message,
 } from '../../src/index.js';
-import { deliveryOf } from './mapping.js';
+import { deliveryBytes } from './mapping.js';
 import type { DeliveryOut, SubscribeRequestIn } from './proto.js';
 
 /** The adapter's running totals, shared by every stream. */
@@ -22,6 +22,9 @@ export interface SubscriberPolicy {
   /** ms a delivery handed to the call may stay unsent before the stream ends */
   drainTimeout: number;
 }
+
+/** A `junction.v1.Delivery` as protobuf bytes (proto.ts GatewayProto.encodeDelivery). */
+export type DeliveryEncoder = (delivery: DeliveryOut) => Buffer;
 
 /** A delivery waiting for a slow subscriber. */
 interface Waiting {
@@ -46,7 +49,8 @@ export class SubscriberStream implements GroupMember {
   readonly #pending = new Map<string, GroupDelivery>();
   /** declined a group delivery: the group is told once the stream has room */
   #groupWaiting = false;
-  readonly #call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>;
+  readonly #call: ServerWritableStream<SubscribeRequestIn, Buffer>;
+  readonly #encode: DeliveryEncoder;
   readonly #buffer: SubscriberBuffer<Waiting>;
   readonly #limits: BufferLimits;
   readonly #drainTimeout: number;
@@ -65,9 +69,10 @@ export class SubscriberStream implements GroupMember {
   #started = false;
   #closed = false;
 
-  constructor(call: ServerWritableStream<SubscribeRequestIn, DeliveryOut>, policy: SubscriberPolicy, counters: SubscriberCounters, onClose: () => void) {
+  constructor(call: ServerWritableStream<SubscribeRequestIn, Buffer>, policy: SubscriberPolicy, counters: SubscriberCounters, encode: DeliveryEncoder, onClose: () => void) {
     const limits = policy.buffer;
     this.#call = call;
+    this.#encode = encode;
     this.#limits = limits;
     this.#drainTimeout = policy.drainTimeout;
     this.#buffer = new SubscriberBuffer<Waiting>(() => limits);
@@ -194,7 +199,8 @@ export class SubscriberStream implements GroupMember {
     this.#unsentBytes += size;
     this.#notePeak();
     this.#drainTimer ??= this.#watchDrain(this.#drainTimeout);
-    const ok = this.#call.write(deliveryOf(message, this.#droppedSinceLast, now), () => {
+    // Bytes, which Subscribe's serializer passes through (proto.ts).
+    const ok = this.#call.write(deliveryBytes(message, this.#droppedSinceLast, now, this.#encode), () => {
       this.#unsentBytes -= size;
       this.#progressAt = Date.now();
       this.#flush();

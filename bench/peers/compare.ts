@@ -156,6 +156,7 @@ function plans(): Plan[] {
       goal: ratioGoal('gRPC stream ≥ 0.7× bare grpc-js', 'grpc', 0.7) },
     { label: 'gRPC PublishStream, 1 stream, window 1,000, 100 B', scenario: 'grpc-stream', args: [...long, '--inflight', '1000', '--payload', '100'], servers: ['junction', 'grpc'],
       goal: cpuGoal('gRPC PublishStream: server CPU per message ≤ 1.25× bare grpc-js', 'grpc', 1.25) },
+    { label: 'gRPC Subscribe fan-out 1 → 100, closed loop', scenario: 'grpc-fanout', args: long, servers: ['junction', 'grpc'] },
     { label: MIXED_MAX, scenario: 'mixed', args: long, servers: ['junction'] },
     { label: 'Mixed at 50 % of its max rate', scenario: 'mixed', args: (done) => [...long, '--rate', String(mixedHalfRate(done))], servers: ['junction'],
       goal: (c) => {

@@ -91,6 +91,8 @@ export class AccessControl {
   readonly #remembered = new Map<string, Identity>();
   /** publish decisions by identity and key; a reload builds a new AccessControl, and with it an empty memory */
   readonly #publishable = new WeakMap<Subject, Map<string, boolean>>();
+  /** accepted() by listener: asked on every HTTP request, and the config does not change under it */
+  readonly #acceptedBy = new Map<string, readonly CredentialKind[]>();
 
   constructor(config: AccessConfig, deps: AccessDeps = {}) {
     this.#config = config;
@@ -107,6 +109,15 @@ export class AccessControl {
 
   /** The credential kinds a listener takes: its `credentials`, else every kind `auth:` configures. */
   accepted(listener: string): readonly CredentialKind[] {
+    let kinds = this.#acceptedBy.get(listener);
+    if (kinds === undefined) {
+      kinds = Object.freeze(this.#acceptedKinds(listener));
+      this.#acceptedBy.set(listener, kinds);
+    }
+    return kinds;
+  }
+
+  #acceptedKinds(listener: string): readonly CredentialKind[] {
     const explicit = clientListener(this.#config, listener)?.credentials;
     if (explicit !== undefined) return explicit;
     const auth = this.#config.auth;

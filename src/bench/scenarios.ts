@@ -153,6 +153,18 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
       subscribers: [], idle: undefined, latencyKind: 'ack',
     }),
   },
+  'grpc-fanout': {
+    summary: 'unary Publish calls → M Subscribe streams of one key (bench/grpc-fanout), each on its own channel',
+    servers: ['junction', 'grpc', 'external'],
+    // Decoding every stream's deliveries costs the client more CPU than the server: two workers.
+    defaults: { subscribers: 100, inflight: 8, workers: 2 },
+    topology: (o) => ({
+      publishers: publishers(o, 'grpc', o.publishers, () => 'bench/grpc-fanout'),
+      subscribers: Array.from({ length: o.subscribers }, () => ({ protocol: 'grpc' as const, key: 'bench/grpc-fanout' })),
+      idle: undefined,
+      latencyKind: 'delivery',
+    }),
+  },
   'work-queue': {
     summary: 'N MQTT publishers → a group of M competing MQTT consumers ($share/bench/bench/work): each message to one of them',
     servers: ['junction', 'mosquitto', 'external'],

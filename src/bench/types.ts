@@ -7,7 +7,7 @@
 
 export const SCENARIOS = [
   'mqtt-pubsub', 'mqtt-connections', 'ws-fanout', 'ws-connections',
-  'http-publish', 'grpc-unary', 'grpc-stream', 'mixed', 'work-queue',
+  'http-publish', 'grpc-unary', 'grpc-stream', 'grpc-fanout', 'mixed', 'work-queue',
 ] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 

@@ -5,6 +5,15 @@ import type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } fr
 interface Entry {
   readonly pattern: string;
   readonly handler: BusHandler;
+  /** reports a rejection of the handler's promise: made once per subscription, not per delivery */
+  readonly failed: (err: unknown) => void;
+  /**
+   * The last promise the handler returned, and that promise with its rejection reported: a
+   * handler that takes a turn's deliveries together (the MQTT broker) returns one promise for
+   * all of them, which then costs one reaction per turn instead of one per message.
+   */
+  lastTaking: Promise<unknown> | undefined;
+  lastTaken: Promise<void> | undefined;
 }
 
 const EVERY_KEY = '';
@@ -19,7 +28,8 @@ const nothing = (): void => undefined;
 export class LocalBus implements Bus {
   readonly #subscriptions = new TopicTrie<Entry>();
   readonly #responders = new TopicTrie<Entry>();
-  readonly #everything = new Set<Entry>();
+  /** subscribeAll's entries: an array copied on change, so a publish walks it without an iterator object */
+  #everything: readonly Entry[] = [];
   readonly #onError: (err: unknown, pattern: string) => void;
   /** matched entries of the publishes under way; a handler that publishes nests one level */
   readonly #scratch: Entry[][] = [];
@@ -44,10 +54,9 @@ export class LocalBus implements Bus {
     let taking: Promise<void> | undefined;
     let more: Promise<void>[] | undefined;
     try {
-      this.#subscriptions.match(message.key, (entry) => {
-        hits.push(entry);
-      });
-      for (const entry of this.#everything) hits.push(entry);
+      this.#subscriptions.match(message.key, this.#collect);
+      const everything = this.#everything;
+      for (let i = 0; i < everything.length; i++) hits.push(everything[i]!);
       for (let i = 0; i < hits.length; i++) {
         const pending = this.#call(hits[i]!, message, origin);
         if (pending === undefined) continue;
@@ -64,11 +73,25 @@ export class LocalBus implements Bus {
     return Promise.all(more).then(nothing);
   }
 
+  /** Adds a matched entry to the hits of the publish under way (the innermost, when they nest). */
+  readonly #collect = (entry: Entry): void => {
+    this.#scratch[this.#depth - 1]!.push(entry);
+  };
+
+  #entry(pattern: string, handler: BusHandler): Entry {
+    return { pattern, handler, failed: (err) => this.#onError(err, pattern), lastTaking: undefined, lastTaken: undefined };
+  }
+
   /** Hands over one delivery; a promise when the subscriber takes it asynchronously, never rejected. */
   #call(entry: Entry, message: Message, origin?: BusOrigin): Promise<void> | undefined {
     try {
       const taking = entry.handler(message, origin);
-      return taking instanceof Promise ? taking.then(nothing, (err: unknown) => this.#onError(err, entry.pattern)) : undefined;
+      if (!(taking instanceof Promise)) return undefined;
+      if (taking !== entry.lastTaking) {
+        entry.lastTaking = taking;
+        entry.lastTaken = taking.then(nothing, entry.failed);
+      }
+      return entry.lastTaken;
     } catch (err) {
       this.#onError(err, entry.pattern);
       return undefined;
@@ -77,7 +100,7 @@ export class LocalBus implements Bus {
 
   subscribe(pattern: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<BusSubscription> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
-    const entry: Entry = { pattern, handler };
+    const entry = this.#entry(pattern, handler);
     const publishes = !(options.responder && options.requestsOnly);
     if (publishes) this.#subscriptions.add(pattern, entry);
     if (options.responder) this.#responders.add(pattern, entry);
@@ -97,12 +120,12 @@ export class LocalBus implements Bus {
 
   subscribeAll(handler: BusHandler): Promise<BusSubscription> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
-    const entry: Entry = { pattern: EVERY_KEY, handler };
-    this.#everything.add(entry);
+    const entry = this.#entry(EVERY_KEY, handler);
+    this.#everything = [...this.#everything, entry];
     return Promise.resolve({
       pattern: EVERY_KEY,
       close: () => {
-        this.#everything.delete(entry);
+        this.#everything = this.#everything.filter((e) => e !== entry);
         return DONE;
       },
     });

@@ -129,7 +129,7 @@ export const BreakerSchema = Type.Object({
   timeout: Type.Optional(Duration('a call slower than this fails; caps the target timeout')),
   errorThresholdPercentage: Default(Type.Number({ minimum: 0, maximum: 100, description: 'failure share that opens the breaker' }), 50),
   resetTimeout: Default(Duration('how long the breaker stays open before probing'), '10s'),
-  // opossum's own default of 0 would open on the very first failure of a quiet target
+  // 0 would open the breaker on the very first failure of a quiet target
   volumeThreshold: Default(Type.Integer({ minimum: 0, description: 'calls in the window before the breaker may open' }), 10),
   rollingCountTimeout: Default(Duration('length of the statistics window'), '10s'),
   slowCallThreshold: Type.Optional(Duration('a successful call slower than this counts as a failure')),

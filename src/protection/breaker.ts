@@ -1,5 +1,3 @@
-import { EventEmitter } from 'node:events';
-import CircuitBreaker from 'opossum';
 import { realClock, type Clock, type Timer } from '../clock.js';
 import { GatewayError, isGatewayError } from '../errors.js';
 
@@ -25,22 +23,53 @@ export interface BreakerTransition {
   reason: string;
 }
 
-/** A slow success, thrown through opossum so it counts as a failure, then unwrapped. */
+/** A slow success, thrown so it counts as a failure, then unwrapped. */
 class SlowCall<T> extends Error {
   constructor(readonly result: T, readonly ms: number) {
     super(`call took ${ms} ms`);
   }
 }
 
-type Call = () => Promise<unknown>;
-
 interface Probes {
   started: number;
   succeeded: number;
 }
 
-/** opossum's default: the window is ten buckets, and moves one bucket at a time */
+/** the window is ten buckets, and moves one bucket at a time (opossum's default, which this breaker used before) */
 const WINDOW_BUCKETS = 10;
+
+/**
+ * The calls started and the failures seen over the last rollingCountTimeout, in WINDOW_BUCKETS
+ * buckets: the bucket of now takes the counts, and moving on drops the oldest bucket's.
+ */
+class RollingWindow {
+  readonly #calls = new Array<number>(WINDOW_BUCKETS).fill(0);
+  readonly #failures = new Array<number>(WINDOW_BUCKETS).fill(0);
+  #current = 0;
+  calls = 0;
+  failures = 0;
+
+  called(): void {
+    this.#calls[this.#current]!++;
+    this.calls++;
+  }
+
+  failed(): void {
+    this.#failures[this.#current]!++;
+    this.failures++;
+  }
+
+  /** Moves on by `buckets` buckets (a whole window at most: everything older is gone). */
+  rotate(buckets: number): void {
+    for (let i = Math.min(buckets, WINDOW_BUCKETS); i > 0; i--) {
+      this.#current = (this.#current + 1) % WINDOW_BUCKETS;
+      this.calls -= this.#calls[this.#current]!;
+      this.failures -= this.#failures[this.#current]!;
+      this.#calls[this.#current] = 0;
+      this.#failures[this.#current] = 0;
+    }
+  }
+}
 
 /** A refusal the downstream gives on purpose (4xx, INVALID_ARGUMENT) says nothing about its health. */
 function deliberate(err: unknown): boolean {
@@ -48,14 +77,18 @@ function deliberate(err: unknown): boolean {
 }
 
 /**
- * One circuit breaker per target. Opossum keeps the rolling window and decides when to open;
- * this adds what it lacks: slow calls counted as failures, a half-open state that admits a
- * configured number of probes (opossum admits exactly one) and closes only when all succeed,
- * and a forced state for maintenance. All timing follows the clock it is given: the window
- * moves and the breaker half-opens by that clock, not by opossum's own timers.
+ * One circuit breaker per target: it opens when, after a failure, the window holds at least
+ * volumeThreshold calls and more than errorThresholdPercentage of them failed (opossum's rule);
+ * slow calls count as failures; half-open admits a configured number of probes and closes only
+ * when all succeed; a forced state serves maintenance. All timing follows the clock it is given.
+ *
+ * It was opossum until opossum's `fire` proved to be most of the protection layer's cost: a
+ * promise, an executor and two reactions, an arguments array and events for every downstream
+ * call (about 1.2 KB of garbage each), with no way to count an outcome without it. Its judgement
+ * is the rule above over ten counters, which this breaker already moved by its own clock.
  */
 export class TargetBreaker {
-  readonly #breaker: CircuitBreaker<[Call], unknown>;
+  readonly #window = new RollingWindow();
   readonly #settings: BreakerSettings;
   readonly #onTransition: (t: BreakerTransition) => void;
   readonly #clock: Clock;
@@ -65,8 +98,6 @@ export class TargetBreaker {
   #resetTimer: Timer | undefined;
   #forced: 'open' | 'closed' | undefined;
   #last: BreakerTransition;
-  /** drives opossum's window: one `rotate` per bucket the clock has moved past */
-  readonly #rotation = new EventEmitter();
   readonly #bucketMs: number;
   #rotatedAt: number;
   readonly counts = { calls: 0, failures: 0, rejected: 0, slow: 0 };
@@ -79,26 +110,6 @@ export class TargetBreaker {
     // At least 1 ms: a zero-length window must not turn the rotation arithmetic into NaN.
     this.#bucketMs = Math.max(1, settings.rollingCountTimeout / WINDOW_BUCKETS);
     this.#rotatedAt = clock.now();
-    this.#breaker = new CircuitBreaker((call: Call) => this.#judge(call), {
-      // Each target enforces its own per-call timeout; a timeout reaches here as a failure.
-      timeout: false,
-      errorThresholdPercentage: settings.errorThresholdPercentage,
-      // Opossum still arms its own (unref'd) timer when it opens; its half-open is never
-      // consulted: calls only reach opossum while this breaker is closed.
-      resetTimeout: settings.resetTimeout,
-      volumeThreshold: settings.volumeThreshold,
-      rollingCountTimeout: settings.rollingCountTimeout,
-      rollingCountBuckets: WINDOW_BUCKETS,
-      rotateBucketController: this.#rotation,
-      // The percentile machinery sorts every sample on each failure; we keep our own histograms.
-      rollingPercentilesEnabled: false,
-      enableSnapshots: false,
-      errorFilter: deliberate,
-    });
-    this.#breaker.on('open', () => {
-      // A call started while closed may fail after this breaker opened or was forced: old news.
-      if (this.#state === 'closed' && !this.#forced) this.#open('error threshold reached');
-    });
   }
 
   get state(): BreakerState {
@@ -136,11 +147,10 @@ export class TargetBreaker {
     this.#transition('half_open', `resetTimeout passed; letting ${this.#settings.halfOpenProbes} probe(s) through`);
   }
 
-  /** Back to opossum's judgement; its window keeps what it saw before this breaker opened. */
+  /** Back to judging by the window, which keeps what it saw before this breaker opened. */
   #close(reason: string): void {
     this.#state = 'closed';
     this.#probes = undefined;
-    this.#breaker.close();
     this.#transition('closed', reason);
   }
 
@@ -149,16 +159,27 @@ export class TargetBreaker {
     this.#resetTimer = undefined;
   }
 
-  /** Moves opossum's window to the clock's present, a bucket at a time (at most a whole window). */
+  /** Moves the window to the clock's present, a bucket at a time. */
   #rotate(): void {
     const passed = Math.floor((this.#clock.now() - this.#rotatedAt) / this.#bucketMs);
     if (passed <= 0) return;
     this.#rotatedAt += passed * this.#bucketMs;
-    for (let i = Math.min(passed, WINDOW_BUCKETS); i > 0; i--) this.#rotation.emit('rotate');
+    this.#window.rotate(passed);
+  }
+
+  /** A failure of a call made while closed: opens the breaker once the window says so. */
+  #failedClosed(): void {
+    this.#rotate();
+    const window = this.#window;
+    window.failed();
+    // A call started while closed may fail after this breaker opened or was forced: old news.
+    if (this.#state !== 'closed' || this.#forced) return;
+    if (window.calls < this.#settings.volumeThreshold) return;
+    if ((window.failures / window.calls) * 100 > this.#settings.errorThresholdPercentage) this.#open('error threshold reached');
   }
 
   /** Without a slowCallThreshold the call's own promise goes through untouched. */
-  #judge(call: Call): Promise<unknown> {
+  #judge<T>(call: () => Promise<T>): Promise<T> {
     const threshold = this.#settings.slowCallThreshold;
     if (threshold === undefined) return call();
     const started = this.#clock.now();
@@ -192,9 +213,16 @@ export class TargetBreaker {
   #fire<T>(call: () => Promise<T>): Promise<T> {
     this.counts.calls++;
     this.#rotate();
-    return (this.#breaker.fire(call) as Promise<T>).catch((err: unknown) => {
-      if (err instanceof SlowCall) return err.result as T;
-      if (!deliberate(err)) this.counts.failures++;
+    this.#window.called();
+    return this.#judge(call).catch((err: unknown) => {
+      if (err instanceof SlowCall) {
+        this.#failedClosed();
+        return err.result as T;
+      }
+      if (!deliberate(err)) {
+        this.counts.failures++;
+        this.#failedClosed();
+      }
       throw err;
     });
   }
@@ -209,7 +237,7 @@ export class TargetBreaker {
     return this.#judge(call).then(
       (result) => {
         this.#probeEnded(probes, true);
-        return result as T;
+        return result;
       },
       (err: unknown) => {
         if (err instanceof SlowCall) {
@@ -243,6 +271,5 @@ export class TargetBreaker {
 
   shutdown(): void {
     this.#stopResetTimer();
-    this.#breaker.shutdown();
   }
 }

@@ -73,7 +73,8 @@ export class IngressLimiter {
   admit(message: Message, matches: readonly RouteMatch[]): void | Promise<void> {
     const now = this.#clock.now();
     let pending: Promise<void>[] | undefined;
-    for (const { route } of matches) {
+    for (let i = 0; i < matches.length; i++) {
+      const route = matches[i]!.route;
       const limit = route.rateLimit;
       if (!limit) continue;
       const scope = limit.scope;

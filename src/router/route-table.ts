@@ -34,6 +34,9 @@ interface Rule {
   headerValues: readonly string[];
   targets: readonly TargetTemplate[];
   fallback: readonly TargetTemplate[];
+  /** the bindings themselves when no template depends on the message (named targets, deadletter): shared by every match */
+  fixedTargets: readonly TargetBinding[] | undefined;
+  fixedFallback: readonly TargetBinding[] | undefined;
   continues: boolean;
 }
 
@@ -100,7 +103,12 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
 
   const matchOf = (rule: Rule, list: number, key: string): RouteMatch => {
     const captures = capBuf.slice(capStart[list]!, capEnd[list]!);
-    return { route: rule.route, captures, targets: bind(rule.targets, captures, key), fallback: bind(rule.fallback, captures, key) };
+    return {
+      route: rule.route,
+      captures,
+      targets: rule.fixedTargets ?? bind(rule.targets, captures, key),
+      fallback: rule.fixedFallback ?? bind(rule.fallback, captures, key),
+    };
   };
 
   const match = (message: RoutableMessage): RouteDecision => {
@@ -108,17 +116,21 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
     capCount = 0;
     trie.match(message.key, collect);
     const protocolBit = bits.get(message.protocol) ?? OTHER_PROTOCOL;
-    const matches: RouteMatch[] = [];
+    let matches: RouteMatch[] | undefined;
     if (reachedCount === 1) {
-      // The common case: one pattern matched, usually with one rule that wins at once.
+      // The common case: one pattern matched, usually with one rule that wins at once, whose
+      // match goes in an array of one rather than one grown by push (room for 16 allocated).
       const list = reached[0]!;
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (!admits(rule, message, protocolBit)) continue;
-        matches.push(matchOf(rule, 0, message.key));
+        const found = matchOf(rule, 0, message.key);
+        if (matches === undefined) matches = [found];
+        else matches.push(found);
         if (!rule.continues) break;
       }
     } else if (reachedCount > 1) {
+      matches = [];
       // Merge the reached lists by rank, taking the head with the lowest rank each time.
       for (let l = 0; l < reachedCount; l++) cursor[l] = 0;
       for (;;) {
@@ -140,7 +152,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
         if (!rule.continues) break;
       }
     }
-    return matches.length > 0 ? { matches } : { matches, default: defaultRoute };
+    return matches !== undefined && matches.length > 0 ? { matches } : { matches: [], default: defaultRoute };
   };
 
   const explain = (message: RoutableMessage): RouteExplanation => {
@@ -203,6 +215,8 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
   if (config.set?.priority !== undefined) route.setPriority = config.set.priority;
   if (config.rateLimit !== undefined) route.rateLimit = Object.freeze({ ...config.rateLimit });
   const compileTargets = (refs: readonly TargetRefConfig[]): readonly TargetTemplate[] => Object.freeze(refs.map(compileTarget));
+  const targets = compileTargets(config.to);
+  const fallback = config.fallback === undefined ? [] : compileTargets(config.fallback);
   return {
     route: Object.freeze(route),
     rank: 0,
@@ -210,10 +224,25 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     headerCount: headerNames.length,
     headerNames,
     headerValues,
-    targets: compileTargets(config.to),
-    fallback: config.fallback === undefined ? [] : compileTargets(config.fallback),
+    targets,
+    fallback,
+    fixedTargets: fixedBindings(targets),
+    fixedFallback: fixedBindings(fallback),
     continues: route.continue,
   };
+}
+
+/**
+ * The bindings of templates that all name the same thing for every message, frozen so the matches
+ * sharing them cannot change them; undefined when one depends on the message's key.
+ */
+function fixedBindings(templates: readonly TargetTemplate[]): readonly TargetBinding[] | undefined {
+  const bindings: TargetBinding[] = [];
+  for (const t of templates) {
+    if (t.kind !== 'fixed') return undefined;
+    bindings.push(t.binding);
+  }
+  return Object.freeze(bindings);
 }
 
 function compileTarget(ref: TargetRefConfig): TargetTemplate {
@@ -232,19 +261,20 @@ function compileTarget(ref: TargetRefConfig): TargetTemplate {
   return { kind: 'template', literals, slots };
 }
 
+/** The bindings of one match; exactly as long as `templates`, since a grown array reserves room for 16. */
 function bind(templates: readonly TargetTemplate[], captures: readonly string[], key: string): TargetBinding[] {
+  if (templates.length === 1) return [bindOne(templates[0]!, captures, key)];
   const out: TargetBinding[] = [];
-  for (let i = 0; i < templates.length; i++) {
-    const t = templates[i]!;
-    if (t.kind === 'fixed') out.push(t.binding);
-    else if (t.kind === 'key') out.push({ kind: 'publish', key });
-    else {
-      let rendered = t.literals[0]!;
-      for (let s = 0; s < t.slots.length; s++) rendered += captures[t.slots[s]!]! + t.literals[s + 1]!;
-      out.push({ kind: 'publish', key: rendered });
-    }
-  }
+  for (let i = 0; i < templates.length; i++) out.push(bindOne(templates[i]!, captures, key));
   return out;
+}
+
+function bindOne(t: TargetTemplate, captures: readonly string[], key: string): TargetBinding {
+  if (t.kind === 'fixed') return t.binding;
+  if (t.kind === 'key') return { kind: 'publish', key };
+  let rendered = t.literals[0]!;
+  for (let s = 0; s < t.slots.length; s++) rendered += captures[t.slots[s]!]! + t.literals[s + 1]!;
+  return { kind: 'publish', key: rendered };
 }
 
 /** A header's value, never one inherited from Object.prototype. */

@@ -34,8 +34,9 @@ export interface RouteMatch {
   route: CompiledRoute;
   /** levels captured by `+` and `#`, in pattern order; `#` captures the rest joined by `/` */
   captures: string[];
-  targets: TargetBinding[];
-  fallback: TargetBinding[];
+  /** shared by every match of the rule when no binding depends on the message: not to be changed */
+  targets: readonly TargetBinding[];
+  fallback: readonly TargetBinding[];
 }
 
 /** What routing a message needs to know about it. */

@@ -38,6 +38,10 @@ describe('junction bench against Junction', { timeout: 120_000 }, () => {
     expectComplete(await bench(['grpc-stream', '--count', '500', '--inflight', '64']), 500, 1);
   });
 
+  it('grpc-fanout: every Subscribe stream gets every published message', async () => {
+    expectComplete(await bench(['grpc-fanout', '--count', '200', '--subscribers', '5', '--workers', '1']), 200, 5);
+  });
+
   it('mixed: each protocol publishes, the three others receive', async () => {
     const result = await bench(['mixed', '--count', '400', '--inflight', '4']);
     expectComplete(result, 400, 3);

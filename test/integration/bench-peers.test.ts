@@ -20,6 +20,7 @@ describe('junction bench against peers', { timeout: 120_000 }, () => {
     expectComplete(await bench(['mqtt-pubsub', '--server', 'aedes', '--count', '300', '--subscribers', '2', '--qos', '1']), 300, 2);
     expectComplete(await bench(['ws-fanout', '--server', 'ws', '--subscribers', '20', '--rate', '200', '--count', '100', '--qos', '1']), 100, 20);
     expectComplete(await bench(['grpc-stream', '--server', 'grpc', '--count', '300']), 300, 1);
+    expectComplete(await bench(['grpc-fanout', '--server', 'grpc', '--count', '200', '--subscribers', '5', '--workers', '1']), 200, 5);
   });
 
   it('Mosquitto over MQTT and NATS over MQTT and WebSocket', async () => {
