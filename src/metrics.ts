@@ -251,6 +251,7 @@ export class GatewayMetrics implements DispatchObserver {
     };
     perGroup('junction_group_members', 'Members of a group of competing consumers', (g) => g.members, 'gauge');
     perGroup('junction_group_queued', 'Messages waiting in a group for a member with room', (g) => g.queued, 'gauge');
+    perGroup('junction_group_queued_bytes', 'Bytes of the messages waiting in a group, as groups.maxQueuedBytes counts them', (g) => g.queuedBytes, 'gauge');
     perGroup('junction_group_in_flight', 'Group deliveries members have not acknowledged yet', (g) => g.inFlight, 'gauge');
     perGroup('junction_group_delivered_total', 'Group deliveries members acknowledged', (g) => g.delivered, 'counter');
     perGroup('junction_group_redelivered_total', 'Group deliveries handed to another member (the first went away, refused or timed out)', (g) => g.redelivered, 'counter');

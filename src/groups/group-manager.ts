@@ -4,7 +4,8 @@ import type { DeadLetterEntry } from '../deadletter/store.js';
 import { PriorityQueue } from '../delivery/priority-queue.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isExpired, type Message } from '../message.js';
+import { isExpired, MAX_PRIORITY, type Message } from '../message.js';
+import { appendFrameBytes } from '../queue/codec.js';
 
 /** One message handed to one member of a group. */
 export interface GroupDelivery {
@@ -43,6 +44,8 @@ export interface GroupSettings {
   retention: number;
   /** groups at once */
   maxGroups: number;
+  /** bytes all groups' queues hold together (as the queue store counts a message); past it the group holding most sheds */
+  maxQueuedBytes: number;
 }
 
 export interface GroupStats {
@@ -50,6 +53,8 @@ export interface GroupStats {
   pattern: string;
   members: number;
   queued: number;
+  /** bytes of the queued messages, as groups.maxQueuedBytes counts them */
+  queuedBytes: number;
   inFlight: number;
   /** messages the group took from the bus */
   accepted: number;
@@ -103,7 +108,8 @@ class Handle implements GroupDelivery {
  */
 class Group {
   readonly members: Member[] = [];
-  readonly queue = new PriorityQueue<Message>();
+  readonly #queue = new PriorityQueue<Message>();
+  #queuedBytes = 0;
   subscription: BusSubscription | undefined;
   #rotation = 0;
   #inFlight = 0;
@@ -118,6 +124,10 @@ class Group {
     return this.#inFlight;
   }
 
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
   get memberlessSince(): number | undefined {
     return this.#memberlessSince;
   }
@@ -125,7 +135,7 @@ class Group {
   /** From the bus: every message matching the pattern. */
   readonly accept = (message: Message): void => {
     this.counts.accepted++;
-    if (this.queue.size === 0 && this.#place(message)) return;
+    if (this.#queue.size === 0 && this.#place(message)) return;
     this.#enqueue(message);
   };
 
@@ -202,16 +212,46 @@ class Group {
   }
 
   #enqueue(message: Message, first = false): void {
-    if (this.queue.size >= this.manager.settings().maxQueue) {
-      const victim = this.queue.popLowest(message.priority + (first ? 1 : 0));
+    // A redelivered message has waited longest: it may shed others of its own priority.
+    const outranks = message.priority + (first ? 1 : 0);
+    if (this.#queue.size >= this.manager.settings().maxQueue) {
+      const victim = this.#popLowest(outranks);
       if (victim === undefined) {
         this.#deadLetter(message, `group ${this.name} is full (groups.maxQueue)`);
         return;
       }
       this.#deadLetter(victim, `shed from group ${this.name} for a message of priority ${message.priority}`);
     }
-    if (first) this.queue.unshift(message.priority, message);
-    else this.queue.push(message.priority, message);
+    const bytes = this.manager.bytesOf(this.name, message);
+    if (!this.manager.makeRoom(this, bytes, outranks)) {
+      this.#deadLetter(message, `groups hold groups.maxQueuedBytes and group ${this.name} has nothing of lower priority to shed`);
+      return;
+    }
+    if (first) this.#queue.unshift(message.priority, message);
+    else this.#queue.push(message.priority, message);
+    this.#held(bytes);
+  }
+
+  /**
+   * Sheds this group's lowest-priority message to make room for another group's (any priority:
+   * the group holding most bytes pays first), or for one of its own that outranks it.
+   */
+  shedFor(outranks: number): boolean {
+    const victim = this.#popLowest(outranks);
+    if (victim === undefined) return false;
+    this.#deadLetter(victim, `shed from group ${this.name}: groups hold groups.maxQueuedBytes and this group holds the most`);
+    return true;
+  }
+
+  #popLowest(below: number): Message | undefined {
+    const victim = this.#queue.popLowest(below);
+    if (victim !== undefined) this.#held(-this.manager.bytesOf(this.name, victim));
+    return victim;
+  }
+
+  #held(bytes: number): void {
+    this.#queuedBytes += bytes;
+    this.manager.queuedBytes += bytes;
   }
 
   /** Hands queued messages out while members have room. */
@@ -219,14 +259,17 @@ class Group {
     if (this.#pumping) return;
     this.#pumping = true;
     try {
-      while (this.queue.size > 0) {
-        const message = this.queue.shift()!;
+      while (this.#queue.size > 0) {
+        const message = this.#queue.shift()!;
+        const bytes = this.manager.bytesOf(this.name, message);
+        this.#held(-bytes);
         if (isExpired(message, this.manager.clock.now())) {
           this.counts.expired++;
           continue;
         }
         if (!this.#place(message)) {
-          this.queue.unshift(message.priority, message);
+          this.#queue.unshift(message.priority, message);
+          this.#held(bytes);
           return;
         }
       }
@@ -242,7 +285,8 @@ class Group {
 
   /** Closing: what waits goes to the dead-letter store, what members hold stays theirs to settle. */
   drain(why: string): void {
-    for (const message of this.queue.drain()) this.#deadLetter(message, why);
+    for (const message of this.#queue.drain()) this.#deadLetter(message, why);
+    this.#held(-this.#queuedBytes);
   }
 
   stats(): GroupStats {
@@ -250,7 +294,8 @@ class Group {
       name: this.name,
       pattern: this.pattern,
       members: this.members.length,
-      queued: this.queue.size,
+      queued: this.#queue.size,
+      queuedBytes: this.#queuedBytes,
       inFlight: this.#inFlight,
       ...this.counts,
     };
@@ -267,6 +312,8 @@ export class GroupManager {
   readonly #groups = new Map<string, Group>();
   readonly clock: Clock;
   readonly logger: Logger;
+  /** bytes every group's queue holds together (groups.maxQueuedBytes) */
+  queuedBytes = 0;
   #sweep: Timer | undefined;
   #closed = false;
 
@@ -302,6 +349,28 @@ export class GroupManager {
       ready: () => joined.ready(state),
       leave: () => joined.leave(state),
     };
+  }
+
+  /** A queued message's size as groups.maxQueuedBytes counts it: as the queue store would store it. */
+  bytesOf(group: string, message: Message): number {
+    return appendFrameBytes(`group:${group}`, message);
+  }
+
+  /**
+   * Sheds until `bytes` more fit within groups.maxQueuedBytes: from the group holding the most
+   * bytes, so a group that hoards (say, one nobody consumes) pays before the others. False when
+   * `group` itself holds the most and has nothing below `outranks`.
+   */
+  makeRoom(group: Group, bytes: number, outranks: number): boolean {
+    const { maxQueuedBytes } = this.settings();
+    if (bytes > maxQueuedBytes) return false;
+    while (this.queuedBytes + bytes > maxQueuedBytes) {
+      let largest = group;
+      for (const other of this.#groups.values()) if (other.queuedBytes > largest.queuedBytes) largest = other;
+      const shed = largest === group ? group.shedFor(outranks) : largest.shedFor(MAX_PRIORITY + 1);
+      if (!shed) return false;
+    }
+    return true;
   }
 
   deadLetter(message: Message, group: string, why: string): void {

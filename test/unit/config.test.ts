@@ -455,7 +455,7 @@ describe('the resolved config', () => {
       storage: { dir: '/etc/junction/data', sync: 'os' },
       workers: 1,
       admin: {},
-      groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000 },
+      groups: { maxQueue: 10_000, maxInflight: 64, ackTimeout: 30_000, retention: 300_000, maxGroups: 1000, maxQueuedBytes: 64 * 1024 * 1024 },
       grpc: {
         maxReceiveMessageSize: 1024 * 1024 + 64 * 1024,
         keepalive: { time: 60_000, timeout: 20_000 },

@@ -38,7 +38,7 @@ describe('groups of competing consumers', () => {
   beforeEach(() => {
     clock = fakeClock();
     bus = new LocalBus((err) => { throw err; });
-    settings = { maxQueue: 4, maxInflight: 2, ackTimeout: 1000, retention: 60_000, maxGroups: 2 };
+    settings = { maxQueue: 4, maxInflight: 2, ackTimeout: 1000, retention: 60_000, maxGroups: 2, maxQueuedBytes: Infinity };
     deadLetters = [];
     manager = new GroupManager({
       bus, clock, logger: silentLogger(), settings: () => settings,
@@ -117,6 +117,38 @@ describe('groups of competing consumers', () => {
     settings.maxInflight = 10;
     await manager.join('g', 'jobs/#', late);
     expect(late.texts).toEqual(['p9', 'p7', 'p5', 'p2']);
+  });
+
+  it('bounds the bytes all groups queue together: the group holding the most sheds first', async () => {
+    settings.maxQueue = 1000;
+    settings.maxInflight = 100;
+    // Names of one length: a message counts the same in both groups.
+    const size = manager.bytesOf('idle', message('m0'));
+    settings.maxQueuedBytes = size * 10;
+    (await manager.join('idle', 'jobs/#', new TestMember())).leave();
+    const busy = new TestMember();
+    busy.room = false;
+    const busyIn = await manager.join('busy', 'jobs/a', busy);
+    // The group nobody consumes takes messages the busy one does not see, then both fill up.
+    await publish(...Array.from({ length: 6 }, (_, i) => createMessage({ key: 'jobs/b', payload: Buffer.from(`d${i}`), qos: 1, source: { protocol: 'internal' } })));
+    await publish(...Array.from({ length: 4 }, (_, i) => message(`m${i}`)));
+    const byName = () => Object.fromEntries(manager.stats().map((s) => [s.name, s]));
+    expect(manager.queuedBytes).toBe(size * 10);
+    expect([byName().idle!.queued, byName().busy!.queued]).toEqual([6, 4]);
+    // The idle group, holding the most, lost its newest to make room for the busy one's; past
+    // that, what it is offered itself is refused rather than shed from the group holding less.
+    expect(deadLetters.map((d) => `${d.target} ${d.message.payload.toString()}`)).toEqual([
+      'group:idle m2', 'group:idle m1', 'group:idle m3', 'group:idle m0',
+    ]);
+    // A message larger than the whole bound is dead-lettered, not allowed to flush the others out.
+    await publish(createMessage({ key: 'jobs/a', payload: Buffer.alloc(size * 11), qos: 1, source: { protocol: 'internal' } }));
+    expect(manager.queuedBytes).toBe(size * 10);
+    expect(deadLetters.at(-1)!.error).toContain('groups.maxQueuedBytes');
+    // What a member takes leaves the count.
+    busy.room = true;
+    busyIn.ready();
+    expect(byName().busy).toMatchObject({ queued: 0, queuedBytes: 0 });
+    expect(manager.queuedBytes).toBe(size * 6);
   });
 
   it('never hands out a message that expired while it waited', async () => {
