@@ -107,7 +107,7 @@ defaultRoute: publish
 /** MB of the gateway's memory, by where it lives. */
 export interface ProcessMemory {
   rss: number;
-  /** JS objects in use, and the heap V8 holds for them (from the gateway's /metrics) */
+  /** JS objects in use, and the heap V8 has committed for them, not all of it resident (from the gateway's /metrics) */
   heapUsed: number;
   heapTotal: number;
   /** Buffers and other memory V8 is told about outside its heap */
@@ -116,18 +116,17 @@ export interface ProcessMemory {
   code: number;
   /** the C allocator's main heap (the `[heap]` mapping): native objects, freed or not */
   mallocHeap: number;
-  /** what is left: other C allocator arenas and large blocks, thread stacks */
-  otherNative: number;
+  /** every other resident page: V8's heap, the C allocator's other arenas and large blocks, thread stacks */
+  otherAnonymous: number;
 }
 
 async function processMemory(pid: number, adminPort: number): Promise<ProcessMemory> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
   const mb = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0) / 1048576);
-  const heapTotal = mb('junction_nodejs_heap_size_total_bytes');
   const { rss, code, mallocHeap } = residentMemory(pid);
   return {
-    rss, heapUsed: mb('junction_nodejs_heap_size_used_bytes'), heapTotal, external: mb('junction_nodejs_external_memory_bytes'),
-    code, mallocHeap, otherNative: Math.max(0, rss - code - mallocHeap - heapTotal),
+    rss, heapUsed: mb('junction_nodejs_heap_size_used_bytes'), heapTotal: mb('junction_nodejs_heap_size_total_bytes'), external: mb('junction_nodejs_external_memory_bytes'),
+    code, mallocHeap, otherAnonymous: rss - code - mallocHeap,
   };
 }
 

@@ -45,7 +45,7 @@ if (values.json) {
   console.log(`crashed: ${report.crashed}; error lines: ${report.errorLines.length}`);
   console.log(`RSS MB: before ${report.rssMb.before}, peak ${report.rssMb.peak}, after idle ${report.rssMb.afterIdle}`);
   const memory = (m: ProcessMemory | undefined) => (m
-    ? `RSS ${m.rss} = JS heap ${m.heapTotal} (${m.heapUsed} in use) + malloc heap ${m.mallocHeap} + code ${m.code} + other native ${m.otherNative}; external ${m.external}`
+    ? `RSS ${m.rss} = code ${m.code} + malloc heap ${m.mallocHeap} + V8 heap and other anonymous ${m.otherAnonymous}; V8 heap committed ${m.heapTotal} (${m.heapUsed} in use), external ${m.external}`
     : 'n/a');
   console.log(`gateway memory MB before: ${memory(report.memoryMb.before)}`);
   console.log(`gateway memory MB after idle: ${memory(report.memoryMb.afterIdle)}`);
