@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
+import { jemallocPath } from '../../src/allocator.js';
 import { FUZZ_PROTOCOLS, GRPC_METHODS, inputs, type FuzzProtocol } from './inputs.js';
 
 /** connections each protocol's inputs are spread over at once */
@@ -59,6 +60,8 @@ export interface CampaignReport {
   wellBehaved: { sent: number; received: number; failed: number };
   loadAverage: number[];
   cpus: number;
+  /** the jemalloc library the gateway ran with, or undefined: glibc's malloc */
+  preloaded: string | undefined;
 }
 
 interface Gateway {
@@ -82,7 +85,10 @@ deadletter: { path: ${join(dir, 'deadletter.jsonl')} }
 log: { level: info }
 defaultRoute: publish
 `);
-  const child = spawn(process.execPath, [bin, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // On jemalloc when it is installed, as npm start and docs/operations.md start the gateway.
+  const jemalloc = jemallocPath();
+  const env = jemalloc === undefined ? process.env : { ...process.env, LD_PRELOAD: jemalloc };
+  const child = spawn(process.execPath, [bin, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const gateway: Gateway = { child, ports: {}, errorLines: [], exited: false };
   child.on('exit', () => { gateway.exited = true; });
   child.stderr!.on('data', (chunk: Buffer) => gateway.errorLines.push(chunk.toString().trim()));
@@ -307,7 +313,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       seed, results, crashed, errorLines: gateway.errorLines,
       rssMb: { before, peak, afterIdle: crashed ? 0 : rssMb(pid) },
       memoryMb: { before: memoryBefore, afterIdle: crashed ? undefined : await processMemory(pid, gateway.ports.admin!) },
-      wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length,
+      wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length, preloaded: jemallocPath(),
     };
   } finally {
     gateway.child.kill('SIGKILL');

@@ -36,7 +36,7 @@ const report = await runCampaign({
 if (values.json) {
   console.log(JSON.stringify(report, null, 2));
 } else {
-  console.log(`seed ${report.seed}; ${report.cpus} CPUs, load average ${report.loadAverage.join(' / ')} at the end (${os.hostname()})`);
+  console.log(`seed ${report.seed}; ${report.cpus} CPUs, load average ${report.loadAverage.join(' / ')} at the end (${os.hostname()}); allocator: ${report.preloaded ?? 'glibc malloc'}`);
   console.log('| protocol | inputs | seconds | inputs/s | connections the gateway closed | RSS after it (MB) |');
   console.log('|---|---|---|---|---|---|');
   for (const r of report.results) {
