@@ -13,6 +13,9 @@ import { join } from 'node:path';
  */
 export const JEMALLOC = 'libjemalloc.so.2';
 
+/** What a gateway started on glibc's malloc logs (a warning, with the library to preload). */
+export const GLIBC_MALLOC_WARNING = 'started on glibc\'s malloc, which keeps native memory freed after a load: preload jemalloc (LD_PRELOAD, docs/operations.md)';
+
 /** Where Debian, Ubuntu, Fedora and RHEL put the library (package libjemalloc2, jemalloc). */
 const LIBRARY_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib'];
 
