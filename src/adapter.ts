@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { TObject } from '@sinclair/typebox';
 import type { FastifyPluginCallback } from 'fastify';
+import type { Redis } from 'ioredis';
 import type { AccessControl } from './auth/index.js';
 import type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
 import type { ListenerConfig } from './config/schema.js';
@@ -79,23 +80,33 @@ export interface AdapterContext<Settings = unknown> {
    * from the one place the adapter answers an error, for its own checks and `dispatch`'s alike.
    */
   refused(code: ErrorCode): void;
-  /** cluster mode only: sessions that follow their client from node to node */
-  readonly sessions?: SessionHandover;
+  /** cluster mode only: sessions kept in Redis, which every node serves */
+  readonly sessions?: SharedSessions;
 }
 
 /**
- * In cluster mode a client id's session lives on one node at a time (docs/scale-out.md). The
- * session's content is the protocol's own business: opaque bytes here.
+ * Cluster mode (docs/scale-out.md): a protocol keeps its sessions in Redis, where every node reads
+ * and writes them, and a client id is connected on one node at a time. What a session holds is
+ * the protocol's own business.
  */
-export interface SessionHandover {
+export interface SharedSessions {
   /**
-   * This node takes the session of `clientId`. The node that had it, if alive, ends that client's
-   * connection there and hands over what it kept; resolves with that, or undefined when there is
-   * nothing to take over (a new session, or its node is gone).
+   * Makes this node the holder of `clientId` for `ttlMs`. A live node that held it ends that
+   * client's connection there ([MQTT-3.1.4-2]: the older one goes) before this resolves, or
+   * after 3 s at most.
    */
-  claim(clientId: string): Promise<Buffer | undefined>;
-  /** How this node gives up a session another node claims: end the connection, export, forget. */
-  onClaim(handover: (clientId: string) => Promise<Buffer | undefined>): void;
+  claim(clientId: string, ttlMs: number): Promise<void>;
+  /** How this node ends a client's connection another node claimed. */
+  onClaim(end: (clientId: string) => Promise<void>): void;
+  /** commands; they fail at once while Redis is unreachable (no offline queue) */
+  readonly redis: Redis;
+  /** prefix of the protocol's keys: cluster.keyPrefix, then the protocol */
+  readonly keyPrefix: string;
+  /** A note to this protocol on every other node (`onNote`); at most once, as Redis Pub/Sub is. */
+  broadcast(note: Buffer): Promise<void>;
+  onNote(handler: (note: Buffer) => void): void;
+  /** Redis is reachable again after an outage: notes sent meanwhile were lost. */
+  onReconnect(handler: () => void): void;
 }
 
 /** One open client connection, for /admin/connections. */

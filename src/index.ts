@@ -1,6 +1,6 @@
 /** The core's public surface: adapters and targets import from here, never from internals. */
 export type {
-  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SessionHandover, SharedSettings, SlowConsumerCounts,
+  Adapter, AdapterContext, AdapterStats, ConfigSection, ConnectionInfo, HttpMount, ProtocolRegistration, SharedSessions, SharedSettings, SlowConsumerCounts,
   WebSocketServerNeeds,
 } from './adapter.js';
 /** Building blocks of config sections: durations, sizes and defaults as the loader reads them. */
@@ -10,11 +10,12 @@ export { parseDuration, parseSize } from './config/units.js';
 export { Registry } from './registry.js';
 export { onExpiry, tokenFromAuthorization, type AccessControl, type ClientCertificate, type Credentials, type Identity, type Peer } from './auth/index.js';
 export type { AcceptedConnection, BoundListener, ListenOptions } from './listener.js';
-export type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
+export type { BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus/index.js';
 export type { GatewayConfig } from './config/types.js';
 export type { DispatchOptions, DispatchResult } from './delivery/dispatcher.js';
 export { ERRORS, GatewayError, isGatewayError, ListenerError, SetupError, shuttingDown, SHUTTING_DOWN, toGatewayError, type ErrorCode, type ErrorSpec, type GatewayErrorDetails } from './errors.js';
 export type { Logger } from './log.js';
+export { ThrottledLog } from './throttled-log.js';
 export { settledBy, withTimeout } from './timeouts.js';
 export { realClock, type Clock, type Timer } from './clock.js';
 export {

@@ -21,20 +21,9 @@ export interface MqttEngine extends Pick<Aedes, 'on' | 'listen' | 'handle' | 'cl
   forward(packet: PublishPacket, done: Done): void;
 }
 
-/** A session as the persistence keeps it: what moves to another node in cluster mode. */
-export interface StoredSubscription {
-  topic: string;
-  qos: number;
-}
-
 /** What the adapter uses of aedes-persistence's API (promise flavour, as aedes 1.2 sets it up). */
 export interface SessionPersistence {
   incomingDelPacket(client: Client, packet: PublishPacket): Promise<unknown>;
-  subscriptionsByClient(client: Pick<Client, 'id'>): Promise<StoredSubscription[]>;
-  addSubscriptions(client: Pick<Client, 'id'>, subscriptions: StoredSubscription[]): Promise<unknown>;
-  cleanSubscriptions(client: Pick<Client, 'id'>): Promise<unknown>;
-  outgoingEnqueue(subscription: { clientId: string }, packet: PublishPacket): Promise<unknown>;
-  outgoingStream(client: Pick<Client, 'id'>): AsyncIterable<PublishPacket>;
   destroy(): Promise<void>;
 }
 
@@ -53,7 +42,7 @@ export type MqttEngineFactory = (options: AedesOptions, ingress: Ingress) => Mqt
 export class GatewayBroker extends Aedes implements MqttEngine {
   /** aedes 1.2 speaks MQTT 3.1.1 only */
   readonly mqtt5: boolean = false;
-  /** the aedes-persistence instance aedes set up in listen() (memory by default) */
+  /** the aedes-persistence instance aedes set up in listen(): memory, or sessions in Redis in cluster mode */
   declare persistence: SessionPersistence;
   declare clients: Record<string, Client>;
   readonly #ingress: Ingress;

@@ -12,6 +12,8 @@ const MqttSchema = Type.Object({
   maxOutboundBuffer: Default(Size('bytes waiting to be written to one client; past it QoS 0 deliveries to that client are dropped and counted'), '1mb'),
   drainTimeout: Default(Duration('a client whose socket stays full this long is disconnected (its QoS 1/2 messages stay queued if its session is persistent)'), '30s'),
   maxPendingRequests: Default(Type.Integer({ minimum: 1, description: 'requests one client may have waiting for their answer (_request/<id>/<key>); one more is answered overloaded on _reply/<id>/error' }), 100),
+  maxQueuedPerSession: Default(Type.Integer({ minimum: 1, description: 'cluster mode: QoS 1/2 messages one persistent session keeps queued in Redis (unacknowledged ones included); past it new messages are not queued for it (counted as sessionQueueFull)' }), 1000),
+  sessionExpiry: Default(Duration('cluster mode: a persistent session (its subscriptions and queued messages in Redis) is forgotten this long after its client last connected or left'), '168h'),
   maxHold: Default(Duration('a QoS 1/2 PUBLISH refused as rate_limited or overloaded is retried with its acknowledgement withheld, pacing the client, at most this long; then its connection is closed'), '10s'),
 }, {
   ...strict,

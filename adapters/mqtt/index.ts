@@ -5,11 +5,12 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
-  filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, toGatewayError,
-  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
-  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SessionHandover, type SlowConsumerCounts,
+  filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, ThrottledLog, toGatewayError,
+  type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusOrigin, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
+  type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SharedSessions, type SlowConsumerCounts,
 } from '../../src/index.js';
-import { aedesEngine, type MqttEngine, type MqttEngineFactory, type StoredSubscription } from './broker.js';
+import { aedesEngine, type MqttEngine, type MqttEngineFactory } from './broker.js';
+import type { RedisSessionStore } from './redis-persistence.js';
 import { parseShare, SHARE_PREFIX, SharedSubscriptions, ShareMember } from './share.js';
 import { mqttSection, type MqttSettings } from './config.js';
 import { GuardedConnection, type Violation } from './guard.js';
@@ -70,16 +71,10 @@ interface MqttCounters extends RequestReplyCounters {
   forwardFailed: number;
   /** deliveries that had expired by the time the broker came to send them (offline queues too), never sent */
   expired: number;
-}
-
-/** Queued messages a session takes to another node at most (the oldest first). */
-const HANDOVER_MAX_PACKETS = 10_000;
-
-/** A session on its way to another node (cluster mode): what the persistence kept of it. */
-interface HandedSession {
-  subscriptions: StoredSubscription[];
-  /** brokerId and brokerCounter tell the packets apart in the persistence (outgoingUpdate) */
-  packets: { topic: string; qos: QoS; retain: boolean; payload: string; brokerId: string; brokerCounter: number }[];
+  /** cluster mode: messages not queued for a persistent session because its queue held mqtt.maxQueuedPerSession */
+  sessionQueueFull: number;
+  /** cluster mode: writes to the sessions in Redis that failed with nobody to tell (queueing for sessions, notes to the other nodes) */
+  sessionStoreErrors: number;
 }
 
 /**
@@ -93,7 +88,7 @@ export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
     oversizePackets: 0, malformedPackets: 0, clientErrors: 0, connectTimeouts: 0, connectsRefused: 0,
     subscriptionsRefused: 0, routed: 0, held: 0, holdTimeouts: 0, paced: 0, pacingBehind: 0, forwardFailed: 0, expired: 0, credentialsExpired: 0,
-    requestsSent: 0, requestsHanded: 0, answers: 0,
+    requestsSent: 0, requestsHanded: 0, answers: 0, sessionQueueFull: 0, sessionStoreErrors: 0,
   };
   /** QoS 0 deliveries dropped for a subscriber over maxOutboundBuffer; clients aedes cut at drainTimeout */
   readonly #slowConsumers: SlowConsumerCounts = { shed: 0, disconnected: 0 };
@@ -105,6 +100,10 @@ export class MqttAdapter implements Adapter {
   readonly #settings: MqttSettings;
   #broker: MqttEngine | undefined;
   readonly #engine: MqttEngineFactory;
+  /** cluster mode: the persistence of every node's broker, sessions in Redis */
+  #sessionStore: RedisSessionStore | undefined;
+  /** one line per interval while Redis refuses them (once per message otherwise) */
+  readonly #sessionStoreErrors: ThrottledLog;
   #feed: BusSubscription | undefined;
   readonly #shares = new SharedSubscriptions();
   #listener: BoundListener | undefined;
@@ -139,6 +138,7 @@ export class MqttAdapter implements Adapter {
     this.#ctx = ctx;
     this.#settings = ctx.settings();
     this.#engine = engine;
+    this.#sessionStoreErrors = new ThrottledLog(ctx.logger, 'MQTT sessions in Redis: a write failed');
     this.#requestReply = new MqttRequestReply({
       ctx,
       counters: this.#counters,
@@ -158,7 +158,10 @@ export class MqttAdapter implements Adapter {
   async register(): Promise<void> {
     if (!this.#ctx.listener() || this.#broker) return;
     const s = this.#settings;
+    const sessions = this.#ctx.sessions;
+    const store = sessions ? await this.#shareSessions(sessions) : undefined;
     const broker = this.#engine({
+      ...(store ? { persistence: store } : {}),
       // Unbounded as the bus is: a subscriber's backlog is bounded by maxOutboundBuffer and drainTimeout.
       concurrency: 0,
       connectTimeout: s.connectTimeout,
@@ -200,12 +203,13 @@ export class MqttAdapter implements Adapter {
     broker.on('clientDisconnect', (client: Client) => {
       this.#shares.removeAll(client);
       this.#requestReply.disconnected(client);
+      // A session's expiry counts from its client's leaving.
+      if (store && !client.clean) store.touch(client.id).catch(this.#sessionStoreError);
     });
     // aedes emits persistence and will-sweeper failures here; unhandled, they would throw.
     (broker as unknown as NodeJS.EventEmitter).on('error', (err: Error) => logger.error({ err }, 'MQTT broker error'));
     await broker.listen();
     this.#broker = broker;
-    this.#ctx.sessions?.onClaim(this.#handOver);
     this.#feed = await this.#ctx.subscribeAll(this.#forward);
 
     const http = this.#ctx.http;
@@ -217,6 +221,42 @@ export class MqttAdapter implements Adapter {
       });
     }
   }
+
+  /**
+   * Cluster mode: every node's broker keeps its sessions in Redis (./redis-persistence.ts), in
+   * step with the other nodes through notes; a client id claimed by another node is ended here.
+   */
+  async #shareSessions(sessions: SharedSessions): Promise<RedisSessionStore> {
+    // Loaded only in cluster mode: embedded mode loads no Redis code.
+    const { RedisSessionStore } = await import('./redis-persistence.js');
+    const store = new RedisSessionStore({
+      redis: sessions.redis,
+      keyPrefix: sessions.keyPrefix,
+      maxQueued: this.#settings.maxQueuedPerSession,
+      sessionExpiryMs: this.#settings.sessionExpiry,
+      broadcast: (note) => sessions.broadcast(note),
+      onError: this.#sessionStoreError,
+      onQueueFull: (count) => {
+        this.#counters.sessionQueueFull += count;
+      },
+    });
+    sessions.onNote(store.noteReceived);
+    sessions.onReconnect(() => void store.resync().catch(this.#sessionStoreError));
+    sessions.onClaim(this.#endClaimed);
+    this.#sessionStore = store;
+    return store;
+  }
+
+  readonly #sessionStoreError = (err: Error): void => {
+    this.#counters.sessionStoreErrors++;
+    this.#sessionStoreErrors.report(err);
+  };
+
+  /** Another node took this client id: its connection here ends [MQTT-3.1.4-2]. */
+  readonly #endClaimed = async (clientId: string): Promise<void> => {
+    const connected = this.#broker?.clients[clientId];
+    if (connected) await new Promise<void>((resolve) => connected.close(() => resolve()));
+  };
 
   async start(): Promise<void> {
     const listener = this.#ctx.listener();
@@ -333,13 +373,14 @@ export class MqttAdapter implements Adapter {
       });
       connection.once('close', cancelExpiry);
       const sessions = this.#ctx.sessions;
-      if (!sessions) {
+      const store = this.#sessionStore;
+      if (!sessions || !store) {
         callback(null, true);
         return;
       }
-      // Cluster mode: the session comes from the node that had it before aedes looks for it.
-      this.#resume(sessions, client).then(() => callback(null, true), (err: unknown) => {
-        this.#ctx.logger.warn({ clientId: client.id, err }, 'MQTT session could not be taken over: it starts afresh here');
+      // Cluster mode: a connection of this client id on another node ends first; the session's life starts again.
+      Promise.all([sessions.claim(client.id, this.#settings.sessionExpiry), store.touch(client.id)]).then(() => callback(null, true), (err: unknown) => {
+        this.#ctx.logger.warn({ clientId: client.id, err }, 'MQTT client id could not be claimed in the cluster');
         callback(null, true);
       });
     }, (err: unknown) => {
@@ -351,45 +392,6 @@ export class MqttAdapter implements Adapter {
       const code = error.code === 'unauthenticated' ? (username || password ? 4 : 5) : 3;
       callback(refusal(error.message, code), false);
     });
-  };
-
-  /**
-   * Claims the client id's session in the cluster: the node that had it ends that connection
-   * ([MQTT-3.1.4-2]: the older one goes) and hands over its subscriptions and queued messages,
-   * which go into this broker's persistence unless the client asked for a clean session.
-   */
-  async #resume(sessions: SessionHandover, client: Client): Promise<void> {
-    const handed = await sessions.claim(client.id);
-    if (!handed || client.clean) return;
-    const session = JSON.parse(handed.toString()) as HandedSession;
-    const persistence = this.#broker!.persistence;
-    await persistence.addSubscriptions(client, session.subscriptions);
-    for (const packet of session.packets) {
-      await persistence.outgoingEnqueue({ clientId: client.id }, { ...packet, cmd: 'publish', dup: false, payload: Buffer.from(packet.payload, 'base64') });
-    }
-  }
-
-  /**
-   * Gives up a session another node claims: the client's connection here ends, and its
-   * subscriptions and queued messages (the first HANDOVER_MAX_PACKETS) leave with the answer.
-   */
-  readonly #handOver = async (clientId: string): Promise<Buffer | undefined> => {
-    const broker = this.#broker;
-    if (!broker) return undefined;
-    const connected = broker.clients[clientId];
-    if (connected) await new Promise<void>((resolve) => connected.close(() => resolve()));
-    const holder = { id: clientId };
-    const subscriptions = await broker.persistence.subscriptionsByClient(holder);
-    if (subscriptions.length === 0) return undefined;
-    const packets: HandedSession['packets'] = [];
-    for await (const packet of broker.persistence.outgoingStream(holder)) {
-      if (packets.length >= HANDOVER_MAX_PACKETS) break;
-      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      const { brokerId, brokerCounter } = packet as AedesPublishPacket;
-      packets.push({ topic: packet.topic, qos: packet.qos, retain: packet.retain, payload: payload.toString('base64'), brokerId, brokerCounter });
-    }
-    await broker.persistence.cleanSubscriptions(holder);
-    return Buffer.from(JSON.stringify({ subscriptions: subscriptions.map(({ topic, qos }) => ({ topic, qos })), packets } satisfies HandedSession));
   };
 
   /**
@@ -686,24 +688,36 @@ export class MqttAdapter implements Adapter {
    * socket (SubscriberPacing): so the publisher, whatever its protocol, is acknowledged and read at
    * the pace MQTT subscribers read.
    */
-  readonly #forward = (message: Message): Promise<void> | undefined => {
+  readonly #forward = (message: Message, origin?: BusOrigin): Promise<void> | undefined => {
     const broker = this.#broker;
     if (!broker || this.#stopping) return undefined;
+    const packet: PublishPacket = {
+      cmd: 'publish',
+      topic: message.key,
+      payload: message.payload,
+      qos: message.qos,
+      retain: message.retain === true,
+      dup: false,
+      // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
+      ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
+      // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
+      ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
+      // Cluster mode: the message is queued for sessions under the same identity on every node;
+      // its counter grows in the order every node delivers its publisher's messages, as aedes's
+      // duplicate check per brokerId needs.
+      ...(origin ? { brokerId: origin.publisher, brokerCounter: origin.sequence } : {}),
+    };
+    if (this.#sessionStore && origin === undefined && message.qos > 0) {
+      // In cluster mode, the only QoS ≥ 1 messages without an origin are the retained ones a
+      // starting node restores (RedisBus.restoreRetained): kept for later subscribers, not queued
+      // again for the sessions that had them.
+      this.#sessionStore.storeRetained(packet).then(() => this.#forwarded(), this.#forwarded);
+      return undefined;
+    }
     const hits = this.#hits;
     this.#collecting = true;
     try {
-      broker.forward({
-        cmd: 'publish',
-        topic: message.key,
-        payload: message.payload,
-        qos: message.qos,
-        retain: message.retain === true,
-        dup: false,
-        // Only an MQTT 5 engine writes them; building them for 3.1.1 would cost an allocation per message.
-        ...(broker.mqtt5 ? { properties: publishProperties(message) } : {}),
-        // Kept with the packet (aedes copies it), offline queues included: authorizeForward checks it.
-        ...(message.expiresAt !== undefined ? { messageExpiry: message.expiresAt } : {}),
-      }, this.#forwarded);
+      broker.forward(packet, this.#forwarded);
     } finally {
       this.#collecting = false;
     }

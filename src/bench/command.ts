@@ -28,6 +28,7 @@ interface RawOptions {
   json?: boolean;
   cpuProf?: string;
   tls?: boolean;
+  persistent?: boolean;
   cluster?: boolean;
   serverWorkers?: string;
   versus?: string;
@@ -82,6 +83,7 @@ export function resolveOptions(scenario: ScenarioName, raw: RawOptions): BenchOp
     json: raw.json === true,
     cpuProfileDir: raw.cpuProf,
     tls: raw.tls === true,
+    persistent: raw.persistent === true,
     cluster: raw.cluster === true || raw.serverWorkers !== undefined ? { workers: number('server-workers', raw.serverWorkers, { min: 1 }) ?? 1 } : undefined,
   };
 }
@@ -130,6 +132,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--cpu-prof <dir>', 'write a V8 CPU profile of the server process (Junction or a bare Node peer) to this directory')
     .option('--cluster', 'Junction in cluster mode on a redis-server the bench starts (appendonly, appendfsync always); its CPU counts as the server\'s')
     .option('--server-workers <n>', 'Junction with `--workers N` (cluster mode); CPU and memory are the workers\' and Redis\'s together')
+    .option('--persistent', 'MQTT subscribers with persistent sessions (clean: false): their QoS 1 deliveries go through the broker\'s session store (Redis with --cluster)')
     .option('--tls', 'MQTT and HTTP over TLS: the server gets a throw-away certificate (Junction, mosquitto, fastify)')
     .option('--versus <servers>', 'the same load against Junction and these servers (comma-separated), alternating, with Junction ÷ peer ratios of rate and CPU per message')
     .option('--runs <n>', 'with --versus: runs per server (default 1)')

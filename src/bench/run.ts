@@ -63,6 +63,7 @@ function splitTopology(topology: Topology, options: BenchOptions, scenario: Scen
     subscribers: topology.subscribers.filter((_, i) => i % options.workers === index),
     idle: topology.idle && { protocol: topology.idle.protocol, count: Math.floor(topology.idle.count / options.workers) + (index < topology.idle.count % options.workers ? 1 : 0) },
     payload: options.payload, qos: options.qos, priorities: options.priorities, keepalive: options.keepalive, tlsCa: undefined,
+    persistent: options.persistent,
   }));
 }
 

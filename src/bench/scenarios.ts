@@ -29,6 +29,8 @@ export interface BenchOptions {
   cpuProfileDir: string | undefined;
   /** every connection over TLS, to a server given a throw-away certificate (MQTT and HTTP scenarios) */
   tls: boolean;
+  /** MQTT subscribers keep persistent sessions (clean: false): their QoS 1 deliveries go through the broker's session store */
+  persistent: boolean;
   /** Junction in cluster mode on a redis-server the bench starts, with this many worker processes (1: one process) */
   cluster: { workers: number } | undefined;
 }

@@ -27,6 +27,8 @@ export interface WorkerPlan {
   keepalive: number;
   /** the server's CA certificate (PEM) when the run is over TLS */
   tlsCa: string | undefined;
+  /** MQTT subscribers keep persistent sessions */
+  persistent: boolean;
 }
 
 /** When to send, on the machine-wide clock (µs): the same for every worker. */
@@ -108,7 +110,7 @@ function context(plan: WorkerPlan, n: number, inflight = 1): ConnectionContext {
   return {
     inflight,
     scenario: plan.scenario, server: plan.server, host: plan.host, ports: plan.ports, localAddress: plan.localAddress,
-    clientId: `bench-${process.pid}-${plan.index}-${n}`, qos: plan.qos, keepaliveS: plan.keepalive, tlsCa: plan.tlsCa,
+    clientId: `bench-${process.pid}-${plan.index}-${n}`, qos: plan.qos, keepaliveS: plan.keepalive, tlsCa: plan.tlsCa, persistent: plan.persistent,
     onDrop: (reason) => {
       counts.dropped++;
       if (errorSamples.size < 5) errorSamples.add(`dropped: ${reason}`);

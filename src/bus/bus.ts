@@ -8,7 +8,20 @@ import type { Message } from '../message.js';
  * and that wait is what slows a publisher down to what the subscribers take instead of buffering
  * in between. Any other value returned is ignored.
  */
-export type BusHandler = (message: Message) => unknown;
+export type BusHandler = (message: Message, origin?: BusOrigin) => unknown;
+
+/**
+ * Where a QoS ≥ 1 message entered the bus across nodes, the same on every node it reaches: the
+ * publishing process (a node id with a per-start suffix, so a restarted node starts a new count)
+ * and the message's place in that process's publish order, which every node delivers in. It lets
+ * state shared by the nodes (MQTT sessions in Redis) name one message the same way everywhere.
+ * The in-process bus, QoS 0 messages and the retained messages a starting node restores
+ * (RedisBus.restoreRetained) have none.
+ */
+export interface BusOrigin {
+  readonly publisher: string;
+  readonly sequence: number;
+}
 
 export interface SubscribeOptions {
   /** the subscriber answers requests, so `deliverToOne` may pick it (WS, gRPC can; SSE cannot) */

@@ -1,2 +1,2 @@
-export type { Bus, BusHandler, BusSubscription, SubscribeOptions } from './bus.js';
+export type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus.js';
 export { LocalBus } from './local-bus.js';

@@ -1,6 +1,6 @@
 import type { Message } from '../message.js';
 import { TopicTrie } from '../topic/trie.js';
-import type { Bus, BusHandler, BusSubscription, SubscribeOptions } from './bus.js';
+import type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus.js';
 
 interface Entry {
   readonly pattern: string;
@@ -36,7 +36,8 @@ export class LocalBus implements Bus {
     return this.#subscriptions.size;
   }
 
-  publish(message: Message): Promise<void> {
+  /** `origin` is the bus across nodes' (RedisBus), which delivers through this one. */
+  publish(message: Message, origin?: BusOrigin): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
     const hits = this.#scratch[this.#depth] ??= [];
     this.#depth++;
@@ -48,7 +49,7 @@ export class LocalBus implements Bus {
       });
       for (const entry of this.#everything) hits.push(entry);
       for (let i = 0; i < hits.length; i++) {
-        const pending = this.#call(hits[i]!, message);
+        const pending = this.#call(hits[i]!, message, origin);
         if (pending === undefined) continue;
         if (taking === undefined) taking = pending;
         else (more ??= []).push(pending);
@@ -64,9 +65,9 @@ export class LocalBus implements Bus {
   }
 
   /** Hands over one delivery; a promise when the subscriber takes it asynchronously, never rejected. */
-  #call(entry: Entry, message: Message): Promise<void> | undefined {
+  #call(entry: Entry, message: Message, origin?: BusOrigin): Promise<void> | undefined {
     try {
-      const taking = entry.handler(message);
+      const taking = entry.handler(message, origin);
       return taking instanceof Promise ? taking.then(nothing, (err: unknown) => this.#onError(err, entry.pattern)) : undefined;
     } catch (err) {
       this.#onError(err, entry.pattern);

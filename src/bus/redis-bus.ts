@@ -1,15 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
 import { filterMatches } from '../topic/rules.js';
 import { decodeFrame, decodeMessage, encodeFrame, encodeMessage, type Frame } from '../cluster/wire.js';
-import type { Bus, BusHandler, BusSubscription, SubscribeOptions } from './bus.js';
+import type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus.js';
 import { LocalBus } from './local-bus.js';
 
 /** Frame kinds on the bus channel and on a node's own channel. */
 const PUBLISHED = 'P';
 const PUBLISHED_DURABLE = 'Q';
 const REQUEST = 'R';
+/** A note for every other node (RedisBusOptions.onBroadcast), not a message. */
+const NOTE = 'N';
 
 /**
  * How many QoS ≥ 1 messages the fan-out stream keeps (approximately: MAXLEN ~): a node whose
@@ -23,11 +26,12 @@ const CATCH_UP_PAGES = FANOUT_STREAM_LENGTH / CATCH_UP_PAGE + 1;
 /**
  * Appends a QoS ≥ 1 message to the fan-out stream and publishes it with its stream id, in one
  * step: every node gets it at once over Pub/Sub, and a node that missed it reads it from the
- * stream by id. KEYS: stream, channel; ARGV: origin node, encoded message, MAXLEN.
+ * stream by id. Its BusOrigin travels with it. KEYS: stream, channel; ARGV: origin node,
+ * publisher, sequence, encoded message, MAXLEN.
  */
 const PUBLISH_DURABLE_SCRIPT = `
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'o', ARGV[1], 'm', ARGV[2])
-redis.call('PUBLISH', KEYS[2], '${PUBLISHED_DURABLE}' .. ARGV[1] .. ' ' .. id .. ' ' .. ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'o', ARGV[1], 'p', ARGV[2], 's', ARGV[3], 'm', ARGV[4])
+redis.call('PUBLISH', KEYS[2], '${PUBLISHED_DURABLE}' .. ARGV[1] .. ' ' .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 return id`;
 
 export interface RedisBusOptions {
@@ -41,8 +45,10 @@ export interface RedisBusOptions {
   /** whether a node's heartbeat is current: requests go to live nodes only */
   live: (node: string) => boolean;
   onError: (err: unknown, pattern: string) => void;
-  /** a frame for this node that is not the bus's own (inbox answers, MQTT session hand-over) */
+  /** a frame for this node that is not the bus's own (inbox answers, MQTT session takeover) */
   onDirect?: (frame: Frame) => void;
+  /** a note another node sent every node (`broadcast`): its body */
+  onBroadcast?: (body: Buffer, from: string) => void;
   /** a remote send failed (QoS 0 to other nodes, a request): the caller's promise says so too */
   onSendError?: (err: unknown) => void;
 }
@@ -85,6 +91,9 @@ export class RedisBus implements Bus {
   #rotation = 0;
   #closed = false;
   #subscribed = false;
+  /** BusOrigin.publisher of this process's messages: a new one each start, so counts never go back */
+  readonly #publisher: string;
+  #sequence = 0;
 
   constructor(options: RedisBusOptions) {
     this.#options = options;
@@ -95,6 +104,7 @@ export class RedisBus implements Bus {
     this.#stream = `${prefix}bus:stream`;
     this.#responders = `${prefix}responders`;
     this.#retained = `${prefix}retained`;
+    this.#publisher = `${nodeId}.${randomBytes(4).toString('hex')}`;
     options.command.defineCommand('junctionPublishDurable', { numberOfKeys: 2, lua: PUBLISH_DURABLE_SCRIPT });
   }
 
@@ -118,15 +128,19 @@ export class RedisBus implements Bus {
 
   publish(message: Message): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
-    void this.#local.publish(message);
     const { command, nodeId } = this.#options;
-    const bytes = encodeMessage(message);
-    if (message.retain) this.#retain(message, bytes);
     if (message.qos > 0) {
-      return (command as RedisWithScripts).junctionPublishDurable(this.#stream, this.#channel, nodeId, bytes, FANOUT_STREAM_LENGTH).then(() => undefined, (err: unknown) => {
+      const sequence = ++this.#sequence;
+      void this.#local.publish(message, { publisher: this.#publisher, sequence });
+      const bytes = encodeMessage(message);
+      if (message.retain) this.#retain(message, bytes);
+      return (command as RedisWithScripts).junctionPublishDurable(this.#stream, this.#channel, nodeId, this.#publisher, sequence, bytes, FANOUT_STREAM_LENGTH).then(() => undefined, (err: unknown) => {
         throw unreachable('the message could not be handed to the other nodes', err);
       });
     }
+    void this.#local.publish(message);
+    const bytes = encodeMessage(message);
+    if (message.retain) this.#retain(message, bytes);
     // At-most-once across nodes: a QoS 0 message the other nodes cannot get is still delivered here.
     return command.publish(this.#channel, encodeFrame(PUBLISHED, nodeId, bytes)).then(() => undefined, (err: unknown) => {
       this.#options.onSendError?.(err);
@@ -211,6 +225,13 @@ export class RedisBus implements Bus {
     return true;
   }
 
+  /** A note to every other node on the bus channel (at-most-once, as Pub/Sub is). */
+  async broadcast(body: Buffer): Promise<void> {
+    await this.#options.command.publish(this.#channel, encodeFrame(NOTE, this.#options.nodeId, body)).catch((err: unknown) => {
+      throw unreachable('the other nodes cannot be told', err);
+    });
+  }
+
   /** A frame to one node's own channel (at-most-once, as Pub/Sub is). */
   async send(node: string, kind: string, body: Buffer): Promise<void> {
     await this.#options.command.publish(`${this.#options.prefix}node:${node}`, encodeFrame(kind, this.#options.nodeId, body)).catch((err: unknown) => {
@@ -232,15 +253,24 @@ export class RedisBus implements Bus {
       else this.#options.onDirect?.(frame);
       return;
     }
-    let body = frame.body;
-    if (frame.kind === PUBLISHED_DURABLE) {
-      const space = body.indexOf(0x20);
-      const id = body.toString('latin1', 0, space);
-      if (!after(id, this.#lastId)) return;
-      this.#lastId = id;
-      body = body.subarray(space + 1);
+    const own = frame.from === this.#options.nodeId;
+    if (frame.kind !== PUBLISHED_DURABLE) {
+      if (own) return;
+      if (frame.kind === NOTE) this.#options.onBroadcast?.(frame.body, frame.from);
+      else void this.#local.publish(decodeMessage(frame.body));
+      return;
     }
-    if (frame.from !== this.#options.nodeId) void this.#local.publish(decodeMessage(body));
+    // <stream id> <publisher> <sequence> <message>
+    const body = frame.body;
+    const idEnd = body.indexOf(0x20);
+    const id = body.toString('latin1', 0, idEnd);
+    if (!after(id, this.#lastId)) return;
+    this.#lastId = id;
+    if (own) return;
+    const publisherEnd = body.indexOf(0x20, idEnd + 1);
+    const sequenceEnd = body.indexOf(0x20, publisherEnd + 1);
+    const origin: BusOrigin = { publisher: body.toString('latin1', idEnd + 1, publisherEnd), sequence: Number(body.toString('latin1', publisherEnd + 1, sequenceEnd)) };
+    void this.#local.publish(decodeMessage(body.subarray(sequenceEnd + 1)), origin);
   }
 
   /**
@@ -276,10 +306,11 @@ export class RedisBus implements Bus {
     if (this.#patterns.size > 0) await command.hset(this.#responders, Object.fromEntries([...this.#patterns.keys()].map((pattern) => [`${nodeId} ${pattern}`, '1'])));
     for (let page = 0; page < CATCH_UP_PAGES && !this.#closed; page++) {
       const entries = await command.xrangeBuffer(this.#stream, `(${this.#lastId}`, '+', 'COUNT', CATCH_UP_PAGE);
+      // fields: o <node> p <publisher> s <sequence> m <message>
       for (const [id, fields] of entries) {
         this.#lastId = id.toString();
-        const origin = fields[1]!.toString();
-        if (origin !== nodeId) void this.#local.publish(decodeMessage(fields[3]!));
+        if (fields[1]!.toString() === nodeId) continue;
+        void this.#local.publish(decodeMessage(fields[7]!), { publisher: fields[3]!.toString(), sequence: Number(fields[5]!.toString()) });
       }
       if (entries.length < CATCH_UP_PAGE) return;
     }
@@ -304,5 +335,5 @@ function unreachable(what: string, err: unknown): GatewayError {
 }
 
 interface RedisWithScripts extends Redis {
-  junctionPublishDurable(stream: string, channel: string, origin: string, message: Buffer, maxLength: number): Promise<string>;
+  junctionPublishDurable(stream: string, channel: string, origin: string, publisher: string, sequence: number, message: Buffer, maxLength: number): Promise<string>;
 }

@@ -5,7 +5,7 @@ import type { ClusterSettings } from '../config/schema.js';
 import { SetupError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Message } from '../message.js';
-import type { SessionHandover } from '../adapter.js';
+import type { SharedSessions } from '../adapter.js';
 import { decodeMessage, encodeMessage, type Frame } from './wire.js';
 
 /** How often a node renews its heartbeat key, and how long the key outlives the last renewal. */
@@ -20,11 +20,9 @@ const MAX_RECONNECT_DELAY_MS = 2000;
 const ANSWER = 'A';
 const RELOAD = 'L';
 const CLAIM = 'T';
-const HANDED_OVER = 'S';
-/** A client id not seen for this long is forgotten: its next connection starts a session afresh. */
-const SESSION_OWNER_TTL_S = 7 * 24 * 3600;
-/** How long a node claiming a session waits for the node that had it; past it, it starts afresh. */
-const HANDOVER_TIMEOUT_MS = 3000;
+const CLAIMED = 'S';
+/** How long a node claiming a client id waits for the node that had it to end that connection. */
+const CLAIM_TIMEOUT_MS = 3000;
 
 /** What a node says of itself in its heartbeat, shown by /admin/cluster and the dashboard. */
 export interface NodeReport {
@@ -82,10 +80,13 @@ export class Cluster {
   #nodes = new Map<string, NodeReport>();
   #available = true;
   #timer: NodeJS.Timeout | undefined;
-  /** each protocol's way of giving up a session another node claims */
-  readonly #handovers = new Map<string, (clientId: string) => Promise<Buffer | undefined>>();
-  /** claims waiting for the node that had the session, by claim id */
-  readonly #claims = new Map<string, (session: Buffer | undefined) => void>();
+  /** each protocol's way of ending a connection another node claims */
+  readonly #claimHandlers = new Map<string, (clientId: string) => Promise<void>>();
+  /** claims waiting for the node that had the client id, by claim id */
+  readonly #claims = new Map<string, () => void>();
+  /** each protocol's handler of the notes other nodes broadcast (SharedSessions) */
+  readonly #noteHandlers = new Map<string, (note: Buffer) => void>();
+  readonly #reconnectHandlers: (() => void)[] = [];
   #claimCount = 0;
   /** connected once: from then on connection events are transitions worth a log line */
   #opened = false;
@@ -113,6 +114,7 @@ export class Cluster {
       live: (node) => this.#nodes.has(node),
       onError: (err, pattern) => this.#logger.error({ err, pattern }, 'a bus subscriber failed on a delivery'),
       onDirect: (frame) => this.#direct(frame),
+      onBroadcast: (body) => this.#note(body),
     });
   }
 
@@ -215,48 +217,62 @@ export class Cluster {
   }
 
   /**
-   * Sessions across nodes (adapter.ts SessionHandover): `Psession:<protocol>:<clientId>` names the
-   * node holding a client id's session. A claim writes this node there and asks the previous
-   * holder, when it is alive, for the session; a holder that is gone took its session with it.
+   * Sessions shared by the nodes (adapter.ts SharedSessions): `Psession:<protocol>:<clientId>`
+   * names the node holding a client id. A claim writes this node there and asks the previous
+   * holder, when it is alive, to end that client's connection.
    */
-  sessionsOf(protocol: string): SessionHandover {
+  sessionsOf(protocol: string): SharedSessions {
     return {
-      claim: (clientId) => this.#claimSession(protocol, clientId),
-      onClaim: (handover) => {
-        this.#handovers.set(protocol, handover);
+      claim: (clientId, ttlMs) => this.#claimSession(protocol, clientId, ttlMs),
+      onClaim: (end) => {
+        this.#claimHandlers.set(protocol, end);
+      },
+      redis: this.#command,
+      keyPrefix: this.#key(`${protocol}:`),
+      broadcast: (note) => this.bus.broadcast(Buffer.concat([Buffer.from(`${protocol}\n`), note])),
+      onNote: (handler) => {
+        this.#noteHandlers.set(protocol, handler);
+      },
+      onReconnect: (handler) => {
+        this.#reconnectHandlers.push(handler);
       },
     };
   }
 
-  async #claimSession(protocol: string, clientId: string): Promise<Buffer | undefined> {
-    const previous = await this.#command.set(this.#key(`session:${protocol}:${clientId}`), this.nodeId, 'EX', SESSION_OWNER_TTL_S, 'GET');
-    if (previous === null || previous === this.nodeId || !this.#nodes.has(previous)) return undefined;
+  async #claimSession(protocol: string, clientId: string, ttlMs: number): Promise<void> {
+    const previous = await this.#command.set(this.#key(`session:${protocol}:${clientId}`), this.nodeId, 'PX', ttlMs, 'GET');
+    if (previous === null || previous === this.nodeId || !this.#nodes.has(previous)) return;
     const id = `${this.nodeId}:${++this.#claimCount}`;
-    const handed = new Promise<Buffer | undefined>((resolve) => {
+    const ended = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.#claims.delete(id);
-        this.#logger.warn({ clientId, from: previous }, 'session hand-over timed out: the session starts afresh here');
-        resolve(undefined);
-      }, HANDOVER_TIMEOUT_MS);
-      this.#claims.set(id, (session) => {
+        this.#logger.warn({ clientId, from: previous }, 'the node that had this client id did not end its connection in time: both may be connected a moment');
+        resolve();
+      }, CLAIM_TIMEOUT_MS);
+      this.#claims.set(id, () => {
         clearTimeout(timer);
         this.#claims.delete(id);
-        resolve(session);
+        resolve();
       });
     });
     await this.bus.send(previous, CLAIM, Buffer.from(JSON.stringify({ id, protocol, clientId })));
-    return handed;
+    return ended;
   }
 
-  async #handOver(from: string, body: Buffer): Promise<void> {
+  async #endClaimed(from: string, body: Buffer): Promise<void> {
     const { id, protocol, clientId } = JSON.parse(body.toString()) as { id: string; protocol: string; clientId: string };
-    let session: Buffer | undefined;
     try {
-      session = await this.#handovers.get(protocol)?.(clientId);
+      await this.#claimHandlers.get(protocol)?.(clientId);
     } catch (err) {
-      this.#logger.error({ err, clientId, to: from }, 'a session could not be handed over');
+      this.#logger.error({ err, clientId, to: from }, 'a connection another node claimed could not be ended');
     }
-    await this.bus.send(from, HANDED_OVER, Buffer.concat([Buffer.from(`${id}\n`), session ?? Buffer.alloc(0)]));
+    await this.bus.send(from, CLAIMED, Buffer.from(id));
+  }
+
+  /** `<protocol>\n<note>`, broadcast by another node's SharedSessions. */
+  #note(body: Buffer): void {
+    const newline = body.indexOf(0x0a);
+    this.#noteHandlers.get(body.toString('latin1', 0, newline))?.(body.subarray(newline + 1));
   }
 
   /** Tells the other live nodes to read their config file again. */
@@ -274,14 +290,11 @@ export class Cluster {
         this.#hooks?.reload(frame.from);
         break;
       case CLAIM:
-        void this.#handOver(frame.from, frame.body).catch((err: unknown) => this.#logger.warn({ err }, 'a session hand-over could not be sent'));
+        void this.#endClaimed(frame.from, frame.body).catch((err: unknown) => this.#logger.warn({ err }, 'a claim could not be answered'));
         break;
-      case HANDED_OVER: {
-        const newline = frame.body.indexOf(0x0a);
-        const session = frame.body.subarray(newline + 1);
-        this.#claims.get(frame.body.toString('latin1', 0, newline))?.(session.length > 0 ? session : undefined);
+      case CLAIMED:
+        this.#claims.get(frame.body.toString('latin1'))?.();
         break;
-      }
     }
   }
 
@@ -291,8 +304,10 @@ export class Cluster {
     const available = this.#command.status === 'ready' && this.#subscriber.status === 'ready';
     if (available === this.#available) return;
     this.#available = available;
-    if (available) this.#logger.info('Redis reachable again: ready, QoS 1 accepted');
-    else this.#logger.error({ redis: redacted(this.#settings.redis) }, 'Redis unreachable: not ready, QoS 1 refused with overloaded, QoS 0 delivered on this node only');
+    if (available) {
+      this.#logger.info('Redis reachable again: ready, QoS 1 accepted');
+      for (const handler of this.#reconnectHandlers) handler();
+    } else this.#logger.error({ redis: redacted(this.#settings.redis) }, 'Redis unreachable: not ready, QoS 1 refused with overloaded, QoS 0 delivered on this node only');
   }
 
   #disconnect(): void {

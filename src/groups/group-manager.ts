@@ -4,6 +4,7 @@ import type { DeadLetterEntry } from '../deadletter/store.js';
 import { PriorityQueue } from '../delivery/priority-queue.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { ThrottledLog } from '../throttled-log.js';
 import { isExpired, MAX_PRIORITY, type Message } from '../message.js';
 import { appendFrameBytes } from '../queue/codec.js';
 
@@ -312,6 +313,8 @@ export class GroupManager {
   readonly #groups = new Map<string, Group>();
   readonly clock: Clock;
   readonly logger: Logger;
+  /** a full dead-letter store refuses every shed message: its own counters say how many, one line here says so */
+  readonly #lost: ThrottledLog;
   /** bytes every group's queue holds together (groups.maxQueuedBytes) */
   queuedBytes = 0;
   #sweep: Timer | undefined;
@@ -321,6 +324,7 @@ export class GroupManager {
     this.#deps = deps;
     this.clock = deps.clock ?? realClock;
     this.logger = deps.logger;
+    this.#lost = new ThrottledLog(deps.logger, 'dead-letter write failed: messages shed from groups are lost');
   }
 
   settings(): GroupSettings {
@@ -375,7 +379,7 @@ export class GroupManager {
 
   deadLetter(message: Message, group: string, why: string): void {
     this.#deps.deadLetter({ message, target: `group:${group}`, reason: 'shed', attempts: 0, error: why }).catch((err: unknown) => {
-      this.logger.error({ err, id: message.id, group }, 'dead-letter write failed: message lost');
+      this.#lost.report(err, { id: message.id, group });
     });
   }
 

@@ -182,8 +182,11 @@ routes:
     });
   });
 
-  it('a node started after a retained message was set has it too', async () => {
+  it('a node started after a retained message was set has it too, and does not queue it again for the sessions that had it', async () => {
     const [a] = nodes as [Node, Node, Node];
+    const device = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`, { clientId: 'device-3', clean: false });
+    await device.client.subscribeAsync('state/door', { qos: 1 });
+    await device.client.endAsync();
     const publisher = await connectMqtt(`mqtt://127.0.0.1:${a.gateway.ports.mqtt}`);
     await publisher.client.publishAsync('state/door', 'closed', { qos: 1, retain: true });
     const nodeDir = join(dir, 'd');
@@ -195,6 +198,15 @@ routes:
       await eventually(() => expect(subscriber.messages).toMatchObject([{ topic: 'state/door', retain: true }]));
       expect(subscriber.texts()).toEqual(['closed']);
       await subscriber.client.endAsync(true);
+      // The new node restored the retained message before its listeners opened: stored, not queued again.
+      const resumed = await connectMqtt(`mqtt://127.0.0.1:${late.ports.mqtt}`, { clientId: 'device-3', clean: false });
+      expect(resumed.sessionPresent).toBe(true);
+      await eventually(() => expect(resumed.texts()).toContain('closed'));
+      // Whatever else would come has come by the time a message published after it arrives.
+      await publisher.client.publishAsync('state/door', 'open', { qos: 1, retain: true });
+      await eventually(() => expect(resumed.texts()).toContain('open'));
+      expect(resumed.texts()).toEqual(['closed', 'open']);
+      await resumed.client.endAsync();
     } finally {
       late.child.kill('SIGTERM');
       await late.exited;
@@ -221,6 +233,48 @@ routes:
     await fetch(`${a.http}/v1/messages/cmd/device-1`, { method: 'POST', body: 'four', headers: { 'x-qos': '1' } });
     await eventually(() => expect(resumed.texts()).toEqual(['one', 'two', 'three', 'four']));
     await resumed.client.endAsync();
+  });
+
+  it('a persistent MQTT session whose node is killed with kill -9 resumes on B with every QoS 1 message queued for it, before and after the kill', async () => {
+    const [, b, c] = nodes as [Node, Node, Node];
+    const nodeDir = join(dir, 'e');
+    await mkdir(nodeDir);
+    const doomed = await startCli(await writeConfig(nodeDir, `{ redis: "\${REDIS_URL}", nodeId: e }`), { REDIS_URL: redis.url });
+    try {
+      const device = await connectMqtt(`mqtt://127.0.0.1:${doomed.ports.mqtt}`, { clientId: 'device-2', clean: false });
+      await device.client.subscribeAsync('cmd/device-2', { qos: 1 });
+      await device.client.endAsync();
+      // A watcher on B: B queues each message for the device before it sends it on to its clients.
+      const watcher = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`);
+      await watcher.client.subscribeAsync('cmd/device-2', { qos: 1 });
+      const before = Array.from({ length: 40 }, (_, i) => `before-${i}`);
+      const after = Array.from({ length: 20 }, (_, i) => `after-${i}`);
+      for (const text of before) {
+        const response = await fetch(`${c.http}/v1/messages/cmd/device-2`, { method: 'POST', body: text, headers: { 'x-qos': '1' } });
+        expect(response.status).toBeLessThan(300);
+      }
+      await eventually(() => expect(watcher.texts()).toHaveLength(before.length));
+      doomed.child.kill('SIGKILL');
+      await doomed.exited;
+      // Published once the session's node is gone: the survivors queue them for it.
+      for (const text of after) {
+        const response = await fetch(`${c.http}/v1/messages/cmd/device-2`, { method: 'POST', body: text, headers: { 'x-qos': '1' } });
+        expect(response.status).toBeLessThan(300);
+      }
+      await eventually(() => expect(watcher.texts()).toHaveLength(before.length + after.length));
+      await watcher.client.endAsync();
+
+      const resumed = await connectMqtt(`mqtt://127.0.0.1:${b.gateway.ports.mqtt}`, { clientId: 'device-2', clean: false });
+      expect(resumed.sessionPresent).toBe(true);
+      const expected = [...before, ...after];
+      await eventually(() => expect(new Set(resumed.texts())).toEqual(new Set(expected)));
+      // Nothing was in flight to the device when its node died: nothing comes twice, and in order.
+      expect(resumed.texts()).toEqual(expected);
+      await resumed.client.endAsync();
+    } finally {
+      doomed.child.kill('SIGKILL');
+      await doomed.exited;
+    }
   });
 
   it('a client id connected on a second node ends its connection on the first', async () => {

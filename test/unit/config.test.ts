@@ -474,6 +474,8 @@ describe('the resolved config', () => {
         maxInflightInbound: 1000,
         maxOutboundBuffer: 1024 * 1024,
         drainTimeout: 30_000,
+        maxQueuedPerSession: 1000,
+        sessionExpiry: 7 * 24 * 3600 * 1000,
         maxHold: 10_000,
         maxPendingRequests: 100,
       },

@@ -1,6 +1,9 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../src/bus/index.js';
 import type { DeadLetterEntry } from '../../src/deadletter/store.js';
+import { GatewayError } from '../../src/errors.js';
 import { GroupManager, type GroupDelivery, type GroupMember, type GroupSettings } from '../../src/groups/group-manager.js';
 import { silentLogger } from '../../src/log.js';
 import { createMessage, type Message } from '../../src/message.js';
@@ -149,6 +152,20 @@ describe('groups of competing consumers', () => {
     busyIn.ready();
     expect(byName().busy).toMatchObject({ queued: 0, queuedBytes: 0 });
     expect(manager.queuedBytes).toBe(size * 6);
+  });
+
+  it('says once, not once per message, that a full dead-letter store loses what groups shed', async () => {
+    const lines: { msg: string; failures: number }[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _encoding, done) { lines.push(JSON.parse(chunk.toString()) as { msg: string; failures: number }); done(); } });
+    const refusing = new GroupManager({
+      bus, clock, logger: pino({ base: null }, sink), settings: () => settings,
+      deadLetter: () => Promise.reject(new GatewayError('overloaded', 'the dead-letter store is full (deadletter.maxBytes)')),
+    });
+    (await refusing.join('g', 'jobs/#', new TestMember())).leave();
+    await publish(...Array.from({ length: 100 }, (_, i) => message(`m${i}`)));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lines.map((l) => l.msg)).toEqual(['dead-letter write failed: messages shed from groups are lost']);
+    expect(refusing.stats()[0]).toMatchObject({ queued: settings.maxQueue, deadLettered: 100 - settings.maxQueue });
   });
 
   it('never hands out a message that expired while it waited', async () => {

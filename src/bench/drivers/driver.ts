@@ -17,6 +17,8 @@ export interface ConnectionContext {
   inflight: number;
   /** the CA certificate (PEM) to trust when the run is over TLS */
   tlsCa: string | undefined;
+  /** MQTT subscribers connect with a persistent session (clean: false) */
+  persistent: boolean;
   /** called once if the connection closes while it should have stayed open */
   onDrop(reason: string): void;
 }

@@ -12,7 +12,7 @@ interface Connection {
 }
 
 /** Opens one MQTT 3.1.1 connection from ctx.localAddress; resolves on CONNACK. */
-function connect(ctx: ConnectionContext): Promise<Connection> {
+function connect(ctx: ConnectionContext, clean = true): Promise<Connection> {
   const port = ctx.ports.mqtt;
   if (!port) throw new Error(`${ctx.server} has no MQTT port`);
   const { host, localAddress } = ctx;
@@ -25,7 +25,7 @@ function connect(ctx: ConnectionContext): Promise<Connection> {
     ? tls.connect({ socket: net.connect({ host, port, localAddress, noDelay: true }), ca: tlsCa, servername: 'localhost' })
     : net.connect({ host, port, localAddress, noDelay: true })).setMaxListeners(0);
   const client = new MqttClient(connect, {
-    protocolVersion: 4, clientId: ctx.clientId, clean: true, keepalive: ctx.keepaliveS,
+    protocolVersion: 4, clientId: ctx.clientId, clean, keepalive: ctx.keepaliveS,
     // A drop must be counted, not hidden by a reconnect.
     reconnectPeriod: 0, connectTimeout: 30_000,
   });
@@ -68,7 +68,8 @@ function connect(ctx: ConnectionContext): Promise<Connection> {
 }
 
 /**
- * One TCP connection per client, MQTT 3.1.1 with a clean session, from the worker's loopback
+ * One TCP connection per client, MQTT 3.1.1 with a clean session (subscribers: persistent with
+ * --persistent), from the worker's loopback
  * source address. The same code drives Junction, aedes, Mosquitto and NATS's MQTT listener.
  */
 export const mqttDriver: ProtocolDriver = {
@@ -92,7 +93,7 @@ export const mqttDriver: ProtocolDriver = {
     let subscribed = false;
     // A server that closes the connection instead of refusing the subscription (aedes does when
     // its authorizeSubscribe fails) has failed this connection, not dropped it.
-    const connection = await connect({ ...ctx, onDrop: (reason) => { if (subscribed) ctx.onDrop(reason); } });
+    const connection = await connect({ ...ctx, onDrop: (reason) => { if (subscribed) ctx.onDrop(reason); } }, !ctx.persistent);
     const options: IClientSubscribeOptions = { qos: ctx.qos };
     connection.client.on('message', (_topic, payload) => onDelivery(readStampBytes(payload)));
     try {
