@@ -17,6 +17,7 @@ import { keyProblem } from './topic/rules.js';
 import { formatDuration } from './config/units.js';
 import { MAX_WORKERS, type RouteRateLimitConfig } from './config/schema.js';
 import { registerBenchCommand } from './bench/command.js';
+import { GLIBC_MALLOC_WARNING, jemallocPath, JEMALLOC, onGlibcMalloc } from './allocator.js';
 import type { LossReason, TargetBinding } from './router/types.js';
 
 const DEFAULT_CONFIG = 'config/gateway.yaml';
@@ -53,6 +54,7 @@ async function start(options: { config: string; workers?: number }): Promise<voi
   }
   const logger = createLogger(config.log.level);
   for (const warning of warnings) logger.warn({ warning: formatIssue(warning) }, 'config warning');
+  if (onGlibcMalloc()) logger.warn({ preload: jemallocPath() ?? `${JEMALLOC} (package libjemalloc2)` }, GLIBC_MALLOC_WARNING);
   // Embedded mode loads nothing of the cluster: the supervisor module comes in only for workers.
   const supervision = workers > 1 ? await import('./cluster/workers.js') : undefined;
   if (supervision?.isSupervisor(workers)) {

@@ -9,7 +9,7 @@ import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, 
 import { AccessControl, AuthGuard } from './auth/index.js';
 import type { GuardCounters } from './auth/guard.js';
 import { Admission, type AdmissionLimit } from './admission.js';
-import { bindListener, httpTimeouts } from './listener.js';
+import { bindListener, httpTimeouts, TimeoutCounts, type CountedTimeout } from './listener.js';
 import { ListenerTls } from './tls/listener-tls.js';
 import { LocalBus, type Bus } from './bus/index.js';
 import { GroupManager } from './groups/group-manager.js';
@@ -80,8 +80,8 @@ export interface SecurityStats {
   guard: GuardCounters & { trackedAddresses: number; pendingChecks: number };
   admission: Record<string, Record<AdmissionLimit, number>>;
   tlsHandshakeFailures: Record<string, Record<string, number>>;
-  /** HTTP requests answered 408 because their head or body did not arrive in time, by listener */
-  requestTimeouts: Record<string, number>;
+  /** connections closed because a `listeners.<name>.timeouts` ran out, by listener and timeout */
+  requestTimeouts: Partial<Record<ListenerName, Partial<Record<CountedTimeout, number>>>>;
 }
 
 export interface ReloadOutcome {
@@ -149,7 +149,7 @@ export class Gateway {
   readonly guard = new AuthGuard();
   /** connection limits at accept, on every listener */
   readonly admission: Admission;
-  readonly #requestTimeouts: Record<string, number> = {};
+  readonly #timeouts = new TimeoutCounts();
   /** certificates of the listeners that have TLS, renewed in place */
   readonly #tls = new Map<string, ListenerTls>();
   #tlsWatcher: FSWatcher | undefined;
@@ -397,7 +397,7 @@ export class Gateway {
         return bindListener({
           name: protocol as ListenerName, host: config.host, port: config.port, tls: this.#tls.get(protocol), admission: this.admission,
           // Listeners apply after a restart, their limits with them.
-          limits: () => config, logger: this.logger,
+          limits: () => config, timeouts: this.#timeouts, logger: this.logger,
         }, accept, options);
       },
       maxPayloadSize: () => this.#config.limits.maxPayloadSize,
@@ -429,10 +429,7 @@ export class Gateway {
     const client = clientListener(this.#config, name);
     if (client) this.admission.watch(name, app.server, () => client);
     this.#tls.get(name)?.attach(app.server as unknown as TlsServer, this.logger);
-    // Beside Fastify's own handler, which answers 408.
-    app.server.on('clientError', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') this.#requestTimeouts[name] = (this.#requestTimeouts[name] ?? 0) + 1;
-    });
+    this.#timeouts.watchHttp(name, app.server);
     try {
       await app.listen({ host, port });
     } catch (err) {
@@ -729,7 +726,7 @@ export class Gateway {
     return {
       guard: { ...this.guard.counters, trackedAddresses: this.guard.trackedAddresses, pendingChecks: this.guard.pending },
       admission: this.admission.refusals(),
-      requestTimeouts: { ...this.#requestTimeouts },
+      requestTimeouts: this.#timeouts.snapshot(),
       tlsHandshakeFailures: Object.fromEntries([...this.#tls].map(([name, tls]) => [name, { ...tls.failures }])),
     };
   }

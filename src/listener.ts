@@ -1,3 +1,4 @@
+import type { Server as HttpServer } from 'node:http';
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Admission, ListenerLimits } from './admission.js';
@@ -23,6 +24,8 @@ export interface ListenOptions {
 export interface BoundListener {
   readonly server: Server;
   address(): AddressInfo;
+  /** counts a connection the adapter's protocol closed on one of the listener's timeouts */
+  timedOut(timeout: CountedTimeout): void;
   /** stops accepting; resolves once every connection it accepted has closed */
   close(): Promise<void>;
 }
@@ -34,6 +37,7 @@ export interface ListenerDeps {
   tls: ListenerTls | undefined;
   admission: Admission;
   limits: () => ListenerLimits;
+  timeouts: TimeoutCounts;
   logger: Logger;
 }
 
@@ -64,6 +68,7 @@ export async function bindListener(deps: ListenerDeps, accept: (connection: Acce
   return {
     server,
     address: () => server.address() as AddressInfo,
+    timedOut: (timeout) => deps.timeouts.add(name, timeout),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
@@ -88,4 +93,38 @@ export function httpTimeouts(timeouts: ListenerTimeouts): HttpTimeoutOptions {
       connectionsCheckingInterval: Math.min(HTTP_TIMEOUT_CHECK_MS, timeouts.headers),
     },
   };
+}
+
+/**
+ * The `listeners.<name>.timeouts` whose closes are counted in junction_request_timeouts_total: a
+ * 408 is `request` whether the head or the body was late (Node does not tell them apart); TLS
+ * handshake timeouts are counted with the handshake failures.
+ */
+export type CountedTimeout = 'request' | 'keepAlive' | 'idle';
+
+/** Connections each listener closed because one of its timeouts ran out, by listener and timeout. */
+export class TimeoutCounts {
+  readonly #counts: Partial<Record<ListenerName, Partial<Record<CountedTimeout, number>>>> = {};
+
+  add(listener: ListenerName, timeout: CountedTimeout): void {
+    const counts = (this.#counts[listener] ??= {});
+    counts[timeout] = (counts[timeout] ?? 0) + 1;
+  }
+
+  snapshot(): Partial<Record<ListenerName, Partial<Record<CountedTimeout, number>>>> {
+    return Object.fromEntries(Object.entries(this.#counts).map(([listener, counts]) => [listener, { ...counts }]));
+  }
+
+  /** Counts what an HTTP listener's own timeouts close: requests answered 408, and idle kept-alive connections. */
+  watchHttp(listener: ListenerName, server: HttpServer): void {
+    // Beside Fastify's own handler, which answers 408.
+    server.on('clientError', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') this.add(listener, 'request');
+    });
+    // These servers set no socket timeout of their own (Fastify's connectionTimeout is 0), so a
+    // socket times out only while kept alive between requests, and Node then closes it.
+    server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (socket: Socket) => {
+      socket.once('timeout', () => this.add(listener, 'keepAlive'));
+    });
+  }
 }

@@ -284,10 +284,14 @@ export class GatewayMetrics implements DispatchObserver {
       },
     });
     new Counter({
-      name: 'junction_request_timeouts_total', help: 'HTTP requests answered 408 because their head or body did not arrive within listeners.<name>.timeouts (slowloris)', labelNames: ['listener'], registers,
+      name: 'junction_request_timeouts_total',
+      help: 'Connections closed because one of listeners.<name>.timeouts ran out: request (HTTP, answered 408: head or body late), keepAlive (HTTP, no next request), idle (gRPC, no call)',
+      labelNames: ['listener', 'timeout'], registers,
       collect() {
         this.reset();
-        for (const [listener, n] of Object.entries(source.security().requestTimeouts)) this.inc({ listener }, n);
+        for (const [listener, counts] of Object.entries(source.security().requestTimeouts)) {
+          for (const [timeout, n] of Object.entries(counts)) this.inc({ listener, timeout }, n);
+        }
       },
     });
     new Counter({

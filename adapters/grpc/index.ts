@@ -11,6 +11,7 @@ import {
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type ClientCertificate, type ConnectionInfo, type Identity, type ListenerTimeouts, type Message, type ProtocolRegistration,
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
+import { IdleConnections } from './idle.js';
 import { grpcSection, type GrpcSettings } from './config.js';
 import { asciiMetadata, callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
 import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
@@ -99,7 +100,8 @@ export class GrpcAdapter implements Adapter {
     if (!listener || this.#server) return;
     const { service, reflection, encodeDelivery } = loadGatewayProto();
     this.#encodeDelivery = encodeDelivery;
-    const server = new Server(serverOptions(this.#ctx.settings(), listener.timeouts));
+    const idle = new IdleConnections(listener.timeouts.idle, () => this.#listener?.timedOut('idle'));
+    const server = new Server({ ...serverOptions(this.#ctx.settings(), listener.timeouts), interceptors: [idle.interceptor] });
     server.addService(service, {
       Publish: this.#publish,
       PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {
@@ -125,6 +127,7 @@ export class GrpcAdapter implements Adapter {
           this.#certificates.set(peer, certificate);
           socket.once('close', () => this.#certificates.delete(peer));
         }
+        idle.accepted(socket);
         injector.injectConnection(socket);
       }, { alpn: ['h2'] });
     } catch (err) {

@@ -1,3 +1,4 @@
+import { constants as http2, type ServerHttp2Stream } from 'node:http2';
 import { Metadata, status as Status, type ServerWritableStream, type StatusObject } from '@grpc/grpc-js';
 import {
   SubscriberBuffer,
@@ -110,9 +111,19 @@ export class SubscriberStream implements GroupMember {
     }
   }
 
+  /**
+   * Ends a subscriber that fell too far behind. Its trailers would wait behind the deliveries it
+   * does not read, and those stay queued in the HTTP/2 stream until the connection closes: when
+   * some are unsent, the stream is reset instead, with ENHANCE_YOUR_CALM (gRPC clients report
+   * RESOURCE_EXHAUSTED), which drops them at once while the connection stays open.
+   */
   #cut(details: string): void {
     this.#counters.slowConsumers.disconnected++;
+    const stuck = this.#unsentBytes > 0 ? http2StreamOf(this.#call) : undefined;
     this.end({ code: Status.RESOURCE_EXHAUSTED, details, metadata: this.#trailers() });
+    if (stuck === undefined) return;
+    stuck.close(http2.NGHTTP2_ENHANCE_YOUR_CALM);
+    this.#unsentBytes = 0;
   }
 
   /** Stops delivering, releases what is buffered and ends the call with `status` (OK when absent). */
@@ -242,4 +253,22 @@ export class SubscriberStream implements GroupMember {
       this.membership?.ready();
     }
   }
+}
+
+/** how many interceptors' calls deep the HTTP/2 stream is looked for */
+const MAX_CALL_LAYERS = 8;
+
+/**
+ * The HTTP/2 stream under a grpc-js server call, which grpc-js keeps to itself: the call's
+ * `call`, through each server interceptor's `nextCall`, to the one that holds `stream`. Undefined
+ * when a grpc-js version keeps it elsewhere (the slow-consumer tests then fail on the reset).
+ */
+function http2StreamOf(call: object): ServerHttp2Stream | undefined {
+  let layer = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < MAX_CALL_LAYERS && typeof layer === 'object' && layer !== null; depth++) {
+    const stream = (layer as { stream?: unknown }).stream;
+    if (typeof stream === 'object' && stream !== null && typeof (stream as ServerHttp2Stream).close === 'function') return stream as ServerHttp2Stream;
+    layer = (layer as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
 }

@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
+import { jemallocPath } from '../../src/allocator.js';
 import { FUZZ_PROTOCOLS, GRPC_METHODS, inputs, type FuzzProtocol } from './inputs.js';
 
 /** connections each protocol's inputs are spread over at once */
@@ -41,6 +42,8 @@ export interface ProtocolResult {
   ms: number;
   /** connections the gateway closed (malformed input closes only its own) */
   closedByGateway: number;
+  /** the gateway's RSS once this protocol's inputs were all sent */
+  rssMb: number;
 }
 
 export interface CampaignReport {
@@ -51,12 +54,14 @@ export interface CampaignReport {
   /** log lines at error level or above (pino 50+): unhandled rejections and internal errors land here */
   errorLines: string[];
   rssMb: { before: number; peak: number; afterIdle: number };
-  /** the gateway's own view (its /metrics): JS heap in use, heap V8 holds, buffers outside the heap */
+  /** where the gateway's memory is, before the load and after idling */
   memoryMb: { before: ProcessMemory; afterIdle: ProcessMemory | undefined };
   /** qos 1 messages it had acknowledged, received back, and publishes that failed (never acknowledged: not losses) */
   wellBehaved: { sent: number; received: number; failed: number };
   loadAverage: number[];
   cpus: number;
+  /** the jemalloc library the gateway ran with, or undefined: glibc's malloc */
+  preloaded: string | undefined;
 }
 
 interface Gateway {
@@ -80,7 +85,10 @@ deadletter: { path: ${join(dir, 'deadletter.jsonl')} }
 log: { level: info }
 defaultRoute: publish
 `);
-  const child = spawn(process.execPath, [bin, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // On jemalloc when it is installed, as npm start and docs/operations.md start the gateway.
+  const jemalloc = jemallocPath();
+  const env = jemalloc === undefined ? process.env : { ...process.env, LD_PRELOAD: jemalloc };
+  const child = spawn(process.execPath, [bin, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const gateway: Gateway = { child, ports: {}, errorLines: [], exited: false };
   child.on('exit', () => { gateway.exited = true; });
   child.stderr!.on('data', (chunk: Buffer) => gateway.errorLines.push(chunk.toString().trim()));
@@ -102,16 +110,52 @@ defaultRoute: publish
   return gateway;
 }
 
+/** MB of the gateway's memory, by where it lives. */
 export interface ProcessMemory {
+  rss: number;
+  /** JS objects in use, and the heap V8 has committed for them, not all of it resident (from the gateway's /metrics) */
   heapUsed: number;
   heapTotal: number;
+  /** Buffers and other memory V8 is told about outside its heap */
   external: number;
+  /** resident pages of the program and its libraries, read from their files */
+  code: number;
+  /** the C allocator's main heap (the `[heap]` mapping): native objects, freed or not */
+  mallocHeap: number;
+  /** every other resident page: V8's heap, the C allocator's other arenas and large blocks, thread stacks */
+  otherAnonymous: number;
 }
 
-async function processMemory(adminPort: number): Promise<ProcessMemory> {
+async function processMemory(pid: number, adminPort: number): Promise<ProcessMemory> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
   const mb = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0) / 1048576);
-  return { heapUsed: mb('junction_nodejs_heap_size_used_bytes'), heapTotal: mb('junction_nodejs_heap_size_total_bytes'), external: mb('junction_nodejs_external_memory_bytes') };
+  const { rss, code, mallocHeap } = residentMemory(pid);
+  return {
+    rss, heapUsed: mb('junction_nodejs_heap_size_used_bytes'), heapTotal: mb('junction_nodejs_heap_size_total_bytes'), external: mb('junction_nodejs_external_memory_bytes'),
+    code, mallocHeap, otherAnonymous: rss - code - mallocHeap,
+  };
+}
+
+/** RSS in MB, and the parts of it that are file pages and the C allocator's main heap, from /proc/<pid>/smaps. */
+function residentMemory(pid: number): { rss: number; code: number; mallocHeap: number } {
+  let rss = 0;
+  let code = 0;
+  let mallocHeap = 0;
+  let mapping = '';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (header) {
+      mapping = header[1]!;
+      continue;
+    }
+    const resident = /^Rss:\s+(\d+) kB/.exec(line);
+    if (!resident) continue;
+    const kb = Number(resident[1]);
+    rss += kb;
+    if (mapping === '[heap]') mallocHeap += kb;
+    else if (mapping.startsWith('/')) code += kb;
+  }
+  return { rss: Math.round(rss / 1024), code: Math.round(code / 1024), mallocHeap: Math.round(mallocHeap / 1024) };
 }
 
 function rssMb(pid: number): number {
@@ -246,7 +290,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const calm = await wellBehaved(gateway.ports);
     await delay(1000);
     const before = rssMb(pid);
-    const memoryBefore = await processMemory(gateway.ports.admin!);
+    const memoryBefore = await processMemory(pid, gateway.ports.admin!);
     let peak = before;
     const sampler = setInterval(() => {
       if (!gateway.exited) peak = Math.max(peak, rssMb(pid));
@@ -257,8 +301,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       const counters = { closed: 0 };
       const started = Date.now();
       await drive(gateway, protocol, inputs(protocol, options.inputsPerProtocol, seed)[Symbol.iterator](), counters);
-      results.push({ protocol, inputs: options.inputsPerProtocol, ms: Date.now() - started, closedByGateway: counters.closed });
-      log(`${protocol}: ${options.inputsPerProtocol} inputs in ${Date.now() - started} ms, ${counters.closed} connections closed by the gateway, RSS ${gateway.exited ? 'n/a' : rssMb(pid)} MB`);
+      const rssAfter = gateway.exited ? 0 : rssMb(pid);
+      results.push({ protocol, inputs: options.inputsPerProtocol, ms: Date.now() - started, closedByGateway: counters.closed, rssMb: rssAfter });
+      log(`${protocol}: ${options.inputsPerProtocol} inputs in ${Date.now() - started} ms, ${counters.closed} connections closed by the gateway, RSS ${rssAfter} MB`);
     }
     const wellBehavedResult = await calm.stop();
     clearInterval(sampler);
@@ -267,8 +312,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     return {
       seed, results, crashed, errorLines: gateway.errorLines,
       rssMb: { before, peak, afterIdle: crashed ? 0 : rssMb(pid) },
-      memoryMb: { before: memoryBefore, afterIdle: crashed ? undefined : await processMemory(gateway.ports.admin!) },
-      wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length,
+      memoryMb: { before: memoryBefore, afterIdle: crashed ? undefined : await processMemory(pid, gateway.ports.admin!) },
+      wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length, preloaded: jemallocPath(),
     };
   } finally {
     gateway.child.kill('SIGKILL');

@@ -36,16 +36,19 @@ const report = await runCampaign({
 if (values.json) {
   console.log(JSON.stringify(report, null, 2));
 } else {
-  console.log(`seed ${report.seed}; ${report.cpus} CPUs, load average ${report.loadAverage.join(' / ')} at the end (${os.hostname()})`);
-  console.log('| protocol | inputs | seconds | inputs/s | connections the gateway closed |');
-  console.log('|---|---|---|---|---|');
+  console.log(`seed ${report.seed}; ${report.cpus} CPUs, load average ${report.loadAverage.join(' / ')} at the end (${os.hostname()}); allocator: ${report.preloaded ?? 'glibc malloc'}`);
+  console.log('| protocol | inputs | seconds | inputs/s | connections the gateway closed | RSS after it (MB) |');
+  console.log('|---|---|---|---|---|---|');
   for (const r of report.results) {
-    console.log(`| ${r.protocol} | ${r.inputs.toLocaleString('en')} | ${(r.ms / 1000).toFixed(0)} | ${Math.round(r.inputs / (r.ms / 1000)).toLocaleString('en')} | ${r.closedByGateway.toLocaleString('en')} |`);
+    console.log(`| ${r.protocol} | ${r.inputs.toLocaleString('en')} | ${(r.ms / 1000).toFixed(0)} | ${Math.round(r.inputs / (r.ms / 1000)).toLocaleString('en')} | ${r.closedByGateway.toLocaleString('en')} | ${r.rssMb} |`);
   }
   console.log(`crashed: ${report.crashed}; error lines: ${report.errorLines.length}`);
   console.log(`RSS MB: before ${report.rssMb.before}, peak ${report.rssMb.peak}, after idle ${report.rssMb.afterIdle}`);
-  const memory = (m: ProcessMemory | undefined) => (m ? `heap used ${m.heapUsed}, heap total ${m.heapTotal}, external ${m.external}` : 'n/a');
-  console.log(`gateway memory MB: before ${memory(report.memoryMb.before)}; after idle ${memory(report.memoryMb.afterIdle)}`);
+  const memory = (m: ProcessMemory | undefined) => (m
+    ? `RSS ${m.rss} = code ${m.code} + malloc heap ${m.mallocHeap} + V8 heap and other anonymous ${m.otherAnonymous}; V8 heap committed ${m.heapTotal} (${m.heapUsed} in use), external ${m.external}`
+    : 'n/a');
+  console.log(`gateway memory MB before: ${memory(report.memoryMb.before)}`);
+  console.log(`gateway memory MB after idle: ${memory(report.memoryMb.afterIdle)}`);
   console.log(`well-behaved client: ${report.wellBehaved.sent} acknowledged, ${report.wellBehaved.received} received, ${report.wellBehaved.failed} publishes failed (not acknowledged)`);
   for (const line of report.errorLines.slice(0, 20)) console.log(`  ${line.slice(0, 300)}`);
 }

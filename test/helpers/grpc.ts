@@ -1,4 +1,4 @@
-import { connect, type IncomingHttpHeaders } from 'node:http2';
+import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import { fileURLToPath } from 'node:url';
 import {
   Client, credentials, Metadata,
@@ -147,8 +147,12 @@ export interface RawCall {
   /** response messages, undecoded */
   messages: Buffer[];
   headers: Promise<IncomingHttpHeaders>;
-  /** grpc-status and the other trailers, once the call ends */
+  /** grpc-status and the other trailers, once the call ends; rejects when the stream is reset */
   trailers: Promise<IncomingHttpHeaders>;
+  /** the RST_STREAM code the call's stream closed with: NO_ERROR (0) when it ended normally */
+  closedWith: Promise<number>;
+  /** the HTTP/2 connection of the call */
+  session: ClientHttp2Session;
   pause(): void;
   resume(): void;
   close(): void;
@@ -183,10 +187,15 @@ export function rawCall(address: string, path: string, message: Buffer, headers:
     stream.once('end', () => resolve(first));
     stream.once('error', reject);
   });
+  // A test awaiting only closedWith leaves no rejection unhandled.
+  trailers.catch(() => undefined);
+  const closedWith = new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? 0)));
   return {
     messages,
     headers: responseHeaders,
     trailers,
+    closedWith,
+    session,
     pause: () => stream.pause(),
     resume: () => stream.resume(),
     close: () => session.destroy(),

@@ -7,6 +7,7 @@
  * protocol's signal, as /metrics says.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { constants as http2 } from 'node:http2';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -183,10 +184,10 @@ async function stuck(gw: TestGateway, protocol: Protocol | 'group'): Promise<Stu
       await call.headers;
       call.pause();
       return {
+        // Without reading on: what it was sent and did not read is dropped with the stream.
         signal: async () => {
-          call.resume();
-          const trailers = await call.trailers;
-          return `grpc-status ${String(trailers['grpc-status'])}`;
+          const code = await call.closedWith;
+          return `RST_STREAM ${code}, connection ${call.session.closed ? 'closed' : 'open'}`;
         },
         destroy: () => call.close(),
       };
@@ -249,8 +250,9 @@ async function slowConsumerCounts(gw: TestGateway, protocol: Protocol): Promise<
 const SIGNALS: Record<Protocol | 'group', string> = {
   mqtt: 'connection closed',
   ws: 'close 1013',
-  grpc: 'grpc-status 8',
-  group: 'grpc-status 8',
+  // ENHANCE_YOUR_CALM, which gRPC clients report as RESOURCE_EXHAUSTED
+  grpc: `RST_STREAM ${http2.NGHTTP2_ENHANCE_YOUR_CALM}, connection open`,
+  group: `RST_STREAM ${http2.NGHTTP2_ENHANCE_YOUR_CALM}, connection open`,
   http: 'connection closed',
 };
 

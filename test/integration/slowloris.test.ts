@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect as http2Connect } from 'node:http2';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,6 +66,20 @@ async function hold(port: number, behave: (socket: Socket) => void = () => undef
   return { socket, closedAfter };
 }
 
+/** An HTTP/2 connection that makes one gRPC call (a health check), then stays idle until the gateway closes it. */
+async function idleAfterCall(port: number): Promise<Held> {
+  const session = http2Connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => undefined);
+  const opened = Date.now();
+  const closedAfter = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now() - opened)));
+  const call = session.request({ ':method': 'POST', ':path': '/grpc.health.v1.Health/Check', 'content-type': 'application/grpc', te: 'trailers' });
+  call.on('data', () => undefined);
+  call.end(Buffer.alloc(5));
+  const trailers = await new Promise<Record<string, unknown>>((resolve) => call.once('trailers', resolve));
+  expect(trailers['grpc-status']).toBe('0');
+  return { socket: session.socket as Socket, closedAfter };
+}
+
 /** Writes the next piece every 200 ms while the socket is open (bounded by the gateway's timeout, and by the count). */
 function trickle(pieces: (i: number) => string) {
   return (socket: Socket) => {
@@ -111,6 +126,7 @@ mqtt: { connectTimeout: 1s }
       'WebSocket upgrade trickling': () => hold(http, trickle((i) => (i === 0 ? 'GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n' : `x-${i}: y\r\n`))),
       'MQTT, no CONNECT': () => hold(gw.port('mqtt')),
       'gRPC, no HTTP/2 preface': () => hold(gw.port('grpc')),
+      'gRPC, idle after a call': () => idleAfterCall(gw.port('grpc')),
       'TLS, no handshake': () => hold(gw.port('admin')),
     };
     const held = new Map<string, Held[]>();
@@ -138,7 +154,11 @@ mqtt: { connectTimeout: 1s }
     const metricsResponse = await request(`https://localhost:${gw.port('admin')}/metrics`, { dispatcher: admin });
     const metrics = parseScrape(await metricsResponse.body.text());
     // nothing sent, headers, body and the WebSocket upgrade: 408 each
-    expect(sample(metrics, 'junction_request_timeouts_total', { listener: 'http' })).toBeGreaterThanOrEqual(4 * PER_KIND);
+    expect(sample(metrics, 'junction_request_timeouts_total', { listener: 'http', timeout: 'request' })).toBeGreaterThanOrEqual(4 * PER_KIND);
+    // the kept-alive ones, and perhaps some of the normal client's
+    expect(sample(metrics, 'junction_request_timeouts_total', { listener: 'http', timeout: 'keepAlive' })).toBeGreaterThanOrEqual(PER_KIND);
+    // no HTTP/2 preface, and idle after a call
+    expect(sample(metrics, 'junction_request_timeouts_total', { listener: 'grpc', timeout: 'idle' })).toBe(2 * PER_KIND);
     expect(sample(metrics, 'junction_adapter_events_total', { protocol: 'mqtt', event: 'connectTimeouts' })).toBe(PER_KIND);
     expect(sample(metrics, 'junction_tls_handshake_failures_total', { listener: 'admin', reason: 'timeout' })).toBe(PER_KIND);
     await admin.close();

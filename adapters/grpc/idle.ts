@@ -1,0 +1,63 @@
+import type { Socket } from 'node:net';
+import { ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
+
+/**
+ * grpc-js restarts its idle clock when a call's HTTP/2 stream closes, which can come a tick before
+ * or after the interceptor sees the call end: a close this much short of the timeout still counts.
+ */
+const CLOCK_SKEW_MS = 100;
+
+/** A connection's calls in progress, and since when it has had none (ms since the epoch). */
+interface Activity {
+  calls: number;
+  idleSince: number;
+}
+
+/**
+ * Tells which closed connections grpc-js closed for being idle (`listeners.grpc.timeouts.idle`,
+ * `grpc.max_connection_idle_ms`), which it does without a word. A server interceptor sees every
+ * call (health and reflection too) and the peer address of its connection; a connection that
+ * closes after being without a call for the whole idle timeout was closed by it, since grpc-js
+ * closes such a connection at that mark, before its client could.
+ */
+export class IdleConnections {
+  readonly #connections = new Map<string, Activity>();
+  readonly #idleMs: number;
+  readonly #closedIdle: () => void;
+
+  constructor(idleMs: number, closedIdle: () => void) {
+    this.#idleMs = idleMs;
+    this.#closedIdle = closedIdle;
+  }
+
+  /** Follows a connection from its acceptance (grpc-js's idle clock starts there too) to its close. */
+  accepted(socket: Socket): void {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const activity: Activity = { calls: 0, idleSince: Date.now() };
+    this.#connections.set(peer, activity);
+    socket.once('close', () => {
+      this.#connections.delete(peer);
+      if (activity.calls === 0 && Date.now() - activity.idleSince >= this.#idleMs - CLOCK_SKEW_MS) this.#closedIdle();
+    });
+  }
+
+  readonly interceptor: ServerInterceptor = (_method, call) => {
+    const activity = this.#connections.get(call.getPeer());
+    if (activity === undefined) return new ServerInterceptingCall(call);
+    activity.calls++;
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      if (--activity.calls === 0) activity.idleSince = Date.now();
+    };
+    // A call ends with the status the server sends, or with the client cancelling it.
+    return new ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: end }),
+      sendStatus: (status, next) => {
+        end();
+        next(status);
+      },
+    });
+  };
+}
