@@ -16,7 +16,7 @@ import { GroupManager } from './groups/group-manager.js';
 import { loadConfigFile } from './config/load.js';
 import { clientListener, type ConfigIssue, type GatewayConfig } from './config/types.js';
 import { ConfigError, formatIssue } from './config/types.js';
-import { DeadLetterStore, type DeadLetterSink, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
+import { DEAD_LETTER_FULL_ALERT, DeadLetterStore, type DeadLetterSink, type DeadLetterUsage, type FillLevel } from './deadletter/store.js';
 import { DeadLetterArchive, messageOf, type DeadLetterFilter, type DeadLetterReader } from './deadletter/replay.js';
 import { Dispatcher, type RoutingSnapshot } from './delivery/dispatcher.js';
 import { TargetLane } from './delivery/target-lane.js';
@@ -551,9 +551,7 @@ export class Gateway {
         this.logger.warn(fields, 'dead-letter store past 80 % of deadletter.maxBytes');
         break;
       case 'full':
-        this.logger.error({ ...fields, whenFull }, whenFull === 'refuse'
-          ? 'dead-letter store full: new dead letters are refused until space is freed'
-          : 'dead-letter store full: the oldest records are deleted, each counted');
+        this.logger.error({ ...fields, whenFull }, DEAD_LETTER_FULL_ALERT[whenFull]);
         break;
       case 'normal':
         this.logger.info(fields, 'dead-letter store below 80 % of deadletter.maxBytes again');

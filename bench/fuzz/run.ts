@@ -43,6 +43,7 @@ if (values.json) {
     console.log(`| ${r.protocol} | ${r.inputs.toLocaleString('en')} | ${(r.ms / 1000).toFixed(0)} | ${Math.round(r.inputs / (r.ms / 1000)).toLocaleString('en')} | ${r.closedByGateway.toLocaleString('en')} | ${r.rssMb} |`);
   }
   console.log(`crashed: ${report.crashed}; error lines: ${report.errorLines.length}`);
+  for (const [alert, count] of Object.entries(report.boundAlerts)) console.log(`bound reached (alert, not a failure): "${alert}" × ${count}`);
   console.log(`RSS MB: before ${report.rssMb.before}, peak ${report.rssMb.peak}, after idle ${report.rssMb.afterIdle}`);
   const memory = (m: ProcessMemory | undefined) => (m
     ? `RSS ${m.rss} = code ${m.code} + malloc heap ${m.mallocHeap} + V8 heap and other anonymous ${m.otherAnonymous}; V8 heap committed ${m.heapTotal} (${m.heapUsed} in use), external ${m.external}`

@@ -44,6 +44,12 @@ export interface DeadLetterEntry {
 /** What happens at `maxBytes`: refuse new records, or delete the oldest file and count what it held. */
 export type WhenFull = 'refuse' | 'dropOldest';
 
+/** The line a gateway logs (at error level) when its dead-letter store reaches deadletter.maxBytes. */
+export const DEAD_LETTER_FULL_ALERT: Readonly<Record<WhenFull, string>> = {
+  refuse: 'dead-letter store full: new dead letters are refused until space is freed',
+  dropOldest: 'dead-letter store full: the oldest records are deleted, each counted',
+};
+
 export interface DeadLetterOptions {
   path: string;
   /** the file is rotated past this size */

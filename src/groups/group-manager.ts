@@ -8,6 +8,9 @@ import { ThrottledLog } from '../throttled-log.js';
 import { isExpired, MAX_PRIORITY, type Message } from '../message.js';
 import { appendFrameBytes } from '../queue/codec.js';
 
+/** The line logged (at error level, at most once per 10 s) while the dead-letter store refuses what groups shed. */
+export const GROUP_SHED_LOST_ALERT = 'dead-letter write failed: messages shed from groups are lost';
+
 /** One message handed to one member of a group. */
 export interface GroupDelivery {
   readonly message: Message;
@@ -324,7 +327,7 @@ export class GroupManager {
     this.#deps = deps;
     this.clock = deps.clock ?? realClock;
     this.logger = deps.logger;
-    this.#lost = new ThrottledLog(deps.logger, 'dead-letter write failed: messages shed from groups are lost');
+    this.#lost = new ThrottledLog(deps.logger, GROUP_SHED_LOST_ALERT);
   }
 
   settings(): GroupSettings {
