@@ -134,7 +134,7 @@ export class TargetBreaker {
     this.#state = 'open';
     this.#probes = undefined;
     this.#stopResetTimer();
-    // Unref'd like opossum's: a breaker waiting to probe must not keep a stopped gateway alive.
+    // Unref'd: a breaker waiting to probe must not keep a stopped gateway alive.
     this.#resetTimer = this.#clock.setTimeout(() => this.#halfOpen(), this.#settings.resetTimeout);
     this.#resetTimer.unref();
     this.#transition('open', reason);
@@ -228,8 +228,8 @@ export class TargetBreaker {
   }
 
   /**
-   * Probes run beside opossum, which has no say while this breaker is not closed. The breaker
-   * closes only after every probe succeeded; any failure (a slow call included) reopens it. A
+   * Probes are not counted in the window, which judges only while this breaker is closed. The
+   * breaker closes only after every probe succeeded; any failure (a slow call included) reopens it. A
    * deliberate refusal (4xx) proves the downstream answers, so it counts as a success here.
    */
   #probe<T>(call: () => Promise<T>, probes: Probes): Promise<T> {
