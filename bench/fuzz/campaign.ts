@@ -73,6 +73,8 @@ interface Gateway {
   ports: Record<string, number>;
   errorLines: string[];
   boundAlerts: Record<string, number>;
+  /** the jemalloc library it was started with, or undefined: glibc's malloc */
+  preloaded: string | undefined;
   exited: boolean;
 }
 
@@ -102,7 +104,7 @@ defaultRoute: publish
   const jemalloc = jemallocPath();
   const env = jemalloc === undefined ? process.env : { ...process.env, LD_PRELOAD: jemalloc };
   const child = spawn(process.execPath, [bin, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const gateway: Gateway = { child, ports: {}, errorLines: [], boundAlerts: {}, exited: false };
+  const gateway: Gateway = { child, ports: {}, errorLines: [], boundAlerts: {}, preloaded: jemalloc, exited: false };
   child.on('exit', () => { gateway.exited = true; });
   child.stderr!.on('data', (chunk: Buffer) => gateway.errorLines.push(chunk.toString().trim()));
   await new Promise<void>((resolve, reject) => {
@@ -330,7 +332,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       seed, results, crashed, errorLines: gateway.errorLines, boundAlerts: gateway.boundAlerts,
       rssMb: { before, peak, afterIdle: crashed ? 0 : rssMb(pid) },
       memoryMb: { before: memoryBefore, afterIdle: crashed ? undefined : await processMemory(pid, gateway.ports.admin!) },
-      wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length, preloaded: jemallocPath(),
+      wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length, preloaded: gateway.preloaded,
     };
   } finally {
     gateway.child.kill('SIGKILL');
