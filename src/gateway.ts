@@ -203,6 +203,7 @@ export class Gateway {
       adapters: () => this.adapterStats(),
       security: () => this.securityStats(),
       groups: () => this.groups.stats(),
+      groupsEvicted: () => this.groups.evicted,
       storage: () => this.storageStats(),
       deadletter: () => this.deadletter.usage,
     });

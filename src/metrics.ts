@@ -31,6 +31,8 @@ export interface MetricsSource {
   subscriptions(): number;
   adapters(): ReadonlyMap<Protocol, AdapterStats>;
   groups(): GroupStats[];
+  /** groups without members closed early to make room for a new one (groups.maxGroups) */
+  groupsEvicted(): number;
   security(): SecurityStats;
   storage(): StorageStats;
   deadletter(): DeadLetterUsage;
@@ -257,6 +259,13 @@ export class GatewayMetrics implements DispatchObserver {
     perGroup('junction_group_redelivered_total', 'Group deliveries handed to another member (the first went away, refused or timed out)', (g) => g.redelivered, 'counter');
     perGroup('junction_group_dead_lettered_total', 'Group messages shed from a full queue or held when the group closed', (g) => g.deadLettered, 'counter');
     perGroup('junction_group_expired_total', 'Group messages that expired while waiting for a member', (g) => g.expired, 'counter');
+    new Counter({
+      name: 'junction_groups_evicted_total', help: 'Groups without members closed before groups.retention ended, to make room for a new group (groups.maxGroups)', registers,
+      collect() {
+        this.reset();
+        this.inc(source.groupsEvicted());
+      },
+    });
     new Counter({
       name: 'junction_limiter_rejections_total', help: 'Messages refused by a token bucket, by scope', labelNames: ['scope'], registers,
       collect() {

@@ -353,7 +353,7 @@ function gatewaySchema<T extends TSchema, P extends TSchema>(parts: Omit<Registe
       maxInflight: Default(Type.Integer({ minimum: 1, description: 'deliveries one member holds unacknowledged; past it the group offers to other members' }), 64),
       ackTimeout: Default(Duration('a delivery a member has not acknowledged by then goes to another member'), '30s'),
       retention: Default(Duration('a group whose members all left keeps collecting messages this long, then closes and dead-letters what it held'), '5m'),
-      maxGroups: Default(Type.Integer({ minimum: 1, description: 'groups at once; one more is refused with overloaded' }), 1000),
+      maxGroups: Default(Type.Integer({ minimum: 1, description: 'groups at once; past it the group left without members the longest closes early, and only when every group has members is one more refused with overloaded' }), 1000),
       maxQueuedBytes: Default(Size('bytes all groups queue together, as the queue store counts them (payload plus about 100 bytes); past it the group holding the most sheds its lowest priority to the dead-letter store'), '64mb'),
     }, { ...strict, description: 'Competing consumers (docs/groups.md): subscribers that join a named group each get a share of its messages.' })),
     storage: Empty(Type.Object({

@@ -320,6 +320,8 @@ export class GroupManager {
   readonly #lost: ThrottledLog;
   /** bytes every group's queue holds together (groups.maxQueuedBytes) */
   queuedBytes = 0;
+  /** groups without members closed before their retention ended, to make room (groups.maxGroups) */
+  evicted = 0;
   #sweep: Timer | undefined;
   #closed = false;
 
@@ -344,7 +346,7 @@ export class GroupManager {
     let group = this.#groups.get(id);
     if (!group) {
       const { maxGroups } = this.settings();
-      if (this.#groups.size >= maxGroups) throw new GatewayError('overloaded', `at most ${maxGroups} groups (groups.maxGroups)`, { retryAfterMs: 1000 });
+      if (this.#groups.size >= maxGroups && !this.#evictAbandoned()) throw new GatewayError('overloaded', `at most ${maxGroups} groups, every one with members (groups.maxGroups)`, { retryAfterMs: 1000 });
       group = new Group(name, pattern, this);
       this.#groups.set(id, group);
       group.subscription = await this.#deps.bus.subscribe(pattern, group.accept);
@@ -390,6 +392,30 @@ export class GroupManager {
     return [...this.#groups.values()].map((group) => group.stats());
   }
 
+  /**
+   * Makes room for a group someone joins by closing the one left without members the longest,
+   * before its retention ends: otherwise a client that joins and leaves groups under made-up names
+   * would hold every slot for `retention` and lock everyone else out of groups. False when every
+   * group has members.
+   */
+  #evictAbandoned(): boolean {
+    let oldest: [string, Group] | undefined;
+    for (const entry of this.#groups) {
+      const since = entry[1].memberlessSince;
+      if (since !== undefined && (oldest === undefined || since < oldest[1].memberlessSince!)) oldest = entry;
+    }
+    if (oldest === undefined) return false;
+    this.#close(...oldest, `group ${oldest[1].name} closed: no member, and groups.maxGroups reached`);
+    this.evicted++;
+    return true;
+  }
+
+  #close(id: string, group: Group, why: string): void {
+    this.#groups.delete(id);
+    void group.subscription?.close();
+    group.drain(why);
+  }
+
   /** Closes groups left without members for longer than `retention`. */
   #scheduleSweep(): void {
     if (this.#sweep !== undefined || this.#closed) return;
@@ -400,9 +426,7 @@ export class GroupManager {
       for (const [id, group] of this.#groups) {
         const since = group.memberlessSince;
         if (since === undefined || now - since < this.settings().retention) continue;
-        this.#groups.delete(id);
-        void group.subscription?.close();
-        group.drain(`group ${group.name} closed: no member for groups.retention`);
+        this.#close(id, group, `group ${group.name} closed: no member for groups.retention`);
       }
       if (this.#groups.size > 0) this.#scheduleSweep();
     }, Math.max(1000, retention / 4));

@@ -167,6 +167,23 @@ describe('groups of competing consumers across protocols', () => {
     await eventually(() => expect(late.acked).toEqual(['p9', 'p8', 'p7', 'p6', 'p5']));
   });
 
+  it('does not let a client that opens and leaves groups under made-up names lock the others out', async () => {
+    gw = await startGateway('defaultRoute: publish\ngroups: { maxGroups: 3 }', undefined, { listeners: ['mqtt'] });
+    const ws = await connectWs(gw.http);
+    closers.push(() => ws.close());
+    for (let i = 0; i < 6; i++) {
+      ws.send({ op: 'subscribe', id: `s${i}`, key: 'jobs/#', group: `junk${i}` });
+      await ws.next((f) => f.op === 'ack' && f.id === `s${i}`);
+      ws.send({ op: 'unsubscribe', id: `u${i}`, key: 'jobs/#', group: `junk${i}` });
+      await ws.next((f) => f.op === 'ack' && f.id === `u${i}`);
+    }
+    const worker = await mqttWorker(gw, 'real');
+    await publish(gw, ['after']);
+    await eventually(() => expect(worker.acked).toEqual(['after']));
+    const metrics = await scrape(gw.admin);
+    expect(sample(metrics, 'junction_groups_evicted_total')).toBe(4);
+  });
+
   it('takes SSE members too, and keeps plain subscribers receiving everything', async () => {
     gw = await startGateway('defaultRoute: publish');
     const sseA = await subscribeSse(gw.http, 'jobs/#', '?group=s');

@@ -208,4 +208,24 @@ describe('groups of competing consumers', () => {
     expect(deadLetters.map((d) => d.message.payload.toString())).toEqual(['both', 'kept']);
     await manager.join('h', 'jobs/#', new TestMember());
   });
+
+  it('makes room for a new group by closing the one left without members the longest, never one with members', async () => {
+    settings.maxGroups = 3;
+    const kept = new TestMember();
+    await manager.join('kept', 'jobs/#', kept);
+    (await manager.join('old', 'jobs/#', new TestMember())).leave();
+    await clock.advance(1000);
+    (await manager.join('recent', 'jobs/#', new TestMember())).leave();
+    await publish(message('held'));
+    await manager.join('new', 'jobs/#', new TestMember());
+    expect(manager.stats().map((s) => s.name)).toEqual(['kept', 'recent', 'new']);
+    expect(manager.evicted).toBe(1);
+    expect(deadLetters.map((d) => [d.target, d.message.payload.toString()])).toEqual([['group:old', 'held']]);
+    expect(kept.texts).toEqual(['held']);
+    await manager.join('newer', 'jobs/#', new TestMember());
+    expect(manager.stats().map((s) => s.name)).toEqual(['kept', 'new', 'newer']);
+    // Every group has a member now: one more is refused.
+    await expect(manager.join('last', 'jobs/#', new TestMember())).rejects.toMatchObject({ code: 'overloaded' });
+    expect(manager.evicted).toBe(2);
+  });
 });
