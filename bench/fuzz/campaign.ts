@@ -60,6 +60,8 @@ export interface CampaignReport {
   rssMb: { before: number; peak: number; afterIdle: number };
   /** where the gateway's memory is, before the load and after idling */
   memoryMb: { before: ProcessMemory; afterIdle: ProcessMemory | undefined };
+  /** what the gateway still held after idling, which its memory is expected to keep */
+  heldAfterIdle: HeldState | undefined;
   /** qos 1 messages it had acknowledged, received back, and publishes that failed (never acknowledged: not losses) */
   wellBehaved: { sent: number; received: number; failed: number };
   loadAverage: number[];
@@ -127,6 +129,24 @@ defaultRoute: publish
     child.once('exit', (code) => reject(new Error(`the gateway exited with ${code} before it was ready`)));
   });
   return gateway;
+}
+
+/** Connections and queued messages: what legitimately holds memory once the load stops. */
+export interface HeldState {
+  connections: Record<string, number>;
+  groups: number;
+  groupQueued: number;
+  groupQueuedBytes: number;
+}
+
+async function heldState(adminPort: number): Promise<HeldState> {
+  const admin = `http://127.0.0.1:${adminPort}`;
+  const { counts } = await (await fetch(`${admin}/admin/connections?limit=0`)).json() as { counts: Record<string, number> };
+  const { groups } = await (await fetch(`${admin}/admin/stats`)).json() as { groups: { queued: number; queuedBytes: number }[] };
+  return {
+    connections: counts, groups: groups.length,
+    groupQueued: groups.reduce((sum, g) => sum + g.queued, 0), groupQueuedBytes: groups.reduce((sum, g) => sum + g.queuedBytes, 0),
+  };
 }
 
 /** MB of the gateway's memory, by where it lives. */
@@ -332,6 +352,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       seed, results, crashed, errorLines: gateway.errorLines, boundAlerts: gateway.boundAlerts,
       rssMb: { before, peak, afterIdle: crashed ? 0 : rssMb(pid) },
       memoryMb: { before: memoryBefore, afterIdle: crashed ? undefined : await processMemory(pid, gateway.ports.admin!) },
+      heldAfterIdle: crashed ? undefined : await heldState(gateway.ports.admin!),
       wellBehaved: wellBehavedResult, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100), cpus: os.cpus().length, preloaded: gateway.preloaded,
     };
   } finally {

@@ -50,6 +50,8 @@ if (values.json) {
     : 'n/a');
   console.log(`gateway memory MB before: ${memory(report.memoryMb.before)}`);
   console.log(`gateway memory MB after idle: ${memory(report.memoryMb.afterIdle)}`);
+  const held = report.heldAfterIdle;
+  if (held) console.log(`held after idle: connections ${JSON.stringify(held.connections)}; ${held.groups} groups queueing ${held.groupQueued} messages (${Math.round(held.groupQueuedBytes / 1048576)} MB)`);
   console.log(`well-behaved client: ${report.wellBehaved.sent} acknowledged, ${report.wellBehaved.received} received, ${report.wellBehaved.failed} publishes failed (not acknowledged)`);
   for (const line of report.errorLines.slice(0, 20)) console.log(`  ${line.slice(0, 300)}`);
 }
