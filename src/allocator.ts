@@ -13,6 +13,14 @@ import { join } from 'node:path';
  */
 export const JEMALLOC = 'libjemalloc.so.2';
 
+/**
+ * jemalloc's options (`MALLOC_CONF`) wherever it is preloaded: a background thread returns dirty
+ * pages to the system on jemalloc's decay schedule. Without it jemalloc purges only while the
+ * process allocates, so a gateway idle after a burst kept what the burst left: after a million
+ * malformed gRPC inputs and seven idle minutes, RSS stayed 66 % above its start; with it, below.
+ */
+export const JEMALLOC_CONF = 'background_thread:true';
+
 /** What a gateway started on glibc's malloc logs (a warning, with the library to preload). */
 export const GLIBC_MALLOC_WARNING = 'started on glibc\'s malloc, which keeps native memory freed after a load: preload jemalloc (LD_PRELOAD, docs/operations.md)';
 

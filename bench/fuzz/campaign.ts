@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
-import { jemallocPath } from '../../src/allocator.js';
+import { JEMALLOC_CONF, jemallocPath } from '../../src/allocator.js';
 import { DEAD_LETTER_FULL_ALERT } from '../../src/deadletter/store.js';
 import { GROUP_SHED_LOST_ALERT } from '../../src/groups/group-manager.js';
 import { FUZZ_PROTOCOLS, GRPC_METHODS, inputs, type FuzzProtocol } from './inputs.js';
@@ -104,7 +104,7 @@ defaultRoute: publish
 `);
   // On jemalloc when it is installed, as npm start and docs/operations.md start the gateway.
   const jemalloc = jemallocPath();
-  const env = jemalloc === undefined ? process.env : { ...process.env, LD_PRELOAD: jemalloc };
+  const env = jemalloc === undefined ? process.env : { ...process.env, LD_PRELOAD: jemalloc, MALLOC_CONF: process.env.MALLOC_CONF ?? JEMALLOC_CONF };
   const child = spawn(process.execPath, [bin, 'start', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const gateway: Gateway = { child, ports: {}, errorLines: [], boundAlerts: {}, preloaded: jemalloc, exited: false };
   child.on('exit', () => { gateway.exited = true; });
