@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
-import type { MachineInfo, ProcessFootprint } from './types.js';
+import type { MachineInfo, ProcessCpu, ProcessFootprint } from './types.js';
 
 export function machineInfo(): MachineInfo {
   const cpus = os.cpus();
@@ -71,6 +71,9 @@ export class FootprintTracker {
   #rssEnd: number | undefined;
   #cpuAtStart = 0;
   #cpuSeconds = 0;
+  /** each process's CPU seconds when the window started, then spent in it */
+  #processesAtStart = new Map<number, number>();
+  #byProcess: ProcessCpu[] = [];
 
   constructor(pid: number, companions: readonly number[] = []) {
     this.#pid = pid;
@@ -98,10 +101,27 @@ export class FootprintTracker {
 
   windowStarted(): void {
     this.#cpuAtStart = this.#sample()?.cpuSeconds ?? 0;
+    this.#processesAtStart = new Map(this.#processes().map(({ pid }) => [pid, sampleProcess(pid)?.cpuSeconds ?? 0]));
   }
 
   windowEnded(): void {
     this.#cpuSeconds = (this.#sample()?.cpuSeconds ?? this.#cpuAtStart) - this.#cpuAtStart;
+    this.#byProcess = this.#processes().flatMap(({ pid, role }) => {
+      const start = this.#processesAtStart.get(pid);
+      const end = sampleProcess(pid)?.cpuSeconds;
+      // A process started or gone within the window (a restarted worker) has no span to report.
+      return start === undefined || end === undefined ? [] : [{ role, pid, cpuSeconds: Math.round((end - start) * 100) / 100 }];
+    });
+  }
+
+  /** The server's processes by role: a process with children is the primary of its workers. */
+  #processes(): { pid: number; role: ProcessCpu['role'] }[] {
+    const [pid, ...descendants] = withDescendants(this.#pid);
+    return [
+      { pid: pid!, role: descendants.length > 0 ? 'primary' : 'gateway' },
+      ...descendants.map((worker) => ({ pid: worker, role: 'worker' as const })),
+      ...this.#companions.map((companion) => ({ pid: companion, role: 'redis' as const })),
+    ];
   }
 
   footprint(): ProcessFootprint {
@@ -114,6 +134,7 @@ export class FootprintTracker {
       rssAfterBytes: now?.rssBytes ?? 0,
       peakRssBytes: now?.peakRssBytes ?? 0,
       cpuSeconds: Math.round(this.#cpuSeconds * 100) / 100,
+      ...(this.#byProcess.length > 1 ? { cpuByProcess: this.#byProcess } : {}),
     };
   }
 }

@@ -26,9 +26,11 @@ export function formatSummary(result: BenchResult): string {
   if (result.serverProcess) {
     const s = result.serverProcess;
     rows.push(['server process', `peak RSS ${mib(s.peakRssBytes)}, CPU ${s.cpuSeconds} s`]);
+    if (s.cpuByProcess) rows.push(['server CPU by process', s.cpuByProcess.map((p) => `${p.role} ${p.cpuSeconds} s`).join(', ')]);
   }
   const lg = result.loadGenerator;
-  rows.push(['load generator', `${lg.workers} worker${lg.workers === 1 ? '' : 's'}, the busiest at ${Math.round(lg.busiestWorkerCpu * 100)} % of a core`]);
+  const lgCpu = lg.cpuUsPerMessage === undefined ? '' : `, ${lg.cpuUsPerMessage} µs CPU per message`;
+  rows.push(['load generator', `${lg.workers} worker${lg.workers === 1 ? '' : 's'}, the busiest at ${Math.round(lg.busiestWorkerCpu * 100)} % of a core${lgCpu}`]);
   if (lg.note) rows.push(['saturated', lg.note]);
   const width = Math.max(...rows.map(([name]) => name.length));
   return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}`).join('\n');

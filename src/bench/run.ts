@@ -271,6 +271,7 @@ function summarise(
     loadGenerator: {
       workers: options.workers,
       busiestWorkerCpu: Math.round(busiestWorkerCpu * 100) / 100,
+      ...(received > 0 && !connectionsScenario ? { cpuUsPerMessage: round((sum((r) => r.cpuSeconds) / received) * 1e6) } : {}),
       saturated,
       ...(saturated ? {
         note: fellBehind || behind > 0

@@ -66,6 +66,18 @@ export interface ProcessFootprint {
   peakRssBytes: number;
   /** user + system CPU seconds spent during the measured window */
   cpuSeconds: number;
+  /**
+   * The same window's CPU by process, when the server is several (cluster mode: the workers, the
+   * primary that forked them, Redis): what each would need of a core.
+   */
+  cpuByProcess?: ProcessCpu[];
+}
+
+export interface ProcessCpu {
+  /** `gateway` a lone process; `primary` and `worker` under --server-workers; `redis` cluster mode's */
+  role: 'gateway' | 'primary' | 'worker' | 'redis';
+  pid: number;
+  cpuSeconds: number;
 }
 
 export interface BenchResult {
@@ -122,6 +134,12 @@ export interface BenchResult {
     workers: number;
     /** the busiest worker's CPU time over the wall time of the run (1 = one core flat out) */
     busiestWorkerCpu: number;
+    /**
+     * The load workers' CPU per message received, as the server's: their work per message is the
+     * same whatever the server, so a change in it between runs is the machine (other processes,
+     * contention for the cores), not the server.
+     */
+    cpuUsPerMessage?: number;
     /** true when a worker was near a full core or an open-loop run fell behind its schedule */
     saturated: boolean;
     note?: string;

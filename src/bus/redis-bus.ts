@@ -4,6 +4,7 @@ import { GatewayError } from '../errors.js';
 import type { Message } from '../message.js';
 import { filterMatches } from '../topic/rules.js';
 import { decodeFrame, decodeMessage, encodeFrame, encodeMessage, type Frame } from '../cluster/wire.js';
+import { WriteBatch } from '../cluster/write-batch.js';
 import type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus.js';
 import { LocalBus } from './local-bus.js';
 
@@ -88,6 +89,8 @@ export class RedisBus implements Bus {
   #held: { broadcast: boolean; bytes: Buffer }[] | undefined;
   /** the connection dropped and came back again during a catch-up: one more is due */
   #catchUpAgain = false;
+  /** publishes of one turn of the event loop leave in one write */
+  readonly #batch: WriteBatch;
   #rotation = 0;
   #closed = false;
   #subscribed = false;
@@ -105,6 +108,7 @@ export class RedisBus implements Bus {
     this.#responders = `${prefix}responders`;
     this.#retained = `${prefix}retained`;
     this.#publisher = `${nodeId}.${randomBytes(4).toString('hex')}`;
+    this.#batch = new WriteBatch(options.command);
     options.command.defineCommand('junctionPublishDurable', { numberOfKeys: 2, lua: PUBLISH_DURABLE_SCRIPT });
   }
 
@@ -129,6 +133,7 @@ export class RedisBus implements Bus {
   publish(message: Message): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the bus is closed'));
     const { command, nodeId } = this.#options;
+    this.#batch.hold();
     if (message.qos > 0) {
       const sequence = ++this.#sequence;
       void this.#local.publish(message, { publisher: this.#publisher, sequence });

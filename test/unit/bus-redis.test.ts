@@ -11,7 +11,7 @@ const redis = redisForFile();
 let runs = 0;
 
 /** One node of a cluster: its own two connections and its own id, on the test's Redis. */
-async function node(nodeId: string, prefix: string): Promise<{ bus: RedisBus; quit(): Promise<void> }> {
+async function node(nodeId: string, prefix: string): Promise<{ bus: RedisBus; command: Redis; quit(): Promise<void> }> {
   const command = new Redis(redis().url, { enableOfflineQueue: false, lazyConnect: true });
   const subscriber = new Redis(redis().url, { lazyConnect: true });
   await Promise.all([command.connect(), subscriber.connect()]);
@@ -19,6 +19,7 @@ async function node(nodeId: string, prefix: string): Promise<{ bus: RedisBus; qu
   await bus.open();
   return {
     bus,
+    command,
     async quit() {
       await bus.close();
       command.disconnect();
@@ -86,6 +87,39 @@ describe('RedisBus origins and notes', () => {
       command.disconnect();
       subscriber.disconnect();
       await sender.quit();
+    }
+  });
+});
+
+describe('RedisBus writes', () => {
+  it('sends the publishes of one turn of the event loop to Redis in one write, in order', async () => {
+    const prefix = `batch${++runs}:`;
+    const a = await node('a', prefix);
+    const b = await node('b', prefix);
+    try {
+      const texts: string[] = [];
+      await b.bus.subscribe('t/#', (m) => texts.push(m.payload.toString()));
+      // Each write to the socket, by the number of commands (one chunk each) it carries.
+      const writes: number[] = [];
+      const socket = a.command.stream;
+      const write = socket._write.bind(socket);
+      const writev = socket._writev!.bind(socket);
+      socket._write = (chunk, encoding, done) => {
+        writes.push(1);
+        write(chunk, encoding, done);
+      };
+      socket._writev = (chunks, done) => {
+        writes.push(chunks.length);
+        writev(chunks, done);
+      };
+      const sent = Array.from({ length: 20 }, (_, i) => String(i));
+      await Promise.all(sent.map((text, i) => a.bus.publish(message('t/1', text, i % 2))));
+      expect(writes[0]).toBe(20);
+      await eventually(() => expect(texts).toHaveLength(20));
+      expect(texts).toEqual(sent);
+    } finally {
+      await a.quit();
+      await b.quit();
     }
   });
 });
