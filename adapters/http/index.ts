@@ -177,8 +177,8 @@ export class HttpAdapter implements Adapter {
     // A stream does not outlive the credential it was opened with (a JWT's exp).
     stream.onClose(onExpiry(identity, () => void stream.end()));
     try {
-      if (typeof group === 'string') stream.membership = await this.#ctx.joinGroup(group, pattern, stream);
-      else stream.subscription = await this.#ctx.subscribe(pattern, (message) => stream.send(message));
+      if (typeof group === 'string') await stream.attach({ membership: await this.#ctx.joinGroup(group, pattern, stream) });
+      else await stream.attach({ subscription: await this.#ctx.subscribe(pattern, (message) => stream.send(message)) });
     } catch (err) {
       stream.end();
       throw toGatewayError(err);
@@ -223,8 +223,8 @@ interface SseHost {
  * deliveries; one that cannot take a qos 1 delivery, or stays full for sse.drainTimeout, is cut.
  */
 class SseStream implements GroupMember {
-  subscription: BusSubscription | undefined;
-  membership: GroupMembership | undefined;
+  #subscription: BusSubscription | undefined;
+  #membership: GroupMembership | undefined;
   #groupWaiting = false;
   readonly #reply: FastifyReply;
   readonly #host: SseHost;
@@ -240,11 +240,29 @@ class SseStream implements GroupMember {
     reply.raw.on('close', () => void this.end());
   }
 
+  /** What it delivers for; released at once when its client left while it was being subscribed. */
+  async attach(source: { subscription?: BusSubscription; membership?: GroupMembership }): Promise<void> {
+    this.#subscription = source.subscription;
+    this.#membership = source.membership;
+    // A client that left while it was being authenticated closed before there was anyone to tell.
+    if (this.#reply.request.raw.socket.destroyed) await this.end();
+    else if (this.#closed) await this.#release();
+  }
+
+  async #release(): Promise<void> {
+    const subscription = this.#subscription;
+    this.#membership?.leave();
+    this.#subscription = undefined;
+    this.#membership = undefined;
+    await subscription?.close();
+  }
+
   onClose(handler: () => void): void {
     this.#closeHandlers.push(handler);
   }
 
   open(): void {
+    if (this.#closed) return;
     const raw = this.#reply.raw;
     raw.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -257,7 +275,7 @@ class SseStream implements GroupMember {
     this.#heartbeat.unref();
     if (this.#groupWaiting) {
       this.#groupWaiting = false;
-      this.membership?.ready();
+      this.#membership?.ready();
     }
   }
 
@@ -272,7 +290,7 @@ class SseStream implements GroupMember {
     if (raw.writableNeedDrain) {
       if (!this.#groupWaiting) raw.once('drain', () => {
         this.#groupWaiting = false;
-        this.membership?.ready();
+        this.#membership?.ready();
       });
       this.#groupWaiting = true;
       return false;
@@ -335,8 +353,7 @@ class SseStream implements GroupMember {
     clearTimeout(this.#drainTimer);
     for (const handler of this.#closeHandlers) handler();
     if (!this.#reply.raw.destroyed) this.#reply.raw.end();
-    this.membership?.leave();
-    await this.subscription?.close();
+    await this.#release();
   }
 }
 

@@ -314,4 +314,37 @@ auth:
     expect(refusals(gw.gateway, 'http')).toEqual({});
     expect(errors).not.toHaveBeenCalled();
   });
+
+  it('lets go of an SSE subscription whose client went away while it was being authenticated', async () => {
+    const hash = await hashPassword('s3cret');
+    gw = await startGateway(`
+auth:
+  anonymous: false
+  users:
+    - { username: alice, password: "${hash}" }
+  acl:
+    - { principal: alice, subscribe: ["devices/#"] }
+`);
+    const port = Number(new URL(gw.http).port);
+    const request = `GET /v1/subscribe/devices/%23 HTTP/1.1\r\nHost: j\r\nAuthorization: Basic ${Buffer.from('alice:s3cret').toString('base64')}\r\n\r\n`;
+    for (let i = 0; i < 10; i++) {
+      // From addresses of their own, past the listener's connection rate per address.
+      const socket = createConnection({ port, host: '127.0.0.1', localAddress: `127.0.0.${i + 10}` });
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      // Gone before the password (scrypt) is checked.
+      socket.end(request, () => socket.destroy());
+    }
+    const live = new AbortController();
+    const response = await fetch(`${gw.http}/v1/subscribe/devices/%23`, { headers: { authorization: `Basic ${Buffer.from('alice:s3cret').toString('base64')}` }, signal: live.signal });
+    expect(response.status).toBe(200);
+    try {
+      // Their passwords were checked before the live one's: once no check is pending, all ten went through.
+      await eventually(() => expect(gw!.gateway.guard.pending).toBe(0));
+      await eventually(() => expect(gw!.gateway.connections().http).toBe(1));
+      expect(gw.gateway.bus.subscriptionCount).toBe(1);
+    } finally {
+      live.abort();
+    }
+  });
 });
