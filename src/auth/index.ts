@@ -299,13 +299,16 @@ export function certificatePrincipal(certificate: ClientCertificate, from: 'comm
   return undefined;
 }
 
+/** what onExpiry returns for a credential that does not expire: one for every connection, not a closure each */
+const NEVER_EXPIRES = (): void => undefined;
+
 /**
  * Calls `expired` when the identity's credential expires (a JWT's exp), so a long-lived
  * connection ends with it; returns what cancels the wait. Nothing happens for credentials that
  * do not expire.
  */
 export function onExpiry(identity: Identity, expired: () => void): () => void {
-  if (identity.expiresAt === undefined) return () => undefined;
+  if (identity.expiresAt === undefined) return NEVER_EXPIRES;
   const at = identity.expiresAt;
   let timer: NodeJS.Timeout;
   const arm = () => {
