@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   GatewayError, groupProblem, isExpired, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type GroupDelivery, type GroupMember, type GroupMembership,
-  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type DispatchResult, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
   type SlowConsumerCounts,
 } from '../../src/index.js';
 import { sseSection, type SseSettings } from './config.js';
@@ -18,6 +18,8 @@ const ENDPOINTS = [
   { prefix: SUBSCRIBE, method: 'GET', names: 'pattern' },
 ] as const;
 const SSE_HEARTBEAT_MS = 15_000;
+/** the payload of a request without a body */
+const EMPTY_BODY = Buffer.alloc(0);
 
 /**
  * The HTTP API on the shared HTTP listener: publish (`POST /v1/messages/<key>`), request/reply
@@ -52,9 +54,7 @@ export class HttpAdapter implements Adapter {
     // Payloads are bytes, never parsed: one parser for every content type, enforcing the
     // current payload limit (read per request so a reload applies at once).
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser('*', (request, body, parsed) => {
-      collectBody(request, body, this.#ctx.maxPayloadSize()).then((buf) => parsed(null, buf), (err: Error) => parsed(err));
-    });
+    app.addContentTypeParser('*', (request, body, parsed) => collectBody(request, body, this.#ctx.maxPayloadSize(), parsed));
     app.setErrorHandler((err, request, reply) => {
       if (err instanceof RequestAborted) {
         this.#aborted++;
@@ -101,21 +101,28 @@ export class HttpAdapter implements Adapter {
    * Credentials per request: `Authorization: Bearer` with an API key, a JWT or
    * `username:password`, or `Basic`; on a mutual-TLS listener the client certificate when the
    * request has no Authorization; none means anonymous when allowed. The shared auth layer
-   * decides (docs/security.md).
+   * decides (docs/security.md), at once unless a secret needs verifying.
    */
-  async #identity(request: FastifyRequest): Promise<Identity> {
+  #identity(request: FastifyRequest): Identity | Promise<Identity> {
     const header = request.headers.authorization;
-    return this.#ctx.access().authenticate(
+    return this.#ctx.access().identify(
       { token: header === undefined ? undefined : tokenFromAuthorization(header) },
       { listener: 'http', address: request.ip, certificate: this.#ctx.http?.clientCertificate(request.raw.socket) },
     );
   }
 
-  async #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Promise<Message> {
+  /** The request as a Message its sender may send: at once when its identity is known, else once verified. */
+  #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Message | Promise<Message> {
     if (this.#stopping) throw shuttingDown();
     const key = keyFromUrl(request.url, prefix);
-    const identity = await this.#identity(request);
-    const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+    const identity = this.#identity(request);
+    return identity instanceof Promise
+      ? identity.then((known) => this.#allowedMessage(request, key, known, action))
+      : this.#allowedMessage(request, key, identity, action);
+  }
+
+  #allowedMessage(request: FastifyRequest, key: string, identity: Identity, action: 'publish' | 'request'): Message {
+    const body = Buffer.isBuffer(request.body) ? request.body : EMPTY_BODY;
     const message = messageFromRequest(key, body, request.headers, {
       protocol: 'http', remoteAddress: request.ip, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
     });
@@ -125,10 +132,17 @@ export class HttpAdapter implements Adapter {
     return message;
   }
 
-  async #publish(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const message = await this.#message(request, MESSAGES, 'publish');
-    const result = await this.#ctx.dispatch(message);
-    reply.code(202).send({ id: result.id });
+  /**
+   * Not an async function: with a known identity the request is checked, routed and answered in
+   * one promise (the dispatch's) instead of one per nested async call. A synchronous throw reaches
+   * the error handler through fastify, a rejection through send(err).
+   */
+  #publish(request: FastifyRequest, reply: FastifyReply): void {
+    const message = this.#message(request, MESSAGES, 'publish');
+    const accepted = (result: DispatchResult) => void reply.code(202).send({ id: result.id });
+    const refused = (err: unknown) => void reply.send(err);
+    if (message instanceof Promise) message.then((known) => this.#ctx.dispatch(known)).then(accepted, refused);
+    else this.#ctx.dispatch(message).then(accepted, refused);
   }
 
   async #request(request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -140,7 +154,7 @@ export class HttpAdapter implements Adapter {
       if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new GatewayError('bad_request', 'x-timeout-ms must be a positive integer', { field: 'x-timeout-ms' });
     }
     const result = await this.#ctx.dispatch(message, { expectReply: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
-    const answer = result.reply ?? { payload: Buffer.alloc(0) };
+    const answer = result.reply ?? { payload: EMPTY_BODY };
     reply.header('x-message-id', result.id);
     for (const [name, value] of Object.entries(answer.headers ?? {})) reply.header(name, value);
     reply.code(answer.status !== undefined && answer.status < 400 ? answer.status : 200);
@@ -357,28 +371,38 @@ class SseStream implements GroupMember {
   }
 }
 
-function collectBody(request: FastifyRequest, body: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
+/**
+ * Reads a body up to `limit` bytes and calls `done` once, without a promise; a body that came in
+ * one chunk (most of them) is that chunk, not a copy of it.
+ */
+function collectBody(request: FastifyRequest, body: NodeJS.ReadableStream, limit: number, done: (err: Error | null, body?: Buffer) => void): void {
   const declared = Number(request.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     body.resume();
-    return Promise.reject(tooLarge(limit));
+    done(tooLarge(limit));
+    return;
   }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        body.removeAllListeners('data');
-        body.resume();
-        reject(tooLarge(limit));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    body.on('end', () => resolve(Buffer.concat(chunks, size)));
-    body.on('error', (err: NodeJS.ErrnoException) => reject(request.raw.destroyed ? new RequestAborted() : err));
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let settled = false;
+  // Once only, as the promise this replaced: an error can follow the refusal of a body too large.
+  const settle = (err: Error | null, buffer?: Buffer) => {
+    if (settled) return;
+    settled = true;
+    done(err, buffer);
+  };
+  body.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > limit) {
+      body.removeAllListeners('data');
+      body.resume();
+      settle(tooLarge(limit));
+      return;
+    }
+    chunks.push(chunk);
   });
+  body.on('end', () => settle(null, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+  body.on('error', (err: NodeJS.ErrnoException) => settle(request.raw.destroyed ? new RequestAborted() : err));
 }
 
 /** The client closed its connection before the request's body arrived (Node's `aborted` error). */

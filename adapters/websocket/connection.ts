@@ -79,13 +79,15 @@ export class Connection {
   readonly #host: ConnectionHost;
   readonly #identity: Identity;
   readonly #source: MessageSource;
-  readonly #subscriptions = new Map<string, Subscription>();
+  // The collections below are made when first needed: an idle socket holds none of them (an
+  // empty Map is about 180 bytes, and idle memory per connection is one of the goals).
+  #subscriptions: Map<string, Subscription> | undefined;
   /** group subscriptions by their `sub`, for the client's acks */
-  readonly #groupSubs = new Map<FrameId, Subscription>();
+  #groupSubs: Map<FrameId, Subscription> | undefined;
   /** group subscriptions that declined a delivery while the socket was full: told when it drains */
-  readonly #groupsWaiting = new Set<Subscription>();
+  #groupsWaiting: Set<Subscription> | undefined;
   /** requests handed to this socket, whose reply key it may publish to whatever the ACL says */
-  readonly #replyGrants = new ReplyGrants();
+  #replyGrants: ReplyGrants | undefined;
   #queue: SubscriberBuffer<Outbound> | undefined;
   #waitingDrain = false;
   #stalledSince = 0;
@@ -102,7 +104,7 @@ export class Connection {
   lastFrame = Date.now();
   awaitingPong = false;
   /** in-flight operations, so a shutdown can wait for them */
-  readonly #work = new Set<Promise<void>>();
+  #work: Set<Promise<void>> | undefined;
   readonly #cancelExpiry: () => void;
 
   constructor(socket: WebSocket, host: ConnectionHost, identity: Identity, remoteAddress: string) {
@@ -135,7 +137,7 @@ export class Connection {
   }
 
   get subscriptionCount(): number {
-    return this.#subscriptions.size;
+    return this.#subscriptions?.size ?? 0;
   }
 
   get inflight(): number {
@@ -231,14 +233,14 @@ export class Connection {
   /** Counts an operation in flight; the socket is not read while `maxInflight` are. */
   #track(work: Promise<void>): void {
     this.#inflight++;
-    this.#work.add(work);
+    (this.#work ??= new Set()).add(work);
     if (this.#inflight >= this.#settings.maxInflight && !this.#paused) {
       this.#paused = true;
       this.socket.pause();
     }
     void work.finally(() => {
       this.#inflight--;
-      this.#work.delete(work);
+      this.#work!.delete(work);
       if (this.#paused && !this.#draining && !this.#closed && this.#inflight < this.#settings.maxInflight) {
         this.#paused = false;
         this.socket.resume();
@@ -257,12 +259,12 @@ export class Connection {
       this.#paused = true;
       this.socket.pause();
     }
-    while (this.#work.size > 0) await Promise.allSettled([...this.#work]);
+    while (this.#work !== undefined && this.#work.size > 0) await Promise.allSettled([...this.#work]);
   }
 
   #mayPublish(frame: PublishFrame): boolean {
     // A responder answering a request it was handed needs no ACL grant for the inbox key.
-    if (this.#replyGrants.take(frame.key, frame.correlationId, this.#identity.principal)) return true;
+    if (this.#replyGrants?.take(frame.key, frame.correlationId, this.#identity.principal)) return true;
     return this.#host.ctx.access().canSend(this.#identity, frame);
   }
 
@@ -303,17 +305,18 @@ export class Connection {
       const mayRespond = access.canRespond(this.#identity, frame.key);
       if (frame.responder === true && !mayRespond) throw forbidden('answer requests on', frame.key);
       const responder = frame.responder ?? mayRespond;
-      const existing = this.#subscriptions.get(frame.key);
+      const subscriptions = this.#subscriptions ??= new Map();
+      const existing = subscriptions.get(frame.key);
       if (existing && existing.responder === responder) {
         // Subscribing again to the same pattern replaces the subscription (as in MQTT): no duplicates.
         existing.sub = frame.id;
       } else {
         const limit = this.#settings.maxSubscriptions;
-        if (!existing && this.#subscriptions.size >= limit) {
+        if (!existing && subscriptions.size >= limit) {
           throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
         }
         const entry: Subscription = { sub: frame.id, responder, bus: undefined, closed: false };
-        this.#subscriptions.set(frame.key, entry);
+        subscriptions.set(frame.key, entry);
         if (existing) await this.#closeSubscription(existing);
         const bus = await this.#host.ctx.subscribe(frame.key, (message) => this.#deliver(message, entry), { responder });
         // Unsubscribed, replaced or disconnected while the bus subscribed.
@@ -333,21 +336,23 @@ export class Connection {
   /** A group subscription: one share of the group's messages; the same group and pattern again renames it. */
   async #joinGroup(frame: SubscribeFrame, group: string): Promise<void> {
     const mapKey = subscriptionKey(frame.key, group);
-    const existing = this.#subscriptions.get(mapKey);
+    const subscriptions = this.#subscriptions ??= new Map();
+    const groupSubs = this.#groupSubs ??= new Map();
+    const existing = subscriptions.get(mapKey);
     if (existing) {
-      this.#groupSubs.delete(existing.sub);
+      groupSubs.delete(existing.sub);
       existing.sub = frame.id;
-      this.#groupSubs.set(frame.id, existing);
+      groupSubs.set(frame.id, existing);
       this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
       return;
     }
     const limit = this.#settings.maxSubscriptions;
-    if (this.#subscriptions.size >= limit) {
+    if (subscriptions.size >= limit) {
       throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
     }
     const entry: Subscription = { sub: frame.id, responder: false, bus: undefined, closed: false, group: { membership: undefined, pending: new Map() } };
-    this.#subscriptions.set(mapKey, entry);
-    this.#groupSubs.set(frame.id, entry);
+    subscriptions.set(mapKey, entry);
+    groupSubs.set(frame.id, entry);
     const membership = await this.#host.ctx.joinGroup(group, frame.key, { offer: (delivery) => this.#offerGroup(entry, delivery) });
     // Unsubscribed or disconnected while joining.
     if (entry.closed) {
@@ -361,9 +366,9 @@ export class Connection {
 
   async #unsubscribe(frame: UnsubscribeFrame): Promise<void> {
     const mapKey = subscriptionKey(frame.key, frame.group);
-    const entry = this.#subscriptions.get(mapKey);
+    const entry = this.#subscriptions?.get(mapKey);
     if (entry) {
-      this.#subscriptions.delete(mapKey);
+      this.#subscriptions!.delete(mapKey);
       await this.#closeSubscription(entry);
     }
     this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
@@ -372,8 +377,8 @@ export class Connection {
   async #closeSubscription(entry: Subscription): Promise<void> {
     entry.closed = true;
     if (entry.group) {
-      if (this.#groupSubs.get(entry.sub) === entry) this.#groupSubs.delete(entry.sub);
-      this.#groupsWaiting.delete(entry);
+      if (this.#groupSubs?.get(entry.sub) === entry) this.#groupSubs.delete(entry.sub);
+      this.#groupsWaiting?.delete(entry);
       entry.group.pending.clear();
       // Leaving hands what this socket did not acknowledge to the other members.
       entry.group.membership?.leave();
@@ -383,7 +388,7 @@ export class Connection {
 
   /** The client acknowledged a qos 1 group delivery; one it no longer holds (handed elsewhere) is ignored. */
   #acknowledge(frame: DeliveryAckFrame): void {
-    const pending = this.#groupSubs.get(frame.sub)?.group?.pending;
+    const pending = this.#groupSubs?.get(frame.sub)?.group?.pending;
     const delivery = pending?.get(frame.id);
     if (delivery === undefined) return;
     pending!.delete(frame.id);
@@ -400,7 +405,7 @@ export class Connection {
   #offerGroup(entry: Subscription, delivery: GroupDelivery): boolean {
     if (this.#closed || entry.closed) return false;
     if (this.#waitingDrain) {
-      this.#groupsWaiting.add(entry);
+      (this.#groupsWaiting ??= new Set()).add(entry);
       return false;
     }
     const { message } = delivery;
@@ -421,7 +426,7 @@ export class Connection {
       this.#host.counters.expired++;
       return;
     }
-    if (entry.responder) this.#replyGrants.grant(message, this.#identity.principal);
+    if (entry.responder) (this.#replyGrants ??= new ReplyGrants()).grant(message, this.#identity.principal);
     const bytes = message.payload.length + message.key.length + FRAME_OVERHEAD;
     // The common case, a socket keeping up, allocates nothing per delivery.
     if (!this.#waitingDrain) {
@@ -474,10 +479,13 @@ export class Connection {
       this.#waitingDrain = true;
       this.#stalledSince = Date.now();
     }
-    this.socket.send(data, TEXT, wait ? this.#drained : undefined);
+    this.socket.send(data, TEXT, wait ? (this.#whenDrained ??= (err) => this.#drained(err)) : undefined);
   }
 
-  readonly #drained = (err?: Error): void => {
+  /** ws's send callback for the frame that crossed the high-water mark: made on the first such frame, not per socket */
+  #whenDrained: ((err?: Error) => void) | undefined;
+
+  #drained(err?: Error): void {
     this.#waitingDrain = false;
     if (err || this.#closed) return;
     const queue = this.#queue;
@@ -490,11 +498,11 @@ export class Connection {
       }
       this.#write(typeof item.data === 'function' ? item.data() : item.data, item.bytes);
     }
-    if (this.#waitingDrain || this.#groupsWaiting.size === 0) return;
+    if (this.#waitingDrain || this.#groupsWaiting === undefined || this.#groupsWaiting.size === 0) return;
     const waiting = [...this.#groupsWaiting];
     this.#groupsWaiting.clear();
     for (const entry of waiting) entry.group?.membership?.ready();
-  };
+  }
 
   // -------------------------------------------------------------------------------------------
   // Lifecycle
@@ -520,11 +528,11 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     this.#held = undefined;
-    for (const entry of this.#subscriptions.values()) void this.#closeSubscription(entry);
-    this.#subscriptions.clear();
-    this.#groupSubs.clear();
-    this.#groupsWaiting.clear();
-    this.#replyGrants.clear();
+    for (const entry of this.#subscriptions?.values() ?? []) void this.#closeSubscription(entry);
+    this.#subscriptions = undefined;
+    this.#groupSubs = undefined;
+    this.#groupsWaiting = undefined;
+    this.#replyGrants = undefined;
   }
 
   #onClose(): void {

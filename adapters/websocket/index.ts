@@ -102,12 +102,15 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
     sendProblem(reply, error, WS_PATH);
   }
 
+  /** one listener for every socket's errors rather than a closure per socket */
+  readonly #socketError = (err: Error): void => this.ctx.logger.debug({ err: err.message }, 'WebSocket error');
+
   #open(socket: WebSocket, request: FastifyRequest): void {
     // @fastify/websocket's error listener terminates the socket at once, which cuts off the close
     // frame ws sends for an oversize frame (1009) or invalid UTF-8 (1007), and its closure keeps
     // the upgrade request alive as long as the socket: this adapter handles its sockets' errors.
     socket.removeAllListeners('error');
-    socket.on('error', (err) => this.ctx.logger.debug({ err: err.message }, 'WebSocket error'));
+    socket.on('error', this.#socketError);
     const admitted = this.#identities.get(request.raw);
     if (admitted === undefined || this.#stopping) {
       socket.close(CLOSE_CODES.goingAway, SHUTTING_DOWN);

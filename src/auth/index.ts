@@ -139,6 +139,16 @@ export class AccessControl {
    * the identity, else the client is anonymous where that is allowed.
    */
   async authenticate(credentials: Credentials, peer: Peer): Promise<Identity> {
+    return this.identify(credentials, peer);
+  }
+
+  /**
+   * authenticate() without a promise where none is needed: the identity at once when nothing
+   * has to be verified (no credentials, a client certificate, credentials this config verified
+   * already), refusals that need no verification thrown at once, a promise only while a secret
+   * is being verified. HTTP authenticates every request, and a promise each showed in its cost.
+   */
+  identify(credentials: Credentials, peer: Peer): Identity | Promise<Identity> {
     const accepted = this.accepted(peer.listener);
     const presented = classify(credentials);
     if (presented === undefined) {
@@ -152,6 +162,10 @@ export class AccessControl {
     // A remembered success proves nothing new to a guesser, so it skips the back-off: clients
     // that authenticate every request (HTTP, gRPC) keep working beside a guessing neighbour.
     if (known && (known.expiresAt === undefined || known.expiresAt > Date.now())) return known;
+    return this.#verifyAndRemember(presented, digest, peer);
+  }
+
+  async #verifyAndRemember(presented: Presented, digest: string, peer: Peer): Promise<Identity> {
     const address = peer.address ?? '';
     this.#guard.admit(address);
     let identity: Identity;
@@ -285,13 +299,16 @@ export function certificatePrincipal(certificate: ClientCertificate, from: 'comm
   return undefined;
 }
 
+/** what onExpiry returns for a credential that does not expire: one for every connection, not a closure each */
+const NEVER_EXPIRES = (): void => undefined;
+
 /**
  * Calls `expired` when the identity's credential expires (a JWT's exp), so a long-lived
  * connection ends with it; returns what cancels the wait. Nothing happens for credentials that
  * do not expire.
  */
 export function onExpiry(identity: Identity, expired: () => void): () => void {
-  if (identity.expiresAt === undefined) return () => undefined;
+  if (identity.expiresAt === undefined) return NEVER_EXPIRES;
   const at = identity.expiresAt;
   let timer: NodeJS.Timeout;
   const arm = () => {

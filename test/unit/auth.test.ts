@@ -70,6 +70,24 @@ const allow = (rule: Record<string, unknown>) => ({ effect: 'allow' as const, ..
 const deny = (rule: Record<string, unknown>) => ({ effect: 'deny' as const, ...rule });
 
 describe('AccessControl', () => {
+  it('identifies without a promise what needs no verification, and with one what does', async () => {
+    const password = await hashPassword('pw');
+    const users = [{ username: 'dev-1', password, principal: 'dev-1' }];
+    const open = new AccessControl({ auth: { ...authDefaults, anonymous: true, users }, listeners });
+    expect(open.identify({}, peer)).toMatchObject({ principal: undefined, method: 'anonymous' });
+    expect(() => open.identify({ token: 'no-colon' }, peer)).toThrow(/API key, a JWT or username:password/);
+
+    const first = open.identify({ token: 'dev-1:pw' }, peer);
+    expect(first).toBeInstanceOf(Promise);
+    const device = await first;
+    expect(device).toMatchObject({ principal: 'dev-1', method: 'password' });
+    // Verified once under this config: the same credentials are known at once from then on.
+    expect(open.identify({ username: 'dev-1', password: 'pw' }, peer)).toBe(device);
+    const wrong = open.identify({ token: 'dev-1:nope' }, peer);
+    expect(wrong).toBeInstanceOf(Promise);
+    await expect(wrong).rejects.toMatchObject({ code: 'unauthenticated' });
+  });
+
   it('lets users in by password, anonymous clients only when allowed, and applies allow rules', async () => {
     const password = await hashPassword('pw');
     const users = [{ username: 'dev-1', password, principal: 'dev-1' }, { username: 'ops', password, principal: 'operator' }];
