@@ -251,8 +251,13 @@ class SseStream implements GroupMember {
   constructor(reply: FastifyReply, readonly caller: ConnectionInfo, host: SseHost) {
     this.#reply = reply;
     this.#host = host;
-    reply.raw.on('close', () => void this.end());
+    reply.raw.on('close', this.#gone);
+    // A response queued behind another on a pipelined connection hears nothing when the
+    // connection closes: the socket does.
+    reply.request.raw.socket.once('close', this.#gone);
   }
+
+  readonly #gone = (): void => void this.end();
 
   /** What it delivers for; released at once when its client left while it was being subscribed. */
   async attach(source: { subscription?: BusSubscription; membership?: GroupMembership }): Promise<void> {
@@ -366,6 +371,7 @@ class SseStream implements GroupMember {
     clearInterval(this.#heartbeat);
     clearTimeout(this.#drainTimer);
     for (const handler of this.#closeHandlers) handler();
+    this.#reply.request.raw.socket.off('close', this.#gone);
     if (!this.#reply.raw.destroyed) this.#reply.raw.end();
     await this.#release();
   }

@@ -347,4 +347,16 @@ auth:
       live.abort();
     }
   });
+
+  it('lets go of an SSE stream queued behind another on a pipelined connection when the connection closes', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const socket = createConnection(Number(new URL(gw.http).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write('GET /v1/subscribe/a HTTP/1.1\r\nHost: j\r\n\r\nGET /v1/subscribe/b HTTP/1.1\r\nHost: j\r\n\r\n');
+    await eventually(() => expect(gw!.gateway.connections().http).toBe(2));
+    socket.destroy();
+    await eventually(() => expect(gw!.gateway.connections().http).toBe(0));
+    expect(gw.gateway.bus.subscriptionCount).toBe(0);
+  });
 });
