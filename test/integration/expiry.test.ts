@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { adapterCounts, startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -6,8 +6,20 @@ import { closeClients, connectMqtt } from '../helpers/mqtt.js';
 import { sample, scrape } from '../helpers/prometheus.js';
 import { connectWs, type WsTestClient } from '../helpers/ws.js';
 
-/** Waits past an expiry: what is checked is that time passed, not how fast anything ran. */
-const pastExpiry = () => new Promise((resolve) => setTimeout(resolve, 400));
+/**
+ * Runs `publish` with the clock the gateway reads (Date: it runs in this process) held a second
+ * back, then puts the clock right: a ttl of 100 ms cannot run out before the message is routed,
+ * however slowly the machine gets there (it would be dropped at ingress, counted elsewhere),
+ * and has run out once `publish` returns.
+ */
+async function publishedInThePast(publish: () => Promise<void>): Promise<void> {
+  vi.useFakeTimers({ toFake: ['Date'], now: Date.now() - 1000 });
+  try {
+    await publish();
+  } finally {
+    vi.useRealTimers();
+  }
+}
 
 describe('message expiry in every queue', () => {
   let gw: TestGateway | undefined;
@@ -31,8 +43,8 @@ describe('message expiry in every queue', () => {
 
   /**
    * Starts a gateway whose target `slow` (one call at a time) is stuck on the first message,
-   * sends what `queue` publishes behind it, waits past their expiry, then lets the downstream
-   * answer everything.
+   * sends what `queue` publishes behind it, then, their expiry past, lets the downstream answer
+   * everything.
    */
   async function behindAStuckCall(routes: string, first: string, queue: (ws: WsTestClient) => Promise<void>): Promise<TestGateway> {
     const held: (() => void)[] = [];
@@ -46,8 +58,7 @@ ${routes}
     const ws = await publisher(gw);
     ws.send({ op: 'publish', id: 0, key: first, payload: 'first', qos: 1 });
     await eventually(() => expect(held).toHaveLength(1));
-    await queue(ws);
-    await pastExpiry();
+    await publishedInThePast(() => queue(ws));
     downstream.handler = (_req, res) => res.writeHead(204).end();
     held[0]!();
     return gw;
@@ -88,10 +99,11 @@ ${routes}
     await first.client.subscribeAsync('alerts/#', { qos: 1 });
     await first.client.endAsync();
     const ws = await publisher(gw);
-    ws.send({ op: 'publish', id: 1, key: 'alerts/a', payload: 'stale', qos: 1, ttl: 100 });
-    ws.send({ op: 'publish', id: 2, key: 'alerts/b', payload: 'fresh', qos: 1 });
-    await ws.next((f) => f.op === 'ack' && f.id === 2);
-    await pastExpiry();
+    await publishedInThePast(async () => {
+      ws.send({ op: 'publish', id: 1, key: 'alerts/a', payload: 'stale', qos: 1, ttl: 100 });
+      ws.send({ op: 'publish', id: 2, key: 'alerts/b', payload: 'fresh', qos: 1 });
+      await ws.next((f) => f.op === 'ack' && f.id === 2);
+    });
     const back = await connectMqtt(gw.mqtt, { clientId: 'offline-1', clean: false });
     expect(back.sessionPresent).toBe(true);
     await eventually(() => expect(back.texts()).toEqual(['fresh']));
@@ -109,9 +121,10 @@ ${routes}
     // More than loopback socket buffers take (a few MB), so the paused reader backs up and later
     // deliveries wait in its queue.
     for (let i = 0; i < 32; i++) ws.send({ op: 'publish', key: `feed/fill${i}`, payload: big });
-    ws.send({ op: 'publish', id: 'e', key: 'feed/expiring', payload: 'gone', qos: 1, ttl: 100 });
-    await ws.next((f) => f.op === 'ack' && f.id === 'e');
-    await pastExpiry();
+    await publishedInThePast(async () => {
+      ws.send({ op: 'publish', id: 'e', key: 'feed/expiring', payload: 'gone', qos: 1, ttl: 100 });
+      await ws.next((f) => f.op === 'ack' && f.id === 'e');
+    });
     reader.socket.resume();
     await eventually(() => expect(reader.frames.filter((f) => f.op === 'message')).toHaveLength(32), 10_000);
     expect(reader.frames.some((f) => f.op === 'message' && f.key === 'feed/expiring')).toBe(false);
