@@ -18,6 +18,22 @@ interface ProblemBody {
   code: string;
 }
 
+/** Basic credentials of the one user `gatewayWithAlice` knows. */
+const ALICE = { authorization: `Basic ${Buffer.from('alice:s3cret').toString('base64')}` };
+
+/** A gateway that admits only alice (password s3cret) under one ACL rule. */
+async function gatewayWithAlice(rule: string): Promise<TestGateway> {
+  const hash = await hashPassword('s3cret');
+  return startGateway(`
+auth:
+  anonymous: false
+  users:
+    - { username: alice, password: "${hash}" }
+  acl:
+    - ${rule}
+`);
+}
+
 async function problem(response: Response): Promise<ProblemBody> {
   expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
   return (await response.json()) as ProblemBody;
@@ -276,28 +292,19 @@ routes:
   });
 
   it('authenticates with Basic or Bearer credentials and enforces the ACL on publish and subscribe', async () => {
-    const hash = await hashPassword('s3cret');
-    gw = await startGateway(`
-auth:
-  anonymous: false
-  users:
-    - { username: alice, password: "${hash}" }
-  acl:
-    - { principal: alice, publish: ["devices/{principal}/#"], subscribe: ["devices/{principal}/#"] }
-`);
-    const basic = { authorization: `Basic ${Buffer.from('alice:s3cret').toString('base64')}` };
+    gw = await gatewayWithAlice('{ principal: alice, publish: ["devices/{principal}/#"], subscribe: ["devices/{principal}/#"] }');
     const none = await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x' });
     expect(none.status).toBe(401);
     expect(none.headers.get('www-authenticate')).toContain('Basic');
     expect((await problem(none)).code).toBe('unauthenticated');
     const wrong = await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x', headers: { authorization: 'Bearer alice:nope' } });
     expect(wrong.status).toBe(401);
-    expect((await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x', headers: basic })).status).toBe(202);
+    expect((await fetch(`${gw.http}/v1/messages/devices/alice/x`, { method: 'POST', body: 'x', headers: ALICE })).status).toBe(202);
     expect((await fetch(`${gw.http}/v1/messages/devices/alice/y`, { method: 'POST', body: 'x', headers: { authorization: 'Bearer alice:s3cret' } })).status).toBe(202);
-    const denied = await fetch(`${gw.http}/v1/messages/devices/bob/x`, { method: 'POST', body: 'x', headers: basic });
+    const denied = await fetch(`${gw.http}/v1/messages/devices/bob/x`, { method: 'POST', body: 'x', headers: ALICE });
     expect(denied.status).toBe(403);
     expect((await problem(denied)).code).toBe('forbidden');
-    const deniedSubscribe = await fetch(`${gw.http}/v1/subscribe/devices/${encodeURIComponent('#')}`, { headers: basic });
+    const deniedSubscribe = await fetch(`${gw.http}/v1/subscribe/devices/${encodeURIComponent('#')}`, { headers: ALICE });
     expect(deniedSubscribe.status).toBe(403);
   });
 
@@ -316,17 +323,9 @@ auth:
   });
 
   it('lets go of an SSE subscription whose client went away while it was being authenticated', async () => {
-    const hash = await hashPassword('s3cret');
-    gw = await startGateway(`
-auth:
-  anonymous: false
-  users:
-    - { username: alice, password: "${hash}" }
-  acl:
-    - { principal: alice, subscribe: ["devices/#"] }
-`);
+    gw = await gatewayWithAlice('{ principal: alice, subscribe: ["devices/#"] }');
     const port = Number(new URL(gw.http).port);
-    const request = `GET /v1/subscribe/devices/%23 HTTP/1.1\r\nHost: j\r\nAuthorization: Basic ${Buffer.from('alice:s3cret').toString('base64')}\r\n\r\n`;
+    const request = `GET /v1/subscribe/devices/%23 HTTP/1.1\r\nHost: j\r\nAuthorization: ${ALICE.authorization}\r\n\r\n`;
     for (let i = 0; i < 10; i++) {
       // From addresses of their own, past the listener's connection rate per address.
       const socket = createConnection({ port, host: '127.0.0.1', localAddress: `127.0.0.${i + 10}` });
@@ -336,7 +335,7 @@ auth:
       socket.end(request, () => socket.destroy());
     }
     const live = new AbortController();
-    const response = await fetch(`${gw.http}/v1/subscribe/devices/%23`, { headers: { authorization: `Basic ${Buffer.from('alice:s3cret').toString('base64')}` }, signal: live.signal });
+    const response = await fetch(`${gw.http}/v1/subscribe/devices/%23`, { headers: ALICE, signal: live.signal });
     expect(response.status).toBe(200);
     try {
       // Their passwords were checked before the live one's: once no check is pending, all ten went through.
