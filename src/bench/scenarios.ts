@@ -77,6 +77,16 @@ function share(total: number, parts: number, index: number): number {
   return Math.floor(total / parts) + (index < total % parts ? 1 : 0);
 }
 
+/** Publishers and subscribers of one key, all on `protocol`; latency until each delivery. */
+function fanout(o: BenchOptions, protocol: BenchProtocol, key: string): Topology {
+  return {
+    publishers: publishers(o, protocol, o.publishers, () => key),
+    subscribers: Array.from({ length: o.subscribers }, () => ({ protocol, key })),
+    idle: undefined,
+    latencyKind: 'delivery',
+  };
+}
+
 function publishers(options: BenchOptions, protocol: BenchProtocol, n: number, key: (i: number) => string): PublisherPlan[] {
   const count = options.count ?? Number.MAX_SAFE_INTEGER;
   return Array.from({ length: n }, (_, i) => ({
@@ -110,12 +120,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
     summary: 'WebSocket publishers → M subscribers of one key (bench/fanout)',
     servers: ['junction', 'ws', 'nats', 'external'],
     defaults: { subscribers: 1000, rate: 10 },
-    topology: (o) => ({
-      publishers: publishers(o, 'ws', o.publishers, () => 'bench/fanout'),
-      subscribers: Array.from({ length: o.subscribers }, () => ({ protocol: 'ws' as const, key: 'bench/fanout' })),
-      idle: undefined,
-      latencyKind: 'delivery',
-    }),
+    topology: (o) => fanout(o, 'ws', 'bench/fanout'),
   },
   'ws-connections': {
     summary: 'hold N WebSocket connections with pings for the duration',
@@ -158,12 +163,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
     servers: ['junction', 'grpc', 'external'],
     // Decoding every stream's deliveries costs the client more CPU than the server: two workers.
     defaults: { subscribers: 100, inflight: 8, workers: 2 },
-    topology: (o) => ({
-      publishers: publishers(o, 'grpc', o.publishers, () => 'bench/grpc-fanout'),
-      subscribers: Array.from({ length: o.subscribers }, () => ({ protocol: 'grpc' as const, key: 'bench/grpc-fanout' })),
-      idle: undefined,
-      latencyKind: 'delivery',
-    }),
+    topology: (o) => fanout(o, 'grpc', 'bench/grpc-fanout'),
   },
   'work-queue': {
     summary: 'N MQTT publishers → a group of M competing MQTT consumers ($share/bench/bench/work): each message to one of them',
