@@ -30,9 +30,11 @@ export class IdleConnections {
     this.#closedIdle = closedIdle;
   }
 
-  /** Follows a connection from its acceptance (grpc-js's idle clock starts there too) to its close. */
-  accepted(socket: Socket): void {
-    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+  /**
+   * Follows a connection from its acceptance (grpc-js's idle clock starts there too) to its close;
+   * `peer` is its address as its calls' getPeer() reports it.
+   */
+  accepted(peer: string, socket: Socket): void {
     const activity: Activity = { calls: 0, idleSince: Date.now() };
     this.#connections.set(peer, activity);
     socket.once('close', () => {

@@ -122,12 +122,13 @@ export class GrpcAdapter implements Adapter {
     const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
     try {
       this.#listener = await this.#ctx.listen(({ socket, certificate }) => {
+        // As grpc-js reports it for the connection's calls (call.getPeer()).
         const peer = `${socket.remoteAddress}:${socket.remotePort}`;
         if (certificate) {
           this.#certificates.set(peer, certificate);
           socket.once('close', () => this.#certificates.delete(peer));
         }
-        idle.accepted(socket);
+        idle.accepted(peer, socket);
         injector.injectConnection(socket);
       }, { alpn: ['h2'] });
     } catch (err) {
