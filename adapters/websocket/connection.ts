@@ -311,10 +311,7 @@ export class Connection {
         // Subscribing again to the same pattern replaces the subscription (as in MQTT): no duplicates.
         existing.sub = frame.id;
       } else {
-        const limit = this.#settings.maxSubscriptions;
-        if (!existing && subscriptions.size >= limit) {
-          throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
-        }
+        if (!existing) this.#checkRoom(subscriptions);
         const entry: Subscription = { sub: frame.id, responder, bus: undefined, closed: false };
         subscriptions.set(frame.key, entry);
         if (existing) await this.#closeSubscription(existing);
@@ -346,10 +343,7 @@ export class Connection {
       this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
       return;
     }
-    const limit = this.#settings.maxSubscriptions;
-    if (subscriptions.size >= limit) {
-      throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
-    }
+    this.#checkRoom(subscriptions);
     const entry: Subscription = { sub: frame.id, responder: false, bus: undefined, closed: false, group: { membership: undefined, pending: new Map() } };
     subscriptions.set(mapKey, entry);
     groupSubs.set(frame.id, entry);
@@ -362,6 +356,14 @@ export class Connection {
       entry.group!.membership = membership;
     }
     this.#respond(JSON.stringify({ op: 'ack', id: frame.id }));
+  }
+
+  /** Refuses a subscription past websocket.maxSubscriptions, plain and group ones counted together. */
+  #checkRoom(subscriptions: Map<string, Subscription>): void {
+    const limit = this.#settings.maxSubscriptions;
+    if (subscriptions.size >= limit) {
+      throw new GatewayError('overloaded', `at most ${limit} subscriptions per socket (websocket.maxSubscriptions)`, { field: 'key' });
+    }
   }
 
   async #unsubscribe(frame: UnsubscribeFrame): Promise<void> {
