@@ -68,6 +68,8 @@ export class GuardedConnection extends Duplex {
   readonly certificate: ClientCertificate | undefined;
   readonly #socket: Duplex;
   readonly #scanner: FixedHeaderScanner;
+  /** the socket is corked until the next turn of the event loop (see write) */
+  #corked = false;
 
   constructor(socket: Duplex, maxPacketSize: number, from: { remoteAddress: string | undefined; listener: string; certificate: ClientCertificate | undefined }, onViolation: (violation: Violation) => void) {
     super({ allowHalfOpen: false });
@@ -111,17 +113,31 @@ export class GuardedConnection extends Duplex {
    * the rest of a delivery. The socket's return value and 'drain' are aedes's backpressure.
    */
   override write(chunk: Buffer | string, encodingOrCallback?: BufferEncoding | WriteCallback, callback?: WriteCallback): boolean {
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      setImmediate(this.#flush);
+    }
     // mqtt-packet writes strings too (topics): the arguments go on exactly as given.
     return this.#socket.write(chunk, encodingOrCallback as BufferEncoding, callback);
   }
 
-  override cork(): void {
-    this.#socket.cork();
-  }
+  /*
+   * mqtt-packet corks around each packet and uncorks on the next tick, but aedes writes each QoS 0
+   * delivery in a setImmediate of its own, and Node runs the next ticks between two immediates:
+   * one writev system call per message, the largest single cost of a delivery. The socket is
+   * corked instead from the first write of a turn of the event loop until the next turn, so a
+   * turn's packets leave in one writev; mqtt-packet's cork and uncork are left to do nothing.
+   */
+  override cork(): void {}
 
-  override uncork(): void {
+  override uncork(): void {}
+
+  readonly #flush = (): void => {
+    if (!this.#corked) return;
+    this.#corked = false;
     this.#socket.uncork();
-  }
+  };
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
     this.#socket.write(chunk, callback);
@@ -133,6 +149,8 @@ export class GuardedConnection extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    // What the turn wrote goes out first: a CONNACK refusing the client is written just before its close.
+    this.#flush();
     this.#socket.destroy();
     callback(err);
   }

@@ -17,6 +17,11 @@ export interface TestClient {
   messages: Received[];
   /** payloads as text, in arrival order */
   texts(): string[];
+  /**
+   * payloads of the PUBLISH packets as text, in the order the server wrote them: mqtt.js hands a
+   * QoS 2 message over only once its PUBREL came back, so `texts` of mixed QoS follow round trips
+   */
+  wire(): string[];
 }
 
 /**
@@ -32,12 +37,16 @@ export async function connectMqtt(url: string, options: IClientOptions = {}): Pr
   // Listening before CONNACK: a persistent session's queued messages follow it in the same read.
   const messages: Received[] = [];
   client.on('message', (topic, payload, packet) => messages.push({ topic, payload, qos: packet.qos, retain: packet.retain }));
+  const wire: string[] = [];
+  client.on('packetreceive', (packet) => {
+    if (packet.cmd === 'publish') wire.push(packet.payload.toString());
+  });
   const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
     client.once('connect', resolve);
     client.once('error', reject);
     client.once('close', () => reject(new Error('the connection closed before CONNACK')));
   });
-  return { client, messages, texts: () => messages.map((m) => m.payload.toString()), sessionPresent: connack.sessionPresent };
+  return { client, messages, texts: () => messages.map((m) => m.payload.toString()), wire: () => [...wire], sessionPresent: connack.sessionPresent };
 }
 
 export async function closeClients(): Promise<void> {
