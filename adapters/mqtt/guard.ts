@@ -78,6 +78,9 @@ export class GuardedConnection extends Duplex {
     this.certificate = from.certificate;
     this.#socket = socket;
     this.#scanner = new FixedHeaderScanner(maxPacketSize);
+    // mqtt-packet corks only a stream that has `cork`, and schedules a next tick per packet to
+    // uncork it: this one corks its socket per turn itself (write), so it shows none.
+    Object.defineProperty(this, 'cork', { value: undefined });
     socket.on('data', (chunk: Buffer) => {
       const violation = this.#scanner.scan(chunk);
       if (violation) {
@@ -127,12 +130,8 @@ export class GuardedConnection extends Duplex {
    * delivery in a setImmediate of its own, and Node runs the next ticks between two immediates:
    * one writev system call per message, the largest single cost of a delivery. The socket is
    * corked instead from the first write of a turn of the event loop until the next turn, so a
-   * turn's packets leave in one writev; mqtt-packet's cork and uncork are left to do nothing.
+   * turn's packets leave in one writev (the constructor hides `cork` from mqtt-packet).
    */
-  override cork(): void {}
-
-  override uncork(): void {}
-
   readonly #flush = (): void => {
     if (!this.#corked) return;
     this.#corked = false;
