@@ -111,18 +111,24 @@ export class GuardedConnection extends Duplex {
   }
 
   /*
-   * Writes bypass this stream's own buffer: aedes writes every packet in pieces between cork()
-   * and uncork() (mqtt-packet), and a second layer of stream buffering would cost as much as
-   * the rest of a delivery. The socket's return value and 'drain' are aedes's backpressure.
+   * Writes bypass this stream's own buffer: aedes writes every packet in pieces (mqtt-packet),
+   * and a second layer of stream buffering would cost as much as the rest of a delivery. The
+   * socket's return value and 'drain' are aedes's backpressure.
    */
   override write(chunk: Buffer | string, encodingOrCallback?: BufferEncoding | WriteCallback, callback?: WriteCallback): boolean {
+    const socket = this.#socket;
     if (!this.#corked) {
       this.#corked = true;
-      this.#socket.cork();
+      socket.cork();
       setImmediate(this.#flush);
+    } else if (socket.writableLength + (typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length) >= socket.writableHighWaterMark) {
+      // Bytes held back by the cork must not make the socket look full (a write returning false,
+      // needsDrain, outboundBytes past maxOutboundBuffer): they go out before they would.
+      socket.uncork();
+      socket.cork();
     }
     // mqtt-packet writes strings too (topics): the arguments go on exactly as given.
-    return this.#socket.write(chunk, encodingOrCallback as BufferEncoding, callback);
+    return socket.write(chunk, encodingOrCallback as BufferEncoding, callback);
   }
 
   /*

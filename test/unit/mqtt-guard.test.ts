@@ -22,7 +22,7 @@ class RecordingSocket extends Duplex {
 
 function guarded(): { socket: RecordingSocket; connection: GuardedConnection } {
   const socket = new RecordingSocket();
-  const connection = new GuardedConnection(socket, 1024, { remoteAddress: undefined, listener: 'mqtt', certificate: undefined }, () => {});
+  const connection = new GuardedConnection(socket, 1 << 20, { remoteAddress: undefined, listener: 'mqtt', certificate: undefined }, () => {});
   return { socket, connection };
 }
 
@@ -59,6 +59,20 @@ describe('GuardedConnection writes', () => {
     mqtt.writeToStream(publish('d'), connection);
     await nextTurn();
     expect(socket.calls.map(payloads)).toEqual([['a', 'b', 'c'], ['d']]);
+  });
+
+  it('sends what it holds back before it would make the socket look full, so a turn of large packets finds no full socket', async () => {
+    const { socket, connection } = guarded();
+    const large = (name: string) => name + 'x'.repeat(socket.writableHighWaterMark * 0.4);
+    const wrote = [large('a'), large('b'), large('c')].map((payload) => {
+      const accepted = mqtt.writeToStream(publish(payload), connection);
+      return { accepted, needsDrain: connection.needsDrain, outbound: connection.outboundBytes };
+    });
+    expect(wrote.every((w) => w.accepted && !w.needsDrain && w.outbound < socket.writableHighWaterMark)).toBe(true);
+    await nextTurn();
+    // two calls: the first before the third packet's payload would have reached the mark, the second next turn
+    expect(socket.calls).toHaveLength(2);
+    expect(payloads(socket.calls.flat()).map((p) => p[0])).toEqual(['a', 'b', 'c']);
   });
 
   it('sends what was written before the connection is destroyed in the same turn', () => {
