@@ -70,6 +70,8 @@ export class GuardedConnection extends Duplex {
   readonly #scanner: FixedHeaderScanner;
   /** the socket is corked until the next turn of the event loop (see write) */
   #corked = false;
+  /** the connections corked in this turn: one immediate uncorks them all, not one per connection (a fan-out) */
+  static #corkedThisTurn: GuardedConnection[] = [];
 
   constructor(socket: Duplex, maxPacketSize: number, from: { remoteAddress: string | undefined; listener: string; certificate: ClientCertificate | undefined }, onViolation: (violation: Violation) => void) {
     super({ allowHalfOpen: false });
@@ -120,7 +122,7 @@ export class GuardedConnection extends Duplex {
     if (!this.#corked) {
       this.#corked = true;
       socket.cork();
-      setImmediate(this.#flush);
+      if (GuardedConnection.#corkedThisTurn.push(this) === 1) setImmediate(GuardedConnection.#flushTurn);
     } else if (socket.writableLength + (typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length) >= socket.writableHighWaterMark) {
       // Bytes held back by the cork must not make the socket look full (a write returning false,
       // needsDrain, outboundBytes past maxOutboundBuffer): they go out before they would.
@@ -138,11 +140,17 @@ export class GuardedConnection extends Duplex {
    * corked instead from the first write of a turn of the event loop until the next turn, so a
    * turn's packets leave in one writev (the constructor hides `cork` from mqtt-packet).
    */
-  readonly #flush = (): void => {
+  static #flushTurn(this: void): void {
+    const corked = GuardedConnection.#corkedThisTurn;
+    GuardedConnection.#corkedThisTurn = [];
+    for (let i = 0; i < corked.length; i++) corked[i]!.#flush();
+  }
+
+  #flush(): void {
     if (!this.#corked) return;
     this.#corked = false;
     this.#socket.uncork();
-  };
+  }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
     this.#socket.write(chunk, callback);

@@ -61,6 +61,19 @@ describe('GuardedConnection writes', () => {
     expect(socket.calls.map(payloads)).toEqual([['a', 'b', 'c'], ['d']]);
   });
 
+  it('sends the turn\'s packets of every connection written to in it at the start of the next turn', async () => {
+    const subscribers = [guarded(), guarded(), guarded()];
+    await new Promise<void>((resolve) => {
+      setImmediate(() => {
+        for (const [i, { connection }] of subscribers.entries()) mqtt.writeToStream(publish(`to ${i}`), connection);
+        resolve();
+      });
+    });
+    expect(subscribers.map(({ socket }) => socket.calls.length)).toEqual([0, 0, 0]);
+    await nextTurn();
+    expect(subscribers.map(({ socket }) => socket.calls.map(payloads))).toEqual([[['to 0']], [['to 1']], [['to 2']]]);
+  });
+
   it('sends what it holds back before it would make the socket look full, so a turn of large packets finds no full socket', async () => {
     const { socket, connection } = guarded();
     const large = (name: string) => name + 'x'.repeat(socket.writableHighWaterMark * 0.4);
