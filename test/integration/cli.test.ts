@@ -32,7 +32,9 @@ routes:
     to: [publish]
 `;
 
-describe('junction CLI', () => {
+// Each test runs the CLI up to three times, a process that loads the whole gateway and compiles
+// its config schema: seconds of CPU each on a busy machine, so the default 20 s bound is too tight.
+describe('junction CLI', { timeout: 60_000 }, () => {
   let dir: string;
   let good: string;
 
