@@ -56,6 +56,8 @@ async function channel(ctx: ConnectionContext): Promise<Client> {
     'grpc.use_local_subchannel_pool': 1,
     // Per-call bookkeeping nobody reads; the gateway and the bare peer turn it off too.
     'grpc.enable_channelz': 0,
+    // Nothing is retried (a failed send is counted), so grpc-js need not keep what it sent for a retry.
+    'grpc.enable_retries': 0,
   });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -83,12 +85,52 @@ function unaryPublisher(ctx: ConnectionContext, client: Client): PublisherConnec
   };
 }
 
+/**
+ * `junction.v1.Message` of one key and payload size, encoded once per priority by the proto's own
+ * serializer; each send copies it and writes its payload in place. The payload is the only field
+ * that changes between messages of a priority, so the bytes on the wire are what encoding each
+ * message would give, without a message object and an encoding per send.
+ */
+class MessageTemplates {
+  readonly #byPriority = new Map<number, Buffer>();
+  #payloadAt = -1;
+
+  constructor(readonly key: string, readonly payloadLength: number, readonly qos: number, readonly serialize: (message: MessageOut) => Buffer) {}
+
+  encode(payload: string, priority: number): Buffer {
+    let template = this.#byPriority.get(priority);
+    if (template === undefined) {
+      template = this.#encoded(priority, 0x61);
+      // Where the payload starts: the first byte that differs between two payloads of the same size.
+      if (this.#payloadAt < 0) this.#payloadAt = firstDifference(template, this.#encoded(priority, 0x62));
+      this.#byPriority.set(priority, template);
+    }
+    const bytes = Buffer.allocUnsafe(template.length);
+    template.copy(bytes);
+    bytes.write(payload, this.#payloadAt, 'latin1');
+    return bytes;
+  }
+
+  #encoded(priority: number, fill: number): Buffer {
+    return this.serialize({ key: this.key, payload: Buffer.alloc(this.payloadLength, fill), priority, qos: this.qos });
+  }
+}
+
+function firstDifference(a: Buffer, b: Buffer): number {
+  let i = 0;
+  while (i < a.length && a[i] === b[i]) i++;
+  return i;
+}
+
+/** Messages written to the stream are already encoded (MessageTemplates). */
+const encoded = (message: Buffer): Buffer => message;
+
 /** One PublishStream; each ack settles the message at its `sequence`, in whatever order acks come. */
 function streamPublisher(ctx: ConnectionContext, client: Client): PublisherConnection {
   const { path: method, requestSerialize, responseDeserialize } = methods().PublishStream;
-  const qos = ctx.qos;
-  const call = client.makeBidiStreamRequest(method, requestSerialize, responseDeserialize);
+  const call = client.makeBidiStreamRequest(method, encoded, responseDeserialize);
   const pending = new Map<number, SendDone>();
+  let templates: MessageTemplates | undefined;
   let sequence = 0;
   let closing = false;
   let failed: string | undefined;
@@ -110,12 +152,12 @@ function streamPublisher(ctx: ConnectionContext, client: Client): PublisherConne
   return {
     publish(key, payload, priority, done) {
       // Deferred so a closed-loop sender on a dead stream does not recurse into itself.
-      if (failed !== undefined) {
-        setImmediate(done, failed);
-      } else {
-        pending.set(++sequence, done);
-        call.write({ key, payload: Buffer.from(payload), priority, qos });
+      if (failed !== undefined) return void setImmediate(done, failed);
+      if (templates?.key !== key || templates.payloadLength !== payload.length) {
+        templates = new MessageTemplates(key, payload.length, ctx.qos, requestSerialize);
       }
+      pending.set(++sequence, done);
+      call.write(templates.encode(payload, priority));
     },
     async close() {
       closing = true;
