@@ -3,21 +3,9 @@ import { Client, credentials, status, type ServiceError, type StatusObject } fro
 import { loadSync, type MethodDefinition } from '@grpc/proto-loader';
 import { PACKAGE_ROOT } from '../server.js';
 import { readStampBytes } from '../stamp.js';
-import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection, SendDone } from './driver.js';
+import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection } from './driver.js';
+import { http2StreamPublisher, type MessageOut, type PublishAck } from './grpc-stream.js';
 
-/** `junction.v1.Message`, only the fields the load generator sets. */
-interface MessageOut {
-  key: string;
-  payload: Buffer;
-  priority: number;
-  qos: number;
-}
-
-interface PublishAck {
-  sequence: number;
-  /** null when the message was accepted */
-  error: { code: string; message: string } | null;
-}
 
 interface Delivery {
   payload: Buffer;
@@ -86,98 +74,17 @@ function unaryPublisher(ctx: ConnectionContext, client: Client): PublisherConnec
 }
 
 /**
- * `junction.v1.Message` of one key and payload size, encoded once per priority by the proto's own
- * serializer; each send copies it and writes its payload in place. The payload is the only field
- * that changes between messages of a priority, so the bytes on the wire are what encoding each
- * message would give, without a message object and an encoding per send.
- */
-class MessageTemplates {
-  readonly #byPriority = new Map<number, Buffer>();
-  #payloadAt = -1;
-
-  constructor(readonly key: string, readonly payloadLength: number, readonly qos: number, readonly serialize: (message: MessageOut) => Buffer) {}
-
-  encode(payload: string, priority: number): Buffer {
-    let template = this.#byPriority.get(priority);
-    if (template === undefined) {
-      template = this.#encoded(priority, 0x61);
-      // Where the payload starts: the first byte that differs between two payloads of the same size.
-      if (this.#payloadAt < 0) this.#payloadAt = firstDifference(template, this.#encoded(priority, 0x62));
-      this.#byPriority.set(priority, template);
-    }
-    const bytes = Buffer.allocUnsafe(template.length);
-    template.copy(bytes);
-    bytes.write(payload, this.#payloadAt, 'latin1');
-    return bytes;
-  }
-
-  #encoded(priority: number, fill: number): Buffer {
-    return this.serialize({ key: this.key, payload: Buffer.alloc(this.payloadLength, fill), priority, qos: this.qos });
-  }
-}
-
-function firstDifference(a: Buffer, b: Buffer): number {
-  let i = 0;
-  while (i < a.length && a[i] === b[i]) i++;
-  return i;
-}
-
-/** Messages written to the stream are already encoded (MessageTemplates). */
-const encoded = (message: Buffer): Buffer => message;
-
-/** One PublishStream; each ack settles the message at its `sequence`, in whatever order acks come. */
-function streamPublisher(ctx: ConnectionContext, client: Client): PublisherConnection {
-  const { path: method, requestSerialize, responseDeserialize } = methods().PublishStream;
-  const call = client.makeBidiStreamRequest(method, encoded, responseDeserialize);
-  const pending = new Map<number, SendDone>();
-  let templates: MessageTemplates | undefined;
-  let sequence = 0;
-  let closing = false;
-  let failed: string | undefined;
-  call.on('data', (ack: PublishAck) => {
-    const done = pending.get(ack.sequence);
-    if (!done) return;
-    pending.delete(ack.sequence);
-    done(ack.error?.code ? `${ack.error.code}: ${ack.error.message}` : undefined);
-  });
-  // The same failure comes as the 'status' below; without a listener it would end the worker.
-  call.on('error', () => undefined);
-  call.on('status', (end: StatusObject) => {
-    if (closing) return;
-    failed = end.code === status.OK ? 'the server ended the stream' : describe(end);
-    ctx.onDrop(failed);
-    for (const done of pending.values()) done(failed);
-    pending.clear();
-  });
-  return {
-    publish(key, payload, priority, done) {
-      // Deferred so a closed-loop sender on a dead stream does not recurse into itself.
-      if (failed !== undefined) return void setImmediate(done, failed);
-      if (templates?.key !== key || templates.payloadLength !== payload.length) {
-        templates = new MessageTemplates(key, payload.length, ctx.qos, requestSerialize);
-      }
-      pending.set(++sequence, done);
-      call.write(templates.encode(payload, priority));
-    },
-    async close() {
-      closing = true;
-      call.cancel();
-      client.close();
-    },
-  };
-}
-
-/**
  * One channel (its own TCP connection) per publisher and per subscriber. grpc-js cannot bind a
  * source address, which the few connections of the gRPC scenarios do not need. `grpc-stream`
- * publishes on PublishStream, every other scenario with unary Publish calls.
+ * publishes on PublishStream (grpc-stream.ts), every other scenario with unary Publish calls.
  */
 export const grpcDriver: ProtocolDriver = {
   protocol: 'grpc',
 
   async publisher(ctx): Promise<PublisherConnection> {
-    const client = await channel(ctx);
-    return ctx.scenario === 'grpc-stream' ? streamPublisher(ctx, client) : unaryPublisher(ctx, client);
+    if (!ctx.ports.grpc) throw new Error(`${ctx.server} has no gRPC port`);
+    if (ctx.scenario === 'grpc-stream') return http2StreamPublisher(ctx, methods().PublishStream);
+    return unaryPublisher(ctx, await channel(ctx));
   },
 
   async subscriber(ctx, key, onDelivery): Promise<Closable> {
