@@ -73,9 +73,9 @@ function firstDifference(a: Buffer, b: Buffer): number {
  * worker more per message than the server spent. Each message is length-prefixed as gRPC frames
  * it and written as it is sent; node:http2 packs the writes of one turn into DATA frames of up to
  * 16 KiB, several messages to a frame, as gRPC allows (message and frame boundaries are unrelated).
- * grpc-js instead waits for each write to be done before the next, one
- * message per frame and per socket write: framed that way, a node:http2 client spent as much per
- * message as grpc-js (measured), and the server reading it more than with a frame of many.
+ * grpc-js instead waits for each write to be done before the next, one message per frame and per
+ * socket write: framed that way, a node:http2 client spent as much per message as grpc-js
+ * (measured), and the server reading it more than with a frame of many.
  * Acks are read from the response's DATA frames and decoded by the proto's deserializer; the
  * trailers' grpc-status ends the stream. Each ack settles the message at its `sequence`, in
  * whatever order acks come.
