@@ -46,7 +46,7 @@ class Link implements Closable {
 
   open(): Promise<this> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.#fail(`no CONNACK within ${OPEN_TIMEOUT_MS / 1000} s`), OPEN_TIMEOUT_MS);
+      const timer = setTimeout(() => this.fail(`no CONNACK within ${OPEN_TIMEOUT_MS / 1000} s`), OPEN_TIMEOUT_MS);
       this.#opening = { resolve: () => resolve(this), reject, timer };
       const parser = mqttPacket.parser({ protocolVersion: 4 });
       parser.on('packet', (packet: Incoming) => this.receive(packet));
@@ -74,7 +74,7 @@ class Link implements Closable {
 
   protected receive(packet: Incoming): void {
     if (packet.cmd !== 'connack') return;
-    if (packet.returnCode !== 0) return this.#fail(`CONNACK ${packet.returnCode}`);
+    if (packet.returnCode !== 0) return this.fail(`CONNACK ${packet.returnCode}`);
     this.greet();
   }
 
@@ -101,10 +101,6 @@ class Link implements Closable {
 
   /** Fails the opening; no effect once open. */
   protected fail(reason: string): void {
-    this.#fail(reason);
-  }
-
-  #fail(reason: string): void {
     const opening = this.#opening;
     if (!opening) return;
     this.#opening = undefined;
@@ -120,7 +116,7 @@ class Link implements Closable {
   #closed(): void {
     clearInterval(this.#heartbeat);
     const reason = this.#lastError ?? 'closed by the server';
-    if (this.#opening) return this.#fail(this.#lastError ?? 'the server closed the connection while it opened (CONNECT, SUBSCRIBE)');
+    if (this.#opening) return this.fail(this.#lastError ?? 'the server closed the connection while it opened (CONNECT, SUBSCRIBE)');
     const dropped = this.#state === 'open';
     this.#state = 'closing';
     this.abandon(reason);
