@@ -10,7 +10,7 @@ import { SingleBar } from 'cli-progress';
 import { LatencyHistogram } from './histogram.js';
 import { FootprintTracker, machineInfo } from './machine.js';
 import { SCENARIO_SPECS, type BenchOptions, type Topology } from './scenarios.js';
-import { killServers, startServer, type ServerUnderTest } from './server.js';
+import { killServers, profiling, startServer, type ServerUnderTest } from './server.js';
 import { nowUs } from './stamp.js';
 import type { BenchResult, ScenarioName } from './types.js';
 import type { ParentMessage, WorkerCounts, WorkerMessage, WorkerPlan, WorkerResult } from './worker.js';
@@ -18,6 +18,11 @@ import type { ParentMessage, WorkerCounts, WorkerMessage, WorkerPlan, WorkerResu
 const WORKER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker.js');
 /** Workers start sending together this long after the parent says go. */
 const GO_DELAY_US = 200_000;
+/**
+ * A directory for V8 CPU profiles of the load workers, to see where the generator's own time goes.
+ * An environment switch, not an option: a profiled worker is slower, and its run is no result to keep.
+ */
+const WORKER_CPU_PROFILE_DIR = process.env.JUNCTION_BENCH_WORKER_CPU_PROF || undefined;
 /** A worker this busy (CPU seconds per wall second) may be what limits the run (issue 13: above 85 %). */
 const SATURATED_CPU = 0.85;
 
@@ -29,7 +34,7 @@ class Worker {
 
   constructor(readonly index: number) {
     // sh raises the soft open-files limit to the hard one; exec keeps the IPC channel.
-    this.child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, WORKER_SCRIPT], {
+    this.child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, ...profiling(WORKER_CPU_PROFILE_DIR), WORKER_SCRIPT], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: WorkerMessage) => {
@@ -52,14 +57,19 @@ class Worker {
   }
 }
 
-/** Round-robin over the workers, so each gets a like share of every kind of client. */
+/**
+ * Round-robin over the workers, so each gets a like share of every kind of client. Publishers
+ * continue the subscribers' turn rather than starting at the first worker again: with as many
+ * workers as clients, the two ends of a 1 → 1 run are two processes, not one process's load.
+ */
 function splitTopology(topology: Topology, options: BenchOptions, scenario: ScenarioName): WorkerPlan[] {
+  const after = topology.subscribers.length;
   return Array.from({ length: options.workers }, (_, index) => ({
     scenario, index,
     // 127.0.0.2, .3, …: each worker has a source address of its own, with its own ephemeral ports.
     localAddress: `127.0.0.${2 + (index % 250)}`,
     server: options.server, host: options.host, ports: {},
-    publishers: topology.publishers.filter((_, i) => i % options.workers === index),
+    publishers: topology.publishers.filter((_, i) => (after + i) % options.workers === index),
     subscribers: topology.subscribers.filter((_, i) => i % options.workers === index),
     idle: topology.idle && { protocol: topology.idle.protocol, count: Math.floor(topology.idle.count / options.workers) + (index < topology.idle.count % options.workers ? 1 : 0) },
     payload: options.payload, qos: options.qos, priorities: options.priorities, keepalive: options.keepalive, tlsCa: undefined,

@@ -119,7 +119,9 @@ export const SCENARIO_SPECS: Record<ScenarioName, ScenarioSpec> = {
   'ws-fanout': {
     summary: 'WebSocket publishers → M subscribers of one key (bench/fanout)',
     servers: ['junction', 'ws', 'nats', 'external'],
-    defaults: { subscribers: 1000, rate: 10 },
+    // Each delivery is a read on its own socket, which costs the client about what it costs the
+    // server to write it: two workers keep one from being the bottleneck at --max.
+    defaults: { subscribers: 1000, rate: 10, workers: 2 },
     topology: (o) => fanout(o, 'ws', 'bench/fanout'),
   },
   'ws-connections': {

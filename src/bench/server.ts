@@ -182,8 +182,8 @@ async function clusterBenchConfig(dir: string, config: string, redis: string): P
   return copy;
 }
 
-/** `node --cpu-prof` into `dir`, for a server that runs on Node (Junction and the bare peers) */
-function profiling(dir: string | undefined): string[] {
+/** `node --cpu-prof` into `dir`, for a process that runs on Node (Junction, the bare peers, load workers) */
+export function profiling(dir: string | undefined): string[] {
   return dir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(dir)] : [];
 }
 

@@ -3,21 +3,9 @@ import { Client, credentials, status, type ServiceError, type StatusObject } fro
 import { loadSync, type MethodDefinition } from '@grpc/proto-loader';
 import { PACKAGE_ROOT } from '../server.js';
 import { readStampBytes } from '../stamp.js';
-import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection, SendDone } from './driver.js';
+import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection } from './driver.js';
+import { http2StreamPublisher, type MessageOut, type PublishAck } from './grpc-stream.js';
 
-/** `junction.v1.Message`, only the fields the load generator sets. */
-interface MessageOut {
-  key: string;
-  payload: Buffer;
-  priority: number;
-  qos: number;
-}
-
-interface PublishAck {
-  sequence: number;
-  /** null when the message was accepted */
-  error: { code: string; message: string } | null;
-}
 
 interface Delivery {
   payload: Buffer;
@@ -56,6 +44,8 @@ async function channel(ctx: ConnectionContext): Promise<Client> {
     'grpc.use_local_subchannel_pool': 1,
     // Per-call bookkeeping nobody reads; the gateway and the bare peer turn it off too.
     'grpc.enable_channelz': 0,
+    // Nothing is retried (a failed send is counted), so grpc-js need not keep what it sent for a retry.
+    'grpc.enable_retries': 0,
   });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -83,59 +73,18 @@ function unaryPublisher(ctx: ConnectionContext, client: Client): PublisherConnec
   };
 }
 
-/** One PublishStream; each ack settles the message at its `sequence`, in whatever order acks come. */
-function streamPublisher(ctx: ConnectionContext, client: Client): PublisherConnection {
-  const { path: method, requestSerialize, responseDeserialize } = methods().PublishStream;
-  const qos = ctx.qos;
-  const call = client.makeBidiStreamRequest(method, requestSerialize, responseDeserialize);
-  const pending = new Map<number, SendDone>();
-  let sequence = 0;
-  let closing = false;
-  let failed: string | undefined;
-  call.on('data', (ack: PublishAck) => {
-    const done = pending.get(ack.sequence);
-    if (!done) return;
-    pending.delete(ack.sequence);
-    done(ack.error?.code ? `${ack.error.code}: ${ack.error.message}` : undefined);
-  });
-  // The same failure comes as the 'status' below; without a listener it would end the worker.
-  call.on('error', () => undefined);
-  call.on('status', (end: StatusObject) => {
-    if (closing) return;
-    failed = end.code === status.OK ? 'the server ended the stream' : describe(end);
-    ctx.onDrop(failed);
-    for (const done of pending.values()) done(failed);
-    pending.clear();
-  });
-  return {
-    publish(key, payload, priority, done) {
-      // Deferred so a closed-loop sender on a dead stream does not recurse into itself.
-      if (failed !== undefined) {
-        setImmediate(done, failed);
-      } else {
-        pending.set(++sequence, done);
-        call.write({ key, payload: Buffer.from(payload), priority, qos });
-      }
-    },
-    async close() {
-      closing = true;
-      call.cancel();
-      client.close();
-    },
-  };
-}
-
 /**
  * One channel (its own TCP connection) per publisher and per subscriber. grpc-js cannot bind a
  * source address, which the few connections of the gRPC scenarios do not need. `grpc-stream`
- * publishes on PublishStream, every other scenario with unary Publish calls.
+ * publishes on PublishStream (grpc-stream.ts), every other scenario with unary Publish calls.
  */
 export const grpcDriver: ProtocolDriver = {
   protocol: 'grpc',
 
   async publisher(ctx): Promise<PublisherConnection> {
-    const client = await channel(ctx);
-    return ctx.scenario === 'grpc-stream' ? streamPublisher(ctx, client) : unaryPublisher(ctx, client);
+    if (!ctx.ports.grpc) throw new Error(`${ctx.server} has no gRPC port`);
+    if (ctx.scenario === 'grpc-stream') return http2StreamPublisher(ctx, methods().PublishStream);
+    return unaryPublisher(ctx, await channel(ctx));
   },
 
   async subscriber(ctx, key, onDelivery): Promise<Closable> {
