@@ -31,7 +31,9 @@ const SECONDS = 3;
 const TOTAL = RATE * SECONDS;
 /** 16 kB a message: 3 s of them (9.6 MB) are more than loopback and the buffers below hold */
 const PAYLOAD = Buffer.alloc(16 * 1024, 'p');
-const DRAIN_TIMEOUT_MS = 3000;
+// Long enough that a stall (acknowledgements and the healthy subscriber held until the stuck one
+// is cut) stands well clear of a busy machine's own delays, which reach 1.7 s at load 10.
+const DRAIN_TIMEOUT_MS = 6000;
 
 /**
  * Small buffers and a short drain timeout, so a stuck client is shed then cut within the run.
@@ -288,7 +290,7 @@ describe('a subscriber that stops reading costs only itself', () => {
       // every other subscriber gets every message.
       const run = await publish(gw, sub, (n) => (kind === 'group' ? expect(n).toBeGreaterThan(TOTAL / 2) : expect(n).toBe(TOTAL)));
 
-      expect(run.largestGapMs).toBeLessThan(1000);
+      expect(run.largestGapMs).toBeLessThan(DRAIN_TIMEOUT_MS / 2);
       // The stall this guards against holds acknowledgements for the whole drain timeout; the
       // floor keeps a busy machine's noise from failing it.
       expect(percentile(run.latencies, 0.99)).toBeLessThanOrEqual(Math.max(2 * percentile(baseline.latencies, 0.99), DRAIN_TIMEOUT_MS / 2));
@@ -300,6 +302,6 @@ describe('a subscriber that stops reading costs only itself', () => {
       else expect(after.shed).toBeGreaterThan(before.shed);
       expect(await slow.signal()).toBe(SIGNALS[kind]);
       sub.close();
-    }, 40_000);
+    }, 60_000);
   }
 });
