@@ -1,7 +1,7 @@
 import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
 import {
   createMessage, ERRORS, GatewayError,
-  type GatewayErrorDetails, type Message, type MessageSource, type TargetReply,
+  type GatewayErrorDetails, type Message, type MessageInit, type MessageSource, type TargetReply,
 } from '../../src/index.js';
 import { decoded, type DeliveryOut, type ErrorOut, type MessageIn, type ReplyOut } from './proto.js';
 
@@ -13,7 +13,7 @@ const NOT_MESSAGE_HEADERS = new Set(['content-type', 'te', 'user-agent', 'author
 
 /** What every message of one call shares: headers from its metadata, trace context, sender. */
 export interface CallContext {
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
   traceparent: string | undefined;
   source: MessageSource;
 }
@@ -26,7 +26,8 @@ export function callContext(metadata: Metadata, peer: string, principal: string 
   }
   const traceparent = metadata.get('traceparent')[0];
   return {
-    headers,
+    // Shared by the call's messages that add no headers of their own (messageHeaders).
+    headers: Object.freeze(headers),
     traceparent: typeof traceparent === 'string' ? traceparent : undefined,
     source: { protocol: 'grpc', remoteAddress: peer, ...(principal !== undefined ? { principal } : {}) },
   };
@@ -41,25 +42,42 @@ export function messageFromProto(request: MessageIn, call: CallContext, maxPaylo
   if (input.payload.length > maxPayloadSize) {
     throw new GatewayError('too_large', `payload exceeds the limit of ${maxPayloadSize} bytes (limits.maxPayloadSize)`);
   }
-  const headers = { ...call.headers };
-  for (const [name, value] of Object.entries(input.headers)) headers[name.toLowerCase()] = value;
-  // Routes match the content type as a header, as they do for HTTP's Content-Type.
-  if (input.contentType !== '' && headers['content-type'] === undefined) headers['content-type'] = input.contentType;
-  return createMessage({
+  // Optional fields are set one by one rather than spread in: each spread made an object per message.
+  const init: MessageInit = {
     id,
     key: input.key,
     payload: input.payload,
-    headers,
+    headers: messageHeaders(call.headers, input),
     // The ack is an acknowledgement, so gRPC publishes are at-least-once unless asked otherwise.
     qos: input.qos ?? 1,
     source: call.source,
-    ...(input.priority !== undefined ? { priority: input.priority } : {}),
-    ...(input.contentType !== '' ? { contentType: input.contentType } : {}),
-    ...(call.traceparent !== undefined ? { traceparent: call.traceparent } : {}),
-    ...(input.replyTo !== '' ? { replyTo: input.replyTo } : {}),
-    ...(input.correlationId !== '' ? { correlationId: input.correlationId } : {}),
-    ...(input.ttlMs > 0 ? { expiresAt: Date.now() + input.ttlMs } : {}),
-  });
+  };
+  if (input.priority !== undefined) init.priority = input.priority;
+  if (input.contentType !== '') init.contentType = input.contentType;
+  if (call.traceparent !== undefined) init.traceparent = call.traceparent;
+  if (input.replyTo !== '') init.replyTo = input.replyTo;
+  if (input.correlationId !== '') init.correlationId = input.correlationId;
+  if (input.ttlMs > 0) init.expiresAt = Date.now() + input.ttlMs;
+  return createMessage(init);
+}
+
+/**
+ * The call's headers with the message's own over them. A message that adds none shares the
+ * call's (frozen) object instead of copying it.
+ */
+function messageHeaders(callHeaders: Readonly<Record<string, string>>, input: MessageIn): Record<string, string> {
+  // Routes match the content type as a header, as they do for HTTP's Content-Type.
+  const addsContentType = input.contentType !== '' && callHeaders['content-type'] === undefined;
+  if (!addsContentType && !hasAny(input.headers)) return callHeaders;
+  const headers = { ...callHeaders };
+  for (const name in input.headers) headers[name.toLowerCase()] = input.headers[name]!;
+  if (addsContentType && headers['content-type'] === undefined) headers['content-type'] = input.contentType;
+  return headers;
+}
+
+function hasAny(record: Record<string, string>): boolean {
+  for (const _ in record) return true;
+  return false;
 }
 
 /** What every subscriber of a message gets alike: a Delivery without ttl_ms and dropped. */
