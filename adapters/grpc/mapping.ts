@@ -137,15 +137,24 @@ export function deliveryBytes(message: Message, dropped: number, now: number, en
  */
 export function acceptedAckBytes(id: string, sequence: number, expired: boolean): Buffer {
   const idLength = Buffer.byteLength(id);
-  const out = Buffer.allocUnsafe(3 * MAX_VARINT_FIELD + idLength);
+  // Sized exactly: a slice of the pool, with no view cut from a larger one.
+  const size = (idLength > 0 ? 1 + varintSize(idLength) + idLength : 0) + (sequence > 0 ? 1 + varintSize(sequence) : 0) + (expired ? 2 : 0);
+  const out = Buffer.allocUnsafe(size);
   let at = 0;
   if (idLength > 0) {
     at = writeVarintField(out, at, ACK_ID_KEY, idLength);
     at += out.write(id, at);
   }
   if (sequence > 0) at = writeVarintField(out, at, ACK_SEQUENCE_KEY, sequence);
-  if (expired) at = writeVarintField(out, at, ACK_EXPIRED_KEY, 1);
-  return out.subarray(0, at);
+  if (expired) writeVarintField(out, at, ACK_EXPIRED_KEY, 1);
+  return out;
+}
+
+/** Bytes of a non-negative safe integer as a varint. */
+function varintSize(value: number): number {
+  let size = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++;
+  return size;
 }
 
 /**
