@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
+import { ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
 
 /**
  * grpc-js restarts its idle clock when a call's HTTP/2 stream closes, which can come a tick before
@@ -47,19 +47,54 @@ export class IdleConnections {
     const activity = this.#connections.get(call.getPeer());
     if (activity === undefined) return new ServerInterceptingCall(call);
     activity.calls++;
-    let ended = false;
-    const end = (): void => {
-      if (ended) return;
-      ended = true;
+    return new TrackedCall(call, () => {
       if (--activity.calls === 0) activity.idleSince = Date.now();
-    };
-    // A call ends with the status the server sends, or with the client cancelling it.
-    return new ServerInterceptingCall(call, {
-      start: (next) => next({ onCancel: end }),
-      sendStatus: (status, next) => {
-        end();
-        next(status);
-      },
     });
   };
+}
+
+type CallListener = Parameters<ServerInterceptingCallInterface['start']>[0];
+type CallStatus = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
+
+/**
+ * A call that reports its end once: the status the server sends, or the client cancelling it.
+ * grpc-js's ServerInterceptingCall with a responder makes a closure for every message each way
+ * (a PublishStream's messages and acks included); this one passes messages straight through.
+ */
+class TrackedCall extends ServerInterceptingCall {
+  readonly #call: ServerInterceptingCallInterface;
+  #ended: (() => void) | undefined;
+
+  constructor(call: ServerInterceptingCallInterface, ended: () => void) {
+    super(call);
+    this.#call = call;
+    this.#ended = ended;
+  }
+
+  #end(): void {
+    const ended = this.#ended;
+    this.#ended = undefined;
+    ended?.();
+  }
+
+  override start(listener: CallListener): void {
+    this.#call.start({
+      onReceiveMetadata: (metadata) => listener.onReceiveMetadata(metadata),
+      onReceiveMessage: (message) => listener.onReceiveMessage(message),
+      onReceiveHalfClose: () => listener.onReceiveHalfClose(),
+      onCancel: () => {
+        this.#end();
+        listener.onCancel();
+      },
+    });
+  }
+
+  override sendMessage(message: unknown, callback: () => void): void {
+    this.#call.sendMessage(message, callback);
+  }
+
+  override sendStatus(status: CallStatus): void {
+    this.#end();
+    this.#call.sendStatus(status);
+  }
 }

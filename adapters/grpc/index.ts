@@ -15,7 +15,7 @@ import { IdleConnections } from './idle.js';
 import { grpcSection, type GrpcSettings } from './config.js';
 import { asciiMetadata, callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
 import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
-import { PublishStreamSession } from './publish-stream.js';
+import { PublishStreamSession, type PublishAckAnswer } from './publish-stream.js';
 import { SubscriberStream, type DeliveryEncoder, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
@@ -104,7 +104,7 @@ export class GrpcAdapter implements Adapter {
     const server = new Server({ ...serverOptions(this.#ctx.settings(), listener.timeouts), interceptors: [idle.interceptor] });
     server.addService(service, {
       Publish: this.#publish,
-      PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckOut>) => {
+      PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckAnswer>) => {
         this.#publishStream(call).catch((err: unknown) => call.emit('error', this.#statusFor(err)));
       },
       Subscribe: (call: ServerWritableStream<SubscribeRequestIn, Buffer>) => {
@@ -252,7 +252,7 @@ export class GrpcAdapter implements Adapter {
     void work.finally(() => this.#unaryCalls.delete(work));
   }
 
-  async #publishStream(call: ServerDuplexStream<MessageIn, PublishAckOut>): Promise<void> {
+  async #publishStream(call: ServerDuplexStream<MessageIn, PublishAckAnswer>): Promise<void> {
     const refused = this.#refused(call);
     if (refused) {
       call.emit('error', refused);

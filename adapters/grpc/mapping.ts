@@ -1,7 +1,7 @@
 import { Metadata, status as Status, type StatusObject } from '@grpc/grpc-js';
 import {
   createMessage, ERRORS, GatewayError,
-  type GatewayErrorDetails, type Message, type MessageSource, type TargetReply,
+  type GatewayErrorDetails, type Message, type MessageInit, type MessageSource, type TargetReply,
 } from '../../src/index.js';
 import { decoded, type DeliveryOut, type ErrorOut, type MessageIn, type ReplyOut } from './proto.js';
 
@@ -13,7 +13,7 @@ const NOT_MESSAGE_HEADERS = new Set(['content-type', 'te', 'user-agent', 'author
 
 /** What every message of one call shares: headers from its metadata, trace context, sender. */
 export interface CallContext {
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
   traceparent: string | undefined;
   source: MessageSource;
 }
@@ -26,7 +26,8 @@ export function callContext(metadata: Metadata, peer: string, principal: string 
   }
   const traceparent = metadata.get('traceparent')[0];
   return {
-    headers,
+    // Shared by the call's messages that add no headers of their own (messageHeaders).
+    headers: Object.freeze(headers),
     traceparent: typeof traceparent === 'string' ? traceparent : undefined,
     source: { protocol: 'grpc', remoteAddress: peer, ...(principal !== undefined ? { principal } : {}) },
   };
@@ -41,25 +42,42 @@ export function messageFromProto(request: MessageIn, call: CallContext, maxPaylo
   if (input.payload.length > maxPayloadSize) {
     throw new GatewayError('too_large', `payload exceeds the limit of ${maxPayloadSize} bytes (limits.maxPayloadSize)`);
   }
-  const headers = { ...call.headers };
-  for (const [name, value] of Object.entries(input.headers)) headers[name.toLowerCase()] = value;
-  // Routes match the content type as a header, as they do for HTTP's Content-Type.
-  if (input.contentType !== '' && headers['content-type'] === undefined) headers['content-type'] = input.contentType;
-  return createMessage({
+  // Optional fields are set one by one rather than spread in: each spread made an object per message.
+  const init: MessageInit = {
     id,
     key: input.key,
     payload: input.payload,
-    headers,
+    headers: messageHeaders(call.headers, input),
     // The ack is an acknowledgement, so gRPC publishes are at-least-once unless asked otherwise.
     qos: input.qos ?? 1,
     source: call.source,
-    ...(input.priority !== undefined ? { priority: input.priority } : {}),
-    ...(input.contentType !== '' ? { contentType: input.contentType } : {}),
-    ...(call.traceparent !== undefined ? { traceparent: call.traceparent } : {}),
-    ...(input.replyTo !== '' ? { replyTo: input.replyTo } : {}),
-    ...(input.correlationId !== '' ? { correlationId: input.correlationId } : {}),
-    ...(input.ttlMs > 0 ? { expiresAt: Date.now() + input.ttlMs } : {}),
-  });
+  };
+  if (input.priority !== undefined) init.priority = input.priority;
+  if (input.contentType !== '') init.contentType = input.contentType;
+  if (call.traceparent !== undefined) init.traceparent = call.traceparent;
+  if (input.replyTo !== '') init.replyTo = input.replyTo;
+  if (input.correlationId !== '') init.correlationId = input.correlationId;
+  if (input.ttlMs > 0) init.expiresAt = Date.now() + input.ttlMs;
+  return createMessage(init);
+}
+
+/**
+ * The call's headers with the message's own over them. A message that adds none shares the
+ * call's (frozen) object instead of copying it.
+ */
+function messageHeaders(callHeaders: Readonly<Record<string, string>>, input: MessageIn): Record<string, string> {
+  // Routes match the content type as a header, as they do for HTTP's Content-Type.
+  const addsContentType = input.contentType !== '' && callHeaders['content-type'] === undefined;
+  if (!addsContentType && !hasAny(input.headers)) return callHeaders;
+  const headers = { ...callHeaders };
+  for (const name in input.headers) headers[name.toLowerCase()] = input.headers[name]!;
+  if (addsContentType && headers['content-type'] === undefined) headers['content-type'] = input.contentType;
+  return headers;
+}
+
+function hasAny(record: Record<string, string>): boolean {
+  for (const _ in record) return true;
+  return false;
 }
 
 /** What every subscriber of a message gets alike: a Delivery without ttl_ms and dropped. */
@@ -82,6 +100,12 @@ function sharedDelivery(message: Message): Omit<DeliveryOut, 'ttlMs' | 'dropped'
 /** Delivery's ttl_ms (12) and dropped (13) as protobuf keys: the field number, then wire type 0 (varint). */
 const TTL_MS_KEY = (12 << 3) | 0;
 const DROPPED_KEY = (13 << 3) | 0;
+/** PublishAck's id (1, wire type 2: length-delimited), sequence (2) and expired (4) as keys. */
+const ACK_ID_KEY = (1 << 3) | 2;
+const ACK_SEQUENCE_KEY = (2 << 3) | 0;
+const ACK_EXPIRED_KEY = (4 << 3) | 0;
+/** A key of one byte and a varint of a safe integer (at most 8 bytes) */
+const MAX_VARINT_FIELD = 9;
 
 const sharedEncodings = new WeakMap<Message, Buffer>();
 
@@ -99,21 +123,53 @@ export function deliveryBytes(message: Message, dropped: number, now: number, en
   }
   const ttlMs = message.expiresAt !== undefined ? Math.max(1, message.expiresAt - now) : 0;
   if (ttlMs === 0 && dropped === 0) return shared;
-  const tail: number[] = [];
-  if (ttlMs > 0) pushVarintField(tail, TTL_MS_KEY, ttlMs);
-  if (dropped > 0) pushVarintField(tail, DROPPED_KEY, dropped);
-  return Buffer.concat([shared, Buffer.from(tail)]);
+  const tail = Buffer.allocUnsafe(2 * MAX_VARINT_FIELD);
+  let at = 0;
+  if (ttlMs > 0) at = writeVarintField(tail, at, TTL_MS_KEY, ttlMs);
+  if (dropped > 0) at = writeVarintField(tail, at, DROPPED_KEY, dropped);
+  return Buffer.concat([shared, tail.subarray(0, at)]);
 }
 
-/** A uint32 field: its key (one byte for fields below 16), then the value 7 bits a byte, lowest first. */
-function pushVarintField(out: number[], key: number, value: number): void {
-  out.push(key);
-  let rest = value >>> 0;
-  while (rest >= 0x80) {
-    out.push((rest & 0x7f) | 0x80);
-    rest >>>= 7;
+/**
+ * An accepted message's `junction.v1.PublishAck` as bytes. A PublishStream answers every message
+ * with one; written by hand it costs a fraction of protobufjs's object check, writer and fork.
+ * A refusal (with its Error) is rare and goes through the generated encoder.
+ */
+export function acceptedAckBytes(id: string, sequence: number, expired: boolean): Buffer {
+  const idLength = Buffer.byteLength(id);
+  // Sized exactly: a slice of the pool, with no view cut from a larger one.
+  const size = (idLength > 0 ? 1 + varintSize(idLength) + idLength : 0) + (sequence > 0 ? 1 + varintSize(sequence) : 0) + (expired ? 2 : 0);
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  if (idLength > 0) {
+    at = writeVarintField(out, at, ACK_ID_KEY, idLength);
+    at += out.write(id, at);
   }
-  out.push(rest);
+  if (sequence > 0) at = writeVarintField(out, at, ACK_SEQUENCE_KEY, sequence);
+  if (expired) writeVarintField(out, at, ACK_EXPIRED_KEY, 1);
+  return out;
+}
+
+/** Bytes of a non-negative safe integer as a varint. */
+function varintSize(value: number): number {
+  let size = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++;
+  return size;
+}
+
+/**
+ * A field's key (one byte for fields below 16), then a non-negative safe integer 7 bits a byte,
+ * lowest first (division rather than shifts: uint64 values pass 2^32). Returns the next offset.
+ */
+function writeVarintField(out: Buffer, at: number, key: number, value: number): number {
+  out[at++] = key;
+  let rest = value;
+  while (rest >= 0x80) {
+    out[at++] = (rest % 0x80) | 0x80;
+    rest = Math.floor(rest / 0x80);
+  }
+  out[at++] = rest;
+  return at;
 }
 
 export function replyOf(id: string, reply: TargetReply | undefined): ReplyOut {

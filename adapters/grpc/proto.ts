@@ -58,10 +58,14 @@ class UndecodableRequest {
   constructor(readonly reason: string) {}
 }
 
+/** Methods whose handlers may write answers already encoded */
+const BYTES_THROUGH = new Set(['Subscribe', 'PublishStream']);
+
 /**
  * The service with deserializers that never throw: they yield an UndecodableRequest instead.
- * Subscribe's serializer passes bytes through: a fan-out writes the one encoding of a message to
- * every subscriber rather than have grpc-js encode it again for each.
+ * The serializers of the streams' answers pass bytes through: a fan-out writes the one encoding
+ * of a message to every Subscribe stream rather than have grpc-js encode it again for each, and
+ * PublishStream writes its acks encoded by hand (mapping.ts acceptedAckBytes).
  */
 function tolerant(service: ServiceDefinition): ServiceDefinition {
   const methods: Record<string, MethodDefinition<unknown, unknown>> = {};
@@ -75,7 +79,7 @@ function tolerant(service: ServiceDefinition): ServiceDefinition {
           return new UndecodableRequest(err instanceof Error ? err.message : String(err));
         }
       },
-      ...(name === 'Subscribe' ? { responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : method.responseSerialize(value)) } : {}),
+      ...(BYTES_THROUGH.has(name) ? { responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : method.responseSerialize(value)) } : {}),
     };
   }
   return methods;

@@ -1,7 +1,10 @@
 import type { ServerDuplexStream, StatusObject } from '@grpc/grpc-js';
 import { newMessageId, toGatewayError, type AdapterContext, type BufferLimits, type ErrorCode, type GatewayError, type Message } from '../../src/index.js';
-import { errorOf, messageFromProto, type CallContext } from './mapping.js';
+import { acceptedAckBytes, errorOf, messageFromProto, type CallContext } from './mapping.js';
 import type { ErrorOut, MessageIn, PublishAckOut } from './proto.js';
+
+/** An ack as written: accepted ones already encoded, refusals as objects for the encoder */
+export type PublishAckAnswer = PublishAckOut | Buffer;
 
 export interface PublishStreamDeps {
   dispatch: AdapterContext['dispatch'];
@@ -21,7 +24,7 @@ export interface PublishStreamDeps {
  * client has not read included; memory per stream stays within the window.
  */
 export class PublishStreamSession {
-  readonly #stream: ServerDuplexStream<MessageIn, PublishAckOut>;
+  readonly #stream: ServerDuplexStream<MessageIn, PublishAckAnswer>;
   readonly #deps: PublishStreamDeps;
   #sequence = 0;
   #inFlight = 0;
@@ -34,7 +37,7 @@ export class PublishStreamSession {
   #closed = false;
   #idleWaiters: (() => void)[] = [];
 
-  constructor(stream: ServerDuplexStream<MessageIn, PublishAckOut>, deps: PublishStreamDeps) {
+  constructor(stream: ServerDuplexStream<MessageIn, PublishAckAnswer>, deps: PublishStreamDeps) {
     this.#stream = stream;
     this.#deps = deps;
     stream.on('data', (input: MessageIn) => this.#receive(input));
@@ -79,7 +82,7 @@ export class PublishStreamSession {
     this.#inFlightBytes += size;
     this.#updateFlow();
     this.#deps.dispatch(message).then(
-      (result) => this.#settle(size, { id: result.id, sequence, expired: result.expired ?? false }),
+      (result) => this.#settle(size, acceptedAckBytes(result.id, sequence, result.expired ?? false)),
       (err: unknown) => this.#settle(size, { id, sequence, error: this.#refusal(err), expired: false }),
     );
   }
@@ -90,7 +93,7 @@ export class PublishStreamSession {
     return errorOf(error);
   }
 
-  #settle(size: number, ack: PublishAckOut): void {
+  #settle(size: number, ack: PublishAckAnswer): void {
     this.#inFlight--;
     this.#inFlightBytes -= size;
     this.#ack(ack);
@@ -105,7 +108,7 @@ export class PublishStreamSession {
    * and pausing there throttles a busy stream to 16 acks in flight. Unsent acks count against
    * the window instead, so a client that stops reading its acks is still stopped.
    */
-  #ack(ack: PublishAckOut): void {
+  #ack(ack: PublishAckAnswer): void {
     if (this.#closed) return;
     this.#unsentAcks++;
     this.#stream.write(ack, this.#ackSent);

@@ -1,14 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { loadSync } from '@grpc/proto-loader';
 import type { MethodDefinition } from '@grpc/grpc-js';
-import { deliveryBytes } from '../../adapters/grpc/mapping.js';
-import { GATEWAY_PROTO, LOADER_OPTIONS, loadGatewayProto, type DeliveryOut } from '../../adapters/grpc/proto.js';
+import { acceptedAckBytes, deliveryBytes } from '../../adapters/grpc/mapping.js';
+import { GATEWAY_PROTO, LOADER_OPTIONS, loadGatewayProto, type DeliveryOut, type PublishAckOut } from '../../adapters/grpc/proto.js';
 import { createMessage } from '../../src/message.js';
 
 const { service, encodeDelivery } = loadGatewayProto();
 /** How a client reads a Delivery: the proto as published, not the gateway's copy of it. */
-const subscribe = (loadSync(GATEWAY_PROTO, LOADER_OPTIONS)['junction.v1.Gateway'] as unknown as Record<string, MethodDefinition<unknown, DeliveryOut>>).Subscribe!;
-const read = (bytes: Buffer): DeliveryOut => subscribe.responseDeserialize(bytes);
+const published = loadSync(GATEWAY_PROTO, LOADER_OPTIONS)['junction.v1.Gateway'] as unknown as Record<string, MethodDefinition<unknown, unknown>>;
+const read = (bytes: Buffer) => published.Subscribe!.responseDeserialize(bytes) as DeliveryOut;
+const readAck = (bytes: Buffer) => published.PublishStream!.responseDeserialize(bytes) as PublishAckOut;
 
 const NOW = 1_800_000_000_000;
 
@@ -51,5 +52,29 @@ describe('deliveryBytes', () => {
     const bytes = deliveryBytes(message(), 0, NOW, encodeDelivery);
     expect(serialize(bytes)).toBe(bytes);
     expect(read(serialize({ id: 'x', key: 'k' }))).toMatchObject({ id: 'x', key: 'k' });
+  });
+});
+
+describe('acceptedAckBytes', () => {
+  it('reads back as the PublishAck of an accepted message', () => {
+    expect(readAck(acceptedAckBytes('0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b', 1, false))).toEqual({
+      id: '0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b', sequence: 1, error: null, expired: false,
+    });
+    expect(readAck(acceptedAckBytes('late', 300, true))).toMatchObject({ id: 'late', sequence: 300, expired: true });
+  });
+
+  it('keeps ids of any length and characters, and sequences past 2^32', () => {
+    const id = `é-${'x'.repeat(200)}-✓`;
+    expect(readAck(acceptedAckBytes(id, 2 ** 40 + 3, false))).toMatchObject({ id, sequence: 2 ** 40 + 3 });
+    expect(readAck(acceptedAckBytes(id, Number.MAX_SAFE_INTEGER, false)).sequence).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('is what the encoder makes of the same ack, and PublishStream writes those bytes as they are', () => {
+    const serialize = service.PublishStream!.responseSerialize;
+    const bytes = acceptedAckBytes('m-1', 129, true);
+    expect(serialize(bytes)).toBe(bytes);
+    expect(bytes.equals(serialize({ id: 'm-1', sequence: 129, expired: true }))).toBe(true);
+    expect(readAck(serialize({ id: 'm-2', sequence: 2, error: { code: 'forbidden', message: 'no' }, expired: false })))
+      .toMatchObject({ id: 'm-2', error: { code: 'forbidden', message: 'no' } });
   });
 });
