@@ -13,6 +13,8 @@ export function keyFromUrl(url: string, prefix: string): string {
   const path = url.slice(prefix.length);
   const q = path.indexOf('?');
   const raw = q === -1 ? path : path.slice(0, q);
+  // decodeURIComponent copies even a key with nothing to decode, at several times the cost of the search.
+  if (!raw.includes('%')) return raw;
   try {
     return decodeURIComponent(raw);
   } catch {

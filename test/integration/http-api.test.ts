@@ -60,13 +60,19 @@ describe('HTTP API', () => {
 
     const text = await fetch(`${gw.http}/v1/messages/sensors/a1/temp`, { method: 'POST', body: '{"c": 21.5}', headers: { 'content-type': 'application/json', 'x-priority': '7' } });
     expect(text.status).toBe(202);
-    const { id } = (await text.json()) as { id: string };
+    expect(text.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    const answer = await text.text();
+    const { id } = JSON.parse(answer) as { id: string };
+    expect(answer).toBe(JSON.stringify({ id }));
     expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/);
+    // A client's own id comes back as it was sent, quotes and backslashes escaped as JSON.
+    const labelled = await fetch(`${gw.http}/v1/messages/sensors/b2/temp`, { method: 'POST', body: binary, headers: { 'x-message-id': 'batch "7" \\ a' } });
+    expect(await labelled.text()).toBe('{"id":"batch \\"7\\" \\\\ a"}');
     const bin = await fetch(`${gw.http}/v1/messages/sensors/b2/temp`, { method: 'POST', body: binary });
     expect(bin.status).toBe(202);
 
-    await eventually(() => expect(sse!.messages).toHaveLength(2));
-    const [first, second] = sse.messages;
+    await eventually(() => expect(sse!.messages).toHaveLength(3));
+    const [first, , second] = sse.messages;
     expect(first).toMatchObject({ id, key: 'sensors/a1/temp', payload: '{"c": 21.5}', contentType: 'application/json', priority: 7 });
     expect(second!.key).toBe('sensors/b2/temp');
     expect(second!.encoding).toBe('base64');
