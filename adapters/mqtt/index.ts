@@ -81,8 +81,9 @@ interface MqttCounters extends RequestReplyCounters {
  * The MQTT adapter: an embedded aedes broker on `listeners.mqtt` (TCP) and on `/mqtt` of the
  * HTTP listener (WebSocket). Every PUBLISH goes through the router once, and is acknowledged only
  * once the router accepted it. The broker is one subscriber of the core bus among the others: it
- * takes every message the bus carries and gives it broker semantics (retained messages, offline
- * queues of persistent sessions, delivery at each subscription's QoS). Design: docs/mqtt.md.
+ * is handed every message the bus carries that a client could want and gives it broker semantics
+ * (retained messages, offline queues of persistent sessions, delivery at each subscription's
+ * QoS). Design: docs/mqtt.md.
  */
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
