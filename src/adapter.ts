@@ -25,8 +25,11 @@ export interface WebSocketServerNeeds {
 export interface HttpMount {
   /** Registers routes, hooks and parsers in a scope of their own; call it from `register()`. */
   register(plugin: FastifyPluginCallback): void;
-  /** Declares what the adapter's WebSocket paths need of the shared WebSocket server. */
-  webSocket(needs: WebSocketServerNeeds): void;
+  /**
+   * Mounts an adapter's WebSocket routes (`{ websocket: true }`) in the scope of the shared
+   * WebSocket server, with what they need of it. Their paths are the only ones that take an upgrade.
+   */
+  webSocket(needs: WebSocketServerNeeds, routes: FastifyPluginCallback): void;
   /** The client certificate of a request's socket, on a mutual-TLS HTTP listener. */
   clientCertificate(socket: unknown): ClientCertificate | undefined;
 }

@@ -222,8 +222,7 @@ export class MqttAdapter implements Adapter {
 
     const http = this.#ctx.http;
     if (http && s.websocket) {
-      http.webSocket({ maxPayload: s.maxPacketSize });
-      http.register((app, _options, done) => {
+      http.webSocket({ maxPayload: s.maxPacketSize }, (app, _options, done) => {
         app.get(WEBSOCKET_PATH, { websocket: true }, (socket, request) => this.#acceptWebSocket(socket, request.raw));
         done();
       });
