@@ -56,7 +56,20 @@ export class HttpAdapter implements Adapter {
     // Payloads are bytes, never parsed: one parser for every content type, enforcing the
     // current payload limit (read per request so a reload applies at once).
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser('*', (request, body, parsed) => collectBody(request, body, this.#ctx.maxPayloadSize(), parsed));
+    // Admission is where the parser starts, before the body is read: an overloaded gateway
+    // refuses at once rather than buffer it. Only the dispatching routes (POST) take a body here,
+    // and no hook runs on them.
+    app.addContentTypeParser('*', (request, body, parsed) => {
+      if (!request.is404) {
+        try {
+          this.#ctx.admitWork();
+        } catch (err) {
+          parsed(err as Error);
+          return;
+        }
+      }
+      collectBody(request, body, this.#ctx.maxPayloadSize(), parsed);
+    });
     app.setErrorHandler((err, request, reply) => {
       if (err instanceof RequestAborted) {
         this.#aborted++;
@@ -80,18 +93,8 @@ export class HttpAdapter implements Adapter {
       this.#ctx.refused(err.code);
       sendProblem(reply, err, request.url);
     });
-    // Before the body is read: an overloaded gateway refuses at once rather than buffer it. On
-    // the routes that dispatch only: every other request would run it for nothing.
-    const admit = (_request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void): void => {
-      try {
-        this.#ctx.admitWork();
-        next();
-      } catch (err) {
-        next(err as Error);
-      }
-    };
-    app.post(`${MESSAGES}*`, { onRequest: admit }, (request, reply) => this.#publish(request, reply));
-    app.post(`${REQUESTS}*`, { onRequest: admit }, (request, reply) => this.#request(request, reply));
+    app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
+    app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
     app.get(`${SUBSCRIBE}*`, (request, reply) => this.#subscribe(request, reply));
     done();
   }
@@ -113,6 +116,8 @@ export class HttpAdapter implements Adapter {
   /** The request as a Message its sender may send: at once when its identity is known, else once verified. */
   #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Message | Promise<Message> {
     if (this.#stopping) throw shuttingDown();
+    // A request with no body never reaches the parser, which admits the others.
+    if (request.body === undefined) this.#ctx.admitWork();
     const key = keyFromUrl(request.url, prefix);
     const identity = this.#identity(request);
     return identity instanceof Promise
