@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { hostname } from 'node:os';
 import type { Server as TlsServer } from 'node:tls';
-import Fastify, { type FastifyInstance, type FastifyPluginCallback } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyPluginCallback, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, ProtocolRegistration, WebSocketServerNeeds } from './adapter.js';
@@ -38,7 +38,7 @@ import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import { ThrottledLog } from './throttled-log.js';
 import type { Message, Protocol } from './message.js';
-import { clientErrorAnswer, problemResponse } from './problem.js';
+import { clientErrorAnswer, problemResponse, sendProblem } from './problem.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
 import type { Cluster, NodeInfo } from './cluster/cluster.js';
 import type { ClusterNode } from './cluster/node.js';
@@ -348,12 +348,26 @@ export class Gateway {
   #httpListener(timeouts: ListenerTimeouts): HttpMount {
     const tls = this.#tls.get('http');
     const { server: serverTimeouts, ...fastifyTimeouts } = httpTimeouts(timeouts);
+    const malformedPaths = new Map<string, (request: FastifyRequest, reply: FastifyReply) => void>();
     const server = { maxHeaderSize: HTTP_MAX_HEAD_BYTES, ...serverTimeouts };
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
     const app = Fastify({
       logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false, ...fastifyTimeouts,
       // Node's https server takes the http server's options too; Fastify reads `http` only without TLS.
       ...(tls ? { https: { ...tls.serverOptions(), ...server } } : { http: server }),
+      // What the router refuses before any route (a path that is not valid percent-encoding):
+      // the adapter whose path it is answers, else a problem+json 400 like every other refusal.
+      frameworkErrors: (err, request, reply) => {
+        const path = request.url;
+        const answer = err.code === 'FST_ERR_BAD_URL' ? [...malformedPaths].find(([prefix]) => path.startsWith(prefix))?.[1] : undefined;
+        if (answer) {
+          answer(request, reply);
+          return;
+        }
+        const error = new GatewayError('bad_request', err.message);
+        this.metrics.rejected('http', error.code);
+        sendProblem(reply, error, path);
+      },
       clientErrorHandler: (err, socket) => {
         const answer = clientErrorAnswer(err, HTTP_MAX_HEAD_BYTES);
         if (answer) {
@@ -399,6 +413,9 @@ export class Gateway {
         needs.maxPayload = Math.max(needs.maxPayload, declared.maxPayload);
         needs.perMessageDeflate ||= declared.perMessageDeflate === true;
         webSocketRoutes.push(routes);
+      },
+      malformedPath: (prefix, answer) => {
+        malformedPaths.set(prefix, answer);
       },
       clientCertificate: (socket) => tls?.clientCertificate(socket as Socket),
     };

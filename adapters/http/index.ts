@@ -6,7 +6,7 @@ import {
   type SlowConsumerCounts,
 } from '../../src/index.js';
 import { sseSection, type SseSettings } from './config.js';
-import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
+import { badPercentEncoding, keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 
 const MESSAGES = '/v1/messages/';
 const REQUESTS = '/v1/requests/';
@@ -49,7 +49,16 @@ export class HttpAdapter implements Adapter {
   }
 
   register(): void {
-    this.#ctx.http?.register((scope, _opts, done) => this.#routes(scope, done));
+    const http = this.#ctx.http;
+    if (!http) return;
+    http.register((scope, _opts, done) => this.#routes(scope, done));
+    for (const { prefix, names } of ENDPOINTS) {
+      http.malformedPath(prefix, (request, reply) => {
+        const err = badPercentEncoding(names);
+        this.#ctx.refused(err.code);
+        sendProblem(reply, err, request.url);
+      });
+    }
   }
 
   #routes(app: FastifyInstance, done: () => void): void {
@@ -118,7 +127,7 @@ export class HttpAdapter implements Adapter {
     if (this.#stopping) throw shuttingDown();
     // A request with no body never reaches the parser, which admits the others.
     if (request.body === undefined) this.#ctx.admitWork();
-    const key = keyFromUrl(request.url, prefix);
+    const key = keyFromUrl(request.url, prefix, 'key');
     const identity = this.#identity(request);
     return identity instanceof Promise
       ? identity.then((known) => this.#allowedMessage(request, key, known, action))
@@ -168,7 +177,7 @@ export class HttpAdapter implements Adapter {
 
   async #subscribe(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (this.#stopping) throw shuttingDown();
-    const pattern = keyFromUrl(request.url, SUBSCRIBE);
+    const pattern = keyFromUrl(request.url, SUBSCRIBE, 'pattern');
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const group = (request.query as Record<string, unknown> | undefined)?.group;

@@ -209,6 +209,28 @@ routes:
     expect((await problem(badPattern)).code).toBe('bad_request');
   });
 
+  it('answers a key or pattern that is not valid percent-encoding 400 bad_request as a problem naming it, on every API path', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const cases = [
+      { path: '/v1/messages/k/%zz', init: { method: 'POST', body: 'x' }, names: 'key' },
+      { path: '/v1/requests/k/%E0%A4', init: { method: 'POST', body: 'x' }, names: 'key' },
+      { path: '/v1/subscribe/k/%C0%80/%23', init: {}, names: 'pattern' },
+    ];
+    for (const { path, init, names } of cases) {
+      const answer = await fetch(`${gw.http}${path}`, init);
+      expect(answer.status).toBe(400);
+      expect(await problem(answer)).toEqual({
+        type: 'urn:junction:error:bad_request', title: 'Malformed input', status: 400, code: 'bad_request',
+        detail: `the ${names} in the path is not valid percent-encoding`, field: names, instance: path,
+      });
+    }
+    // Under no API path, the listener still answers with a problem.
+    const elsewhere = await fetch(`${gw.http}/v2/%zz`, { method: 'POST', body: 'x' });
+    expect(elsewhere.status).toBe(400);
+    expect(await problem(elsewhere)).toMatchObject({ code: 'bad_request', instance: '/v2/%zz' });
+    expect(refusals(gw.gateway, 'http')).toEqual({ bad_request: 4 });
+  });
+
   it('answers unknown paths 404 and wrong methods 405 with Allow, as problems', async () => {
     gw = await startGateway('defaultRoute: publish');
     const unknown = await fetch(`${gw.http}/v2/things`, { method: 'POST', body: 'x' });
