@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { TObject } from '@sinclair/typebox';
-import type { FastifyPluginCallback } from 'fastify';
+import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { AccessControl } from './auth/index.js';
 import type { BusHandler, BusSubscription, SubscribeOptions } from './bus/index.js';
@@ -25,8 +25,16 @@ export interface WebSocketServerNeeds {
 export interface HttpMount {
   /** Registers routes, hooks and parsers in a scope of their own; call it from `register()`. */
   register(plugin: FastifyPluginCallback): void;
-  /** Declares what the adapter's WebSocket paths need of the shared WebSocket server. */
-  webSocket(needs: WebSocketServerNeeds): void;
+  /**
+   * Mounts an adapter's WebSocket routes (`{ websocket: true }`) in the scope of the shared
+   * WebSocket server, with what they need of it. Their paths are the only ones that take an upgrade.
+   */
+  webSocket(needs: WebSocketServerNeeds, routes: FastifyPluginCallback): void;
+  /**
+   * Answers a request under `prefix` whose path is not valid percent-encoding: the router refuses
+   * it before any route, hook or handler of the adapter sees it.
+   */
+  malformedPath(prefix: string, answer: (request: FastifyRequest, reply: FastifyReply) => void): void;
   /** The client certificate of a request's socket, on a mutual-TLS HTTP listener. */
   clientCertificate(socket: unknown): ClientCertificate | undefined;
 }

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { hostname } from 'node:os';
 import type { Server as TlsServer } from 'node:tls';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyPluginCallback, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Adapter, AdapterContext, AdapterStats, ConnectionInfo, HttpMount, ProtocolRegistration, WebSocketServerNeeds } from './adapter.js';
@@ -36,7 +38,7 @@ import { startTracing } from './tracing.js';
 import { settledBy } from './timeouts.js';
 import { ThrottledLog } from './throttled-log.js';
 import type { Message, Protocol } from './message.js';
-import { clientErrorAnswer } from './problem.js';
+import { clientErrorAnswer, problemResponse, sendProblem } from './problem.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
 import type { Cluster, NodeInfo } from './cluster/cluster.js';
 import type { ClusterNode } from './cluster/node.js';
@@ -346,12 +348,26 @@ export class Gateway {
   #httpListener(timeouts: ListenerTimeouts): HttpMount {
     const tls = this.#tls.get('http');
     const { server: serverTimeouts, ...fastifyTimeouts } = httpTimeouts(timeouts);
+    const malformedPaths = new Map<string, (request: FastifyRequest, reply: FastifyReply) => void>();
     const server = { maxHeaderSize: HTTP_MAX_HEAD_BYTES, ...serverTimeouts };
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
     const app = Fastify({
       logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false, ...fastifyTimeouts,
       // Node's https server takes the http server's options too; Fastify reads `http` only without TLS.
       ...(tls ? { https: { ...tls.serverOptions(), ...server } } : { http: server }),
+      // What the router refuses before any route (a path that is not valid percent-encoding):
+      // the adapter whose path it is answers, else a problem+json 400 like every other refusal.
+      frameworkErrors: (err, request, reply) => {
+        const path = request.url;
+        const answer = err.code === 'FST_ERR_BAD_URL' ? [...malformedPaths].find(([prefix]) => path.startsWith(prefix))?.[1] : undefined;
+        if (answer) {
+          answer(request, reply);
+          return;
+        }
+        const error = new GatewayError('bad_request', err.message);
+        this.metrics.rejected('http', error.code);
+        sendProblem(reply, error, path);
+      },
       clientErrorHandler: (err, socket) => {
         const answer = clientErrorAnswer(err, HTTP_MAX_HEAD_BYTES);
         if (answer) {
@@ -363,12 +379,43 @@ export class Gateway {
     });
     this.#http = app;
     const needs: WebSocketServerNeeds = { maxPayload: 1, perMessageDeflate: false };
-    void app.register(fastifyWebsocket, () => ({ options: { maxPayload: needs.maxPayload, perMessageDeflate: needs.perMessageDeflate } }));
+    const webSocketRoutes: FastifyPluginCallback[] = [];
+    const webSocketPaths = new Set<string>();
+    // @fastify/websocket hooks every request of the scope it is registered in (an HTTP publish
+    // paid about 0.5 KB and 2.5 us for it), and routes every upgrade of the server it listens on
+    // through the whole router: it gets a scope holding the WebSocket routes alone, and hears
+    // only the upgrades to their paths, on a server of its own that never listens.
+    const upgrades = createServer();
+    app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (request.url ?? '/').split('?', 1)[0]!;
+      if (webSocketPaths.has(path)) {
+        upgrades.emit('upgrade', request, socket, head);
+        return;
+      }
+      const err = new GatewayError('not_found', `no WebSocket endpoint at ${path}${webSocketPaths.size > 0 ? `; WebSocket paths: ${[...webSocketPaths].sort().join(', ')}` : ''}`);
+      this.metrics.rejected('http', err.code);
+      // Node took its error listener off the socket before the upgrade event.
+      socket.on('error', () => socket.destroy());
+      socket.once('finish', () => socket.destroy());
+      socket.end(problemResponse(err, undefined, request.url));
+    });
+    void app.register((scope, _options, done) => {
+      scope.addHook('onRoute', (route) => {
+        if (route.websocket === true) webSocketPaths.add(route.url);
+      });
+      void scope.register(fastifyWebsocket, { options: { server: upgrades, maxPayload: needs.maxPayload, perMessageDeflate: needs.perMessageDeflate } });
+      for (const routes of webSocketRoutes) void scope.register(routes);
+      done();
+    });
     return {
       register: (plugin) => void app.register(plugin),
-      webSocket: (declared) => {
+      webSocket: (declared, routes) => {
         needs.maxPayload = Math.max(needs.maxPayload, declared.maxPayload);
         needs.perMessageDeflate ||= declared.perMessageDeflate === true;
+        webSocketRoutes.push(routes);
+      },
+      malformedPath: (prefix, answer) => {
+        malformedPaths.set(prefix, answer);
       },
       clientCertificate: (socket) => tls?.clientCertificate(socket as Socket),
     };

@@ -62,7 +62,14 @@ export function clientErrorAnswer(err: NodeJS.ErrnoException, maxHeadBytes: numb
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? [new GatewayError('bad_request', 'the request did not arrive in time'), 408]
       : [new GatewayError('bad_request', `malformed HTTP request (${err.code ?? err.message})`), 400];
-  const body = JSON.stringify({ ...problemOf(error), status });
-  const response = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
-  return { code: error.code, response };
+  return { code: error.code, response: problemResponse(error, status) };
+}
+
+/**
+ * A whole HTTP/1.1 response carrying the problem, for a socket that has no reply object (a
+ * request Node's parser refused, an upgrade to a path that takes none); the connection closes after it.
+ */
+export function problemResponse(err: GatewayError, status: number = ERRORS[err.code].http, instance?: string): string {
+  const body = JSON.stringify({ ...problemOf(err, instance), status });
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }

@@ -2,11 +2,11 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   GatewayError, groupProblem, isExpired, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type GroupDelivery, type GroupMember, type GroupMembership,
-  type Adapter, type AdapterContext, type DispatchResult, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type DispatchResult, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type MessageSource, type ProtocolRegistration,
   type SlowConsumerCounts,
 } from '../../src/index.js';
 import { sseSection, type SseSettings } from './config.js';
-import { keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
+import { badPercentEncoding, keyFromUrl, messageFromRequest, ssePayload } from './mapping.js';
 
 const MESSAGES = '/v1/messages/';
 const REQUESTS = '/v1/requests/';
@@ -18,6 +18,8 @@ const ENDPOINTS = [
   { prefix: SUBSCRIBE, method: 'GET', names: 'pattern' },
 ] as const;
 const SSE_HEARTBEAT_MS = 15_000;
+/** The accepted publish's answer, `{"id":…}`, is written as text: fastify would serialize an object the same way, at more cost. */
+const JSON_UTF8 = 'application/json; charset=utf-8';
 /** the payload of a request without a body */
 const EMPTY_BODY = Buffer.alloc(0);
 
@@ -47,14 +49,36 @@ export class HttpAdapter implements Adapter {
   }
 
   register(): void {
-    this.#ctx.http?.register((scope, _opts, done) => this.#routes(scope, done));
+    const http = this.#ctx.http;
+    if (!http) return;
+    http.register((scope, _opts, done) => this.#routes(scope, done));
+    for (const { prefix, names } of ENDPOINTS) {
+      http.malformedPath(prefix, (request, reply) => {
+        const err = badPercentEncoding(names);
+        this.#ctx.refused(err.code);
+        sendProblem(reply, err, request.url);
+      });
+    }
   }
 
   #routes(app: FastifyInstance, done: () => void): void {
     // Payloads are bytes, never parsed: one parser for every content type, enforcing the
     // current payload limit (read per request so a reload applies at once).
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser('*', (request, body, parsed) => collectBody(request, body, this.#ctx.maxPayloadSize(), parsed));
+    // Admission is where the parser starts, before the body is read: an overloaded gateway
+    // refuses at once rather than buffer it. Only the dispatching routes (POST) take a body here,
+    // and no hook runs on them.
+    app.addContentTypeParser('*', (request, body, parsed) => {
+      if (!request.is404) {
+        try {
+          this.#ctx.admitWork();
+        } catch (err) {
+          parsed(err as Error);
+          return;
+        }
+      }
+      collectBody(request, body, this.#ctx.maxPayloadSize(), parsed);
+    });
     app.setErrorHandler((err, request, reply) => {
       if (err instanceof RequestAborted) {
         this.#aborted++;
@@ -77,19 +101,6 @@ export class HttpAdapter implements Adapter {
       }
       this.#ctx.refused(err.code);
       sendProblem(reply, err, request.url);
-    });
-    // Before the body is read: an overloaded gateway refuses at once rather than buffer it.
-    app.addHook('onRequest', (request, _reply, next) => {
-      if (request.method !== 'POST' || !(request.url.startsWith(MESSAGES) || request.url.startsWith(REQUESTS))) {
-        next();
-        return;
-      }
-      try {
-        this.#ctx.admitWork();
-        next();
-      } catch (err) {
-        next(err as Error);
-      }
     });
     app.post(`${MESSAGES}*`, (request, reply) => this.#publish(request, reply));
     app.post(`${REQUESTS}*`, (request, reply) => this.#request(request, reply));
@@ -114,7 +125,9 @@ export class HttpAdapter implements Adapter {
   /** The request as a Message its sender may send: at once when its identity is known, else once verified. */
   #message(request: FastifyRequest, prefix: string, action: 'publish' | 'request'): Message | Promise<Message> {
     if (this.#stopping) throw shuttingDown();
-    const key = keyFromUrl(request.url, prefix);
+    // A request with no body never reaches the parser, which admits the others.
+    if (request.body === undefined) this.#ctx.admitWork();
+    const key = keyFromUrl(request.url, prefix, 'key');
     const identity = this.#identity(request);
     return identity instanceof Promise
       ? identity.then((known) => this.#allowedMessage(request, key, known, action))
@@ -123,9 +136,10 @@ export class HttpAdapter implements Adapter {
 
   #allowedMessage(request: FastifyRequest, key: string, identity: Identity, action: 'publish' | 'request'): Message {
     const body = Buffer.isBuffer(request.body) ? request.body : EMPTY_BODY;
-    const message = messageFromRequest(key, body, request.headers, {
-      protocol: 'http', remoteAddress: request.ip, ...(identity.principal !== undefined ? { principal: identity.principal } : {}),
-    });
+    const source: MessageSource = { protocol: 'http', remoteAddress: request.ip };
+    // Set, not spread in: a conditional spread costs an object per request even when empty.
+    if (identity.principal !== undefined) source.principal = identity.principal;
+    const message = messageFromRequest(key, body, request.headers, source);
     if (!this.#ctx.access().canSend(identity, message)) {
       throw new GatewayError('forbidden', `not allowed to ${action === 'publish' ? 'publish to' : 'send requests to'} ${message.key}${message.replyTo !== undefined ? ` with x-reply-to ${message.replyTo}` : ''}`);
     }
@@ -139,7 +153,7 @@ export class HttpAdapter implements Adapter {
    */
   #publish(request: FastifyRequest, reply: FastifyReply): void {
     const message = this.#message(request, MESSAGES, 'publish');
-    const accepted = (result: DispatchResult) => void reply.code(202).send({ id: result.id });
+    const accepted = (result: DispatchResult) => void reply.code(202).type(JSON_UTF8).send(`{"id":${JSON.stringify(result.id)}}`);
     const refused = (err: unknown) => void reply.send(err);
     if (message instanceof Promise) message.then((known) => this.#ctx.dispatch(known)).then(accepted, refused);
     else this.#ctx.dispatch(message).then(accepted, refused);
@@ -163,7 +177,7 @@ export class HttpAdapter implements Adapter {
 
   async #subscribe(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (this.#stopping) throw shuttingDown();
-    const pattern = keyFromUrl(request.url, SUBSCRIBE);
+    const pattern = keyFromUrl(request.url, SUBSCRIBE, 'pattern');
     const problem = patternProblem(pattern);
     if (problem) throw new GatewayError('bad_request', problem, { field: 'pattern' });
     const group = (request.query as Record<string, unknown> | undefined)?.group;

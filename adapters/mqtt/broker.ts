@@ -1,6 +1,8 @@
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
 
 type Done = (error?: Error) => void;
+/** what aedes calls to deliver a publish to one client subscription */
+type Delivery = Parameters<Aedes['subscribe']>[1];
 
 /** What becomes of a client's PUBLISH (from the wire, or its will) instead of broker forwarding. */
 export type Ingress = (client: Client, packet: PublishPacket, done: Done) => void;
@@ -17,6 +19,11 @@ export interface MqttEngine extends Pick<Aedes, 'on' | 'listen' | 'handle' | 'cl
   /** it speaks MQTT 5: deliveries carry the Message's properties (mapping.ts publishProperties) */
   readonly mqtt5: boolean;
   readonly persistence: SessionPersistence;
+  /**
+   * Some client subscription is held now, so a publish could be delivered at once (aedes's own
+   * `$SYS/` listeners aside: they hear the broker's own announcements, which never come from the bus).
+   */
+  readonly listening: boolean;
   /** Publishes as the broker (no client): retained storage, offline queues, each subscription's QoS. */
   forward(packet: PublishPacket, done: Done): void;
 }
@@ -46,10 +53,33 @@ export class GatewayBroker extends Aedes implements MqttEngine {
   declare persistence: SessionPersistence;
   declare clients: Record<string, Client>;
   readonly #ingress: Ingress;
+  /**
+   * The delivery functions aedes holds for its clients' subscriptions: one per client and filter,
+   * added as aedes adds it and dropped once aedes removed it, so that `listening` is never false
+   * while one could still be called.
+   */
+  readonly #deliveries = new Set<Delivery>();
 
   constructor(options: AedesOptions, ingress: Ingress) {
     super(options);
     this.#ingress = ingress;
+  }
+
+  get listening(): boolean {
+    return this.#deliveries.size > 0;
+  }
+
+  override subscribe(topic: string, delivery: Delivery, done: () => void): void {
+    this.#deliveries.add(delivery);
+    super.subscribe(topic, delivery, done);
+  }
+
+  override unsubscribe(topic: string, delivery: Delivery, done?: Done): void {
+    // aedes calls back with an error (and removes nothing) for a topic it refuses outright.
+    super.unsubscribe(topic, delivery, (err?: Error) => {
+      if (!err) this.#deliveries.delete(delivery);
+      done?.(err);
+    });
   }
 
   override publish(packet: PublishPacket, clientOrDone?: Client | null | Done, done?: Done): void {

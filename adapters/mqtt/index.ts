@@ -81,8 +81,9 @@ interface MqttCounters extends RequestReplyCounters {
  * The MQTT adapter: an embedded aedes broker on `listeners.mqtt` (TCP) and on `/mqtt` of the
  * HTTP listener (WebSocket). Every PUBLISH goes through the router once, and is acknowledged only
  * once the router accepted it. The broker is one subscriber of the core bus among the others: it
- * takes every message the bus carries and gives it broker semantics (retained messages, offline
- * queues of persistent sessions, delivery at each subscription's QoS). Design: docs/mqtt.md.
+ * is handed every message the bus carries that a client could want and gives it broker semantics
+ * (retained messages, offline queues of persistent sessions, delivery at each subscription's
+ * QoS). Design: docs/mqtt.md.
  */
 export class MqttAdapter implements Adapter {
   readonly #counters: MqttCounters = {
@@ -133,6 +134,12 @@ export class MqttAdapter implements Adapter {
    */
   readonly #hits: GuardedConnection[] = [];
   #collecting = false;
+  /**
+   * aedes may hold subscriptions of persistent sessions, whose QoS ≥ 1 messages it queues while
+   * their clients are away: in cluster mode always (other nodes' sessions, in Redis), else once
+   * a client with a persistent session asked to subscribe (the in-memory store starts empty).
+   */
+  #persistentSessions = false;
 
   constructor(ctx: AdapterContext<MqttSettings>, engine: MqttEngineFactory) {
     this.#ctx = ctx;
@@ -160,6 +167,7 @@ export class MqttAdapter implements Adapter {
     const s = this.#settings;
     const sessions = this.#ctx.sessions;
     const store = sessions ? await this.#shareSessions(sessions) : undefined;
+    this.#persistentSessions = store !== undefined;
     const broker = this.#engine({
       ...(store ? { persistence: store } : {}),
       // Unbounded as the bus is: a subscriber's backlog is bounded by maxOutboundBuffer and drainTimeout.
@@ -214,8 +222,7 @@ export class MqttAdapter implements Adapter {
 
     const http = this.#ctx.http;
     if (http && s.websocket) {
-      http.webSocket({ maxPayload: s.maxPacketSize });
-      http.register((app, _options, done) => {
+      http.webSocket({ maxPayload: s.maxPacketSize }, (app, _options, done) => {
         app.get(WEBSOCKET_PATH, { websocket: true }, (socket, request) => this.#acceptWebSocket(socket, request.raw));
         done();
       });
@@ -456,6 +463,8 @@ export class MqttAdapter implements Adapter {
 
   /** Denied subscriptions get 0x80 in SUBACK [MQTT-3.9.3-2]. */
   readonly #authorizeSubscribe = (client: Client, subscription: Subscription, callback: (error: Error | null, subscription?: Subscription | null) => void): void => {
+    // Before aedes stores it: from here on a message may have to be queued for this session.
+    if (!client.clean) this.#persistentSessions = true;
     const session = this.#sessions.get(client);
     const existing = (client as Client & ClientSubscriptions).subscriptions;
     const full = !(subscription.topic in existing) && Object.keys(existing).length >= this.#settings.maxSubscriptions;
@@ -691,6 +700,10 @@ export class MqttAdapter implements Adapter {
   readonly #forward = (message: Message, origin?: BusOrigin): Promise<void> | undefined => {
     const broker = this.#broker;
     if (!broker || this.#stopping) return undefined;
+    // What aedes would neither keep (retained, queued for a persistent session) nor deliver at
+    // once costs it a publish all the same (about a kilobyte and a microsecond): an HTTP or gRPC
+    // publish with no MQTT subscriber at all need not reach it.
+    if (message.retain !== true && !broker.listening && (message.qos === 0 || !this.#persistentSessions)) return undefined;
     // Set field by field rather than spread in: a spread of a conditional object costs an object
     // per message (and a slower copy) even when it is empty.
     const packet: PublishPacket & ExpiringPacket & Partial<Pick<AedesPublishPacket, 'brokerId' | 'brokerCounter'>> = {

@@ -45,8 +45,7 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
     const settings = this.ctx.settings();
     if (!http || !settings.enabled) return;
     this.#registered = true;
-    http.webSocket({ maxPayload: settings.maxFrameSize, perMessageDeflate: settings.perMessageDeflate });
-    http.register((app, _options, done) => {
+    http.webSocket({ maxPayload: settings.maxFrameSize, perMessageDeflate: settings.perMessageDeflate }, (app, _options, done) => {
       app.get(WS_PATH, {
         websocket: true,
         preValidation: (request: FastifyRequest, reply: FastifyReply) => this.#admit(request, reply),

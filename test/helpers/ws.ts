@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import WebSocket, { type ClientOptions } from 'ws';
 import type { ServerFrame } from '../../src/client/protocol.js';
 import { eventually } from './eventually.js';
@@ -69,5 +71,28 @@ export function refusedStatus(http: string, options: ClientOptions & { query?: s
       reject(new Error('the handshake succeeded'));
     });
     socket.on('error', () => undefined);
+  });
+}
+
+/**
+ * A WebSocket upgrade request to `path` on a plain socket: everything the server sent, once it
+ * closed the connection (rejects if it has not within `timeoutMs`).
+ */
+export function upgradeAnswer(http: string, path: string, timeoutMs = 5000): Promise<string> {
+  const { hostname, port } = new URL(http);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the server kept the connection open; it sent ${Buffer.concat(chunks).toString('latin1').slice(0, 300)}`));
+    }, timeoutMs);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString('latin1'));
+    });
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`);
   });
 }

@@ -60,13 +60,19 @@ describe('HTTP API', () => {
 
     const text = await fetch(`${gw.http}/v1/messages/sensors/a1/temp`, { method: 'POST', body: '{"c": 21.5}', headers: { 'content-type': 'application/json', 'x-priority': '7' } });
     expect(text.status).toBe(202);
-    const { id } = (await text.json()) as { id: string };
+    expect(text.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    const answer = await text.text();
+    const { id } = JSON.parse(answer) as { id: string };
+    expect(answer).toBe(JSON.stringify({ id }));
     expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/);
+    // A client's own id comes back as it was sent, quotes and backslashes escaped as JSON.
+    const labelled = await fetch(`${gw.http}/v1/messages/sensors/b2/temp`, { method: 'POST', body: binary, headers: { 'x-message-id': 'batch "7" \\ a' } });
+    expect(await labelled.text()).toBe('{"id":"batch \\"7\\" \\\\ a"}');
     const bin = await fetch(`${gw.http}/v1/messages/sensors/b2/temp`, { method: 'POST', body: binary });
     expect(bin.status).toBe(202);
 
-    await eventually(() => expect(sse!.messages).toHaveLength(2));
-    const [first, second] = sse.messages;
+    await eventually(() => expect(sse!.messages).toHaveLength(3));
+    const [first, , second] = sse.messages;
     expect(first).toMatchObject({ id, key: 'sensors/a1/temp', payload: '{"c": 21.5}', contentType: 'application/json', priority: 7 });
     expect(second!.key).toBe('sensors/b2/temp');
     expect(second!.encoding).toBe('base64');
@@ -201,6 +207,28 @@ routes:
     const badPattern = await fetch(`${gw.http}/v1/subscribe/a/${encodeURIComponent('#')}/b`);
     expect(badPattern.status).toBe(400);
     expect((await problem(badPattern)).code).toBe('bad_request');
+  });
+
+  it('answers a key or pattern that is not valid percent-encoding 400 bad_request as a problem naming it, on every API path', async () => {
+    gw = await startGateway('defaultRoute: publish');
+    const cases = [
+      { path: '/v1/messages/k/%zz', init: { method: 'POST', body: 'x' }, names: 'key' },
+      { path: '/v1/requests/k/%E0%A4', init: { method: 'POST', body: 'x' }, names: 'key' },
+      { path: '/v1/subscribe/k/%C0%80/%23', init: {}, names: 'pattern' },
+    ];
+    for (const { path, init, names } of cases) {
+      const answer = await fetch(`${gw.http}${path}`, init);
+      expect(answer.status).toBe(400);
+      expect(await problem(answer)).toEqual({
+        type: 'urn:junction:error:bad_request', title: 'Malformed input', status: 400, code: 'bad_request',
+        detail: `the ${names} in the path is not valid percent-encoding`, field: names, instance: path,
+      });
+    }
+    // Under no API path, the listener still answers with a problem.
+    const elsewhere = await fetch(`${gw.http}/v2/%zz`, { method: 'POST', body: 'x' });
+    expect(elsewhere.status).toBe(400);
+    expect(await problem(elsewhere)).toMatchObject({ code: 'bad_request', instance: '/v2/%zz' });
+    expect(refusals(gw.gateway, 'http')).toEqual({ bad_request: 4 });
   });
 
   it('answers unknown paths 404 and wrong methods 405 with Allow, as problems', async () => {

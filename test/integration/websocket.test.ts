@@ -6,7 +6,7 @@ import { startDownstream, type Downstream } from '../helpers/downstream.js';
 import { eventually } from '../helpers/eventually.js';
 import { refusals, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { payloadBytes, subscribeSse, type SseSubscriber } from '../helpers/sse.js';
-import { connectWs, type WsTestClient } from '../helpers/ws.js';
+import { connectWs, upgradeAnswer, type WsTestClient } from '../helpers/ws.js';
 
 const isAck = (id: unknown) => (f: { op: string; id?: unknown }) => f.op === 'ack' && f.id === id;
 const isError = (id?: unknown) => (f: { op: string; id?: unknown }) => f.op === 'error' && f.id === id;
@@ -283,6 +283,27 @@ routes:
     const kitchen = mqttMessages.find((m) => m.topic === 'rooms/kitchen')!;
     expect(kitchen.payload.toString()).toBe('{"lux":300}');
     expect(mqttMessages.find((m) => m.topic === 'rooms/cellar')!.payload.equals(Buffer.from([0xc0, 0xff, 0xee]))).toBe(true);
+  });
+
+  it('takes an upgrade on /ws and /mqtt only: one to any other path is answered 404 problem+json and the connection closed', async () => {
+    gw = await startGateway('defaultRoute: publish', undefined, { listeners: ['mqtt'] });
+    for (const path of ['/nope', '/v1/subscribe/rooms/%23', '/v1/messages/rooms/a?x=1', '/ws/', '/mqtt/x']) {
+      const answer = await upgradeAnswer(gw.http, path);
+      expect(answer).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+      expect(answer).toContain('Content-Type: application/problem+json');
+      const problem = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+      expect(problem).toMatchObject({ status: 404, code: 'not_found', instance: path });
+      expect(problem.detail).toBe(`no WebSocket endpoint at ${path.split('?')[0]}; WebSocket paths: /mqtt, /ws`);
+    }
+    expect(refusals(gw.gateway, 'http').not_found).toBe(5);
+
+    const ws = await client();
+    await subscribed(ws, 's', 'rooms/#');
+    mqttClient = await mqtt.connectAsync(gw.mqttWs);
+    await mqttClient.publishAsync('rooms/hall', 'on', { qos: 1 });
+    expect((await ws.next<MessageFrame>(isMessage)).payload).toBe('on');
+    // An HTTP request without an upgrade is still answered on the WebSocket paths, as before.
+    expect((await fetch(`${gw.http}/ws`)).status).toBe(404);
   });
 
   it('stops reading a socket with maxInflight frames in flight until one of them completes', async () => {
