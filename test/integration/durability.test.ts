@@ -97,7 +97,8 @@ ${withB ? '  - { name: b, match: { key: "b/#" }, to: [b] }' : ''}
       const listed = (await (await fetch(`${url('admin')}/admin/deadletter?target=a`)).json()) as DeadLetters;
       expect(listed.records.map((r) => [text(r.message.payload), r.reason, r.attempts])).toEqual([['first', 'retries_exhausted', 3]]);
     });
-    expect(calls.filter((body) => body !== 'first')).toEqual(['p9-a', 'p9-b', 'p4', 'p0-a', 'p0-b']);
+    // The last of them may still be on its way when the first is dead-lettered.
+    await eventually(() => expect(calls.filter((body) => body !== 'first')).toEqual(['p9-a', 'p9-b', 'p4', 'p0-a', 'p0-b']));
     expect(calls.indexOf('first')).toBe(2);
     expect(calls.filter((body) => body === 'first')).toHaveLength(2);
 
