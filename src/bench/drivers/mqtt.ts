@@ -3,7 +3,8 @@ import tls from 'node:tls';
 import mqttPacket from 'mqtt-packet';
 import { readStampBytes } from '../stamp.js';
 import { Outbox } from './outbox.js';
-import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection, SendDone } from './driver.js';
+import type { ConnectionContext, ProtocolDriver, PublisherConnection, SendDone } from './driver.js';
+import { Link } from './link.js';
 
 /** From the TCP connect to CONNACK, and from SUBSCRIBE to SUBACK. */
 const OPEN_TIMEOUT_MS = 30_000;
@@ -22,18 +23,16 @@ type Incoming = mqttPacket.Packet;
  * One MQTT 3.1.1 connection on a plain socket (TLS with --tls) from ctx.localAddress: packets are
  * encoded by mqtt-packet and parsed by its parser, as mqtt.js does, without mqtt.js's per-packet
  * machinery (its stores, callbacks and keepalive bookkeeping cost a load worker more than the
- * server spent on the same messages). Opening settles once, on CONNACK; a close after that is a
- * drop unless close() asked for it.
+ * server spent on the same messages). Opening settles on CONNACK (a subscriber's on SUBACK).
  */
-class Link implements Closable {
+class MqttLink extends Link {
   readonly socket: net.Socket;
   readonly outbox: Outbox;
-  #state: 'opening' | 'open' | 'closing' = 'opening';
   #lastError: string | undefined;
-  #opening: { resolve(): void; reject(error: Error): void; timer: NodeJS.Timeout } | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
 
-  constructor(readonly ctx: ConnectionContext, readonly clean = true) {
+  constructor(ctx: ConnectionContext, readonly clean = true) {
+    super(ctx);
     const port = ctx.ports.mqtt;
     if (!port) throw new Error(`${ctx.server} has no MQTT port`);
     const { host, localAddress } = ctx;
@@ -46,8 +45,7 @@ class Link implements Closable {
 
   open(): Promise<this> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(`no CONNACK within ${OPEN_TIMEOUT_MS / 1000} s`), OPEN_TIMEOUT_MS);
-      this.#opening = { resolve: () => resolve(this), reject, timer };
+      this.opening(OPEN_TIMEOUT_MS, `no CONNACK within ${OPEN_TIMEOUT_MS / 1000} s`, () => resolve(this), reject);
       const parser = mqttPacket.parser({ protocolVersion: 4 });
       parser.on('packet', (packet: Incoming) => this.receive(packet));
       parser.on('error', (err: Error) => {
@@ -57,13 +55,12 @@ class Link implements Closable {
       this.socket.on('data', (chunk: Buffer) => parser.parse(chunk));
       // An error is followed by 'close', which reports it.
       this.socket.on('error', (err) => { this.#lastError = err.message; });
-      this.socket.on('close', () => this.#closed());
+      this.socket.on('close', () => {
+        clearInterval(this.#heartbeat);
+        this.closed(this.#lastError ?? 'closed by the server', this.#lastError ?? 'the server closed the connection while it opened (CONNECT, SUBSCRIBE)');
+      });
       this.send(mqttPacket.generate({ cmd: 'connect', protocolVersion: 4, clientId: this.ctx.clientId, clean: this.clean, keepalive: this.ctx.keepaliveS }));
     });
-  }
-
-  protected get isOpen(): boolean {
-    return this.#state === 'open';
   }
 
   /** A whole packet, in this turn's write. */
@@ -83,48 +80,24 @@ class Link implements Closable {
     this.ready();
   }
 
-  protected ready(): void {
-    const opening = this.#opening;
-    if (!opening) return;
-    this.#opening = undefined;
-    clearTimeout(opening.timer);
-    this.#state = 'open';
-    // A PINGREQ every keepalive period, as a client that has nothing else to say must send; the
-    // server answers and the answer is not awaited: a server that stops answering closes the connection.
+  /**
+   * A PINGREQ every keepalive period, as a client that has nothing else to say must send; the
+   * server answers and the answer is not awaited: a server that stops answering closes the connection.
+   */
+  protected override opened(): void {
     if (this.ctx.keepaliveS > 0) {
       const ping = mqttPacket.generate({ cmd: 'pingreq' });
       this.#heartbeat = setInterval(() => this.send(ping), this.ctx.keepaliveS * 1000);
       this.#heartbeat.unref();
     }
-    opening.resolve();
   }
 
-  /** Fails the opening; no effect once open. */
-  protected fail(reason: string): void {
-    const opening = this.#opening;
-    if (!opening) return;
-    this.#opening = undefined;
-    clearTimeout(opening.timer);
-    this.#state = 'closing';
-    opening.reject(new Error(reason));
+  protected cut(): void {
     this.socket.destroy();
   }
 
-  /** Every send not yet done fails with `reason`: the connection is gone. */
-  protected abandon(_reason: string): void {}
-
-  #closed(): void {
-    clearInterval(this.#heartbeat);
-    const reason = this.#lastError ?? 'closed by the server';
-    if (this.#opening) return this.fail(this.#lastError ?? 'the server closed the connection while it opened (CONNECT, SUBSCRIBE)');
-    const dropped = this.#state === 'open';
-    this.#state = 'closing';
-    this.abandon(reason);
-    if (dropped) this.ctx.onDrop(reason);
-  }
-
   close(): Promise<void> {
-    this.#state = 'closing';
+    this.closing();
     clearInterval(this.#heartbeat);
     if (this.socket.closed) return Promise.resolve();
     return new Promise((resolve) => {
@@ -161,7 +134,7 @@ function publishTemplate(topic: string, payloadLength: number, qos: 0 | 1): Publ
  * QoS 0 publishes are done once written; QoS 1 publishes on their PUBACK, matched by packet id.
  * MQTT 3.1.1 has no priority.
  */
-class Publisher extends Link implements PublisherConnection {
+class Publisher extends MqttLink implements PublisherConnection {
   #template: PublishTemplate | undefined;
   /** the done of each QoS 1 publish awaiting its PUBACK, by packet id */
   readonly #pending: (SendDone | undefined)[] = new Array(MAX_PACKET_ID + 1);
@@ -220,7 +193,7 @@ class Publisher extends Link implements PublisherConnection {
 }
 
 /** Subscribes to its key at the run's QoS once connected, and acknowledges each QoS 1 delivery. */
-class Subscriber extends Link {
+class Subscriber extends MqttLink {
   constructor(ctx: ConnectionContext, readonly key: string, readonly onDelivery: (stampUs: number) => void) {
     super(ctx, !ctx.persistent);
   }
@@ -262,5 +235,5 @@ export const mqttDriver: ProtocolDriver = {
   // authorizeSubscribe fails) fails the opening: the close before SUBACK rejects it, not a drop.
   subscriber: (ctx, key, onDelivery) => new Subscriber(ctx, key, onDelivery).open(),
 
-  idle: (ctx) => new Link(ctx).open(),
+  idle: (ctx) => new MqttLink(ctx).open(),
 };

@@ -1,7 +1,8 @@
 import WebSocket from 'ws';
 import { FrameSocket } from './frame-socket.js';
 import { readStamp } from '../stamp.js';
-import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection, SendDone } from './driver.js';
+import type { ConnectionContext, ProtocolDriver, PublisherConnection, SendDone } from './driver.js';
+import { Link } from './link.js';
 
 /** From `new WebSocket` to the greeting's answer (subscribe ack, NATS PONG); a silent server fails the connection. */
 const OPEN_TIMEOUT_MS = 30_000;
@@ -11,23 +12,18 @@ const CLOSE_TIMEOUT_MS = 2_000;
 const HEARTBEAT_TICK_MS = 100;
 
 /**
- * One WebSocket connection: opening it (upgrade, then the dialect's greeting) settles once, and a
- * close after that is a drop unless close() asked for it. Subclasses read frames as bytes: the load
- * generator shares the cores with the server, so frames are not decoded or parsed on the hot path.
+ * One WebSocket connection: opening it is the upgrade, then the dialect's greeting. Subclasses read
+ * frames as bytes: the load generator shares the cores with the server, so frames are not decoded
+ * or parsed on the hot path.
  */
-abstract class Link implements Closable {
+abstract class WsLink extends Link {
   ws!: WebSocket | FrameSocket;
-  #state: 'opening' | 'open' | 'closing' = 'opening';
-  #opening: { resolve(): void; reject(error: Error): void; timer: NodeJS.Timeout } | undefined;
-
-  constructor(readonly ctx: ConnectionContext) {}
 
   open(): Promise<this> {
     const { ws: port, wsPath = '/' } = this.ctx.ports;
     if (!port) return Promise.reject(new Error(`${this.ctx.server} has no WebSocket port`));
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(`not open within ${OPEN_TIMEOUT_MS / 1000} s`), OPEN_TIMEOUT_MS);
-      this.#opening = { resolve: () => resolve(this), reject, timer };
+      this.opening(OPEN_TIMEOUT_MS, `not open within ${OPEN_TIMEOUT_MS / 1000} s`, () => resolve(this), reject);
       // Frames are read as bytes, never decoded: checking that they are UTF-8 would be work for nothing.
       const ws = this.receivesMost ? new FrameSocket(this.ctx.host, port, wsPath, this.ctx.localAddress)
         : new WebSocket(`ws://${this.ctx.host}:${port}${wsPath}`, { localAddress: this.ctx.localAddress, perMessageDeflate: false, skipUTF8Validation: true });
@@ -36,7 +32,7 @@ abstract class Link implements Closable {
       ws.on('message', (data: Buffer) => this.receive(data));
       // Once open, an error is followed by 'close', which reports it.
       ws.on('error', (err: Error) => this.fail(err.message));
-      ws.on('close', (code: number, reason: Buffer) => this.#closed(reason.length > 0 ? `closed ${code} ${reason.toString()}` : `closed ${code}`));
+      ws.on('close', (code: number, reason: Buffer) => this.closed(reason.length > 0 ? `closed ${code} ${reason.toString()}` : `closed ${code}`));
     });
   }
 
@@ -48,10 +44,6 @@ abstract class Link implements Closable {
     return false;
   }
 
-  protected get isOpen(): boolean {
-    return this.#state === 'open';
-  }
-
   /** Sent once the upgrade is done; the default greeting is none. */
   protected greet(): void {
     this.ready();
@@ -59,39 +51,12 @@ abstract class Link implements Closable {
 
   protected abstract receive(data: Buffer): void;
 
-  /** Every send not yet done fails with `reason`: the connection is gone. */
-  protected abandon(_reason: string): void {}
-
-  protected ready(): void {
-    const opening = this.#opening;
-    if (!opening) return;
-    this.#opening = undefined;
-    clearTimeout(opening.timer);
-    this.#state = 'open';
-    opening.resolve();
-  }
-
-  /** Fails the opening; no effect once open. */
-  protected fail(reason: string): void {
-    const opening = this.#opening;
-    if (!opening) return;
-    this.#opening = undefined;
-    clearTimeout(opening.timer);
-    this.#state = 'closing';
-    opening.reject(new Error(reason));
+  protected cut(): void {
     this.ws.terminate();
   }
 
-  #closed(reason: string): void {
-    if (this.#opening) return this.fail(reason);
-    const dropped = this.#state === 'open';
-    this.#state = 'closing';
-    this.abandon(reason);
-    if (dropped) this.ctx.onDrop(reason);
-  }
-
   close(): Promise<void> {
-    this.#state = 'closing';
+    this.closing();
     if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.ws.terminate(), CLOSE_TIMEOUT_MS);
@@ -156,7 +121,7 @@ function errorText(frame: JunctionFrame): string {
 }
 
 /** Junction's JSON frames (docs/websocket.md), as the gateway, bench/peers/ws.ts and external servers speak them. */
-class JunctionLink extends Link {
+class JunctionLink extends WsLink {
   protected receive(_data: Buffer): void {}
 
   heartbeat(): void {
@@ -264,7 +229,7 @@ function sizeBefore(bytes: Buffer, end: number): number {
  * `CONNECT` plus the subclass's own lines, then `PING`: its `PONG` means the server has processed
  * all of them. Server `PING`s are answered; operations may be split across frames or share one.
  */
-class NatsLink extends Link {
+class NatsLink extends WsLink {
   #rest: Buffer | undefined;
 
   protected override greet(): void {
@@ -366,8 +331,8 @@ class NatsSubscriber extends NatsLink {
  * all their pings in one burst. Closed sockets leave the set when their turn comes.
  */
 class Heartbeat {
-  readonly #links = new Set<Link>();
-  #turn: Iterator<Link> = this.#links.values();
+  readonly #links = new Set<WsLink>();
+  #turn: Iterator<WsLink> = this.#links.values();
   #timer: NodeJS.Timeout | undefined;
   readonly #tickMs: number;
 
@@ -375,7 +340,7 @@ class Heartbeat {
     this.#tickMs = Math.min(HEARTBEAT_TICK_MS, periodMs);
   }
 
-  add(link: Link): void {
+  add(link: WsLink): void {
     this.#links.add(link);
     if (this.#timer) return;
     this.#timer = setInterval(() => this.#tick(), this.#tickMs);
