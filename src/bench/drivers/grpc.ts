@@ -6,7 +6,6 @@ import { readStampBytes } from '../stamp.js';
 import type { Closable, ConnectionContext, ProtocolDriver, PublisherConnection } from './driver.js';
 import { http2StreamPublisher, type MessageOut, type PublishAck } from './grpc-stream.js';
 
-
 interface Delivery {
   payload: Buffer;
 }
