@@ -438,7 +438,8 @@ export class Connection {
       this.#host.counters.expired++;
       return;
     }
-    if (entry.responder) (this.#replyGrants ??= new ReplyGrants()).grant(message, this.#identity.principal);
+    // Most deliveries are no request: they cost a responder neither a clock read nor a map of grants.
+    if (entry.responder && ReplyGrants.answerable(message)) (this.#replyGrants ??= new ReplyGrants()).grant(message, this.#identity.principal);
     const bytes = message.payload.length + message.key.length + FRAME_OVERHEAD;
     // The common case, a socket keeping up, allocates nothing per delivery.
     if (!this.#waitingDrain) {
