@@ -486,21 +486,21 @@ export class Connection {
   }
 
   #write(data: MessageFrame | string, bytes: number): void {
+    // ws answers a send on a closing socket as it does every other (its callback gets the error).
+    const wire = typeof data !== 'string' && this.socket.readyState === WebSocket.OPEN ? this.#wire : undefined;
+    // With no extension ws holds no frame of its own (it queues them only while compressing): what
+    // waits is the socket's, read there without touching ws's sender, one object fewer per delivery.
+    const buffered = wire !== undefined ? wire.writableLength : this.socket.bufferedAmount;
     // The send that crosses the high-water mark asks to be told when it is written: then the queue moves on.
-    const wait = this.socket.bufferedAmount + bytes >= this.#highWater;
+    const wait = buffered + bytes >= this.#highWater;
     if (wait) {
       this.#waitingDrain = true;
       this.#stalledSince = Date.now();
     }
     const done = wait ? (this.#whenDrained ??= (err) => this.#drained(err)) : undefined;
-    if (typeof data === 'string') {
-      this.socket.send(data, TEXT, done);
-    } else if (this.#wire !== undefined && this.socket.readyState === WebSocket.OPEN) {
-      this.#wire.write(data.wire, done);
-    } else {
-      // ws answers a send on a closing socket as it does every other (its callback gets the error).
-      this.socket.send(data.json, TEXT, done);
-    }
+    if (typeof data === 'string') this.socket.send(data, TEXT, done);
+    else if (wire !== undefined) wire.write(data.wire, done);
+    else this.socket.send(data.json, TEXT, done);
   }
 
   /** the write callback of the frame that crossed the high-water mark: made on the first such frame, not per socket */
