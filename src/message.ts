@@ -223,6 +223,7 @@ export function createMessage(init: MessageInit): Message {
   return message;
 }
 
-export function isExpired(message: Message, now = Date.now()): boolean {
-  return message.expiresAt !== undefined && message.expiresAt <= now;
+/** `now` defaults to the clock, read only for a message that can expire: most cannot, and a fan-out asks once per subscriber. */
+export function isExpired(message: Message, now?: number): boolean {
+  return message.expiresAt !== undefined && message.expiresAt <= (now ?? Date.now());
 }

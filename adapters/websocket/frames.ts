@@ -242,10 +242,23 @@ function messageBody(message: Message): string {
   return `,${json.slice(1, -1)},${payloadJson(message.payload, message.contentType)}}`;
 }
 
+/**
+ * A `message` frame as bytes: `wire` is the whole WebSocket frame (RFC 6455 §5.2: final, text,
+ * unmasked, as a server sends), header and JSON in one buffer, for a socket written to directly;
+ * `json` is the same JSON without the header, for ws's `send`.
+ */
+export interface MessageFrame {
+  readonly wire: Buffer;
+  readonly json: Buffer;
+}
+
 interface EncodedMessage {
   body: string;
-  /** frames by `sub`: subscribers that chose the same subscription id share one buffer */
-  frames: Map<FrameId, Buffer>;
+  /** the frame of the first `sub` asked for: a fan-out's subscribers usually all number their subscriptions alike */
+  sub: FrameId;
+  frame: MessageFrame;
+  /** frames of other subscription ids: subscribers that chose the same id share one */
+  others: Map<FrameId, MessageFrame> | undefined;
 }
 
 /** Enough for the usual case (clients numbering their subscriptions alike) without growing per subscriber. */
@@ -253,21 +266,48 @@ const SHARED_FRAMES_PER_MESSAGE = 16;
 const encoded = new WeakMap<Message, EncodedMessage>();
 
 /**
- * A `message` frame as bytes. A fan-out hands the same Message to every subscriber: its JSON is
- * built once, and subscribers with the same `sub` share one buffer, which ws sends without copying.
+ * A fan-out hands the same Message to every subscriber: its JSON is built once, and subscribers
+ * with the same `sub` share one frame, which a socket sends without copying.
  */
-export function messageFrame(message: Message, sub: FrameId): Buffer {
-  let entry = encoded.get(message);
-  if (!entry) {
-    entry = { body: messageBody(message), frames: new Map() };
-    encoded.set(message, entry);
+export function messageFrame(message: Message, sub: FrameId): MessageFrame {
+  const entry = encoded.get(message);
+  if (entry === undefined) {
+    const body = messageBody(message);
+    const frame = wireFrame(body, sub);
+    encoded.set(message, { body, sub, frame, others: undefined });
+    return frame;
   }
-  let frame = entry.frames.get(sub);
-  if (!frame) {
-    frame = Buffer.from(`{"op":"message","sub":${JSON.stringify(sub)}${entry.body}`, 'utf8');
-    if (entry.frames.size < SHARED_FRAMES_PER_MESSAGE) entry.frames.set(sub, frame);
+  if (entry.sub === sub) return entry.frame;
+  let frame = entry.others?.get(sub);
+  if (frame === undefined) {
+    frame = wireFrame(entry.body, sub);
+    const others = entry.others ??= new Map();
+    if (others.size < SHARED_FRAMES_PER_MESSAGE) others.set(sub, frame);
   }
   return frame;
+}
+
+/** a header's first byte: the final frame of a message (FIN), opcode 1 (text) */
+const FIN_TEXT = 0x81;
+
+/** The frame of one subscription id, header first: its length takes 1, 3 or 9 bytes of header (RFC 6455 §5.2). */
+function wireFrame(body: string, sub: FrameId): MessageFrame {
+  const json = `{"op":"message","sub":${JSON.stringify(sub)}${body}`;
+  const length = Buffer.byteLength(json);
+  const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
+  const wire = Buffer.allocUnsafe(headerLength + length);
+  wire[0] = FIN_TEXT;
+  if (headerLength === 2) {
+    wire[1] = length;
+  } else if (headerLength === 4) {
+    wire[1] = 126;
+    wire.writeUInt16BE(length, 2);
+  } else {
+    wire[1] = 127;
+    wire.writeBigUInt64BE(BigInt(length), 2);
+  }
+  wire.write(json, headerLength, 'utf8');
+  return { wire, json: wire.subarray(headerLength) };
 }
 
 export function replyFrame(frameId: FrameId, messageId: string, reply: TargetReply | undefined): string {

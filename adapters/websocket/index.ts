@@ -119,7 +119,8 @@ export class WebSocketAdapter implements Adapter, ConnectionHost {
     // The plugin answered the upgrade through a ServerResponse attached to the TCP socket; left
     // attached, it (and the request it holds) would live as long as the WebSocket.
     admitted.response.detachSocket(request.raw.socket);
-    const connection = new Connection(socket, this, admitted.identity, request.ip);
+    // The upgrade's socket is the one ws reads and writes: Node hands the same to the 'upgrade' event and the request.
+    const connection = new Connection(socket, request.raw.socket, this, admitted.identity, request.ip);
     this.#connections.add(connection);
   }
 

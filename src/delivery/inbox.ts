@@ -88,8 +88,13 @@ export class Inboxes {
 export class ReplyGrants {
   readonly #grants = new Map<string, { correlationId: string; principal: string | undefined; until: number }>();
 
+  /** Whether handing `request` to a responder grants it an answer: a request through the gateway's inboxes. */
+  static answerable(request: Message): request is Message & { replyTo: string; correlationId: string } {
+    return request.replyTo !== undefined && request.correlationId !== undefined && request.replyTo.startsWith(INBOX_PREFIX);
+  }
+
   grant(request: Message, principal: string | undefined, now = Date.now()): void {
-    if (request.replyTo === undefined || request.correlationId === undefined || !request.replyTo.startsWith(INBOX_PREFIX)) return;
+    if (!ReplyGrants.answerable(request)) return;
     if (this.#grants.size >= REPLY_GRANTS_MAX) this.#grants.delete(this.#grants.keys().next().value!);
     this.#grants.set(request.replyTo, { correlationId: request.correlationId, principal, until: now + REPLY_GRANT_TTL_MS });
   }

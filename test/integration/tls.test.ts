@@ -109,9 +109,14 @@ auth:
 
     const wss = new WebSocket(`${gw.http.replace('https', 'wss')}/ws`, { ca: readFileSync(pki.ca) });
     await new Promise((resolve, reject) => { wss.once('open', resolve); wss.once('error', reject); });
-    const acked = new Promise((resolve) => wss.on('message', (data: Buffer) => { if (JSON.parse(data.toString()).op === 'ack') resolve(undefined); }));
+    const frames: unknown[] = [];
+    wss.on('message', (data: Buffer) => frames.push(JSON.parse(data.toString())));
+    wss.send(JSON.stringify({ op: 'subscribe', id: 's', key: 'tls/wss' }));
+    await eventually(() => expect(frames).toContainEqual({ op: 'ack', id: 's' }));
     wss.send(JSON.stringify({ op: 'publish', id: 'w', key: 'tls/wss', payload: 'from wss', qos: 1 }));
-    await acked;
+    // A delivery is written to the TLS socket under the WebSocket, not through ws.
+    await eventually(() => expect(frames).toContainEqual(expect.objectContaining({ op: 'message', sub: 's', key: 'tls/wss', payload: 'from wss' })));
+    await eventually(() => expect(frames).toContainEqual(expect.objectContaining({ op: 'ack', id: 'w' })));
     wss.close();
 
     const ack = await grpcPublish(grpcTls(gw.grpc), 'tls/grpc', 'from grpc-js');

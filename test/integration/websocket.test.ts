@@ -90,6 +90,24 @@ describe('WebSocket adapter', () => {
     expect(number.payload).toBe(42);
   });
 
+  it('delivers frames of every header length whole and in order, with and without permessage-deflate', async () => {
+    // Text payloads whose frames take a 16-bit length, its largest value, and a 64-bit one (RFC 6455 §5.2).
+    const sizes = [10, 65535 - 300, 65535 - 250, 70_000];
+    for (const perMessageDeflate of [false, true]) {
+      gw = await startGateway(`defaultRoute: publish\nwebsocket: { perMessageDeflate: ${perMessageDeflate} }`);
+      const sub = await client();
+      expect(sub.socket.extensions).toBe(perMessageDeflate ? 'permessage-deflate' : '');
+      await subscribed(sub, 's', 'big/#');
+      const pub = await client();
+      for (const [i, size] of sizes.entries()) pub.send({ op: 'publish', id: i, key: `big/${i}`, payload: 'x'.repeat(size), qos: 1 });
+      for (let i = 0; i < sizes.length; i++) await pub.next(isAck(i));
+      await eventually(() => expect(sub.frames.filter(isMessage)).toHaveLength(sizes.length));
+      expect(sub.frames.filter(isMessage).map((f) => ((f as MessageFrame).payload as string).length)).toEqual(sizes);
+      await Promise.all(clients.splice(0).map((c) => c.close()));
+      await gw.stop();
+    }
+  });
+
   it('unsubscribes, answers ping with pong, and replaces a repeated subscription instead of doubling it', async () => {
     gw = await startGateway('defaultRoute: publish');
     const sub = await client();

@@ -16,8 +16,22 @@ describe('outbound payloads', () => {
     const message = createMessage({ key: 'k', payload: Buffer.from('[1]'), contentType: 'application/json', source: { protocol: 'internal' } });
     const a = messageFrame(message, 's1');
     expect(messageFrame(message, 's1')).toBe(a);
-    const frame = JSON.parse(messageFrame(message, 7).toString()) as Record<string, unknown>;
+    const other = messageFrame(message, 7);
+    expect(messageFrame(message, 7)).toBe(other);
+    const frame = JSON.parse(other.json.toString()) as Record<string, unknown>;
     expect(frame).toMatchObject({ op: 'message', sub: 7, id: message.id, key: 'k', payload: [1], contentType: 'application/json', qos: 0, priority: 4 });
+  });
+
+  it('puts a final unmasked text frame header before the JSON, its length in 1, 3 or 9 bytes', () => {
+    // JSON lengths on either side of the 16-bit length's limit (RFC 6455 §5.2); no message frame is under 126 bytes.
+    for (const [size, lengthBytes] of [[300, [126, 1, 44]], [65535, [126, 0xff, 0xff]], [65536, [127, 0, 0, 0, 0, 0, 1, 0, 0]]] as const) {
+      const bare = messageFrame(createMessage({ key: 'k', payload: Buffer.alloc(0), source: { protocol: 'internal' } }), 's').json.length;
+      const message = createMessage({ key: 'k', payload: Buffer.alloc(size - bare, 'a'), source: { protocol: 'internal' } });
+      const { wire, json } = messageFrame(message, 's');
+      expect(json.length).toBe(size);
+      expect([...wire.subarray(0, 1 + lengthBytes.length)]).toEqual([0x81, ...lengthBytes]);
+      expect(wire.subarray(1 + lengthBytes.length).equals(json)).toBe(true);
+    }
   });
 });
 
