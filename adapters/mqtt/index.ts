@@ -123,6 +123,8 @@ export class MqttAdapter implements Adapter {
   readonly #requestReply: MqttRequestReply;
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
+  /** the last PUBLISHes whose acceptance waits on one promise, which the next ones may share */
+  #answering: Answers | undefined;
   readonly #pacing = new SubscriberPacing({
     onPaced: () => this.#counters.paced++,
     onBehind: () => this.#counters.pacingBehind++,
@@ -558,8 +560,8 @@ export class MqttAdapter implements Adapter {
    */
   #route(client: Client, session: Session, packet: PublishPacket): Promise<void> {
     const ahead = this.#held.get(client);
-    if (ahead === undefined) return this.#attempt(client, session, packet);
-    const run = () => this.#attempt(client, session, packet);
+    if (ahead === undefined) return this.#attempt(client, session, packet, false);
+    const run = () => this.#attempt(client, session, packet, true);
     const queued = ahead.then(run, run);
     this.#hold(client, queued);
     return queued;
@@ -573,15 +575,18 @@ export class MqttAdapter implements Adapter {
     work.then(release, release);
   }
 
-  /** One dispatch; no async function here: this is the hot path, and each layer of promises shows. */
-  #attempt(client: Client, session: Session, packet: PublishPacket): Promise<void> {
+  /**
+   * One dispatch; no async function here: this is the hot path, and each layer of promises shows.
+   * `waited`: the PUBLISH waited for those held ahead of it, so it is now first in its client's chain.
+   */
+  #attempt(client: Client, session: Session, packet: PublishPacket, waited: boolean): Promise<void> {
     let message: Message;
     try {
       message = this.#message(session, packet);
     } catch (err) {
       return this.#refused(toGatewayError(err), packet.qos, client);
     }
-    return this.#ctx.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err)));
+    return this.#ctx.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err), waited));
   }
 
   /**
@@ -611,10 +616,11 @@ export class MqttAdapter implements Adapter {
   };
 
   /**
-   * #attempt for a client with nothing held (the common case), answering aedes's callback from
-   * the dispatch itself: one promise per PUBLISH instead of two.
+   * #attempt for a client with nothing held (the common case), answering aedes at once when the
+   * message is accepted at once, else together with the PUBLISHes waiting for the same thing
+   * (one turn's deliveries to the same subscribers): one promise reaction for all of them.
    */
-  #attemptNow(client: Client, session: Session, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+  #attemptNow(client: Client, session: Session, packet: PublishPacket, callback: AedesCallback): void {
     let message: Message;
     try {
       message = this.#message(session, packet);
@@ -622,18 +628,56 @@ export class MqttAdapter implements Adapter {
       this.#refused(toGatewayError(err), packet.qos, client).then(() => callback(null), callback);
       return;
     }
-    this.#ctx.dispatch(message).then(() => {
+    let pending: Promise<void> | undefined;
+    try {
+      pending = this.#ctx.accept(message);
+    } catch (err) {
+      this.#refusal(client, message, toGatewayError(err)).then(() => callback(null), callback);
+      return;
+    }
+    if (pending === undefined) {
       this.#counters.routed++;
       callback(null);
-    }, (err: unknown) => {
-      this.#refusal(client, message, toGatewayError(err)).then(() => callback(null), callback);
-    });
+      return;
+    }
+    let answers = this.#answering;
+    if (answers === undefined || answers.pending !== pending) {
+      answers = this.#awaitAnswers(pending);
+      this.#answering = answers;
+    }
+    answers.clients.push(client);
+    answers.messages.push(message);
+    answers.callbacks.push(callback);
   }
 
-  #refusal(client: Client, message: Message, error: GatewayError): Promise<void> {
+  #awaitAnswers(pending: Promise<void>): Answers {
+    const answers: Answers = { pending, clients: [], messages: [], callbacks: [] };
+    const end = () => {
+      if (this.#answering === answers) this.#answering = undefined;
+    };
+    pending.then(() => {
+      end();
+      const { callbacks } = answers;
+      this.#counters.routed += callbacks.length;
+      for (let i = 0; i < callbacks.length; i++) callbacks[i]!(null);
+    }, (err: unknown) => {
+      end();
+      const error = toGatewayError(err);
+      for (let i = 0; i < answers.callbacks.length; i++) {
+        const callback = answers.callbacks[i]!;
+        this.#refusal(answers.clients[i]!, answers.messages[i]!, error).then(() => callback(null), callback);
+      }
+    });
+    return answers;
+  }
+
+  #refusal(client: Client, message: Message, error: GatewayError, first = false): Promise<void> {
     // A will (its client already closed) cannot be held or closed: it is dropped and counted.
     if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
     this.#counters.held++;
+    // First in its client's chain, it retries at once: the chain (#held) ends in this very
+    // PUBLISH, so waiting for it would wait for itself.
+    if (first) return this.#retry(client, message, error);
     // Buckets and queues decide synchronously when dispatch is called, so PUBLISHes dispatched in
     // the same turn as this one were refused too and reach here in order: their retries chain
     // behind this one, and no later PUBLISH can be accepted ahead of a held one.
@@ -745,6 +789,17 @@ export class MqttAdapter implements Adapter {
     this.#counters.forwardFailed++;
     this.#ctx.logger.debug({ err: err.message }, 'MQTT broker did not take a bus message');
   };
+}
+
+/** What aedes hands authorizePublish to hear that a PUBLISH may go on (or, with an error, that its connection closes). */
+type AedesCallback = (error?: Error | null) => void;
+
+/** PUBLISHes accepted or refused once the same promise settles, answered to aedes in the order they came. */
+interface Answers {
+  readonly pending: Promise<void>;
+  readonly clients: Client[];
+  readonly messages: Message[];
+  readonly callbacks: AedesCallback[];
 }
 
 /** A CONNACK return code for aedes's authenticate callback. */
