@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
-  filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, ThrottledLog, toGatewayError,
+  emptied, filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, ThrottledLog, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusOrigin, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SharedSessions, type SlowConsumerCounts,
 } from '../../src/index.js';
@@ -125,6 +125,8 @@ export class MqttAdapter implements Adapter {
   readonly #held = new WeakMap<Client, Promise<void>>();
   /** the last PUBLISHes whose acceptance waits on one promise, which the next ones may share */
   #answering: Answers | undefined;
+  /** the emptied arrays of the last answers given, for the next: grown once rather than per batch */
+  #spareAnswers: Omit<Answers, 'pending'> | undefined;
   readonly #pacing = new SubscriberPacing({
     onPaced: () => this.#counters.paced++,
     onBehind: () => this.#counters.pacingBehind++,
@@ -651,15 +653,23 @@ export class MqttAdapter implements Adapter {
   }
 
   #awaitAnswers(pending: Promise<void>): Answers {
-    const answers: Answers = { pending, clients: [], messages: [], callbacks: [] };
+    const spare = this.#spareAnswers;
+    this.#spareAnswers = undefined;
+    const answers: Answers = { pending, clients: spare?.clients ?? [], messages: spare?.messages ?? [], callbacks: spare?.callbacks ?? [] };
+    // Ended before any callback runs: aedes may read the next PUBLISHes from inside one.
     const end = () => {
       if (this.#answering === answers) this.#answering = undefined;
+    };
+    const recycle = () => {
+      const { clients, messages, callbacks } = answers;
+      this.#spareAnswers = { clients: emptied(clients), messages: emptied(messages), callbacks: emptied(callbacks) };
     };
     pending.then(() => {
       end();
       const { callbacks } = answers;
       this.#counters.routed += callbacks.length;
       for (let i = 0; i < callbacks.length; i++) callbacks[i]!(null);
+      recycle();
     }, (err: unknown) => {
       end();
       const error = toGatewayError(err);
@@ -667,6 +677,7 @@ export class MqttAdapter implements Adapter {
         const callback = answers.callbacks[i]!;
         this.#refusal(answers.clients[i]!, answers.messages[i]!, error).then(() => callback(null), callback);
       }
+      recycle();
     });
     return answers;
   }
@@ -780,7 +791,7 @@ export class MqttAdapter implements Adapter {
     }
     if (hits.length === 0) return undefined;
     const taken = hits.length === 1 ? this.#pacing.taken(hits[0]!) : this.#pacing.takenByAll(hits);
-    hits.length = 0;
+    emptied(hits);
     return taken;
   };
 

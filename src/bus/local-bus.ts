@@ -1,5 +1,6 @@
 import type { Message } from '../message.js';
 import { TopicTrie } from '../topic/trie.js';
+import { emptied } from '../arrays.js';
 import { TAKEN, type Bus, type BusHandler, type BusOrigin, type BusSubscription, type SubscribeOptions } from './bus.js';
 
 interface Entry {
@@ -64,7 +65,7 @@ export class LocalBus implements Bus {
         else (more ??= []).push(pending);
       }
     } finally {
-      hits.length = 0;
+      emptied(hits);
       this.#depth--;
     }
     if (taking === undefined) return TAKEN;

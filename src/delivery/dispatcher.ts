@@ -11,6 +11,7 @@ import type { DispatchObserver } from '../metrics.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import { withTimeout } from '../timeouts.js';
+import { emptied } from '../arrays.js';
 import { ThrottledLog } from '../throttled-log.js';
 import type { QueueRecord } from '../queue/index.js';
 import { INBOX_PREFIX, Inboxes } from './inbox.js';
@@ -117,6 +118,8 @@ export class Dispatcher {
   /** the last publishes and acceptances waiting on a promise, which the next ones may share */
   #publishing: PublishWait | undefined;
   #accepting: AcceptWait | undefined;
+  /** the emptied arrays of the last wait that ended, for the next: grown once rather than per wait */
+  #spare: Pick<AcceptWait, 'protocols' | 'started'> | undefined;
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
@@ -209,17 +212,22 @@ export class Dispatcher {
   }
 
   #awaitAcceptance(routed: Promise<unknown>): AcceptWait {
-    const wait: AcceptWait = { routed, protocols: [], started: [], settled: TAKEN };
+    const spare = this.#spare;
+    this.#spare = undefined;
+    const wait: AcceptWait = { routed, protocols: spare?.protocols ?? [], started: spare?.started ?? [], settled: TAKEN };
     wait.settled = routed.then(() => {
       this.#endWait(wait);
       this.counters.accepted += wait.protocols.length;
       const observer = this.#deps.observer;
-      if (observer === undefined) return;
-      const now = performance.now();
-      for (let i = 0; i < wait.protocols.length; i++) observer.accepted(wait.protocols[i]!, (now - wait.started[i]!) / 1000);
+      if (observer !== undefined) {
+        const now = performance.now();
+        for (let i = 0; i < wait.protocols.length; i++) observer.accepted(wait.protocols[i]!, (now - wait.started[i]!) / 1000);
+      }
+      this.#recycle(wait);
     }, (err: unknown) => {
       this.#endWait(wait);
       this.counters.rejected += wait.protocols.length;
+      this.#recycle(wait);
       throw toGatewayError(err);
     });
     return wait;
@@ -229,6 +237,12 @@ export class Dispatcher {
   #endWait(wait: AcceptWait): void {
     if (this.#accepting === wait) this.#accepting = undefined;
     this.#inflight -= wait.protocols.length;
+  }
+
+  #recycle({ protocols, started }: AcceptWait): void {
+    emptied(protocols);
+    emptied(started);
+    this.#spare = { protocols, started };
   }
 
   #refused(span: Span | undefined, err: unknown): GatewayError {
