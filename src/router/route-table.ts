@@ -37,6 +37,13 @@ interface Rule {
   /** the bindings themselves when no template depends on the message (named targets, deadletter): shared by every match */
   fixedTargets: readonly TargetBinding[] | undefined;
   fixedFallback: readonly TargetBinding[] | undefined;
+  /**
+   * The bindings made for the last key this rule matched, when some depend on the key (`publish`,
+   * `{N}`): devices repeat their keys, and the same key always makes the same bindings.
+   */
+  boundKey: string | undefined;
+  boundTargets: readonly TargetBinding[];
+  boundFallback: readonly TargetBinding[];
   continues: boolean;
 }
 
@@ -58,6 +65,7 @@ function protocolBits(routes: readonly RouteConfig[]): Map<Protocol, number> {
   return bits;
 }
 const SLOT = /\{([0-9]+)\}/g;
+const NO_BINDINGS: readonly TargetBinding[] = Object.freeze([]);
 
 /**
  * Compiles `routes:` into an immutable table. Rules that share a key pattern share one trie entry
@@ -103,11 +111,16 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
 
   const matchOf = (rule: Rule, list: number, key: string): RouteMatch => {
     const captures = capBuf.slice(capStart[list]!, capEnd[list]!);
+    if (rule.boundKey !== key && (rule.fixedTargets === undefined || rule.fixedFallback === undefined)) {
+      rule.boundTargets = rule.fixedTargets ?? Object.freeze(bind(rule.targets, captures, key));
+      rule.boundFallback = rule.fixedFallback ?? Object.freeze(bind(rule.fallback, captures, key));
+      rule.boundKey = key;
+    }
     return {
       route: rule.route,
       captures,
-      targets: rule.fixedTargets ?? bind(rule.targets, captures, key),
-      fallback: rule.fixedFallback ?? bind(rule.fallback, captures, key),
+      targets: rule.fixedTargets ?? rule.boundTargets,
+      fallback: rule.fixedFallback ?? rule.boundFallback,
     };
   };
 
@@ -228,6 +241,9 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     fallback,
     fixedTargets: fixedBindings(targets),
     fixedFallback: fixedBindings(fallback),
+    boundKey: undefined,
+    boundTargets: NO_BINDINGS,
+    boundFallback: NO_BINDINGS,
     continues: route.continue,
   };
 }

@@ -34,7 +34,7 @@ export interface RouteMatch {
   route: CompiledRoute;
   /** levels captured by `+` and `#`, in pattern order; `#` captures the rest joined by `/` */
   captures: string[];
-  /** shared by every match of the rule when no binding depends on the message: not to be changed */
+  /** shared by the matches of the rule (of every key, or of the same key): not to be changed */
   targets: readonly TargetBinding[];
   fallback: readonly TargetBinding[];
 }

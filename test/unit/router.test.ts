@@ -179,6 +179,20 @@ describe('targets', () => {
     }
   });
 
+  it('binds a key repeated after another key as it bound it the first time', () => {
+    const table = compileRouteTable([rule('r', 'a/+', { to: ['publish', { publish: 'p/{1}' }], fallback: [{ publish: 'dl/{1}' }] })], 'drop');
+    const bindings = (key: string) => {
+      const [m] = table.match(message(key)).matches;
+      return { targets: m!.targets, fallback: m!.fallback };
+    };
+    const first = bindings('a/x');
+    expect(bindings('a/x').targets).toBe(first.targets);
+    expect(Object.isFrozen(first.targets)).toBe(true);
+    expect(Object.isFrozen(first.fallback)).toBe(true);
+    expect(bindings('a/y')).toEqual({ targets: [{ kind: 'publish', key: 'a/y' }, { kind: 'publish', key: 'p/y' }], fallback: [{ kind: 'publish', key: 'dl/y' }] });
+    expect(bindings('a/x')).toEqual({ targets: [{ kind: 'publish', key: 'a/x' }, { kind: 'publish', key: 'p/x' }], fallback: [{ kind: 'publish', key: 'dl/x' }] });
+  });
+
   it('gives an empty fallback when the rule has none', () => {
     expect(compileRouteTable([rule('r', 'a')], 'drop').match(message('a')).matches[0]!.fallback).toEqual([]);
   });
