@@ -634,7 +634,11 @@ export class MqttAdapter implements Adapter {
     try {
       pending = this.#ctx.accept(message);
     } catch (err) {
-      this.#refusal(client, message, toGatewayError(err)).then(() => callback(null), callback);
+      // Taken up after the PUBLISHes read with this one are dispatched, as a rejected dispatch
+      // was: they see the same buckets and queues, and a refused QoS 0 among them is dropped at
+      // once rather than held behind this one (#refusal).
+      const error = toGatewayError(err);
+      Promise.resolve().then(() => this.#refusal(client, message, error)).then(() => callback(null), callback);
       return;
     }
     if (pending === undefined) {
