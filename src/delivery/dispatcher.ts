@@ -183,10 +183,10 @@ export class Dispatcher {
    * `dispatch` for a sender that needs to know only when a message is accepted (an MQTT PUBLISH,
    * an HTTP publish): undefined when it was accepted before this returns; else a promise that
    * resolves once it is, or rejects with the GatewayError that refuses it, shared by the messages
-   * waiting for the same hand-off. Throws the GatewayError of a message refused at once.
+   * waiting for the same hand-off. A message refused at once throws its GatewayError (with
+   * tracing on, which needs the per-message path, the promise rejects with it instead).
    */
   accept(message: Message): Promise<void> | undefined {
-    // A span per message needs the per-message path.
     if (tracingOn()) return this.dispatch(message).then(nothing);
     this.counters.received++;
     const started = performance.now();
