@@ -300,14 +300,14 @@ export class Dispatcher {
   }
 
   /** The rest of routing, once the rules' rate limits let the message in. */
-  #routeAdmitted(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
+  #routeAdmitted(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
     const first = matches[0]!;
     if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, matches, snapshot, options);
     this.#checkCapacity(message, matches);
     return this.#deliverAll(message, matches) ?? { id: message.id };
   }
 
-  async #routeRequest(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
+  async #routeRequest(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
     const result = await this.#request(message, matches, snapshot, options.timeoutMs);
     if (!options.expectReply) await this.#forwardReply(message, result.reply!);
     return options.expectReply ? result : { id: message.id };
@@ -358,7 +358,7 @@ export class Dispatcher {
    * All-or-nothing acceptance: if a target without a fallback is full, nothing is sent
    * anywhere and the sender is told `overloaded`, so a retry cannot duplicate.
    */
-  #checkCapacity(message: Message, matches: RouteMatch[]): void {
+  #checkCapacity(message: Message, matches: readonly RouteMatch[]): void {
     for (let m = 0; m < matches.length; m++) {
       const match = matches[m]!;
       if (match.fallback.length > 0) continue;
@@ -565,7 +565,7 @@ export class Dispatcher {
     await this.#publish(answer, answer.key);
   }
 
-  async #request(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, callerTimeoutMs?: number): Promise<DispatchResult> {
+  async #request(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot, callerTimeoutMs?: number): Promise<DispatchResult> {
     const [first, ...rest] = matches;
     const [replyBinding, ...others] = first!.targets;
     const timeoutMs = replyWait(callerTimeoutMs, first!.route.timeout);

@@ -38,12 +38,13 @@ interface Rule {
   fixedTargets: readonly TargetBinding[] | undefined;
   fixedFallback: readonly TargetBinding[] | undefined;
   /**
-   * The bindings made for the last key this rule matched, when some depend on the key (`publish`,
-   * `{N}`): devices repeat their keys, and the same key always makes the same bindings.
+   * The last key this rule matched, its match (captures and bindings), and the decision where the
+   * rule won alone: devices repeat their keys, and the same key always makes the same match, so
+   * one entry per rule spares the next message of that key new objects.
    */
-  boundKey: string | undefined;
-  boundTargets: readonly TargetBinding[];
-  boundFallback: readonly TargetBinding[];
+  lastKey: string | undefined;
+  lastMatch: RouteMatch | undefined;
+  lastDecision: RouteDecision | undefined;
   continues: boolean;
 }
 
@@ -65,7 +66,6 @@ function protocolBits(routes: readonly RouteConfig[]): Map<Protocol, number> {
   return bits;
 }
 const SLOT = /\{([0-9]+)\}/g;
-const NO_BINDINGS: readonly TargetBinding[] = Object.freeze([]);
 
 /**
  * Compiles `routes:` into an immutable table. Rules that share a key pattern share one trie entry
@@ -110,18 +110,24 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
   };
 
   const matchOf = (rule: Rule, list: number, key: string): RouteMatch => {
+    if (rule.lastKey === key) return rule.lastMatch!;
     const captures = capBuf.slice(capStart[list]!, capEnd[list]!);
-    if (rule.boundKey !== key && (rule.fixedTargets === undefined || rule.fixedFallback === undefined)) {
-      rule.boundTargets = rule.fixedTargets ?? Object.freeze(bind(rule.targets, captures, key));
-      rule.boundFallback = rule.fixedFallback ?? Object.freeze(bind(rule.fallback, captures, key));
-      rule.boundKey = key;
-    }
-    return {
+    const match: RouteMatch = Object.freeze({
       route: rule.route,
-      captures,
-      targets: rule.fixedTargets ?? rule.boundTargets,
-      fallback: rule.fixedFallback ?? rule.boundFallback,
-    };
+      captures: Object.freeze(captures),
+      targets: rule.fixedTargets ?? Object.freeze(bind(rule.targets, captures, key)),
+      fallback: rule.fixedFallback ?? Object.freeze(bind(rule.fallback, captures, key)),
+    });
+    rule.lastKey = key;
+    rule.lastMatch = match;
+    rule.lastDecision = undefined;
+    return match;
+  };
+
+  /** The decision where `rule` alone wins for `key`. */
+  const wonAlone = (rule: Rule, key: string): RouteDecision => {
+    const match = matchOf(rule, 0, key);
+    return rule.lastDecision ??= Object.freeze({ matches: Object.freeze([match]) });
   };
 
   const match = (message: RoutableMessage): RouteDecision => {
@@ -137,6 +143,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (!admits(rule, message, protocolBit)) continue;
+        if (matches === undefined && !rule.continues) return wonAlone(rule, message.key);
         const found = matchOf(rule, 0, message.key);
         if (matches === undefined) matches = [found];
         else matches.push(found);
@@ -241,9 +248,9 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     fallback,
     fixedTargets: fixedBindings(targets),
     fixedFallback: fixedBindings(fallback),
-    boundKey: undefined,
-    boundTargets: NO_BINDINGS,
-    boundFallback: NO_BINDINGS,
+    lastKey: undefined,
+    lastMatch: undefined,
+    lastDecision: undefined,
     continues: route.continue,
   };
 }
