@@ -51,6 +51,14 @@ export interface AdapterContext<Settings = unknown> {
    * GatewayError, whose code the adapter answers in its protocol's terms (src/errors.ts).
    */
   dispatch(message: Message, options?: DispatchOptions): Promise<DispatchResult>;
+  /**
+   * `dispatch` for a sender that needs to know only when a message is accepted, the result being
+   * its id: undefined when it was accepted before this returns, else a promise that resolves once
+   * it is (shared with other messages waiting for the same thing) or rejects with the
+   * GatewayError that refuses it. A message refused at once throws its GatewayError (with
+   * tracing on, the promise rejects with it instead).
+   */
+  accept(message: Message): Promise<void> | undefined;
   /** Subscribes to the core bus: deliveries of every key the pattern matches, whatever protocol published them. */
   subscribe(pattern: string, handler: BusHandler, options?: SubscribeOptions): Promise<BusSubscription>;
   /** Every message published on the bus, for an engine that matches subscriptions itself (the MQTT broker). */

@@ -428,11 +428,13 @@ export class Gateway {
       protocol,
       logger: this.logger,
       dispatch: (message, options) => {
-        // Acknowledged QoS 1 messages must survive a node: without Redis they cannot be made to.
-        if (message.qos > 0 && this.#cluster && !this.#cluster.available) {
-          return Promise.reject(new GatewayError('overloaded', 'Redis is unreachable: QoS 1 messages are refused until it is back (QoS 0 still reaches this node\'s subscribers)', { retryAfterMs: 1000 }));
-        }
-        return this.dispatcher.dispatch(message, options);
+        const unsafe = this.#unsafeInCluster(message);
+        return unsafe ? Promise.reject(unsafe) : this.dispatcher.dispatch(message, options);
+      },
+      accept: (message) => {
+        const unsafe = this.#unsafeInCluster(message);
+        if (unsafe) throw unsafe;
+        return this.dispatcher.accept(message);
       },
       subscribe: (pattern, handler, options) => this.bus.subscribe(pattern, handler, options),
       subscribeAll: (handler) => this.bus.subscribeAll(handler),
@@ -460,6 +462,12 @@ export class Gateway {
       refused: (code) => this.metrics.rejected(protocol, code),
       ...(this.#cluster ? { sessions: this.#cluster.sessionsOf(protocol) } : {}),
     };
+  }
+
+  /** Acknowledged QoS 1 messages must survive a node: without Redis they cannot be made to. */
+  #unsafeInCluster(message: Message): GatewayError | undefined {
+    if (message.qos === 0 || !this.#cluster || this.#cluster.available) return undefined;
+    return new GatewayError('overloaded', 'Redis is unreachable: QoS 1 messages are refused until it is back (QoS 0 still reaches this node\'s subscribers)', { retryAfterMs: 1000 });
   }
 
   /** The adapter of a protocol, when it runs. */

@@ -17,6 +17,7 @@ export { ERRORS, GatewayError, isGatewayError, ListenerError, SetupError, shutti
 export type { Logger } from './log.js';
 export { ThrottledLog } from './throttled-log.js';
 export { settledBy, withTimeout } from './timeouts.js';
+export { emptied } from './arrays.js';
 export { realClock, type Clock, type Timer } from './clock.js';
 export {
   createMessage, isExpired, isValidTraceparent, newMessageId, newTraceparent, parsePriority,

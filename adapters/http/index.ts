@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   GatewayError, groupProblem, isExpired, onExpiry, patternProblem, sendProblem, shuttingDown, toGatewayError, tokenFromAuthorization,
   type GroupDelivery, type GroupMember, type GroupMembership,
-  type Adapter, type AdapterContext, type DispatchResult, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type MessageSource, type ProtocolRegistration,
+  type Adapter, type AdapterContext, type AdapterStats, type BusSubscription, type ConnectionInfo, type Identity, type Message, type MessageSource, type ProtocolRegistration,
   type SlowConsumerCounts,
 } from '../../src/index.js';
 import { sseSection, type SseSettings } from './config.js';
@@ -20,6 +20,12 @@ const ENDPOINTS = [
 const SSE_HEARTBEAT_MS = 15_000;
 /** The accepted publish's answer, `{"id":…}`, is written as text: fastify would serialize an object the same way, at more cost. */
 const JSON_UTF8 = 'application/json; charset=utf-8';
+
+/** 202 with the id of the message a publish made. */
+function accepted(reply: FastifyReply, id: string): void {
+  void reply.code(202).type(JSON_UTF8).send(`{"id":${JSON.stringify(id)}}`);
+}
+
 /** the payload of a request without a body */
 const EMPTY_BODY = Buffer.alloc(0);
 
@@ -147,16 +153,22 @@ export class HttpAdapter implements Adapter {
   }
 
   /**
-   * Not an async function: with a known identity the request is checked, routed and answered in
-   * one promise (the dispatch's) instead of one per nested async call. A synchronous throw reaches
-   * the error handler through fastify, a rejection through send(err).
+   * Not an async function: with a known identity the request is checked, routed and answered
+   * before this returns when every target took the message at once, and with one promise reaction
+   * otherwise. A synchronous throw reaches the error handler through fastify, a rejection through
+   * send(err).
    */
   #publish(request: FastifyRequest, reply: FastifyReply): void {
     const message = this.#message(request, MESSAGES, 'publish');
-    const accepted = (result: DispatchResult) => void reply.code(202).type(JSON_UTF8).send(`{"id":${JSON.stringify(result.id)}}`);
-    const refused = (err: unknown) => void reply.send(err);
-    if (message instanceof Promise) message.then((known) => this.#ctx.dispatch(known)).then(accepted, refused);
-    else this.#ctx.dispatch(message).then(accepted, refused);
+    if (message instanceof Promise) message.then((known) => this.#accept(known, reply)).catch((err: unknown) => void reply.send(err));
+    else this.#accept(message, reply);
+  }
+
+  /** Answers 202 with the message's id once it is accepted; throws a refusal made at once. */
+  #accept(message: Message, reply: FastifyReply): void {
+    const pending = this.#ctx.accept(message);
+    if (pending === undefined) accepted(reply, message.id);
+    else pending.then(() => accepted(reply, message.id), (err: unknown) => void reply.send(err));
   }
 
   async #request(request: FastifyRequest, reply: FastifyReply): Promise<void> {

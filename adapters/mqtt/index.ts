@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { AedesPublishPacket, AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import { createWebSocketStream, type WebSocket } from 'ws';
 import {
-  filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, ThrottledLog, toGatewayError,
+  emptied, filterMatches, GatewayError, INBOX_PREFIX, onExpiry, patternProblem, REQUEST_PREFIX, ThrottledLog, toGatewayError,
   type Adapter, type AdapterContext, type AdapterStats, type BoundListener, type BusOrigin, type BusSubscription, type ClientCertificate, type ConnectionInfo, type ErrorCode,
   type Identity, type Message, type MessageSource, type ProtocolRegistration, type QoS, type SharedSessions, type SlowConsumerCounts,
 } from '../../src/index.js';
@@ -123,6 +123,10 @@ export class MqttAdapter implements Adapter {
   readonly #requestReply: MqttRequestReply;
   /** per client, the held PUBLISH (and those queued behind it) later ones wait for, to keep order */
   readonly #held = new WeakMap<Client, Promise<void>>();
+  /** the last PUBLISHes whose acceptance waits on one promise, which the next ones may share */
+  #answering: Answers | undefined;
+  /** the emptied arrays of the last answers given, for the next: grown once rather than per batch */
+  #spareAnswers: Omit<Answers, 'pending'> | undefined;
   readonly #pacing = new SubscriberPacing({
     onPaced: () => this.#counters.paced++,
     onBehind: () => this.#counters.pacingBehind++,
@@ -558,8 +562,8 @@ export class MqttAdapter implements Adapter {
    */
   #route(client: Client, session: Session, packet: PublishPacket): Promise<void> {
     const ahead = this.#held.get(client);
-    if (ahead === undefined) return this.#attempt(client, session, packet);
-    const run = () => this.#attempt(client, session, packet);
+    if (ahead === undefined) return this.#attempt(client, session, packet, false);
+    const run = () => this.#attempt(client, session, packet, true);
     const queued = ahead.then(run, run);
     this.#hold(client, queued);
     return queued;
@@ -573,15 +577,18 @@ export class MqttAdapter implements Adapter {
     work.then(release, release);
   }
 
-  /** One dispatch; no async function here: this is the hot path, and each layer of promises shows. */
-  #attempt(client: Client, session: Session, packet: PublishPacket): Promise<void> {
+  /**
+   * One dispatch; no async function here: this is the hot path, and each layer of promises shows.
+   * `waited`: the PUBLISH waited for those held ahead of it, so it is now first in its client's chain.
+   */
+  #attempt(client: Client, session: Session, packet: PublishPacket, waited: boolean): Promise<void> {
     let message: Message;
     try {
       message = this.#message(session, packet);
     } catch (err) {
       return this.#refused(toGatewayError(err), packet.qos, client);
     }
-    return this.#ctx.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err)));
+    return this.#ctx.dispatch(message).then(this.#accepted, (err: unknown) => this.#refusal(client, message, toGatewayError(err), waited));
   }
 
   /**
@@ -611,10 +618,11 @@ export class MqttAdapter implements Adapter {
   };
 
   /**
-   * #attempt for a client with nothing held (the common case), answering aedes's callback from
-   * the dispatch itself: one promise per PUBLISH instead of two.
+   * #attempt for a client with nothing held (the common case), answering aedes at once when the
+   * message is accepted at once, else together with the PUBLISHes waiting for the same thing
+   * (one turn's deliveries to the same subscribers): one promise reaction for all of them.
    */
-  #attemptNow(client: Client, session: Session, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+  #attemptNow(client: Client, session: Session, packet: PublishPacket, callback: AedesCallback): void {
     let message: Message;
     try {
       message = this.#message(session, packet);
@@ -622,18 +630,69 @@ export class MqttAdapter implements Adapter {
       this.#refused(toGatewayError(err), packet.qos, client).then(() => callback(null), callback);
       return;
     }
-    this.#ctx.dispatch(message).then(() => {
+    let pending: Promise<void> | undefined;
+    try {
+      pending = this.#ctx.accept(message);
+    } catch (err) {
+      // Taken up after the PUBLISHes read with this one are dispatched, as a rejected dispatch
+      // was: they see the same buckets and queues, and a refused QoS 0 among them is dropped at
+      // once rather than held behind this one (#refusal).
+      const error = toGatewayError(err);
+      Promise.resolve().then(() => this.#refusal(client, message, error)).then(() => callback(null), callback);
+      return;
+    }
+    if (pending === undefined) {
       this.#counters.routed++;
       callback(null);
-    }, (err: unknown) => {
-      this.#refusal(client, message, toGatewayError(err)).then(() => callback(null), callback);
-    });
+      return;
+    }
+    let answers = this.#answering;
+    if (answers === undefined || answers.pending !== pending) {
+      answers = this.#awaitAnswers(pending);
+      this.#answering = answers;
+    }
+    answers.clients.push(client);
+    answers.messages.push(message);
+    answers.callbacks.push(callback);
   }
 
-  #refusal(client: Client, message: Message, error: GatewayError): Promise<void> {
+  #awaitAnswers(pending: Promise<void>): Answers {
+    const spare = this.#spareAnswers;
+    this.#spareAnswers = undefined;
+    const answers: Answers = { pending, clients: spare?.clients ?? [], messages: spare?.messages ?? [], callbacks: spare?.callbacks ?? [] };
+    // Ended before any callback runs: aedes may read the next PUBLISHes from inside one.
+    const end = () => {
+      if (this.#answering === answers) this.#answering = undefined;
+    };
+    const recycle = () => {
+      const { clients, messages, callbacks } = answers;
+      this.#spareAnswers = { clients: emptied(clients), messages: emptied(messages), callbacks: emptied(callbacks) };
+    };
+    pending.then(() => {
+      end();
+      const { callbacks } = answers;
+      this.#counters.routed += callbacks.length;
+      for (let i = 0; i < callbacks.length; i++) callbacks[i]!(null);
+      recycle();
+    }, (err: unknown) => {
+      end();
+      const error = toGatewayError(err);
+      for (let i = 0; i < answers.callbacks.length; i++) {
+        const callback = answers.callbacks[i]!;
+        this.#refusal(answers.clients[i]!, answers.messages[i]!, error).then(() => callback(null), callback);
+      }
+      recycle();
+    });
+    return answers;
+  }
+
+  #refusal(client: Client, message: Message, error: GatewayError, first = false): Promise<void> {
     // A will (its client already closed) cannot be held or closed: it is dropped and counted.
     if (client.closed || refusalFor(error.code, message.qos) !== 'hold') return this.#refused(error, message.qos, client);
     this.#counters.held++;
+    // First in its client's chain, it retries at once: the chain (#held) ends in this very
+    // PUBLISH, so waiting for it would wait for itself.
+    if (first) return this.#retry(client, message, error);
     // Buckets and queues decide synchronously when dispatch is called, so PUBLISHes dispatched in
     // the same turn as this one were refused too and reach here in order: their retries chain
     // behind this one, and no later PUBLISH can be accepted ahead of a held one.
@@ -736,7 +795,7 @@ export class MqttAdapter implements Adapter {
     }
     if (hits.length === 0) return undefined;
     const taken = hits.length === 1 ? this.#pacing.taken(hits[0]!) : this.#pacing.takenByAll(hits);
-    hits.length = 0;
+    emptied(hits);
     return taken;
   };
 
@@ -745,6 +804,17 @@ export class MqttAdapter implements Adapter {
     this.#counters.forwardFailed++;
     this.#ctx.logger.debug({ err: err.message }, 'MQTT broker did not take a bus message');
   };
+}
+
+/** What aedes hands authorizePublish to hear that a PUBLISH may go on (or, with an error, that its connection closes). */
+type AedesCallback = (error?: Error | null) => void;
+
+/** PUBLISHes accepted or refused once the same promise settles, answered to aedes in the order they came. */
+interface Answers {
+  readonly pending: Promise<void>;
+  readonly clients: Client[];
+  readonly messages: Message[];
+  readonly callbacks: AedesCallback[];
 }
 
 /** A CONNACK return code for aedes's authenticate callback. */

@@ -1,2 +1,2 @@
-export type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus.js';
+export { TAKEN, type Bus, type BusHandler, type BusOrigin, type BusSubscription, type SubscribeOptions } from './bus.js';
 export { LocalBus } from './local-bus.js';

@@ -1,6 +1,7 @@
 import type { Message } from '../message.js';
 import { TopicTrie } from '../topic/trie.js';
-import type { Bus, BusHandler, BusOrigin, BusSubscription, SubscribeOptions } from './bus.js';
+import { emptied } from '../arrays.js';
+import { TAKEN, type Bus, type BusHandler, type BusOrigin, type BusSubscription, type SubscribeOptions } from './bus.js';
 
 interface Entry {
   readonly pattern: string;
@@ -64,10 +65,10 @@ export class LocalBus implements Bus {
         else (more ??= []).push(pending);
       }
     } finally {
-      hits.length = 0;
+      emptied(hits);
       this.#depth--;
     }
-    if (taking === undefined) return DONE;
+    if (taking === undefined) return TAKEN;
     if (more === undefined) return taking;
     more.push(taking);
     return Promise.all(more).then(nothing);

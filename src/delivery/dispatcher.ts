@@ -1,8 +1,8 @@
-import type { Bus } from '../bus/index.js';
+import { TAKEN, type Bus } from '../bus/index.js';
 import type { DeadLetterEntry, DeadLetterReason, DeadLetterSink } from '../deadletter/store.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isExpired, newMessageId, type Message } from '../message.js';
+import { isExpired, newMessageId, type Message, type Protocol } from '../message.js';
 import { keyProblem } from '../topic/rules.js';
 import type { ExpiredPolicy, RouteMatch, RouteTable, TargetBinding } from '../router/types.js';
 import type { TargetReply } from '../targets/target.js';
@@ -11,6 +11,7 @@ import type { DispatchObserver } from '../metrics.js';
 import type { Span } from '@opentelemetry/api';
 import { endSpan, SpanKind, startSpan, traceparentOf, tracingOn } from '../tracing.js';
 import { withTimeout } from '../timeouts.js';
+import { emptied } from '../arrays.js';
 import { ThrottledLog } from '../throttled-log.js';
 import type { QueueRecord } from '../queue/index.js';
 import { INBOX_PREFIX, Inboxes } from './inbox.js';
@@ -67,6 +68,25 @@ export interface DispatcherDeps {
   cluster?: { node: string; answer(node: string, message: Message): Promise<void> };
 }
 
+/** Publishes waiting for the same promise of the bus: counted by one reaction when it resolves. */
+interface PublishWait {
+  readonly taking: Promise<void>;
+  count: number;
+  counted: Promise<void>;
+}
+
+/**
+ * Messages accepted once the same promise settles (the publishes of one turn to the same MQTT
+ * subscribers): one reaction accepts or refuses them all, so none costs a promise of its own.
+ */
+interface AcceptWait {
+  readonly routed: Promise<unknown>;
+  readonly protocols: Protocol[];
+  /** performance.now() when each was dispatched, for the ingress latency */
+  readonly started: number[];
+  settled: Promise<void>;
+}
+
 function reasonFor(err: GatewayError): DeadLetterReason {
   if (err.details.shutdown) return 'shutdown';
   if (err.details.shed) return 'shed';
@@ -95,6 +115,11 @@ export class Dispatcher {
   /** requests handed to a responder, waiting for its answer */
   readonly #inboxes: Inboxes;
   readonly #deadLetterFailures: ThrottledLog;
+  /** the last publishes and acceptances waiting on a promise, which the next ones may share */
+  #publishing: PublishWait | undefined;
+  #accepting: AcceptWait | undefined;
+  /** the emptied arrays of the last wait that ended, for the next: grown once rather than per wait */
+  #spare: Pick<AcceptWait, 'protocols' | 'started'> | undefined;
 
   constructor(snapshot: RoutingSnapshot, deps: DispatcherDeps) {
     this.#snapshot = snapshot;
@@ -154,6 +179,72 @@ export class Dispatcher {
     return result;
   }
 
+  /**
+   * `dispatch` for a sender that needs to know only when a message is accepted (an MQTT PUBLISH,
+   * an HTTP publish): undefined when it was accepted before this returns; else a promise that
+   * resolves once it is, or rejects with the GatewayError that refuses it, shared by the messages
+   * waiting for the same hand-off. A message refused at once throws its GatewayError (with
+   * tracing on, which needs the per-message path, the promise rejects with it instead).
+   */
+  accept(message: Message): Promise<void> | undefined {
+    if (tracingOn()) return this.dispatch(message).then(nothing);
+    this.counters.received++;
+    const started = performance.now();
+    let routed: DispatchResult | Promise<DispatchResult | void>;
+    try {
+      routed = this.#route(message, this.#snapshot, NO_OPTIONS);
+    } catch (err) {
+      throw this.#refused(undefined, err);
+    }
+    if (!(routed instanceof Promise)) {
+      this.#accepted(message, started, undefined, routed);
+      return undefined;
+    }
+    let wait = this.#accepting;
+    if (wait === undefined || wait.routed !== routed) {
+      wait = this.#awaitAcceptance(routed);
+      this.#accepting = wait;
+    }
+    this.#inflight++;
+    wait.protocols.push(message.source.protocol);
+    wait.started.push(started);
+    return wait.settled;
+  }
+
+  #awaitAcceptance(routed: Promise<unknown>): AcceptWait {
+    const spare = this.#spare;
+    this.#spare = undefined;
+    const wait: AcceptWait = { routed, protocols: spare?.protocols ?? [], started: spare?.started ?? [], settled: TAKEN };
+    wait.settled = routed.then(() => {
+      this.#endWait(wait);
+      this.counters.accepted += wait.protocols.length;
+      const observer = this.#deps.observer;
+      if (observer !== undefined) {
+        const now = performance.now();
+        for (let i = 0; i < wait.protocols.length; i++) observer.accepted(wait.protocols[i]!, (now - wait.started[i]!) / 1000);
+      }
+      this.#recycle(wait);
+    }, (err: unknown) => {
+      this.#endWait(wait);
+      this.counters.rejected += wait.protocols.length;
+      this.#recycle(wait);
+      throw toGatewayError(err);
+    });
+    return wait;
+  }
+
+  /** A message dispatched from here on waits on a promise of its own. */
+  #endWait(wait: AcceptWait): void {
+    if (this.#accepting === wait) this.#accepting = undefined;
+    this.#inflight -= wait.protocols.length;
+  }
+
+  #recycle({ protocols, started }: AcceptWait): void {
+    emptied(protocols);
+    emptied(started);
+    this.#spare = { protocols, started };
+  }
+
   #refused(span: Span | undefined, err: unknown): GatewayError {
     this.counters.rejected++;
     endSpan(span, err);
@@ -194,7 +285,7 @@ export class Dispatcher {
       if (options.expectReply) {
         return this.#requestSubscriber(message, message.key, replyWait(options.timeoutMs, snapshot.requestTimeoutMs)).then((reply) => ({ id: message.id, reply }));
       }
-      return this.#publish(message, message.key);
+      return this.#publish(message, message.key) ?? { id: message.id };
     }
     // Indexed loops on the hot path: for…of made an iterator result per step here (heap profile).
     const matches = decision.matches;
@@ -209,14 +300,14 @@ export class Dispatcher {
   }
 
   /** The rest of routing, once the rules' rate limits let the message in. */
-  #routeAdmitted(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
+  #routeAdmitted(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): DispatchResult | Promise<DispatchResult | void> {
     const first = matches[0]!;
     if (options.expectReply || first.route.mode === 'request') return this.#routeRequest(message, matches, snapshot, options);
     this.#checkCapacity(message, matches);
     return this.#deliverAll(message, matches) ?? { id: message.id };
   }
 
-  async #routeRequest(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
+  async #routeRequest(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot, options: DispatchOptions): Promise<DispatchResult> {
     const result = await this.#request(message, matches, snapshot, options.timeoutMs);
     if (!options.expectReply) await this.#forwardReply(message, result.reply!);
     return options.expectReply ? result : { id: message.id };
@@ -267,7 +358,7 @@ export class Dispatcher {
    * All-or-nothing acceptance: if a target without a fallback is full, nothing is sent
    * anywhere and the sender is told `overloaded`, so a retry cannot duplicate.
    */
-  #checkCapacity(message: Message, matches: RouteMatch[]): void {
+  #checkCapacity(message: Message, matches: readonly RouteMatch[]): void {
     for (let m = 0; m < matches.length; m++) {
       const match = matches[m]!;
       if (match.fallback.length > 0) continue;
@@ -292,8 +383,8 @@ export class Dispatcher {
     return lane;
   }
 
-  /** Resolves once a publish or dead-letter binding has the message. */
-  #deliver(message: Message, binding: Exclude<TargetBinding, { kind: 'target' }>): Promise<void> {
+  /** Resolves once a publish or dead-letter binding has the message; undefined when it has it already. */
+  #deliver(message: Message, binding: Exclude<TargetBinding, { kind: 'target' }>): Promise<void> | undefined {
     return binding.kind === 'publish' ? this.#publish(message, binding.key) : this.#deadLetter(message, 'deadletter', 'routed', 0);
   }
 
@@ -419,13 +510,39 @@ export class Dispatcher {
     this.#deps.observer?.deadLettered(target, reason);
   }
 
-  #publish(message: Message, key: string): Promise<void> {
-    return this.#deps.bus.publish(key === message.key ? message : { ...message, key }).then(this.#countPublished);
+  /**
+   * Resolves once the bus has the message; undefined when it had it on return. Publishes that wait
+   * for the same promise of the bus (one turn's deliveries to the same MQTT subscribers) share
+   * one reaction that counts them.
+   */
+  #publish(message: Message, key: string): Promise<void> | undefined {
+    const taking = this.#deps.bus.publish(key === message.key ? message : { ...message, key });
+    if (taking === TAKEN) {
+      this.counters.published++;
+      return undefined;
+    }
+    let wait = this.#publishing;
+    if (wait === undefined || wait.taking !== taking) {
+      wait = this.#awaitPublish(taking);
+      this.#publishing = wait;
+    } else wait.count++;
+    return wait.counted;
   }
 
-  readonly #countPublished = (): void => {
-    this.counters.published++;
-  };
+  #awaitPublish(taking: Promise<void>): PublishWait {
+    const wait: PublishWait = { taking, count: 1, counted: TAKEN };
+    const end = () => {
+      if (this.#publishing === wait) this.#publishing = undefined;
+    };
+    wait.counted = taking.then(() => {
+      end();
+      this.counters.published += wait.count;
+    }, (err: unknown) => {
+      end();
+      throw err;
+    });
+    return wait;
+  }
 
   /**
    * A request-mode rule hit by a sender that cannot wait (an MQTT publish, an HTTP fire-and-forget
@@ -448,7 +565,7 @@ export class Dispatcher {
     await this.#publish(answer, answer.key);
   }
 
-  async #request(message: Message, matches: RouteMatch[], snapshot: RoutingSnapshot, callerTimeoutMs?: number): Promise<DispatchResult> {
+  async #request(message: Message, matches: readonly RouteMatch[], snapshot: RoutingSnapshot, callerTimeoutMs?: number): Promise<DispatchResult> {
     const [first, ...rest] = matches;
     const [replyBinding, ...others] = first!.targets;
     const timeoutMs = replyWait(callerTimeoutMs, first!.route.timeout);

@@ -37,6 +37,14 @@ interface Rule {
   /** the bindings themselves when no template depends on the message (named targets, deadletter): shared by every match */
   fixedTargets: readonly TargetBinding[] | undefined;
   fixedFallback: readonly TargetBinding[] | undefined;
+  /**
+   * The last key this rule matched, its match (captures and bindings), and the decision where the
+   * rule won alone: devices repeat their keys, and the same key always makes the same match, so
+   * one entry per rule spares the next message of that key new objects.
+   */
+  lastKey: string | undefined;
+  lastMatch: RouteMatch | undefined;
+  lastDecision: RouteDecision | undefined;
   continues: boolean;
 }
 
@@ -102,13 +110,24 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
   };
 
   const matchOf = (rule: Rule, list: number, key: string): RouteMatch => {
+    if (rule.lastKey === key) return rule.lastMatch!;
     const captures = capBuf.slice(capStart[list]!, capEnd[list]!);
-    return {
+    const match: RouteMatch = Object.freeze({
       route: rule.route,
-      captures,
-      targets: rule.fixedTargets ?? bind(rule.targets, captures, key),
-      fallback: rule.fixedFallback ?? bind(rule.fallback, captures, key),
-    };
+      captures: Object.freeze(captures),
+      targets: rule.fixedTargets ?? Object.freeze(bind(rule.targets, captures, key)),
+      fallback: rule.fixedFallback ?? Object.freeze(bind(rule.fallback, captures, key)),
+    });
+    rule.lastKey = key;
+    rule.lastMatch = match;
+    rule.lastDecision = undefined;
+    return match;
+  };
+
+  /** The decision where `rule` alone wins for `key`. */
+  const wonAlone = (rule: Rule, key: string): RouteDecision => {
+    const match = matchOf(rule, 0, key);
+    return rule.lastDecision ??= Object.freeze({ matches: Object.freeze([match]) });
   };
 
   const match = (message: RoutableMessage): RouteDecision => {
@@ -124,6 +143,7 @@ export function compileRouteTable(routes: readonly RouteConfig[], defaultRoute: 
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (!admits(rule, message, protocolBit)) continue;
+        if (matches === undefined && !rule.continues) return wonAlone(rule, message.key);
         const found = matchOf(rule, 0, message.key);
         if (matches === undefined) matches = [found];
         else matches.push(found);
@@ -228,6 +248,9 @@ function compileRule(config: RouteConfig, index: number, bits: ReadonlyMap<Proto
     fallback,
     fixedTargets: fixedBindings(targets),
     fixedFallback: fixedBindings(fallback),
+    lastKey: undefined,
+    lastMatch: undefined,
+    lastDecision: undefined,
     continues: route.continue,
   };
 }

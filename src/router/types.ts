@@ -30,13 +30,13 @@ export interface CompiledRoute {
 
 export type ExpiredPolicy = 'drop' | 'deadletter';
 
+/** Shared by the messages of the same key (frozen), as are the decisions holding it. */
 export interface RouteMatch {
-  route: CompiledRoute;
+  readonly route: CompiledRoute;
   /** levels captured by `+` and `#`, in pattern order; `#` captures the rest joined by `/` */
-  captures: string[];
-  /** shared by every match of the rule when no binding depends on the message: not to be changed */
-  targets: readonly TargetBinding[];
-  fallback: readonly TargetBinding[];
+  readonly captures: readonly string[];
+  readonly targets: readonly TargetBinding[];
+  readonly fallback: readonly TargetBinding[];
 }
 
 /** What routing a message needs to know about it. */
@@ -48,7 +48,7 @@ export interface RoutableMessage {
 
 export interface RouteDecision {
   /** winning rules in precedence order: one, or several chained by `continue: true`; empty = no rule matched */
-  matches: RouteMatch[];
+  readonly matches: readonly RouteMatch[];
   /** set when no rule matched: what defaultRoute says */
   default?: DefaultRoute;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LocalBus } from '../../src/bus/index.js';
+import { LocalBus, TAKEN } from '../../src/bus/index.js';
 import { createMessage } from '../../src/message.js';
 import { busSuite } from '../bus/bus-suite.js';
 
@@ -28,6 +28,18 @@ describe('LocalBus: subscribers that take a message asynchronously', () => {
   }
 
   const message = createMessage({ key: 'a/b', payload: Buffer.from('x'), source: { protocol: 'internal' } });
+
+  it('returns TAKEN for a publish every handler took at once, and a promise of its own otherwise', async () => {
+    const bus = new LocalBus(() => undefined);
+    await bus.subscribe('a/+', () => undefined);
+    expect(bus.publish(message)).toBe(TAKEN);
+    const later = deferred();
+    await bus.subscribeAll(() => later.promise);
+    const publishing = bus.publish(message);
+    expect(publishing).not.toBe(TAKEN);
+    later.resolve();
+    await publishing;
+  });
 
   it('resolves a publish once every handler\'s promise settled, a rejection reported and not the publisher\'s', async () => {
     const errors: unknown[] = [];

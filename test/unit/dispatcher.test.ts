@@ -162,6 +162,61 @@ describe('Dispatcher', () => {
     expect(t.delivered).toHaveLength(0);
   });
 
+  describe('accept', () => {
+    const publishing = [route('p', 'k/#', ['publish'])];
+
+    it('accepts a message every subscriber took at once before it returns', async () => {
+      const local = new LocalBus((err) => { throw err; });
+      const delivered: string[] = [];
+      await local.subscribe('k/#', (m) => { delivered.push(m.key); });
+      const dispatcher = new Dispatcher(snapshot(publishing, [], 1), { bus: local, deadletter: store, logger: silentLogger() });
+      expect(dispatcher.accept(message('k/1'))).toBeUndefined();
+      expect(delivered).toEqual(['k/1']);
+      expect(dispatcher.counters).toMatchObject({ received: 1, accepted: 1, published: 1, rejected: 0 });
+    });
+
+    it('accepts the messages waiting for the same hand-off together, once it is done', async () => {
+      const local = new LocalBus((err) => { throw err; });
+      let handOver!: () => void;
+      const turn = new Promise<void>((resolve) => { handOver = resolve; });
+      await local.subscribeAll(() => turn);
+      const observed: string[] = [];
+      const observer = { received: () => {}, accepted: (protocol: string) => { observed.push(protocol); }, deadLettered: () => {} };
+      const dispatcher = new Dispatcher(snapshot(publishing, [], 1), { bus: local, deadletter: store, logger: silentLogger(), observer });
+      const first = dispatcher.accept(message('k/1'));
+      const second = dispatcher.accept(message('k/2'));
+      expect(first).toBeInstanceOf(Promise);
+      expect(second).toBe(first);
+      expect(dispatcher.inflight).toBe(2);
+      expect(dispatcher.counters).toMatchObject({ accepted: 0, published: 0 });
+      handOver();
+      await first;
+      expect(dispatcher.counters).toMatchObject({ received: 2, accepted: 2, published: 2, rejected: 0 });
+      expect(dispatcher.inflight).toBe(0);
+      expect(observed).toEqual(['internal', 'internal']);
+      // The wait is over: the next message does not join it.
+      expect(dispatcher.accept(message('k/3'))).not.toBe(first);
+    });
+
+    it('refuses every message waiting for a hand-off that failed', async () => {
+      const failed = Promise.reject(new GatewayError('upstream_unavailable', 'the bus is down'));
+      failed.catch(() => {});
+      const failing = { publish: () => failed } as unknown as LocalBus;
+      const dispatcher = new Dispatcher(snapshot(publishing, [], 1), { bus: failing, deadletter: store, logger: silentLogger() });
+      const first = dispatcher.accept(message('k/1'));
+      expect(dispatcher.accept(message('k/2'))).toBe(first);
+      await expect(first).rejects.toMatchObject({ code: 'upstream_unavailable' });
+      expect(dispatcher.counters).toMatchObject({ received: 2, accepted: 0, published: 0, rejected: 2 });
+      expect(dispatcher.inflight).toBe(0);
+    });
+
+    it('throws a refusal made at once', () => {
+      const dispatcher = new Dispatcher(snapshot(publishing, [], 1), { bus, deadletter: store, logger: silentLogger() });
+      expect(() => dispatcher.accept(message('elsewhere'))).toThrow(expect.objectContaining({ code: 'no_route' }));
+      expect(dispatcher.counters).toMatchObject({ received: 1, rejected: 1 });
+    });
+  });
+
   describe('on the queue store', () => {
     const LANE = { concurrency: 4, maxQueue: 100, timeoutMs: 1000 };
 

@@ -179,6 +179,34 @@ describe('targets', () => {
     }
   });
 
+  it('matches a key repeated after another key as it matched it the first time', () => {
+    const table = compileRouteTable([rule('r', 'a/+', { to: ['publish', { publish: 'p/{1}' }], fallback: [{ publish: 'dl/{1}' }] })], 'drop');
+    const first = table.match(message('a/x'));
+    expect(table.match(message('a/x'))).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(Object.isFrozen(first.matches[0]!.targets)).toBe(true);
+    expect(Object.isFrozen(first.matches[0]!.captures)).toBe(true);
+    const bindings = (key: string) => {
+      const [m] = table.match(message(key)).matches;
+      return { captures: m!.captures, targets: m!.targets, fallback: m!.fallback };
+    };
+    expect(bindings('a/y')).toEqual({ captures: ['y'], targets: [{ kind: 'publish', key: 'a/y' }, { kind: 'publish', key: 'p/y' }], fallback: [{ kind: 'publish', key: 'dl/y' }] });
+    expect(bindings('a/x')).toEqual({ captures: ['x'], targets: [{ kind: 'publish', key: 'a/x' }, { kind: 'publish', key: 'p/x' }], fallback: [{ kind: 'publish', key: 'dl/x' }] });
+  });
+
+  it('decides a repeated key afresh when the message\'s protocol or headers choose another rule', () => {
+    const table = compileRouteTable([
+      rule('mqtt-only', 'a/#', { protocols: ['mqtt'] }),
+      rule('tagged', 'a/#', { headers: { tag: 'x' } }),
+      rule('rest', 'a/#'),
+    ], 'drop');
+    const winner = (protocol: Protocol, headers: Record<string, string> = {}) => table.match(message('a/b', protocol, headers)).matches.map((m) => m.route.name);
+    expect(winner('mqtt')).toEqual(['mqtt-only']);
+    expect(winner('http', { tag: 'x' })).toEqual(['tagged']);
+    expect(winner('http')).toEqual(['rest']);
+    expect(winner('mqtt')).toEqual(['mqtt-only']);
+  });
+
   it('gives an empty fallback when the rule has none', () => {
     expect(compileRouteTable([rule('r', 'a')], 'drop').match(message('a')).matches[0]!.fallback).toEqual([]);
   });
