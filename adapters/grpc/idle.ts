@@ -1,5 +1,4 @@
 import type { Socket } from 'node:net';
-import { ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
 
 /**
  * grpc-js restarts its idle clock when a call's HTTP/2 stream closes, which can come a tick before
@@ -15,10 +14,10 @@ interface Activity {
 
 /**
  * Tells which closed connections grpc-js closed for being idle (`listeners.grpc.timeouts.idle`,
- * `grpc.max_connection_idle_ms`), which it does without a word. A server interceptor sees every
- * call (health and reflection too) and the peer address of its connection; a connection that
- * closes after being without a call for the whole idle timeout was closed by it, since grpc-js
- * closes such a connection at that mark, before its client could.
+ * `grpc.max_connection_idle_ms`), which it does without a word. The adapter's server interceptor
+ * (interceptor.ts) sees every call (health and reflection too) and the peer address of its
+ * connection; a connection that closes after being without a call for the whole idle timeout was
+ * closed by grpc-js, which closes such a connection at that mark, before its client could.
  */
 export class IdleConnections {
   readonly #connections = new Map<string, Activity>();
@@ -43,58 +42,13 @@ export class IdleConnections {
     });
   }
 
-  readonly interceptor: ServerInterceptor = (_method, call) => {
-    const activity = this.#connections.get(call.getPeer());
-    if (activity === undefined) return new ServerInterceptingCall(call);
+  /** A call began on the connection of `peer`: returns what to call once when it ends, if that connection is followed. */
+  callStarted(peer: string): (() => void) | undefined {
+    const activity = this.#connections.get(peer);
+    if (activity === undefined) return undefined;
     activity.calls++;
-    return new TrackedCall(call, () => {
+    return () => {
       if (--activity.calls === 0) activity.idleSince = Date.now();
-    });
-  };
-}
-
-type CallListener = Parameters<ServerInterceptingCallInterface['start']>[0];
-type CallStatus = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
-
-/**
- * A call that reports its end once: the status the server sends, or the client cancelling it.
- * grpc-js's ServerInterceptingCall with a responder makes a closure for every message each way
- * (a PublishStream's messages and acks included); this one passes messages straight through.
- */
-class TrackedCall extends ServerInterceptingCall {
-  readonly #call: ServerInterceptingCallInterface;
-  #ended: (() => void) | undefined;
-
-  constructor(call: ServerInterceptingCallInterface, ended: () => void) {
-    super(call);
-    this.#call = call;
-    this.#ended = ended;
-  }
-
-  #end(): void {
-    const ended = this.#ended;
-    this.#ended = undefined;
-    ended?.();
-  }
-
-  override start(listener: CallListener): void {
-    this.#call.start({
-      onReceiveMetadata: (metadata) => listener.onReceiveMetadata(metadata),
-      onReceiveMessage: (message) => listener.onReceiveMessage(message),
-      onReceiveHalfClose: () => listener.onReceiveHalfClose(),
-      onCancel: () => {
-        this.#end();
-        listener.onCancel();
-      },
-    });
-  }
-
-  override sendMessage(message: unknown, callback: () => void): void {
-    this.#call.sendMessage(message, callback);
-  }
-
-  override sendStatus(status: CallStatus): void {
-    this.#end();
-    this.#call.sendStatus(status);
+    };
   }
 }

@@ -12,6 +12,7 @@ import {
 } from '../../src/index.js';
 import { forbidden, identify } from './auth.js';
 import { IdleConnections } from './idle.js';
+import { directWritesOf, gatewayInterceptor } from './interceptor.js';
 import { grpcSection, type GrpcSettings } from './config.js';
 import { asciiMetadata, callContext, deadlinePassed, messageFromProto, msUntil, pastDeadlineStatus, replyOf, statusOf, type CallContext } from './mapping.js';
 import { decoded, loadGatewayProto, type AckReplyOut, type AckRequestIn, type MessageIn, type PublishAckOut, type ReplyOut, type SubscribeRequestIn } from './proto.js';
@@ -19,6 +20,8 @@ import { PublishStreamSession, type PublishAckAnswer } from './publish-stream.js
 import { SubscriberStream, type DeliveryEncoder, type SubscriberCounters } from './subscriber.js';
 
 const SERVICE = 'junction.v1.Gateway';
+/** Methods whose handlers write to the call under grpc-js's Duplex (interceptor.ts) */
+const DIRECT_WRITE_METHODS: ReadonlySet<string> = new Set([`/${SERVICE}/PublishStream`]);
 
 /** grpc-js server options from the `grpc:` config section and the listener's timeouts. */
 export function serverOptions(config: GrpcSettings, timeouts: ListenerTimeouts): Record<string, number> {
@@ -101,7 +104,7 @@ export class GrpcAdapter implements Adapter {
     const { service, reflection, encodeDelivery } = loadGatewayProto();
     this.#encodeDelivery = encodeDelivery;
     const idle = new IdleConnections(listener.timeouts.idle, () => this.#listener?.timedOut('idle'));
-    const server = new Server({ ...serverOptions(this.#ctx.settings(), listener.timeouts), interceptors: [idle.interceptor] });
+    const server = new Server({ ...serverOptions(this.#ctx.settings(), listener.timeouts), interceptors: [gatewayInterceptor(idle, DIRECT_WRITE_METHODS)] });
     server.addService(service, {
       Publish: this.#publish,
       PublishStream: (call: ServerDuplexStream<MessageIn, PublishAckAnswer>) => {
@@ -258,6 +261,8 @@ export class GrpcAdapter implements Adapter {
       call.emit('error', refused);
       return;
     }
+    const writes = directWritesOf(call.metadata);
+    if (writes === undefined) throw new Error('PublishStream without its call under the Duplex: grpc-js no longer hands handlers the metadata its interceptors passed on');
     // Nothing is read until the caller is known: grpc-js holds the first messages meanwhile.
     const { identity, context } = await this.#admit(call);
     if (this.#stopping || call.cancelled) {
@@ -266,6 +271,7 @@ export class GrpcAdapter implements Adapter {
     }
     const session = new PublishStreamSession(call, {
       dispatch: this.#ctx.dispatch,
+      writes,
       call: context,
       window: this.#ctx.settings().publishWindow,
       maxPayloadSize: () => this.#ctx.maxPayloadSize(),

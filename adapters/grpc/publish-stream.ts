@@ -1,5 +1,6 @@
 import type { ServerDuplexStream, StatusObject } from '@grpc/grpc-js';
 import { newMessageId, toGatewayError, type AdapterContext, type BufferLimits, type ErrorCode, type GatewayError, type Message } from '../../src/index.js';
+import type { DirectWrites } from './interceptor.js';
 import { acceptedAckBytes, errorOf, messageFromProto, type CallContext } from './mapping.js';
 import type { ErrorOut, MessageIn, PublishAckOut } from './proto.js';
 
@@ -8,6 +9,8 @@ export type PublishAckAnswer = PublishAckOut | Buffer;
 
 export interface PublishStreamDeps {
   dispatch: AdapterContext['dispatch'];
+  /** the call under grpc-js's Duplex, which acks are written to (interceptor.ts) */
+  writes: DirectWrites;
   call: CallContext;
   window: BufferLimits;
   maxPayloadSize: () => number;
@@ -103,15 +106,15 @@ export class PublishStreamSession {
   }
 
   /**
-   * Acks are counted until grpc-js has handed them to HTTP/2 (the write callback), rather than
-   * waiting for 'drain' whenever `write()` says false: grpc-js says false past 16 queued objects,
-   * and pausing there throttles a busy stream to 16 acks in flight. Unsent acks count against
-   * the window instead, so a client that stops reading its acks is still stopped.
+   * Acks are counted until HTTP/2 has taken them (the write callback); those it has not, because
+   * the client's HTTP/2 window is closed, count against the window, so a client that stops
+   * reading its acks is stopped too. They bypass the Duplex (interceptor.ts), so the acks of a
+   * turn leave in one socket write rather than one write each.
    */
   #ack(ack: PublishAckAnswer): void {
     if (this.#closed) return;
     this.#unsentAcks++;
-    this.#stream.write(ack, this.#ackSent);
+    this.#deps.writes.sendMessage(ack, this.#ackSent);
   }
 
   readonly #ackSent = (): void => {

@@ -36,6 +36,20 @@ function collect<T>(stream: ClientReadableStream<T>): T[] {
   return items;
 }
 
+/** A count once it has not moved for five polls 100 ms apart (ten seconds at most). */
+async function steady(count: () => number): Promise<number> {
+  let last = count();
+  let unchanged = 0;
+  for (let poll = 0; poll < 100 && unchanged < 5; poll++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const now = count();
+    unchanged = now === last ? unchanged + 1 : 0;
+    last = now;
+  }
+  if (unchanged < 5) throw new Error(`the count kept moving for ten seconds (last ${last})`);
+  return last;
+}
+
 describe('gRPC adapter', () => {
   let gw: TestGateway | undefined;
   const clients: { close(): void }[] = [];
@@ -228,6 +242,29 @@ routes:
     } finally {
       await downstream.close();
     }
+  });
+
+  it('PublishStream stops reading a client that does not read its acks, and goes on once it does', async () => {
+    gw = await startGateway('grpc: { publishWindow: { messages: 8 } }\ndefaultRoute: publish', undefined, { listeners: ['grpc'] });
+    const { counters } = gw.gateway.dispatcher;
+    const stream = client().publishStream();
+    const status = ended(stream);
+    const acks: Ack[] = [];
+    stream.on('data', (ack: Ack) => acks.push(ack));
+    // It reads the first ack and stops: grpc-js buffers 16 more for it, then leaves the rest in HTTP/2.
+    stream.once('data', () => stream.pause());
+    const total = 5000;
+    // Acks echo the ids: at about 130 bytes each, some hundreds fill the client's HTTP/2 window and buffers.
+    for (let i = 0; i < total; i++) stream.write({ key: `held/${i}`, payload: 'x', id: `${i}-`.padEnd(120, 'x') });
+    stream.end();
+    await eventually(() => expect(counters.received).toBeGreaterThan(0));
+    const held = await steady(() => counters.received);
+    expect(held).toBeLessThan(total / 2);
+
+    stream.resume();
+    expect((await status).code).toBe(Status.OK);
+    expect(acks.filter((a) => a.error === null)).toHaveLength(total);
+    expect(acks.map((a) => a.sequence)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
   });
 
   it('authenticates every call through the shared auth layer and applies its ACL', async () => {
