@@ -40,6 +40,12 @@ export interface BusSubscription {
 }
 
 /**
+ * What `publish` returns when every subscriber had the message by the time it returned: a publisher
+ * that recognises it may go on at once, without waiting for a promise reaction; others await it.
+ */
+export const TAKEN: Promise<void> = Promise.resolve();
+
+/**
  * Fan-out of published messages to subscribers of every protocol. The core owns it and knows
  * nothing of any protocol; adapters are subscribers like any other.
  *
@@ -54,12 +60,6 @@ export interface BusSubscription {
  * - A subscription delivers nothing after `close()` resolves, and nothing after the bus closed.
  * - `deliverToOne` hands a request to one responder whose pattern matches, in turn among them.
  */
-/**
- * What `publish` returns when every subscriber had the message by the time it returned: a publisher
- * that recognises it may go on at once, without waiting for a promise reaction; others await it.
- */
-export const TAKEN: Promise<void> = Promise.resolve();
-
 export interface Bus {
   publish(message: Message): Promise<void>;
   /** Deliveries of every key the pattern (a valid topic filter) matches. */
