@@ -3,6 +3,7 @@ import {
   createMessage, GatewayError, groupProblem, isJsonContentType, keyProblem, patternProblem,
   type ClientFrame, type FrameId, type JsonValue, type Message, type MessageSource, type PublishFrame, type RequestFrame, type TargetReply,
 } from '../../src/index.js';
+import { frameHeaderSize, OPCODE, writeFrameHeader } from './frame-header.js';
 
 const OPS = ['publish', 'subscribe', 'unsubscribe', 'request', 'ping', 'ack'] as const;
 const MAX_ID_LENGTH = 128;
@@ -287,25 +288,12 @@ export function messageFrame(message: Message, sub: FrameId): MessageFrame {
   return frame;
 }
 
-/** a header's first byte: the final frame of a message (FIN), opcode 1 (text) */
-const FIN_TEXT = 0x81;
-
 /** The frame of one subscription id, header first: its length takes 1, 3 or 9 bytes of header (RFC 6455 §5.2). */
 function wireFrame(body: string, sub: FrameId): MessageFrame {
   const json = `{"op":"message","sub":${JSON.stringify(sub)}${body}`;
   const length = Buffer.byteLength(json);
-  const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
-  const wire = Buffer.allocUnsafe(headerLength + length);
-  wire[0] = FIN_TEXT;
-  if (headerLength === 2) {
-    wire[1] = length;
-  } else if (headerLength === 4) {
-    wire[1] = 126;
-    wire.writeUInt16BE(length, 2);
-  } else {
-    wire[1] = 127;
-    wire.writeBigUInt64BE(BigInt(length), 2);
-  }
+  const wire = Buffer.allocUnsafe(frameHeaderSize(length) + length);
+  const headerLength = writeFrameHeader(wire, OPCODE.text, length, false);
   wire.write(json, headerLength, 'utf8');
   return { wire, json: wire.subarray(headerLength) };
 }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { FIN, frameHeaderSize, OPCODE, writeFrameHeader } from '../../../adapters/websocket/frame-header.js';
 
 /** RFC 6455 §1.3: what the server hashes with the client's key to prove it speaks WebSocket. */
 const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -8,14 +9,6 @@ const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const READ_BUFFER_BYTES = 64 * 1024;
 /** The longest upgrade response read before the connection is refused as not WebSocket. */
 const MAX_HANDSHAKE_BYTES = 16 * 1024;
-
-const CONTINUATION = 0;
-const TEXT = 1;
-const CLOSE = 8;
-const PING = 9;
-const PONG = 10;
-const FIN = 0x80;
-const MASKED = 0x80;
 
 /** The ready states `ws` uses, so Link can read either. */
 export const CONNECTING = 0;
@@ -126,12 +119,12 @@ export class FrameSocket extends EventEmitter {
 
   #frame(head: number, payload: Buffer): void {
     const opcode = head & 0x0f;
-    if (opcode === PING) return this.#send(PONG, payload);
-    if (opcode === PONG) return;
-    if (opcode === CLOSE) {
+    if (opcode === OPCODE.ping) return this.#send(OPCODE.pong, payload);
+    if (opcode === OPCODE.pong) return;
+    if (opcode === OPCODE.close) {
       this.#closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
       this.#closeReason = Buffer.from(payload.subarray(2));
-      if (this.readyState === OPEN) this.#send(CLOSE, payload.subarray(0, 2));
+      if (this.readyState === OPEN) this.#send(OPCODE.close, payload.subarray(0, 2));
       this.readyState = CLOSING;
       this.#socket.end();
       return;
@@ -140,7 +133,7 @@ export class FrameSocket extends EventEmitter {
       this.#fragments.push(Buffer.from(payload));
       return;
     }
-    if (opcode === CONTINUATION) {
+    if (opcode === OPCODE.continuation) {
       this.#fragments.push(payload);
       const message = Buffer.concat(this.#fragments);
       this.#fragments = [];
@@ -153,30 +146,19 @@ export class FrameSocket extends EventEmitter {
   /** One masked frame, as RFC 6455 §5.3 requires of a client. */
   #send(opcode: number, payload: Buffer, done?: (err?: Error | null) => void): void {
     const length = payload.length;
-    const extended = length < 126 ? 0 : length < 65_536 ? 2 : 8;
-    const frame = Buffer.allocUnsafe(2 + extended + 4 + length);
-    frame[0] = FIN | opcode;
-    if (extended === 0) {
-      frame[1] = MASKED | length;
-    } else if (extended === 2) {
-      frame[1] = MASKED | 126;
-      frame.writeUInt16BE(length, 2);
-    } else {
-      frame[1] = MASKED | 127;
-      frame.writeBigUInt64BE(BigInt(length), 2);
-    }
-    const maskAt = 2 + extended;
+    const frame = Buffer.allocUnsafe(frameHeaderSize(length) + 4 + length);
+    const maskAt = writeFrameHeader(frame, opcode, length, true);
     randomBytes(4).copy(frame, maskAt);
     for (let i = 0; i < length; i++) frame[maskAt + 4 + i] = payload[i]! ^ frame[maskAt + (i & 3)]!;
     this.#socket.write(frame, done);
   }
 
   send(data: string, done?: (err?: Error | null) => void): void {
-    this.#send(TEXT, Buffer.from(data), done);
+    this.#send(OPCODE.text, Buffer.from(data), done);
   }
 
   ping(): void {
-    this.#send(PING, Buffer.alloc(0));
+    this.#send(OPCODE.ping, Buffer.alloc(0));
   }
 
   close(code: number): void {
@@ -184,7 +166,7 @@ export class FrameSocket extends EventEmitter {
     this.readyState = CLOSING;
     const payload = Buffer.allocUnsafe(2);
     payload.writeUInt16BE(code);
-    this.#send(CLOSE, payload);
+    this.#send(OPCODE.close, payload);
   }
 
   terminate(): void {
