@@ -1,11 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { createMessage, GatewayError, type Message, type MessageInit, type MessageSource } from '../../src/index.js';
 
-/** Request headers that are transport, credentials or mapped onto Message fields, not message headers. */
+/**
+ * Request headers that are transport or credentials, not message headers. Those mapped onto
+ * Message fields (x-priority, traceparent…) are taken out in messageFromRequest.
+ */
 const NOT_MESSAGE_HEADERS = new Set([
   'host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer',
   'expect', 'authorization', 'cookie', 'proxy-authorization', 'proxy-connection', 'accept-encoding',
-  'x-priority', 'x-qos', 'traceparent', 'x-message-id', 'x-reply-to', 'x-correlation-id', 'x-expires-in',
 ]);
 
 /** What the rest of an API path names: a message's key, or a subscription's pattern. */
@@ -30,13 +32,12 @@ export function keyFromUrl(url: string, prefix: string, names: PathNames): strin
   }
 }
 
-function header(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
+/** The first value of a header sent more than once: the mapped headers take one value. */
+function first(value: string | string[]): string {
+  return typeof value === 'string' ? value : value[0]!;
 }
 
-function integerHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
-  const value = header(headers, name);
+function integerHeader(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (value.trim() === '' || !Number.isInteger(n)) {
@@ -47,26 +48,40 @@ function integerHeader(headers: IncomingHttpHeaders, name: string): number | und
 
 export function messageFromRequest(key: string, payload: Buffer, headers: IncomingHttpHeaders, source: MessageSource): Message {
   const messageHeaders: Record<string, string> = {};
-  // for…in and fields set one by one below: Object.entries and conditional spreads cost an array
+  let contentType: string | undefined;
+  let id: string | undefined;
+  let traceparent: string | undefined;
+  let replyTo: string | undefined;
+  let correlationId: string | undefined;
+  let priorityText: string | undefined;
+  let qosText: string | undefined;
+  let expiresInText: string | undefined;
+  // One pass, each header looked up once: a lookup per mapped header besides cost as much as the
+  // pass. for…in and fields set one by one: Object.entries and conditional spreads cost an array
   // per header and an object per optional field of every request.
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || NOT_MESSAGE_HEADERS.has(name)) continue;
-    messageHeaders[name] = Array.isArray(value) ? value.join(', ') : value;
+    if (value === undefined) continue;
+    switch (name) {
+      case 'content-type': contentType = first(value); break;
+      case 'x-message-id': id = first(value); continue;
+      case 'traceparent': traceparent = first(value); continue;
+      case 'x-reply-to': replyTo = first(value); continue;
+      case 'x-correlation-id': correlationId = first(value); continue;
+      case 'x-priority': priorityText = first(value); continue;
+      case 'x-qos': qosText = first(value); continue;
+      case 'x-expires-in': expiresInText = first(value); continue;
+    }
+    if (!NOT_MESSAGE_HEADERS.has(name)) messageHeaders[name] = typeof value === 'string' ? value : value.join(', ');
   }
-  const expiresIn = integerHeader(headers, 'x-expires-in');
+  const expiresIn = integerHeader('x-expires-in', expiresInText);
   if (expiresIn !== undefined && expiresIn <= 0) {
     throw new GatewayError('bad_request', 'x-expires-in must be a positive number of seconds', { field: 'x-expires-in' });
   }
-  const qos = integerHeader(headers, 'x-qos');
+  const qos = integerHeader('x-qos', qosText);
   // QoS 2 is MQTT's exactly-once handshake; an HTTP 202 can only be at-least-once.
   if (qos !== undefined && qos !== 0 && qos !== 1) throw new GatewayError('bad_request', 'x-qos must be 0 or 1', { field: 'x-qos' });
-  const priority = integerHeader(headers, 'x-priority');
-  const contentType = header(headers, 'content-type');
-  const id = header(headers, 'x-message-id');
-  const traceparent = header(headers, 'traceparent');
-  const replyTo = header(headers, 'x-reply-to');
-  const correlationId = header(headers, 'x-correlation-id');
+  const priority = integerHeader('x-priority', priorityText);
   // An HTTP 202 is an acknowledgement, so HTTP publishes are at-least-once unless asked otherwise.
   const init: MessageInit = { key, payload, headers: messageHeaders, qos: qos ?? 1, source };
   if (priority !== undefined) init.priority = priority;
