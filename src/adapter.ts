@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TObject } from '@sinclair/typebox';
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
@@ -35,6 +36,13 @@ export interface HttpMount {
    * it before any route, hook or handler of the adapter sees it.
    */
   malformedPath(prefix: string, answer: (request: FastifyRequest, reply: FastifyReply) => void): void;
+  /**
+   * Answers the requests with `method` whose path starts with `prefix` on Node's request and
+   * response, before fastify's router: for an endpoint so hot that fastify's per-request work
+   * (routing, request and reply objects, body parser, hooks, send) is a large part of its cost.
+   * The answer does everything fastify would have: errors too (writeProblem).
+   */
+  answerDirectly(method: string, prefix: string, answer: (request: IncomingMessage, response: ServerResponse) => void): void;
   /** The client certificate of a request's socket, on a mutual-TLS HTTP listener. */
   clientCertificate(socket: unknown): ClientCertificate | undefined;
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { hostname } from 'node:os';
@@ -48,6 +49,13 @@ import { PACKAGE_VERSION } from './version.js';
  * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
  * percent-encoded (3 characters a byte) in the URL, plus Node's default 16 KiB for the rest.
  */
+/** A request an adapter answers before fastify's router (HttpMount.answerDirectly). */
+interface DirectAnswer {
+  method: string;
+  prefix: string;
+  answer: (request: IncomingMessage, response: ServerResponse) => void;
+}
+
 const HTTP_MAX_HEAD_BYTES = 3 * MAX_KEY_BYTES + 16 * 1024;
 
 /** Retained messages a cluster node takes from Redis when it starts: a bound on the start's time and memory. */
@@ -349,12 +357,29 @@ export class Gateway {
     const tls = this.#tls.get('http');
     const { server: serverTimeouts, ...fastifyTimeouts } = httpTimeouts(timeouts);
     const malformedPaths = new Map<string, (request: FastifyRequest, reply: FastifyReply) => void>();
-    const server = { maxHeaderSize: HTTP_MAX_HEAD_BYTES, ...serverTimeouts };
+    const directAnswers: DirectAnswer[] = [];
+    const serverOptions = { maxHeaderSize: HTTP_MAX_HEAD_BYTES, ...serverTimeouts };
     // Fastify's own body limit is lifted: the HTTP adapter enforces limits.maxPayloadSize itself.
     const app = Fastify({
-      logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false, ...fastifyTimeouts,
-      // Node's https server takes the http server's options too; Fastify reads `http` only without TLS.
-      ...(tls ? { https: { ...tls.serverOptions(), ...server } } : { http: server }),
+      logger: false, bodyLimit: 2 ** 31 - 1, forceCloseConnections: 'idle', trustProxy: false,
+      // The server is made here so that the requests adapters answer directly never reach
+      // fastify (HttpMount.answerDirectly); it gets the timeouts fastify sets on a server it makes.
+      serverFactory: (fastifyHandler) => {
+        const handler = (request: IncomingMessage, response: ServerResponse): void => {
+          for (const direct of directAnswers) {
+            if (request.method === direct.method && request.url!.startsWith(direct.prefix)) {
+              direct.answer(request, response);
+              return;
+            }
+          }
+          fastifyHandler(request, response);
+        };
+        // Node's https server takes the http server's options too.
+        const server = tls ? createHttpsServer({ ...tls.serverOptions(), ...serverOptions }, handler) : createServer(serverOptions, handler);
+        server.keepAliveTimeout = fastifyTimeouts.keepAliveTimeout;
+        server.requestTimeout = fastifyTimeouts.requestTimeout;
+        return server;
+      },
       // What the router refuses before any route (a path that is not valid percent-encoding):
       // the adapter whose path it is answers, else a problem+json 400 like every other refusal.
       frameworkErrors: (err, request, reply) => {
@@ -416,6 +441,9 @@ export class Gateway {
       },
       malformedPath: (prefix, answer) => {
         malformedPaths.set(prefix, answer);
+      },
+      answerDirectly: (method, prefix, answer) => {
+        directAnswers.push({ method, prefix, answer });
       },
       clientCertificate: (socket) => tls?.clientCertificate(socket as Socket),
     };

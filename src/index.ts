@@ -29,6 +29,6 @@ export type { GroupDelivery, GroupMember, GroupMembership, GroupStats } from './
 export type { DeliveryContext, Target, TargetDeps, TargetReply, TargetType } from './targets/target.js';
 export { INBOX_PREFIX, ReplyGrants } from './delivery/inbox.js';
 export { CONTROL_PRIORITY, SubscriberBuffer, type AddOutcome, type BufferLimits, type Buffered } from './delivery/subscriber-buffer.js';
-export { problemOf, sendProblem, type Problem } from './problem.js';
+export { problemOf, sendProblem, writeProblem, type Problem } from './problem.js';
 /** The /ws frame protocol, shared with the client library (junction/client). */
 export * from './client/protocol.js';

@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import { ERRORS, GatewayError, type ErrorCode } from './errors.js';
 import { MAX_KEY_BYTES } from './topic/rules.js';
@@ -32,14 +32,34 @@ export function problemOf(err: GatewayError, instance?: string): Problem {
   return problem;
 }
 
-export function sendProblem(reply: FastifyReply, err: GatewayError, instance?: string): FastifyReply {
-  const problem = problemOf(err, instance);
-  if (err.code === 'unauthenticated') reply.header('www-authenticate', 'Basic realm="junction", Bearer realm="junction"');
+/** The headers a problem answer carries besides its content type: credentials asked for, when to retry. */
+function problemHeaders(err: GatewayError): [string, string][] {
+  const headers: [string, string][] = [];
+  if (err.code === 'unauthenticated') headers.push(['www-authenticate', 'Basic realm="junction", Bearer realm="junction"']);
   if (err.details.retryAfterMs !== undefined) {
     // Retry-After is in whole seconds (RFC 9110 §10.2.3); round up so a client never retries early.
-    reply.header('retry-after', String(Math.max(1, Math.ceil(err.details.retryAfterMs / 1000))));
+    headers.push(['retry-after', String(Math.max(1, Math.ceil(err.details.retryAfterMs / 1000)))]);
   }
-  return reply.code(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+  return headers;
+}
+
+/** with the charset fastify would add to it */
+const PROBLEM_JSON = 'application/problem+json; charset=utf-8';
+
+export function sendProblem(reply: FastifyReply, err: GatewayError, instance?: string): FastifyReply {
+  const problem = problemOf(err, instance);
+  for (const [name, value] of problemHeaders(err)) reply.header(name, value);
+  return reply.code(problem.status).type(PROBLEM_JSON).send(JSON.stringify(problem));
+}
+
+/** sendProblem for a request answered on Node's response, without fastify (see HttpMount.answerDirectly). */
+export function writeProblem(response: ServerResponse, err: GatewayError, instance?: string): void {
+  const problem = problemOf(err, instance);
+  const body = JSON.stringify(problem);
+  const headers = ['content-type', PROBLEM_JSON, 'content-length', String(Buffer.byteLength(body))];
+  for (const [name, value] of problemHeaders(err)) headers.push(name, value);
+  response.writeHead(problem.status, headers);
+  response.end(body);
 }
 
 /** A request Node's HTTP parser refused before any route saw it, as the bytes to answer it with. */
