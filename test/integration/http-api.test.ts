@@ -336,6 +336,40 @@ routes:
     expect(deniedSubscribe.status).toBe(403);
   });
 
+  it('takes a body whether it came with its head or after it in parts, and counts a chunked body against the limit either way', async () => {
+    gw = await startGateway('limits: { maxPayloadSize: 1kb }\ndefaultRoute: publish');
+    sse = await subscribeSse(gw.http, 'parts/#');
+    const port = Number(new URL(gw.http).port);
+    /** Writes `parts` to a new connection, a turn of the event loop apart, and resolves with the answer's status. */
+    const send = async (parts: string[]): Promise<number> => {
+      const socket = createConnection(port, '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      for (const part of parts) {
+        socket.write(part);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await eventually(() => expect(answer).toMatch(/\r\n\r\n/));
+      socket.destroy();
+      return Number(answer.split(' ')[1]);
+    };
+    const head = (key: string, framing: string) => `POST /v1/messages/parts/${key} HTTP/1.1\r\nHost: j\r\n${framing}\r\n\r\n`;
+    const chunk = (data: string) => `${data.length.toString(16)}\r\n${data}\r\n`;
+
+    expect(await send([head('whole', 'Content-Length: 11') + 'hello world'])).toBe(202);
+    expect(await send([head('split', 'Content-Length: 11'), 'hello', ' world'])).toBe(202);
+    expect(await send([head('chunked', 'Transfer-Encoding: chunked'), chunk('hello'), chunk(' world'), '0\r\n\r\n'])).toBe(202);
+    const big = 'x'.repeat(700);
+    expect(await send([head('over', 'Transfer-Encoding: chunked') + chunk(big) + chunk(big) + '0\r\n\r\n'])).toBe(413);
+    expect(await send([head('over', 'Transfer-Encoding: chunked'), chunk(big), chunk(big), '0\r\n\r\n'])).toBe(413);
+
+    await eventually(() => expect(sse!.messages.map((m) => [m.key, m.payload])).toEqual([
+      ['parts/whole', 'hello world'], ['parts/split', 'hello world'], ['parts/chunked', 'hello world'],
+    ]));
+    expect(refusals(gw.gateway, 'http')).toEqual({ too_large: 2 });
+  });
+
   it('takes a request its client abandoned mid-body for what it is: counted as aborted, not an internal error, and not logged as one', async () => {
     gw = await startGateway('defaultRoute: publish');
     const errors = vi.spyOn(gw.gateway.logger, 'error');
