@@ -45,10 +45,6 @@ import type { Cluster, NodeInfo } from './cluster/cluster.js';
 import type { ClusterNode } from './cluster/node.js';
 import { PACKAGE_VERSION } from './version.js';
 
-/**
- * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
- * percent-encoded (3 characters a byte) in the URL, plus Node's default 16 KiB for the rest.
- */
 /** A request an adapter answers before fastify's router (HttpMount.answerDirectly). */
 interface DirectAnswer {
   method: string;
@@ -56,6 +52,10 @@ interface DirectAnswer {
   answer: (request: IncomingMessage, response: ServerResponse) => void;
 }
 
+/**
+ * The largest request line and headers the HTTP listener reads: a key of MAX_KEY_BYTES fully
+ * percent-encoded (3 characters a byte) in the URL, plus Node's default 16 KiB for the rest.
+ */
 const HTTP_MAX_HEAD_BYTES = 3 * MAX_KEY_BYTES + 16 * 1024;
 
 /** Retained messages a cluster node takes from Redis when it starts: a bound on the start's time and memory. */
