@@ -28,7 +28,7 @@ interface JsonSchema {
 
 // strict: false lets the schema carry its wording keywords (`expected`, `elsewhere`, `retired`).
 // No code optimization: its pass over the config schema's validator makes an object per generated
-// variable name, over a thousand distinct first properties added to `{}`. Past 1,536 of those, V8
+// variable name, each a distinct first property added to `{}`. Past 1,536 such shapes, V8
 // stops linking new object shapes to `{}`'s, and Node's process.nextTick (whose tick objects start
 // from `{}`) went megamorphic for the life of the process: 1.1 µs more per HTTP request.
 // Validation runs at start and reload only; unoptimized validator code costs nothing per message.
