@@ -164,7 +164,7 @@ export class HttpAdapter implements Adapter {
 
   /**
    * `POST /v1/messages/<key>`, answered on Node's request and response (HttpMount.answerDirectly):
-   * fastify's per-request work was a fifth of a publish's cost, and none of it is needed here.
+   * fastify's per-request work was a large share of a publish's cost, and none of it is needed here.
    * The checks come in the order a route would make them: the path, admission before the body is
    * read, the body's size, then who may send what. With a known identity the request is checked,
    * routed and answered without a promise when every target took the message at once.
