@@ -79,7 +79,8 @@ export class HttpAdapter implements Adapter {
     // Admission is where the parser starts, before the body is read: an overloaded gateway
     // refuses at once rather than buffer it. Only the dispatching routes (POST) take a body here,
     // and no hook runs on them.
-    app.addContentTypeParser('*', (request, body, parsed) => {
+    // The body is read from the request itself (collectBody), which is the stream fastify passes.
+    app.addContentTypeParser('*', (request, _payload, parsed) => {
       if (!request.is404) {
         try {
           this.#ctx.admitWork();
@@ -133,26 +134,26 @@ export class HttpAdapter implements Adapter {
    * request has no Authorization; none means anonymous when allowed. The shared auth layer
    * decides (docs/security.md), at once unless a secret needs verifying.
    */
-  #identity(request: IncomingMessage): Identity | Promise<Identity> {
+  #identity(request: IncomingMessage, address: string | undefined): Identity | Promise<Identity> {
     const header = request.headers.authorization;
     return this.#ctx.access().identify(
       header === undefined ? NO_CREDENTIALS : { token: tokenFromAuthorization(header) },
-      { listener: 'http', address: request.socket.remoteAddress, certificate: this.#ctx.http?.clientCertificate(request.socket) },
+      { listener: 'http', address, certificate: this.#ctx.http?.clientCertificate(request.socket) },
     );
   }
 
   /** The request as a Message its sender may send: at once when its identity is known, else once verified. */
   #message(request: IncomingMessage, key: string, body: Buffer, action: 'publish' | 'request'): Message | Promise<Message> {
-    const identity = this.#identity(request);
+    const address = request.socket.remoteAddress;
+    const identity = this.#identity(request, address);
     return identity instanceof Promise
-      ? identity.then((known) => this.#allowedMessage(request, key, body, known, action))
-      : this.#allowedMessage(request, key, body, identity, action);
+      ? identity.then((known) => this.#allowedMessage(request, key, body, address, known, action))
+      : this.#allowedMessage(request, key, body, address, identity, action);
   }
 
-  #allowedMessage(request: IncomingMessage, key: string, body: Buffer, identity: Identity, action: 'publish' | 'request'): Message {
+  #allowedMessage(request: IncomingMessage, key: string, body: Buffer, address: string | undefined, identity: Identity, action: 'publish' | 'request'): Message {
     const source: MessageSource = { protocol: 'http' };
     // Set, not spread in: a conditional spread costs an object per request even when empty.
-    const address = request.socket.remoteAddress;
     if (address !== undefined) source.remoteAddress = address;
     if (identity.principal !== undefined) source.principal = identity.principal;
     const message = messageFromRequest(key, body, request.headers, source);
@@ -235,7 +236,7 @@ export class HttpAdapter implements Adapter {
       const groupIssue = typeof group === 'string' ? groupProblem(group) : 'group must be given once';
       if (groupIssue) throw new GatewayError('bad_request', groupIssue, { field: 'group' });
     }
-    const identity = await this.#identity(request.raw);
+    const identity = await this.#identity(request.raw, request.ip);
     if (!this.#ctx.access().canSubscribe(identity, pattern)) throw new GatewayError('forbidden', `not allowed to subscribe to ${pattern}`);
     const caller: ConnectionInfo = {
       protocol: 'http', id: `sse-${(++this.#streamSequence).toString(36)}`, remoteAddress: request.ip, since: Date.now(), subscriptions: 1,
